@@ -1,0 +1,486 @@
+//! The price of one model: per-token rates, long-context tiers, service tiers and fees.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use crate::provider::Provider;
+use crate::usage::ServiceTier;
+
+/// A per-token rate category of a [`Rates`] card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RateKind {
+    /// Uncached input.
+    Input,
+    /// Cache reads.
+    CacheRead,
+    /// Cache writes, 5-minute (or the provider's only) lifetime.
+    CacheWrite5m,
+    /// Cache writes, 1-hour lifetime.
+    CacheWrite1h,
+    /// Output.
+    Output,
+    /// Reasoning output, where priced apart from other output.
+    Reasoning,
+    /// Audio input.
+    AudioInput,
+    /// Image input.
+    ImageInput,
+    /// Audio output.
+    AudioOutput,
+    /// Image output.
+    ImageOutput,
+}
+
+impl RateKind {
+    /// Every kind.
+    pub const ALL: [RateKind; 10] = [
+        RateKind::Input,
+        RateKind::CacheRead,
+        RateKind::CacheWrite5m,
+        RateKind::CacheWrite1h,
+        RateKind::Output,
+        RateKind::Reasoning,
+        RateKind::AudioInput,
+        RateKind::ImageInput,
+        RateKind::AudioOutput,
+        RateKind::ImageOutput,
+    ];
+
+    /// Whether the rate applies to the prompt side of a request.
+    pub fn is_input_side(self) -> bool {
+        matches!(
+            self,
+            RateKind::Input
+                | RateKind::CacheRead
+                | RateKind::CacheWrite5m
+                | RateKind::CacheWrite1h
+                | RateKind::AudioInput
+                | RateKind::ImageInput
+        )
+    }
+
+    /// The snake_case name used in price files and cost lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateKind::Input => "input",
+            RateKind::CacheRead => "cache_read",
+            RateKind::CacheWrite5m => "cache_write_5m",
+            RateKind::CacheWrite1h => "cache_write_1h",
+            RateKind::Output => "output",
+            RateKind::Reasoning => "reasoning",
+            RateKind::AudioInput => "audio_input",
+            RateKind::ImageInput => "image_input",
+            RateKind::AudioOutput => "audio_output",
+            RateKind::ImageOutput => "image_output",
+        }
+    }
+}
+
+/// Per-token rates, in the price table's currency per **one** token.
+///
+/// A `None` rate means the model has no separate price for that category; how the
+/// category is then priced is fixed by [`Rates::effective`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rates {
+    rates: [Option<Decimal>; 10],
+}
+
+impl Rates {
+    /// The rate of a category, as written.
+    pub fn get(&self, kind: RateKind) -> Option<Decimal> {
+        self.rates[kind as usize]
+    }
+
+    /// Sets the rate of a category.
+    pub fn set(&mut self, kind: RateKind, rate: Option<Decimal>) {
+        self.rates[kind as usize] = rate;
+    }
+
+    /// A card with a rate set; for building cards fluently.
+    pub fn with(mut self, kind: RateKind, rate: Decimal) -> Rates {
+        self.set(kind, Some(rate));
+        self
+    }
+
+    /// Whether no rate at all is set.
+    pub fn is_empty(&self) -> bool {
+        self.rates.iter().all(Option::is_none)
+    }
+
+    /// The rate that prices a category, after the documented fall-backs:
+    ///
+    /// - audio and image input, without their own rate, are input (the modality is not
+    ///   priced apart); audio, image and reasoning output likewise are output;
+    /// - cache reads without a rate are input (no discount is known);
+    /// - 5-minute cache writes without a rate are input (no write premium);
+    /// - 1-hour cache writes without a rate are input only when the model has no
+    ///   5-minute write premium either; a model with a 5-minute premium and no 1-hour
+    ///   rate has an unknown 1-hour price (`None`), never the 5-minute one.
+    pub fn effective(&self, kind: RateKind) -> Option<Decimal> {
+        if let Some(rate) = self.get(kind) {
+            return Some(rate);
+        }
+        match kind {
+            RateKind::Input | RateKind::Output => None,
+            RateKind::CacheRead | RateKind::CacheWrite5m | RateKind::AudioInput | RateKind::ImageInput => {
+                self.get(RateKind::Input)
+            }
+            RateKind::CacheWrite1h => match self.get(RateKind::CacheWrite5m) {
+                Some(_) => None,
+                None => self.get(RateKind::Input),
+            },
+            RateKind::Reasoning | RateKind::AudioOutput | RateKind::ImageOutput => {
+                self.get(RateKind::Output)
+            }
+        }
+    }
+
+    /// Every rate multiplied by `factor`; `None` on overflow.
+    pub fn scaled(&self, factor: Decimal) -> Option<Rates> {
+        let mut out = Rates::default();
+        for kind in RateKind::ALL {
+            if let Some(rate) = self.get(kind) {
+                out.set(kind, Some(rate.checked_mul(factor)?.normalize()));
+            }
+        }
+        Some(out)
+    }
+
+    /// Completes a tier card that names only some rates from the card it modifies.
+    ///
+    /// A category the tier does not name gets the base rate scaled by the tier's ratio
+    /// for its side: the tier's input rate over the base input rate for prompt-side
+    /// categories, the output ratio for output-side ones. That is how providers price
+    /// tiers (a long-context or batch tier moves cache reads and writes with the input
+    /// rate). The derived rate must be exact; a ratio that cannot be applied exactly,
+    /// or a side the tier does not name, leaves the category unpriced in the tier.
+    pub fn completed_from(&self, base: &Rates) -> Rates {
+        let mut out = *self;
+        for kind in RateKind::ALL {
+            if out.get(kind).is_some() {
+                continue;
+            }
+            let Some(base_rate) = base.get(kind) else {
+                continue;
+            };
+            let anchor = if kind.is_input_side() {
+                RateKind::Input
+            } else {
+                RateKind::Output
+            };
+            let derived = match (self.get(anchor), base.get(anchor)) {
+                (Some(tier), Some(base_anchor)) => derive_exact(base_rate, tier, base_anchor),
+                _ => None,
+            };
+            out.set(kind, derived);
+        }
+        out
+    }
+}
+
+/// `base_rate * tier / base_anchor`, only when it is exact.
+fn derive_exact(base_rate: Decimal, tier: Decimal, base_anchor: Decimal) -> Option<Decimal> {
+    if base_anchor.is_zero() {
+        return tier.is_zero().then_some(base_rate);
+    }
+    let product = base_rate.checked_mul(tier)?;
+    let quotient = product.checked_div(base_anchor)?;
+    (quotient.checked_mul(base_anchor)? == product).then(|| quotient.normalize())
+}
+
+/// A long-context tier: above `above_tokens` prompt tokens (cache reads and writes
+/// included), the whole request is priced at `rates`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextTier {
+    /// The threshold: the tier applies when the prompt is **larger** than this.
+    pub above_tokens: u64,
+    /// The rates of the whole request in this tier.
+    pub rates: Rates,
+}
+
+/// The rates of one service tier: a base card and its long-context tiers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Schedule {
+    /// Rates up to the first long-context threshold.
+    pub base: Rates,
+    /// Long-context tiers, by ascending threshold.
+    pub above: Vec<ContextTier>,
+}
+
+impl Schedule {
+    /// The card for a prompt of `prompt_tokens`, and the threshold of its tier if any.
+    pub fn rates_for(&self, prompt_tokens: u64) -> (&Rates, Option<u64>) {
+        match self.above.iter().rev().find(|t| prompt_tokens > t.above_tokens) {
+            Some(tier) => (&tier.rates, Some(tier.above_tokens)),
+            None => (&self.base, None),
+        }
+    }
+}
+
+/// How a service tier other than standard is priced, as written in a price file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TierPricing {
+    /// Every standard rate and tier multiplied by a factor (batch = 0.5).
+    Multiplier(Decimal),
+    /// Rates of its own; unnamed categories follow [`Rates::completed_from`].
+    Schedule(Schedule),
+}
+
+/// Fees that are not per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fees {
+    /// A flat fee per request.
+    pub per_request: Option<Decimal>,
+    /// Per server-side web search call.
+    pub per_web_search: Option<Decimal>,
+    /// Per generated image.
+    pub per_image: Option<Decimal>,
+    /// Per second of input media (transcription and the like).
+    pub per_input_second: Option<Decimal>,
+    /// Per second of output media (speech, video).
+    pub per_output_second: Option<Decimal>,
+}
+
+/// The complete price of one model at one point in time.
+///
+/// Build it with [`ModelPrice::new`]: tier cards are completed once there, so that
+/// pricing a request is a pick of a card and a few multiplications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPrice {
+    pub(crate) provider: Provider,
+    pub(crate) model: Arc<str>,
+    pub(crate) effective_from: Option<DateTime<Utc>>,
+    pub(crate) as_of: Option<NaiveDate>,
+    pub(crate) source: Option<Arc<str>>,
+    /// Completed schedules, indexed by `ServiceTier as usize`.
+    pub(crate) schedules: [Option<Schedule>; 4],
+    pub(crate) fees: Fees,
+}
+
+/// The parts of a model price, as a price file writes them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ModelPriceSpec {
+    /// Standard-tier schedule.
+    pub standard: Schedule,
+    /// Other service tiers.
+    pub tiers: Vec<(ServiceTier, TierPricing)>,
+    /// Fees.
+    pub fees: Fees,
+    /// From when this price is in force; `None` means since always.
+    pub effective_from: Option<DateTime<Utc>>,
+    /// The date the price was read from its source.
+    pub as_of: Option<NaiveDate>,
+    /// Where the price was read.
+    pub source: Option<String>,
+}
+
+impl ModelPrice {
+    /// Builds a model price, completing every tier card.
+    pub fn new(provider: Provider, model: &str, mut spec: ModelPriceSpec) -> ModelPrice {
+        spec.standard.above.sort_by_key(|t| t.above_tokens);
+        let standard = complete_schedule(&spec.standard, None);
+        let mut schedules: [Option<Schedule>; 4] = Default::default();
+        for (tier, pricing) in &spec.tiers {
+            if *tier == ServiceTier::Standard {
+                continue;
+            }
+            let schedule = match pricing {
+                TierPricing::Multiplier(factor) => scale_schedule(&standard, *factor),
+                TierPricing::Schedule(own) => Some(complete_schedule(own, Some(&standard))),
+            };
+            schedules[*tier as usize] = schedule;
+        }
+        schedules[ServiceTier::Standard as usize] = Some(standard);
+        ModelPrice {
+            provider,
+            model: Arc::from(model),
+            effective_from: spec.effective_from,
+            as_of: spec.as_of,
+            source: spec.source.map(Arc::from),
+            schedules,
+            fees: spec.fees,
+        }
+    }
+
+    /// The provider whose list this price belongs to.
+    pub fn provider(&self) -> &Provider {
+        &self.provider
+    }
+
+    /// The model name as the price table keys it.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// From when this price is in force (`None`: since always).
+    pub fn effective_from(&self) -> Option<DateTime<Utc>> {
+        self.effective_from
+    }
+
+    /// The date the price was read from its source.
+    pub fn as_of(&self) -> Option<NaiveDate> {
+        self.as_of
+    }
+
+    /// The page the price was read from.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
+    }
+
+    /// The completed schedule of a service tier, if the model is offered on it.
+    pub fn schedule(&self, tier: ServiceTier) -> Option<&Schedule> {
+        self.schedules[tier as usize].as_ref()
+    }
+
+    /// The fees that are not per token.
+    pub fn fees(&self) -> &Fees {
+        &self.fees
+    }
+}
+
+/// Completes a schedule: each long-context card from the schedule's base, and, for a
+/// service tier, the base and each long-context card from the standard schedule.
+fn complete_schedule(own: &Schedule, standard: Option<&Schedule>) -> Schedule {
+    let base = match standard {
+        Some(standard) => own.base.completed_from(&standard.base),
+        None => own.base,
+    };
+    let mut above: Vec<ContextTier> = Vec::new();
+    let thresholds: Vec<u64> = match standard {
+        // A service tier has the standard schedule's thresholds: the provider switches
+        // the whole request at the same prompt size whatever the tier.
+        Some(standard) => standard.above.iter().map(|t| t.above_tokens).collect(),
+        None => own.above.iter().map(|t| t.above_tokens).collect(),
+    };
+    for threshold in thresholds {
+        let own_card = own
+            .above
+            .iter()
+            .find(|t| t.above_tokens == threshold)
+            .map(|t| t.rates);
+        let rates = match (own_card, standard) {
+            (Some(card), None) => card.completed_from(&own.base),
+            (Some(card), Some(standard)) => {
+                let std_card = standard.rates_for(threshold.saturating_add(1)).0;
+                card.completed_from(&base).completed_from(std_card)
+            }
+            // The tier names no card above this threshold: derive it from the
+            // standard card by the tier's own base ratio.
+            (None, Some(standard)) => {
+                let std_card = standard.rates_for(threshold.saturating_add(1)).0;
+                scale_card_like(std_card, &standard.base, &base)
+            }
+            (None, None) => continue,
+        };
+        above.push(ContextTier {
+            above_tokens: threshold,
+            rates,
+        });
+    }
+    Schedule { base, above }
+}
+
+/// `card` moved by the ratio between `tier_base` and `std_base`, side by side, where exact.
+fn scale_card_like(card: &Rates, std_base: &Rates, tier_base: &Rates) -> Rates {
+    let mut out = Rates::default();
+    for kind in RateKind::ALL {
+        let Some(rate) = card.get(kind) else { continue };
+        let anchor = if kind.is_input_side() {
+            RateKind::Input
+        } else {
+            RateKind::Output
+        };
+        let derived = match (tier_base.get(anchor), std_base.get(anchor)) {
+            (Some(tier), Some(std)) => derive_exact(rate, tier, std),
+            _ => None,
+        };
+        out.set(kind, derived);
+    }
+    out
+}
+
+fn scale_schedule(standard: &Schedule, factor: Decimal) -> Option<Schedule> {
+    let base = standard.base.scaled(factor)?;
+    let above = standard
+        .above
+        .iter()
+        .map(|t| {
+            Some(ContextTier {
+                above_tokens: t.above_tokens,
+                rates: t.rates.scaled(factor)?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Schedule { base, above })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str_exact(s).unwrap()
+    }
+
+    #[test]
+    fn fallbacks_never_price_1h_writes_at_the_5m_rate() {
+        let with_5m = Rates::default()
+            .with(RateKind::Input, d("0.000003"))
+            .with(RateKind::CacheWrite5m, d("0.00000375"));
+        assert_eq!(with_5m.effective(RateKind::CacheWrite1h), None);
+        assert_eq!(with_5m.effective(RateKind::CacheRead), Some(d("0.000003")));
+        let plain = Rates::default().with(RateKind::Input, d("0.000001"));
+        assert_eq!(plain.effective(RateKind::CacheWrite1h), Some(d("0.000001")));
+        assert_eq!(plain.effective(RateKind::Output), None);
+    }
+
+    #[test]
+    fn tier_cards_move_unnamed_rates_with_their_side() {
+        let base = Rates::default()
+            .with(RateKind::Input, d("0.000003"))
+            .with(RateKind::CacheRead, d("0.0000003"))
+            .with(RateKind::CacheWrite1h, d("0.000006"))
+            .with(RateKind::Output, d("0.000015"));
+        let batch = Rates::default()
+            .with(RateKind::Input, d("0.0000015"))
+            .with(RateKind::Output, d("0.0000075"));
+        let done = batch.completed_from(&base);
+        assert_eq!(done.get(RateKind::CacheRead), Some(d("0.00000015")));
+        assert_eq!(done.get(RateKind::CacheWrite1h), Some(d("0.000003")));
+    }
+
+    #[test]
+    fn inexact_ratios_leave_the_rate_unpriced() {
+        let base = Rates::default()
+            .with(RateKind::Input, d("3"))
+            .with(RateKind::CacheRead, d("1"));
+        let tier = Rates::default().with(RateKind::Input, d("1"));
+        assert_eq!(tier.completed_from(&base).get(RateKind::CacheRead), None);
+    }
+
+    #[test]
+    fn multiplier_tiers_scale_long_context_cards_too() {
+        let spec = ModelPriceSpec {
+            standard: Schedule {
+                base: Rates::default()
+                    .with(RateKind::Input, d("0.000002"))
+                    .with(RateKind::Output, d("0.00001")),
+                above: vec![ContextTier {
+                    above_tokens: 200_000,
+                    rates: Rates::default()
+                        .with(RateKind::Input, d("0.000004"))
+                        .with(RateKind::Output, d("0.000015")),
+                }],
+            },
+            tiers: vec![(ServiceTier::Batch, TierPricing::Multiplier(d("0.5")))],
+            ..ModelPriceSpec::default()
+        };
+        let price = ModelPrice::new(Provider::Gemini, "m", spec);
+        let batch = price.schedule(ServiceTier::Batch).unwrap();
+        assert_eq!(batch.rates_for(200_001).0.get(RateKind::Input), Some(d("0.000002")));
+        assert_eq!(batch.rates_for(200_000).0.get(RateKind::Output), Some(d("0.000005")));
+        assert!(price.schedule(ServiceTier::Flex).is_none());
+    }
+}
