@@ -31,7 +31,7 @@ const BEDROCK_VENDORS: [&str; 10] = [
 /// `gemini-2.5-pro`); then, for each of those, without a Bedrock geo prefix
 /// (`us.anthropic…`), without a `:N` version, without a `-vN` version, without a
 /// Bedrock vendor prefix, and without a date or version stamp (`-2024-08-06`,
-/// `-20250929`, `@20250929`, `-0613`, `-latest`).
+/// `-20250929`, `@20250929`, `-0613`, `-002`, `-latest`).
 pub(crate) fn candidates(name: &str) -> Candidates<'_> {
     let mut out = Candidates {
         names: [""; MAX_CANDIDATES],
@@ -126,9 +126,9 @@ fn strip_stamp(name: &str) -> Option<&str> {
             return Some(&name[..len - 11]);
         }
     }
-    // -YYYYMMDD, @YYYYMMDD, -MMDD / -YYMM
+    // -YYYYMMDD, @YYYYMMDD, -MMDD / -YYMM, -001 (Gemini and Vertex versions)
     let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
-    if (digits == 8 || digits == 4) && len > digits + 1 {
+    if matches!(digits, 3 | 4 | 8) && len > digits + 1 {
         let sep = bytes[len - digits - 1];
         if sep == b'-' || sep == b'@' {
             return Some(&name[..len - digits - 1]);
@@ -155,6 +155,8 @@ mod tests {
         assert_eq!(all("claude-sonnet-4-5@20250929")[1], "claude-sonnet-4-5");
         assert_eq!(all("mistral-small-latest"), vec!["mistral-small-latest", "mistral-small"]);
         assert_eq!(all("gpt-4.1"), vec!["gpt-4.1"]);
+        assert_eq!(all("gemini-1.5-flash-002"), vec!["gemini-1.5-flash-002", "gemini-1.5-flash"]);
+        assert_eq!(all("gpt-4o-mini"), vec!["gpt-4o-mini"]);
     }
 
     #[test]
