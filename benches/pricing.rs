@@ -6,6 +6,7 @@
 //! | `lookup/dated` | `gpt-4o-2024-08-06` falling back to its base model |
 //! | `lookup/bedrock` | a regional Bedrock id, normalised |
 //! | `cost/simple` | lookup + cost of a plain input/output usage |
+//! | `cost/dated` | lookup of a dated name falling back to its base + cost |
 //! | `cost/cached` | lookup + cost with cache reads and 5m/1h writes |
 //! | `cost/tiered` | lookup + cost above a long-context threshold |
 
@@ -26,12 +27,20 @@ fn lookup(c: &mut Criterion) {
     let at = at();
     let mut group = c.benchmark_group("lookup");
     group.bench_function("exact", |b| {
-        b.iter(|| table.lookup(black_box(&Provider::OpenAi), black_box("gpt-4o"), at).is_ok())
+        b.iter(|| {
+            table
+                .lookup(black_box(&Provider::OpenAi), black_box("gpt-4o"), at)
+                .is_ok()
+        })
     });
     group.bench_function("dated", |b| {
         b.iter(|| {
             table
-                .lookup(black_box(&Provider::OpenAi), black_box("gpt-4o-2024-08-06"), at)
+                .lookup(
+                    black_box(&Provider::OpenAi),
+                    black_box("gpt-4o-2024-08-06"),
+                    at,
+                )
                 .is_ok()
         })
     });
@@ -65,7 +74,24 @@ fn cost(c: &mut Criterion) {
     group.bench_function("simple", |b| {
         b.iter(|| {
             table
-                .cost(black_box(&Provider::OpenAi), black_box("gpt-4o"), black_box(&simple), at)
+                .cost(
+                    black_box(&Provider::OpenAi),
+                    black_box("gpt-4o"),
+                    black_box(&simple),
+                    at,
+                )
+                .map(|c| c.total())
+        })
+    });
+    group.bench_function("dated", |b| {
+        b.iter(|| {
+            table
+                .cost(
+                    black_box(&Provider::OpenAi),
+                    black_box("gpt-4o-2024-08-06"),
+                    black_box(&simple),
+                    at,
+                )
                 .map(|c| c.total())
         })
     });
@@ -84,7 +110,12 @@ fn cost(c: &mut Criterion) {
     group.bench_function("tiered", |b| {
         b.iter(|| {
             table
-                .cost(black_box(&Provider::Gemini), black_box("gemini-2.5-pro"), black_box(&tiered), at)
+                .cost(
+                    black_box(&Provider::Gemini),
+                    black_box("gemini-2.5-pro"),
+                    black_box(&tiered),
+                    at,
+                )
                 .map(|c| c.total())
         })
     });

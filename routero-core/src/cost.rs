@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::money::Currency;
-use crate::price::{ModelPrice, RateKind};
+use crate::price::{Fees, ModelPrice, RateKind};
 use crate::provider::Provider;
 use crate::usage::{ServiceTier, Usage, UsageError};
 
@@ -114,62 +114,54 @@ pub struct CostLine {
 
 /// The exact cost of one request, with its breakdown and provenance.
 ///
-/// `total` is the exact sum of the lines; nothing is rounded.
+/// `total` is the exact sum of the lines; nothing is rounded. The lines are derived on
+/// demand from the usage and the price, so a `Cost` is small and cheap to build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cost {
     total: Decimal,
     currency: Currency,
-    lines: [Option<CostLine>; 15],
+    usage: Usage,
+    price: Arc<ModelPrice>,
     price_version: Arc<str>,
-    provider: Provider,
-    model: Arc<str>,
-    service_tier: ServiceTier,
     context_tier: Option<u64>,
 }
 
-impl Cost {
-    /// Prices `usage` with `price`. Most callers use [`PriceTable::cost`](crate::PriceTable::cost).
-    pub fn compute(price: &ModelPrice, usage: &Usage, currency: Currency, price_version: &Arc<str>) -> Result<Cost, CostError> {
-        usage.validate()?;
-        let tier = usage.service_tier;
-        let missing = |category: CostCategory| CostError::MissingRate {
-            provider: price.provider.clone(),
-            model: price.model.to_string(),
-            category,
-            service_tier: tier,
-        };
-        let schedule = price.schedule(tier).ok_or_else(|| CostError::UnsupportedServiceTier {
-            provider: price.provider.clone(),
-            model: price.model.to_string(),
-            service_tier: tier,
-        })?;
-        let (rates, context_tier) = schedule.rates_for(usage.total_input_tokens());
+/// The token categories and the rate that prices each, in line order.
+const TOKEN_LINES: [(CostCategory, RateKind); 10] = [
+    (CostCategory::Input, RateKind::Input),
+    (CostCategory::AudioInput, RateKind::AudioInput),
+    (CostCategory::ImageInput, RateKind::ImageInput),
+    (CostCategory::CacheRead, RateKind::CacheRead),
+    (CostCategory::CacheWrite5m, RateKind::CacheWrite5m),
+    (CostCategory::CacheWrite1h, RateKind::CacheWrite1h),
+    (CostCategory::Output, RateKind::Output),
+    (CostCategory::Reasoning, RateKind::Reasoning),
+    (CostCategory::AudioOutput, RateKind::AudioOutput),
+    (CostCategory::ImageOutput, RateKind::ImageOutput),
+];
 
-        let mut cost = Cost {
-            total: Decimal::ZERO,
-            currency,
-            lines: [None; 15],
-            price_version: Arc::clone(price_version),
-            provider: price.provider.clone(),
-            model: Arc::clone(&price.model),
-            service_tier: tier,
-            context_tier,
-        };
-
-        // Output splits off the subsets that have a price of their own.
-        let reasoning_apart = rates.get(RateKind::Reasoning).is_some();
-        let reasoning = if reasoning_apart { usage.reasoning_tokens.unwrap_or(0) } else { 0 };
-        let text_input = usage
+/// The token counts of a usage, by [`TOKEN_LINES`]: the subsets that have a rate of
+/// their own are split off the category they refine.
+fn token_counts(usage: &Usage, reasoning_apart: bool) -> Result<[u64; 10], UsageError> {
+    let reasoning = if reasoning_apart {
+        usage.reasoning_tokens.unwrap_or(0)
+    } else {
+        0
+    };
+    let input_parts = usage.audio_input_tokens + usage.image_input_tokens;
+    let text_input =
+        usage
             .input_tokens
-            .checked_sub(usage.audio_input_tokens + usage.image_input_tokens)
+            .checked_sub(input_parts)
             .ok_or(UsageError::SubsetExceedsWhole {
                 part: "audio_input_tokens + image_input_tokens",
-                part_value: usage.audio_input_tokens + usage.image_input_tokens,
+                part_value: input_parts,
                 whole: "input_tokens",
                 whole_value: usage.input_tokens,
             })?;
-        let output_parts = usage.audio_output_tokens + usage.image_output_tokens + reasoning;
-        let text_output = usage
+    let output_parts = usage.audio_output_tokens + usage.image_output_tokens + reasoning;
+    let text_output =
+        usage
             .output_tokens
             .checked_sub(output_parts)
             .ok_or(UsageError::SubsetExceedsWhole {
@@ -178,74 +170,160 @@ impl Cost {
                 whole: "output_tokens",
                 whole_value: usage.output_tokens,
             })?;
+    Ok([
+        text_input,
+        usage.audio_input_tokens,
+        usage.image_input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        text_output,
+        reasoning,
+        usage.audio_output_tokens,
+        usage.image_output_tokens,
+    ])
+}
 
-        let token_lines = [
-            (CostCategory::Input, RateKind::Input, text_input),
-            (CostCategory::AudioInput, RateKind::AudioInput, usage.audio_input_tokens),
-            (CostCategory::ImageInput, RateKind::ImageInput, usage.image_input_tokens),
-            (CostCategory::CacheRead, RateKind::CacheRead, usage.cache_read_tokens),
-            (CostCategory::CacheWrite5m, RateKind::CacheWrite5m, usage.cache_write_5m_tokens),
-            (CostCategory::CacheWrite1h, RateKind::CacheWrite1h, usage.cache_write_1h_tokens),
-            (CostCategory::Output, RateKind::Output, text_output),
-            (CostCategory::Reasoning, RateKind::Reasoning, reasoning),
-            (CostCategory::AudioOutput, RateKind::AudioOutput, usage.audio_output_tokens),
-            (CostCategory::ImageOutput, RateKind::ImageOutput, usage.image_output_tokens),
-        ];
-        for (category, kind, count) in token_lines {
+/// Whether a usage has anything a fee prices.
+fn has_fees(usage: &Usage, fees: &Fees) -> bool {
+    fees.per_request.is_some()
+        || (usage.web_search_requests
+            | usage.images_generated
+            | usage.input_duration_ms
+            | usage.output_duration_ms)
+            != 0
+}
+
+/// Fee lines: `(category, quantity, unit price)` for each fee a usage incurs.
+type FeeLines = [Option<(CostCategory, Decimal, Decimal)>; 5];
+
+/// The fee lines of a usage: `(category, quantity, unit price)`, or the category
+/// whose fee the model lacks.
+fn fee_lines(usage: &Usage, fees: &Fees) -> Result<FeeLines, CostCategory> {
+    let mut out = [None; 5];
+    if usage.web_search_requests > 0 {
+        let fee = fees.per_web_search.ok_or(CostCategory::WebSearch)?;
+        out[0] = Some((
+            CostCategory::WebSearch,
+            Decimal::from(usage.web_search_requests),
+            fee,
+        ));
+    }
+    if usage.images_generated > 0 {
+        match fees.per_image {
+            Some(fee) => {
+                out[1] = Some((
+                    CostCategory::Images,
+                    Decimal::from(usage.images_generated),
+                    fee,
+                ))
+            }
+            // Image models priced by output image tokens have no per-image fee.
+            None if usage.image_output_tokens > 0 => {}
+            None => return Err(CostCategory::Images),
+        }
+    }
+    let durations = [
+        (
+            CostCategory::InputSeconds,
+            fees.per_input_second,
+            usage.input_duration_ms,
+            usage.input_tokens,
+        ),
+        (
+            CostCategory::OutputSeconds,
+            fees.per_output_second,
+            usage.output_duration_ms,
+            usage.output_tokens,
+        ),
+    ];
+    for (slot, (category, fee, millis, tokens)) in out[2..4].iter_mut().zip(durations) {
+        if millis == 0 {
+            continue;
+        }
+        match fee {
+            // Milliseconds are within MAX_COUNT, so they fit an i64.
+            Some(fee) => {
+                *slot = Some((category, Decimal::from(millis) / Decimal::ONE_THOUSAND, fee))
+            }
+            // A token-priced model bills the tokens; the duration is informational.
+            None if tokens > 0 => {}
+            None => return Err(category),
+        }
+    }
+    if let Some(fee) = fees.per_request {
+        out[4] = Some((CostCategory::Request, Decimal::ONE, fee));
+    }
+    Ok(out)
+}
+
+impl Cost {
+    /// Prices `usage` with `price`. Most callers use [`PriceTable::cost`](crate::PriceTable::cost).
+    pub fn compute(
+        price: &Arc<ModelPrice>,
+        usage: &Usage,
+        currency: Currency,
+        price_version: &Arc<str>,
+    ) -> Result<Cost, CostError> {
+        usage.validate()?;
+        let tier = usage.service_tier;
+        let missing = |category: CostCategory| CostError::MissingRate {
+            provider: price.provider.clone(),
+            model: price.model.to_string(),
+            category,
+            service_tier: tier,
+        };
+        let schedule = price.compiled[tier as usize].as_ref().ok_or_else(|| {
+            CostError::UnsupportedServiceTier {
+                provider: price.provider.clone(),
+                model: price.model.to_string(),
+                service_tier: tier,
+            }
+        })?;
+        let (card, context_tier) = schedule.card_for(usage.total_input_tokens());
+        let card = card.ok_or(CostError::Overflow)?;
+
+        // Tokens: integer multiply-adds at the card's scale, exact.
+        let mut mantissa: i128 = 0;
+        let counts = token_counts(usage, card.reasoning_apart)?;
+        for ((category, kind), count) in TOKEN_LINES.into_iter().zip(counts) {
             if count == 0 {
                 continue;
             }
-            let rate = rates.effective(kind).ok_or_else(|| missing(category))?;
-            cost.add(category, Decimal::from(count), rate)?;
+            let rate = card.rate(kind).ok_or_else(|| missing(category))?;
+            mantissa = rate
+                .checked_mul(i128::from(count))
+                .and_then(|amount| mantissa.checked_add(amount))
+                .ok_or(CostError::Overflow)?;
+        }
+        let mut total = Decimal::try_from_i128_with_scale(mantissa, card.scale)
+            .map_err(|_| CostError::Overflow)?;
+
+        // Fees: rare, in plain decimal arithmetic.
+        if has_fees(usage, &price.fees) {
+            for (_, quantity, fee) in fee_lines(usage, &price.fees)
+                .map_err(missing)?
+                .into_iter()
+                .flatten()
+            {
+                total = quantity
+                    .checked_mul(fee)
+                    .and_then(|amount| total.checked_add(amount))
+                    .ok_or(CostError::Overflow)?;
+            }
         }
 
-        let fees = price.fees();
-        if usage.web_search_requests > 0 {
-            let fee = fees.per_web_search.ok_or_else(|| missing(CostCategory::WebSearch))?;
-            cost.add(CostCategory::WebSearch, Decimal::from(usage.web_search_requests), fee)?;
-        }
-        if usage.images_generated > 0 {
-            match fees.per_image {
-                Some(fee) => cost.add(CostCategory::Images, Decimal::from(usage.images_generated), fee)?,
-                // Image models priced by output image tokens have no per-image fee.
-                None if usage.image_output_tokens > 0 => {}
-                None => return Err(missing(CostCategory::Images)),
-            }
-        }
-        let durations = [
-            (CostCategory::InputSeconds, fees.per_input_second, usage.input_duration_ms, usage.input_tokens),
-            (CostCategory::OutputSeconds, fees.per_output_second, usage.output_duration_ms, usage.output_tokens),
-        ];
-        for (category, fee, millis, tokens) in durations {
-            if millis == 0 {
-                continue;
-            }
-            match fee {
-                Some(fee) => cost.add(category, Decimal::new(i64::try_from(millis).map_err(|_| CostError::Overflow)?, 3), fee)?,
-                // A token-priced model bills the tokens; the duration is informational.
-                None if tokens > 0 => {}
-                None => return Err(missing(category)),
-            }
-        }
-        if let Some(fee) = fees.per_request {
-            cost.add(CostCategory::Request, Decimal::ONE, fee)?;
-        }
-        Ok(cost)
+        Ok(Cost {
+            total,
+            currency,
+            usage: *usage,
+            price: Arc::clone(price),
+            price_version: Arc::clone(price_version),
+            context_tier,
+        })
     }
 
-    fn add(&mut self, category: CostCategory, quantity: Decimal, unit_price: Decimal) -> Result<(), CostError> {
-        let amount = quantity.checked_mul(unit_price).ok_or(CostError::Overflow)?.normalize();
-        self.total = self.total.checked_add(amount).ok_or(CostError::Overflow)?.normalize();
-        self.lines[category as usize] = Some(CostLine {
-            category,
-            quantity,
-            unit_price,
-            amount,
-        });
-        Ok(())
-    }
-
-    /// The exact total.
+    /// The exact total (its scale is the prices'; compare with `==`, which ignores scale).
     pub fn total(&self) -> Decimal {
         self.total
     }
@@ -255,14 +333,49 @@ impl Cost {
         self.currency
     }
 
-    /// The non-empty lines, in [`CostCategory::ALL`] order.
-    pub fn lines(&self) -> impl Iterator<Item = &CostLine> {
-        self.lines.iter().flatten()
+    /// The non-empty lines, in [`CostCategory::ALL`] order. They add up to [`Cost::total`].
+    pub fn lines(&self) -> impl Iterator<Item = CostLine> + '_ {
+        let card = self.price.compiled[self.usage.service_tier as usize]
+            .as_ref()
+            .and_then(|s| s.card_for(self.usage.total_input_tokens()).0);
+        let tokens = card
+            .and_then(|card| Some((card, token_counts(&self.usage, card.reasoning_apart).ok()?)))
+            .into_iter()
+            .flat_map(|(card, counts)| {
+                TOKEN_LINES
+                    .into_iter()
+                    .zip(counts)
+                    .filter_map(move |((category, kind), count)| {
+                        let rate = card.rate(kind).filter(|_| count > 0)?;
+                        let unit_price = Decimal::try_from_i128_with_scale(rate, card.scale)
+                            .ok()?
+                            .normalize();
+                        let quantity = Decimal::from(count);
+                        Some(CostLine {
+                            category,
+                            quantity,
+                            unit_price,
+                            amount: quantity * unit_price,
+                        })
+                    })
+            });
+        let fees = fee_lines(&self.usage, &self.price.fees)
+            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .map(|(category, quantity, unit_price)| CostLine {
+                category,
+                quantity,
+                unit_price,
+                amount: quantity * unit_price,
+            });
+        // Token categories come before fee categories in `CostCategory::ALL`.
+        tokens.chain(fees)
     }
 
     /// The line of one category, if it was charged.
-    pub fn line(&self, category: CostCategory) -> Option<&CostLine> {
-        self.lines[category as usize].as_ref()
+    pub fn line(&self, category: CostCategory) -> Option<CostLine> {
+        self.lines().find(|l| l.category == category)
     }
 
     /// The amount of one category (zero when not charged).
@@ -270,24 +383,34 @@ impl Cost {
         self.line(category).map_or(Decimal::ZERO, |l| l.amount)
     }
 
+    /// The usage that was priced.
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
     /// The version of the price table that priced this cost.
     pub fn price_version(&self) -> &str {
         &self.price_version
     }
 
+    /// The price that was applied.
+    pub fn price(&self) -> &Arc<ModelPrice> {
+        &self.price
+    }
+
     /// The provider whose price was used (after fall-backs and aliases).
     pub fn priced_provider(&self) -> &Provider {
-        &self.provider
+        &self.price.provider
     }
 
     /// The model whose price was used (after normalisation).
     pub fn priced_model(&self) -> &str {
-        &self.model
+        &self.price.model
     }
 
     /// The service tier priced.
     pub fn service_tier(&self) -> ServiceTier {
-        self.service_tier
+        self.usage.service_tier
     }
 
     /// The long-context threshold whose tier applied, if any.
@@ -329,7 +452,9 @@ pub enum CostError {
         service_tier: ServiceTier,
     },
     /// The usage has a category the model has no known rate for.
-    #[error("\"{model}\" ({provider}) has no {service_tier} rate for {category}, which this usage consumes")]
+    #[error(
+        "\"{model}\" ({provider}) has no {service_tier} rate for {category}, which this usage consumes"
+    )]
     MissingRate {
         /// The provider priced.
         provider: Provider,

@@ -117,7 +117,9 @@ mod tests {
             Decimal::from_str_exact("0.000001875").unwrap()
         );
         assert_eq!(
-            parse_decimal_exact("0.017707200000000003").unwrap().to_string(),
+            parse_decimal_exact("0.017707200000000003")
+                .unwrap()
+                .to_string(),
             "0.017707200000000003"
         );
         assert!(parse_decimal_exact("abc").is_err());

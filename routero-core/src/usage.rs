@@ -14,7 +14,9 @@ pub const MAX_COUNT: u64 = 10_000_000_000;
 ///
 /// Read the tier from the response, not the request: providers may serve a request on
 /// another tier than the one asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceTier {
     /// The standard, on-demand tier (`default`, `standard`, `auto`, `on_demand`).
@@ -160,6 +162,29 @@ impl Usage {
     /// Checks that every count is within [`MAX_COUNT`] and that every subset fits in
     /// the category it refines.
     pub fn validate(&self) -> Result<(), UsageError> {
+        let all = self.input_tokens
+            | self.cache_read_tokens
+            | self.cache_write_5m_tokens
+            | self.cache_write_1h_tokens
+            | self.output_tokens
+            | self.reasoning_tokens.unwrap_or(0)
+            | self.audio_input_tokens
+            | self.image_input_tokens
+            | self.audio_output_tokens
+            | self.image_output_tokens
+            | self.web_search_requests
+            | self.images_generated
+            | self.input_duration_ms
+            | self.output_duration_ms;
+        // The bitwise or is at least every count and below twice the largest: when it
+        // is within the limit, every count is, and the field-by-field check is skipped.
+        if all > MAX_COUNT {
+            self.check_limits()?;
+        }
+        self.check_subsets()
+    }
+
+    fn check_limits(&self) -> Result<(), UsageError> {
         let counts = [
             ("input_tokens", self.input_tokens),
             ("cache_read_tokens", self.cache_read_tokens),
@@ -181,6 +206,10 @@ impl Usage {
                 return Err(UsageError::Absurd { field, value });
             }
         }
+        Ok(())
+    }
+
+    fn check_subsets(&self) -> Result<(), UsageError> {
         let subsets = [
             (
                 "reasoning_tokens",
@@ -274,7 +303,10 @@ mod tests {
         let absurd = Usage::tokens(MAX_COUNT + 1, 0);
         assert!(matches!(
             absurd.validate(),
-            Err(UsageError::Absurd { field: "input_tokens", .. })
+            Err(UsageError::Absurd {
+                field: "input_tokens",
+                ..
+            })
         ));
         let mut reasoning = Usage::tokens(10, 5);
         reasoning.reasoning_tokens = Some(6);
@@ -290,9 +322,18 @@ mod tests {
 
     #[test]
     fn tiers_from_provider_strings() {
-        assert_eq!(ServiceTier::from_provider("default"), Some(ServiceTier::Standard));
-        assert_eq!(ServiceTier::from_provider("ON_DEMAND_FLEX"), Some(ServiceTier::Flex));
-        assert_eq!(ServiceTier::from_provider("fast"), Some(ServiceTier::Priority));
+        assert_eq!(
+            ServiceTier::from_provider("default"),
+            Some(ServiceTier::Standard)
+        );
+        assert_eq!(
+            ServiceTier::from_provider("ON_DEMAND_FLEX"),
+            Some(ServiceTier::Flex)
+        );
+        assert_eq!(
+            ServiceTier::from_provider("fast"),
+            Some(ServiceTier::Priority)
+        );
         assert_eq!(ServiceTier::from_provider("scale"), None);
         assert_eq!(ServiceTier::from_provider("reserved"), None);
     }

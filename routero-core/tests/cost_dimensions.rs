@@ -125,7 +125,14 @@ fn table() -> PriceTable {
 
 #[test]
 fn input_and_output_tokens() {
-    let cost = table().cost(&Provider::OpenAi, "gpt-test", &Usage::tokens(1_000, 500), now()).unwrap();
+    let cost = table()
+        .cost(
+            &Provider::OpenAi,
+            "gpt-test",
+            &Usage::tokens(1_000, 500),
+            now(),
+        )
+        .unwrap();
     // 1000 × 0.0000025 + 500 × 0.00001
     assert_eq!(cost.total(), d("0.0075"));
     assert_eq!(cost.amount(CostCategory::Input), d("0.0025"));
@@ -140,7 +147,9 @@ fn cache_reads_and_writes_by_lifetime() {
     usage.cache_read_tokens = 12_288;
     usage.cache_write_5m_tokens = 1_024;
     usage.cache_write_1h_tokens = 2_048;
-    let cost = table().cost(&Provider::Anthropic, "claude-test", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::Anthropic, "claude-test", &usage, now())
+        .unwrap();
     assert_eq!(cost.amount(CostCategory::Input), d("0.006339"));
     assert_eq!(cost.amount(CostCategory::CacheRead), d("0.0036864"));
     assert_eq!(cost.amount(CostCategory::CacheWrite5m), d("0.00384"));
@@ -155,7 +164,9 @@ fn cache_reads_and_writes_by_lifetime() {
 fn one_hour_writes_are_never_priced_at_the_five_minute_rate() {
     let mut usage = Usage::tokens(10, 10);
     usage.cache_write_1h_tokens = 100;
-    let err = table().cost(&Provider::Anthropic, "no-1h", &usage, now()).unwrap_err();
+    let err = table()
+        .cost(&Provider::Anthropic, "no-1h", &usage, now())
+        .unwrap_err();
     assert!(matches!(
         err,
         CostError::MissingRate {
@@ -169,7 +180,9 @@ fn one_hour_writes_are_never_priced_at_the_five_minute_rate() {
 fn cache_reads_without_a_discount_are_input() {
     let mut usage = Usage::tokens(0, 0);
     usage.cache_read_tokens = 1_000;
-    let cost = table().cost(&Provider::OpenAi, "reasoner", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::OpenAi, "reasoner", &usage, now())
+        .unwrap();
     assert_eq!(cost.total(), d("0.001"));
 }
 
@@ -177,12 +190,16 @@ fn cache_reads_without_a_discount_are_input() {
 fn reasoning_with_its_own_rate_splits_off_output() {
     let mut usage = Usage::tokens(100, 1_000);
     usage.reasoning_tokens = Some(600);
-    let cost = table().cost(&Provider::OpenAi, "reasoner", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::OpenAi, "reasoner", &usage, now())
+        .unwrap();
     assert_eq!(cost.amount(CostCategory::Output), d("0.0016"));
     assert_eq!(cost.amount(CostCategory::Reasoning), d("0.0048"));
     assert_eq!(cost.total(), d("0.0065"));
     // Where reasoning has no rate of its own, it is output and gets no line.
-    let cost = table().cost(&Provider::OpenAi, "gpt-test", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::OpenAi, "gpt-test", &usage, now())
+        .unwrap();
     assert_eq!(cost.line(CostCategory::Reasoning), None);
     assert_eq!(cost.amount(CostCategory::Output), d("0.01"));
 }
@@ -192,7 +209,9 @@ fn audio_tokens_take_their_modality_rate() {
     let mut usage = Usage::tokens(312, 186);
     usage.audio_input_tokens = 271;
     usage.audio_output_tokens = 147;
-    let cost = table().cost(&Provider::OpenAi, "audio", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::OpenAi, "audio", &usage, now())
+        .unwrap();
     assert_eq!(cost.amount(CostCategory::Input), d("0.0001025")); // 41 text
     assert_eq!(cost.amount(CostCategory::AudioInput), d("0.01084")); // 271 × 0.00004
     assert_eq!(cost.amount(CostCategory::Output), d("0.00039")); // 39 text
@@ -205,7 +224,9 @@ fn long_context_tier_reprices_the_whole_request_on_the_full_prompt() {
     // The prompt is 150k uncached + 60k cached: 210k > 200k, although uncached is below.
     let mut usage = Usage::tokens(150_000, 1_000);
     usage.cache_read_tokens = 60_000;
-    let cost = table().cost(&Provider::Anthropic, "claude-test", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::Anthropic, "claude-test", &usage, now())
+        .unwrap();
     assert_eq!(cost.context_tier(), Some(200_000));
     assert_eq!(cost.amount(CostCategory::Input), d("0.9")); // 150k × 6/M
     // Cache reads move with input: 0.30 × 6/3 = 0.60 per million.
@@ -217,15 +238,27 @@ fn long_context_tier_reprices_the_whole_request_on_the_full_prompt() {
 fn service_tiers_by_multiplier_and_by_rates() {
     let mut usage = Usage::tokens(1_000, 500);
     usage.service_tier = ServiceTier::Batch;
-    let batch = table().cost(&Provider::OpenAi, "gpt-test", &usage, now()).unwrap();
+    let batch = table()
+        .cost(&Provider::OpenAi, "gpt-test", &usage, now())
+        .unwrap();
     assert_eq!(batch.total(), d("0.00375"));
     assert_eq!(batch.service_tier(), ServiceTier::Batch);
     usage.service_tier = ServiceTier::Priority;
-    let priority = table().cost(&Provider::OpenAi, "gpt-test", &usage, now()).unwrap();
+    let priority = table()
+        .cost(&Provider::OpenAi, "gpt-test", &usage, now())
+        .unwrap();
     assert_eq!(priority.total(), d("0.01275"));
     usage.service_tier = ServiceTier::Flex;
-    let err = table().cost(&Provider::OpenAi, "gpt-test", &usage, now()).unwrap_err();
-    assert!(matches!(err, CostError::UnsupportedServiceTier { service_tier: ServiceTier::Flex, .. }));
+    let err = table()
+        .cost(&Provider::OpenAi, "gpt-test", &usage, now())
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CostError::UnsupportedServiceTier {
+            service_tier: ServiceTier::Flex,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -233,12 +266,16 @@ fn batch_tier_derives_unnamed_cache_rates_exactly() {
     let mut usage = Usage::tokens(0, 0);
     usage.cache_write_1h_tokens = 100_000;
     usage.service_tier = ServiceTier::Batch;
-    let cost = table().cost(&Provider::Anthropic, "claude-test", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::Anthropic, "claude-test", &usage, now())
+        .unwrap();
     assert_eq!(cost.total(), d("0.3")); // 100k × 6/M × 1.5/3
     // Above the long-context threshold the batch card follows the long-context card:
     // 6/M × 6/3 (long context) × 1.5/3 (batch) = 6/M.
     usage.cache_write_1h_tokens = 1_000_000;
-    let cost = table().cost(&Provider::Anthropic, "claude-test", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::Anthropic, "claude-test", &usage, now())
+        .unwrap();
     assert_eq!(cost.total(), d("6"));
 }
 
@@ -246,33 +283,57 @@ fn batch_tier_derives_unnamed_cache_rates_exactly() {
 fn per_call_fees() {
     let mut usage = Usage::tokens(100, 10);
     usage.web_search_requests = 2;
-    let cost = table().cost(&Provider::Anthropic, "claude-test", &usage, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::Anthropic, "claude-test", &usage, now())
+        .unwrap();
     assert_eq!(cost.amount(CostCategory::WebSearch), d("0.02"));
-    let err = table().cost(&Provider::OpenAi, "gpt-test", &usage, now()).unwrap_err();
-    assert!(matches!(err, CostError::MissingRate { category: CostCategory::WebSearch, .. }));
+    let err = table()
+        .cost(&Provider::OpenAi, "gpt-test", &usage, now())
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CostError::MissingRate {
+            category: CostCategory::WebSearch,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn per_image_per_second_and_per_request_prices() {
     let mut images = Usage::default();
     images.images_generated = 3;
-    let cost = table().cost(&Provider::OpenAi, "image-gen", &images, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::OpenAi, "image-gen", &images, now())
+        .unwrap();
     assert_eq!(cost.amount(CostCategory::Images), d("0.12"));
     assert_eq!(cost.amount(CostCategory::Request), d("0.001"));
     assert_eq!(cost.total(), d("0.121"));
 
     let mut audio = Usage::default();
     audio.input_duration_ms = 61_500;
-    let cost = table().cost(&Provider::OpenAi, "whisper", &audio, now()).unwrap();
+    let cost = table()
+        .cost(&Provider::OpenAi, "whisper", &audio, now())
+        .unwrap();
     assert_eq!(cost.amount(CostCategory::InputSeconds), d("0.00615"));
 }
 
 #[test]
 fn unknown_models_are_errors_naming_provider_and_model() {
-    let err = table().cost(&Provider::OpenAi, "gpt-nope", &Usage::tokens(1, 1), now()).unwrap_err();
-    assert_eq!(err.to_string(), "unknown model \"gpt-nope\" for provider openai");
     let err = table()
-        .cost(&Provider::Mistral, "evil\n\u{1b}[31m", &Usage::tokens(1, 1), now())
+        .cost(&Provider::OpenAi, "gpt-nope", &Usage::tokens(1, 1), now())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown model \"gpt-nope\" for provider openai"
+    );
+    let err = table()
+        .cost(
+            &Provider::Mistral,
+            "evil\n\u{1b}[31m",
+            &Usage::tokens(1, 1),
+            now(),
+        )
         .unwrap_err();
     assert!(!err.to_string().contains('\n'));
 }
@@ -280,7 +341,12 @@ fn unknown_models_are_errors_naming_provider_and_model() {
 #[test]
 fn absurd_counts_are_errors() {
     let err = table()
-        .cost(&Provider::OpenAi, "gpt-test", &Usage::tokens(u64::MAX, 1), now())
+        .cost(
+            &Provider::OpenAi,
+            "gpt-test",
+            &Usage::tokens(u64::MAX, 1),
+            now(),
+        )
         .unwrap_err();
     assert!(matches!(err, CostError::InvalidUsage(_)));
 }
@@ -288,22 +354,57 @@ fn absurd_counts_are_errors() {
 #[test]
 fn dated_names_use_their_own_entry_else_the_base() {
     let t = table();
-    let own = t.cost(&Provider::OpenAi, "gpt-test-2024-08-06", &Usage::tokens(1_000, 0), now()).unwrap();
+    let own = t
+        .cost(
+            &Provider::OpenAi,
+            "gpt-test-2024-08-06",
+            &Usage::tokens(1_000, 0),
+            now(),
+        )
+        .unwrap();
     assert_eq!(own.priced_model(), "gpt-test-2024-08-06");
     assert_eq!(own.total(), d("0.005"));
-    let base = t.cost(&Provider::OpenAi, "gpt-test-2025-01-01", &Usage::tokens(1_000, 0), now()).unwrap();
+    let base = t
+        .cost(
+            &Provider::OpenAi,
+            "gpt-test-2025-01-01",
+            &Usage::tokens(1_000, 0),
+            now(),
+        )
+        .unwrap();
     assert_eq!(base.priced_model(), "gpt-test");
-    let prefixed = t.cost(&Provider::OpenAi, "openai/gpt-test", &Usage::tokens(1_000, 0), now()).unwrap();
+    let prefixed = t
+        .cost(
+            &Provider::OpenAi,
+            "openai/gpt-test",
+            &Usage::tokens(1_000, 0),
+            now(),
+        )
+        .unwrap();
     assert_eq!(prefixed.priced_model(), "gpt-test");
 }
 
 #[test]
 fn aliases_and_fallbacks_record_what_was_priced() {
     let t = table();
-    let alias = t.cost(&Provider::Azure, "prod-gpt", &Usage::tokens(1_000, 0), now()).unwrap();
+    let alias = t
+        .cost(
+            &Provider::Azure,
+            "prod-gpt",
+            &Usage::tokens(1_000, 0),
+            now(),
+        )
+        .unwrap();
     assert_eq!(alias.priced_provider(), &Provider::OpenAi);
     assert_eq!(alias.priced_model(), "gpt-test");
-    let fallback = t.cost(&Provider::Azure, "gpt-test-2024-11-20", &Usage::tokens(1_000, 0), now()).unwrap();
+    let fallback = t
+        .cost(
+            &Provider::Azure,
+            "gpt-test-2024-11-20",
+            &Usage::tokens(1_000, 0),
+            now(),
+        )
+        .unwrap();
     assert_eq!(fallback.priced_provider(), &Provider::OpenAi);
     assert_eq!(fallback.priced_model(), "gpt-test");
 }
@@ -312,11 +413,32 @@ fn aliases_and_fallbacks_record_what_was_priced() {
 fn the_price_in_force_at_the_request_time_applies() {
     let t = table();
     let usage = Usage::tokens(1_000_000, 0);
-    let before = t.cost(&Provider::OpenAi, "versioned", &usage, at("2026-11-14T23:59:59Z")).unwrap();
+    let before = t
+        .cost(
+            &Provider::OpenAi,
+            "versioned",
+            &usage,
+            at("2026-11-14T23:59:59Z"),
+        )
+        .unwrap();
     assert_eq!(before.total(), d("1"));
-    let after = t.cost(&Provider::OpenAi, "versioned", &usage, at("2026-11-15T00:00:00Z")).unwrap();
+    let after = t
+        .cost(
+            &Provider::OpenAi,
+            "versioned",
+            &usage,
+            at("2026-11-15T00:00:00Z"),
+        )
+        .unwrap();
     assert_eq!(after.total(), d("0.5"));
-    let err = t.cost(&Provider::OpenAi, "versioned", &usage, at("2025-06-01T00:00:00Z")).unwrap_err();
+    let err = t
+        .cost(
+            &Provider::OpenAi,
+            "versioned",
+            &usage,
+            at("2025-06-01T00:00:00Z"),
+        )
+        .unwrap_err();
     assert!(matches!(err, CostError::NoPriceInForce { .. }));
 }
 
@@ -336,11 +458,25 @@ output = "8"
     )
     .unwrap();
     let layered = table().with_overrides(&negotiated).unwrap();
-    let cost = layered.cost(&Provider::OpenAi, "gpt-test", &Usage::tokens(1_000, 500), now()).unwrap();
+    let cost = layered
+        .cost(
+            &Provider::OpenAi,
+            "gpt-test",
+            &Usage::tokens(1_000, 500),
+            now(),
+        )
+        .unwrap();
     assert_eq!(cost.total(), d("0.006"));
     assert_eq!(cost.price_version(), "test-1+acme-q4");
     // Models the overrides do not name keep their prices.
-    let other = layered.cost(&Provider::OpenAi, "reasoner", &Usage::tokens(1_000, 0), now()).unwrap();
+    let other = layered
+        .cost(
+            &Provider::OpenAi,
+            "reasoner",
+            &Usage::tokens(1_000, 0),
+            now(),
+        )
+        .unwrap();
     assert_eq!(other.total(), d("0.001"));
 }
 
@@ -352,7 +488,10 @@ fn price_files_refuse_floats_unknown_fields_and_other_formats() {
     let err = file::parse(&unknown).unwrap_err();
     assert!(err.to_string().contains("cache_reed"), "{err}");
     let v2 = TABLE.replace("format = 1", "format = 2");
-    assert!(matches!(file::parse(&v2), Err(price::LoadError::UnsupportedFormat(2))));
+    assert!(matches!(
+        file::parse(&v2),
+        Err(price::LoadError::UnsupportedFormat(2))
+    ));
     let negative = TABLE.replace("output = \"10\"", "output = \"-10\"");
     assert!(file::parse(&negative).is_err());
 }
@@ -364,7 +503,11 @@ fn the_bundled_table_is_current_and_complete() {
     assert!(models >= 60, "{models} models");
     for price in table.prices() {
         assert!(price.as_of().is_some(), "{} has no as_of", price.model());
-        assert!(price.source().is_some_and(|s| s.starts_with("https://")), "{} has no source", price.model());
+        assert!(
+            price.source().is_some_and(|s| s.starts_with("https://")),
+            "{} has no source",
+            price.model()
+        );
     }
     for provider in [
         Provider::OpenAi,
@@ -375,7 +518,10 @@ fn the_bundled_table_is_current_and_complete() {
         Provider::Xai,
         Provider::Bedrock,
     ] {
-        assert!(table.prices().any(|p| p.provider() == &provider), "no {provider} model");
+        assert!(
+            table.prices().any(|p| p.provider() == &provider),
+            "no {provider} model"
+        );
     }
 }
 
@@ -387,8 +533,16 @@ fn bundled_normalisation_of_real_model_ids() {
         (Provider::OpenAi, "gpt-4o-2024-08-06", "gpt-4o"),
         (Provider::OpenAi, "openai/gpt-4o", "gpt-4o"),
         (Provider::Azure, "gpt-4o-2024-11-20", "gpt-4o"),
-        (Provider::Anthropic, "claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
-        (Provider::VertexAi, "claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
+        (
+            Provider::Anthropic,
+            "claude-sonnet-4-5-20250929",
+            "claude-sonnet-4-5",
+        ),
+        (
+            Provider::VertexAi,
+            "claude-sonnet-4-5@20250929",
+            "claude-sonnet-4-5",
+        ),
         (Provider::VertexAi, "gemini-2.5-pro", "gemini-2.5-pro"),
         (
             Provider::Bedrock,
@@ -405,20 +559,44 @@ fn bundled_normalisation_of_real_model_ids() {
             "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
             "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
         ),
-        (Provider::Bedrock, "global.anthropic.claude-opus-4-8", "claude-opus-4-8"),
-        (Provider::OpenRouter, "anthropic/claude-sonnet-4.5", "claude-sonnet-4-5"),
-        (Provider::Mistral, "mistral-medium-2508", "mistral-medium-2508"),
+        (
+            Provider::Bedrock,
+            "global.anthropic.claude-opus-4-8",
+            "claude-opus-4-8",
+        ),
+        (
+            Provider::OpenRouter,
+            "anthropic/claude-sonnet-4.5",
+            "claude-sonnet-4-5",
+        ),
+        (
+            Provider::Mistral,
+            "mistral-medium-2508",
+            "mistral-medium-2508",
+        ),
         (Provider::Gemini, "gemini-1.5-flash-002", "gemini-1.5-flash"),
     ] {
-        let cost = table.cost(&provider, model, &usage, now()).unwrap_or_else(|e| panic!("{model}: {e}"));
+        let cost = table
+            .cost(&provider, model, &usage, now())
+            .unwrap_or_else(|e| panic!("{model}: {e}"));
         assert_eq!(cost.priced_model(), priced, "{provider} {model}");
     }
     // The US inference profile carries its 10% regional premium.
     let us = table
-        .cost(&Provider::Bedrock, "us.anthropic.claude-sonnet-4-5-20250929-v1:0", &usage, now())
+        .cost(
+            &Provider::Bedrock,
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            &usage,
+            now(),
+        )
         .unwrap();
     let plain = table
-        .cost(&Provider::Bedrock, "anthropic.claude-sonnet-4-5-20250929-v1:0", &usage, now())
+        .cost(
+            &Provider::Bedrock,
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            &usage,
+            now(),
+        )
         .unwrap();
     assert_eq!(us.total(), plain.total() * d("1.1"));
 }

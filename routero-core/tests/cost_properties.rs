@@ -42,11 +42,16 @@ image_output = "60"
 }
 
 fn at() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-28T00:00:00Z").unwrap().to_utc()
+    DateTime::parse_from_rfc3339("2026-11-28T00:00:00Z")
+        .unwrap()
+        .to_utc()
 }
 
 fn total(table: &PriceTable, usage: &Usage) -> Decimal {
-    table.cost(&Provider::Anthropic, "m", usage, at()).unwrap().total()
+    table
+        .cost(&Provider::Anthropic, "m", usage, at())
+        .unwrap()
+        .total()
 }
 
 prop_compose! {

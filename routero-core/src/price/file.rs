@@ -57,9 +57,11 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use crate::money::{Currency, parse_decimal_exact};
-use crate::price::model::{ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing};
-use crate::price::table::PriceTable;
 use crate::price::LoadError;
+use crate::price::model::{
+    ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing,
+};
+use crate::price::table::PriceTable;
 use crate::provider::Provider;
 use crate::usage::ServiceTier;
 
@@ -169,7 +171,9 @@ pub fn parse(text: &str) -> Result<PriceTable, LoadError> {
     let currency: Currency = doc
         .currency
         .parse()
-        .map_err(|e: crate::money::UnknownCurrency| LoadError::invalid("currency", e.to_string()))?;
+        .map_err(|e: crate::money::UnknownCurrency| {
+            LoadError::invalid("currency", e.to_string())
+        })?;
     let mut table = PriceTable::new(&doc.version, currency);
     for f in &doc.fallback {
         table.add_fallback(provider(&f.provider)?, provider(&f.to)?);
@@ -192,8 +196,17 @@ pub fn parse(text: &str) -> Result<PriceTable, LoadError> {
                 above: context_tiers(&context, &m.above)?,
             },
             tiers: Vec::new(),
-            fees: m.fees.as_ref().map(|f| fees(&context, f)).transpose()?.unwrap_or_default(),
-            effective_from: m.effective_from.as_deref().map(|t| instant(&context, t)).transpose()?,
+            fees: m
+                .fees
+                .as_ref()
+                .map(|f| fees(&context, f))
+                .transpose()?
+                .unwrap_or_default(),
+            effective_from: m
+                .effective_from
+                .as_deref()
+                .map(|t| instant(&context, t))
+                .transpose()?,
             as_of: m
                 .as_of
                 .as_deref()
@@ -208,20 +221,25 @@ pub fn parse(text: &str) -> Result<PriceTable, LoadError> {
             let tier_context = format!("{context} tier {name}");
             let service_tier = ServiceTier::from_provider(name)
                 .filter(|t| *t != ServiceTier::Standard)
-                .ok_or_else(|| LoadError::invalid(&tier_context, "expected flex, priority or batch"))?;
+                .ok_or_else(|| {
+                    LoadError::invalid(&tier_context, "expected flex, priority or batch")
+                })?;
             reject_unknown(&tier_context, &tier.unknown)?;
             let pricing = match &tier.multiplier {
                 Some(factor) => {
                     let own = rates(&tier_context, &tier.rates)?;
                     if !own.is_empty() || !tier.above.is_empty() {
-                        return Err(LoadError::invalid(&tier_context, "a multiplier tier names no rates"));
+                        return Err(LoadError::invalid(
+                            &tier_context,
+                            "a multiplier tier names no rates",
+                        ));
                     }
                     TierPricing::Multiplier(decimal(&tier_context, factor)?)
                 }
-                None => TierPricing::Schedule(Schedule {
+                None => TierPricing::Schedule(Box::new(Schedule {
                     base: rates(&tier_context, &tier.rates)?,
                     above: context_tiers(&tier_context, &tier.above)?,
-                }),
+                })),
             };
             spec.tiers.push((service_tier, pricing));
         }
@@ -229,7 +247,10 @@ pub fn parse(text: &str) -> Result<PriceTable, LoadError> {
             && spec.standard.base.get(RateKind::Output).is_none()
             && spec.fees == Fees::default()
         {
-            return Err(LoadError::invalid(&context, "prices nothing: no input or output rate and no fee"));
+            return Err(LoadError::invalid(
+                &context,
+                "prices nothing: no input or output rate and no fee",
+            ));
         }
         for alias in &m.aliases {
             table.add_alias(p.clone(), alias, p.clone(), &m.name);
@@ -245,15 +266,22 @@ fn provider(name: &str) -> Result<Provider, LoadError> {
 
 fn reject_unknown(context: &str, unknown: &BTreeMap<String, toml::Value>) -> Result<(), LoadError> {
     match unknown.keys().next() {
-        Some(key) => Err(LoadError::invalid(context, format!("unknown field \"{key}\""))),
+        Some(key) => Err(LoadError::invalid(
+            context,
+            format!("unknown field \"{key}\""),
+        )),
         None => Ok(()),
     }
 }
 
 fn decimal(context: &str, text: &str) -> Result<Decimal, LoadError> {
-    let value = parse_decimal_exact(text).map_err(|e| LoadError::invalid(context, e.to_string()))?;
+    let value =
+        parse_decimal_exact(text).map_err(|e| LoadError::invalid(context, e.to_string()))?;
     if value.is_sign_negative() {
-        return Err(LoadError::invalid(context, format!("\"{text}\" is negative")));
+        return Err(LoadError::invalid(
+            context,
+            format!("\"{text}\" is negative"),
+        ));
     }
     Ok(value)
 }
@@ -263,7 +291,10 @@ fn per_million(context: &str, text: &str) -> Result<Decimal, LoadError> {
     let value = decimal(context, text)?;
     let scale = value.scale() + 6;
     if scale > 28 {
-        return Err(LoadError::invalid(context, format!("\"{text}\" has too many decimal places")));
+        return Err(LoadError::invalid(
+            context,
+            format!("\"{text}\" has too many decimal places"),
+        ));
     }
     Ok(Decimal::from_i128_with_scale(value.mantissa(), scale).normalize())
 }
@@ -284,7 +315,10 @@ fn rates(context: &str, doc: &RatesDoc) -> Result<Rates, LoadError> {
     let mut out = Rates::default();
     for (kind, text) in fields {
         if let Some(text) = text {
-            out.set(kind, Some(per_million(&format!("{context} {}", kind.as_str()), text)?));
+            out.set(
+                kind,
+                Some(per_million(&format!("{context} {}", kind.as_str()), text)?),
+            );
         }
     }
     Ok(out)
@@ -295,7 +329,10 @@ fn context_tiers(context: &str, docs: &[ContextDoc]) -> Result<Vec<ContextTier>,
     for doc in docs {
         let context = format!("{context} above {}", doc.tokens);
         reject_unknown(&context, &doc.unknown)?;
-        if out.iter().any(|t: &ContextTier| t.above_tokens == doc.tokens) {
+        if out
+            .iter()
+            .any(|t: &ContextTier| t.above_tokens == doc.tokens)
+        {
             return Err(LoadError::invalid(&context, "duplicate threshold"));
         }
         out.push(ContextTier {
@@ -326,5 +363,10 @@ fn instant(context: &str, text: &str) -> Result<DateTime<Utc>, LoadError> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
-        .ok_or_else(|| LoadError::invalid(context, format!("effective_from \"{text}\": expected RFC 3339 or YYYY-MM-DD")))
+        .ok_or_else(|| {
+            LoadError::invalid(
+                context,
+                format!("effective_from \"{text}\": expected RFC 3339 or YYYY-MM-DD"),
+            )
+        })
 }

@@ -22,9 +22,11 @@ use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Map, Value};
 
 use crate::money::{Currency, parse_decimal_exact};
-use crate::price::model::{ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing};
-use crate::price::table::PriceTable;
 use crate::price::LoadError;
+use crate::price::model::{
+    ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing,
+};
+use crate::price::table::PriceTable;
 use crate::provider::Provider;
 use crate::usage::ServiceTier;
 
@@ -54,7 +56,8 @@ impl LiteLlmReport {
             let kind = reason.split(':').next().unwrap_or(reason);
             *counts.entry(kind).or_default() += 1;
         }
-        let mut out: Vec<(String, usize)> = counts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let mut out: Vec<(String, usize)> =
+            counts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         out
     }
@@ -137,7 +140,8 @@ struct Parts {
 
 /// Loads a LiteLLM price map.
 pub fn parse(text: &str) -> Result<(PriceTable, LiteLlmReport), LoadError> {
-    let root: Map<String, Value> = serde_json::from_str(text).map_err(|e| LoadError::Syntax(e.to_string()))?;
+    let root: Map<String, Value> =
+        serde_json::from_str(text).map_err(|e| LoadError::Syntax(e.to_string()))?;
     let version = format!("litellm-{:016x}", fnv1a(text.as_bytes()));
     let mut table = PriceTable::new(&version, Currency::USD);
     crate::price::add_default_fallbacks(&mut table);
@@ -158,7 +162,9 @@ pub fn parse(text: &str) -> Result<(PriceTable, LiteLlmReport), LoadError> {
             continue;
         }
         let Some(provider_name) = entry.get("litellm_provider").and_then(Value::as_str) else {
-            report.skipped.push((key.clone(), "not a model entry: no litellm_provider".into()));
+            report
+                .skipped
+                .push((key.clone(), "not a model entry: no litellm_provider".into()));
             continue;
         };
         let provider = match map_provider(provider_name) {
@@ -192,9 +198,10 @@ pub fn parse(text: &str) -> Result<(PriceTable, LiteLlmReport), LoadError> {
                 table.add_alias(provider.clone(), name, provider.clone(), model);
                 report.aliases += 1;
             }
-            None => report
-                .skipped
-                .push((alias.to_owned(), format!("alias of an entry that did not load: {target}"))),
+            None => report.skipped.push((
+                alias.to_owned(),
+                format!("alias of an entry that did not load: {target}"),
+            )),
         }
     }
     Ok((table, report))
@@ -213,7 +220,11 @@ fn map_provider(name: &str) -> Result<Provider, String> {
 /// `gemini/gemini-2.5-pro` → `gemini-2.5-pro` when the prefix names the entry's provider.
 fn strip_provider_prefix<'a>(key: &'a str, provider: &Provider) -> &'a str {
     match key.split_once('/') {
-        Some((prefix, rest)) if !rest.is_empty() && map_provider(prefix).as_ref() == Ok(provider) => rest,
+        Some((prefix, rest))
+            if !rest.is_empty() && map_provider(prefix).as_ref() == Ok(provider) =>
+        {
+            rest
+        }
         _ => key,
     }
 }
@@ -249,7 +260,9 @@ fn read_entry(entry: &Map<String, Value>) -> Result<(ModelPriceSpec, Vec<String>
             Target::CacheHitRate => {
                 parts.cache_hit.insert(key, amount);
             }
-            _ if tier != ServiceTier::Standard || threshold.is_some() => parts.ignored.push(field.clone()),
+            _ if tier != ServiceTier::Standard || threshold.is_some() => {
+                parts.ignored.push(field.clone())
+            }
             Target::WebSearch => parts.fees.per_web_search = Some(amount),
             Target::PerImage => parts.fees.per_image = Some(amount),
             Target::PerInputSecond => parts.fees.per_input_second = Some(amount),
@@ -263,7 +276,9 @@ fn read_entry(entry: &Map<String, Value>) -> Result<(ModelPriceSpec, Vec<String>
             card.set(RateKind::CacheRead, Some(rate));
         }
     }
-    let schedule_of = |tier: ServiceTier, cards: &BTreeMap<(ServiceTier, Option<u64>), Rates>| -> Option<Schedule> {
+    let schedule_of = |tier: ServiceTier,
+                       cards: &BTreeMap<(ServiceTier, Option<u64>), Rates>|
+     -> Option<Schedule> {
         let base = cards.get(&(tier, None)).copied();
         let above: Vec<ContextTier> = cards
             .iter()
@@ -281,7 +296,8 @@ fn read_entry(entry: &Map<String, Value>) -> Result<(ModelPriceSpec, Vec<String>
         })
     };
     let standard = schedule_of(ServiceTier::Standard, &parts.cards).unwrap_or_default();
-    let has_tokens = standard.base.get(RateKind::Input).is_some() || standard.base.get(RateKind::Output).is_some();
+    let has_tokens = standard.base.get(RateKind::Input).is_some()
+        || standard.base.get(RateKind::Output).is_some();
     if !has_tokens && parts.fees == Fees::default() {
         let reason = if parts.ignored.is_empty() {
             "no price: the entry has no cost field".to_owned()
@@ -297,7 +313,8 @@ fn read_entry(entry: &Map<String, Value>) -> Result<(ModelPriceSpec, Vec<String>
     };
     for tier in [ServiceTier::Flex, ServiceTier::Priority, ServiceTier::Batch] {
         if let Some(schedule) = schedule_of(tier, &parts.cards) {
-            spec.tiers.push((tier, TierPricing::Schedule(schedule)));
+            spec.tiers
+                .push((tier, TierPricing::Schedule(Box::new(schedule))));
         }
     }
     Ok((spec, parts.ignored))
@@ -310,7 +327,10 @@ fn read_tiered(value: &Value, parts: &mut Parts) -> Result<(), String> {
     let ranges = value.as_array().ok_or("not a list")?;
     for (i, range) in ranges.iter().enumerate() {
         let range = range.as_object().ok_or("a range is not an object")?;
-        let bounds = range.get("range").and_then(Value::as_array).ok_or("a range has no bounds")?;
+        let bounds = range
+            .get("range")
+            .and_then(Value::as_array)
+            .ok_or("a range has no bounds")?;
         let start = bounds.first().ok_or("empty bounds")?;
         let start = number(start)?;
         let start = start

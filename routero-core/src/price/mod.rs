@@ -3,7 +3,7 @@
 //! - [`ModelPrice`]: rates per category, long-context tiers, service tiers and fees.
 //! - [`PriceTable`]: versioned prices by provider and model, with name normalisation,
 //!   aliases, provider fall-backs and workspace overrides.
-//! - Formats: Routero's own TOML format ([`file`]) and LiteLLM's JSON map ([`litellm`]);
+//! - Formats: Routero's own TOML format ([`mod@file`]) and LiteLLM's JSON map ([`litellm`]);
 //!   [`load`] tells them apart.
 //! - [`PriceTable::bundled`]: the default table compiled into the crate.
 
@@ -14,7 +14,9 @@ mod name;
 mod table;
 
 pub use litellm::LiteLlmReport;
-pub use model::{ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing};
+pub use model::{
+    ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing,
+};
 pub use table::{OverrideError, PriceTable};
 
 use std::sync::{Arc, OnceLock};

@@ -124,9 +124,10 @@ impl Rates {
         }
         match kind {
             RateKind::Input | RateKind::Output => None,
-            RateKind::CacheRead | RateKind::CacheWrite5m | RateKind::AudioInput | RateKind::ImageInput => {
-                self.get(RateKind::Input)
-            }
+            RateKind::CacheRead
+            | RateKind::CacheWrite5m
+            | RateKind::AudioInput
+            | RateKind::ImageInput => self.get(RateKind::Input),
             RateKind::CacheWrite1h => match self.get(RateKind::CacheWrite5m) {
                 Some(_) => None,
                 None => self.get(RateKind::Input),
@@ -212,9 +213,89 @@ pub struct Schedule {
 impl Schedule {
     /// The card for a prompt of `prompt_tokens`, and the threshold of its tier if any.
     pub fn rates_for(&self, prompt_tokens: u64) -> (&Rates, Option<u64>) {
-        match self.above.iter().rev().find(|t| prompt_tokens > t.above_tokens) {
+        match self
+            .above
+            .iter()
+            .rev()
+            .find(|t| prompt_tokens > t.above_tokens)
+        {
             Some(tier) => (&tier.rates, Some(tier.above_tokens)),
             None => (&self.base, None),
+        }
+    }
+}
+
+/// A rate card compiled for pricing: every category's effective rate (after the
+/// fall-backs of [`Rates::effective`]) as an integer mantissa at one scale, so that a
+/// cost is a few integer multiply-adds and one conversion to `Decimal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CompiledCard {
+    /// The decimal scale of every mantissa.
+    pub(crate) scale: u32,
+    /// Effective rate mantissas by `RateKind`; negative when the category is unpriced.
+    pub(crate) rates: [i128; 10],
+    /// Whether reasoning has a rate of its own (and so a line of its own).
+    pub(crate) reasoning_apart: bool,
+}
+
+impl CompiledCard {
+    const UNPRICED: i128 = -1;
+
+    fn compile(card: &Rates) -> Option<CompiledCard> {
+        let effective: Vec<Option<Decimal>> =
+            RateKind::ALL.iter().map(|k| card.effective(*k)).collect();
+        let scale = effective
+            .iter()
+            .flatten()
+            .map(Decimal::scale)
+            .max()
+            .unwrap_or(0);
+        let mut rates = [Self::UNPRICED; 10];
+        for (slot, rate) in rates.iter_mut().zip(&effective) {
+            if let Some(rate) = rate {
+                let shift = 10i128.checked_pow(scale - rate.scale())?;
+                *slot = rate.mantissa().checked_mul(shift)?;
+            }
+        }
+        Some(CompiledCard {
+            scale,
+            rates,
+            reasoning_apart: card.get(RateKind::Reasoning).is_some(),
+        })
+    }
+
+    /// The effective rate mantissa of a category, if priced.
+    pub(crate) fn rate(&self, kind: RateKind) -> Option<i128> {
+        let rate = self.rates[kind as usize];
+        (rate >= 0).then_some(rate)
+    }
+}
+
+/// A schedule compiled for pricing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CompiledSchedule {
+    base: Option<CompiledCard>,
+    above: Vec<(u64, Option<CompiledCard>)>,
+}
+
+impl CompiledSchedule {
+    fn compile(schedule: &Schedule) -> CompiledSchedule {
+        CompiledSchedule {
+            base: CompiledCard::compile(&schedule.base),
+            above: schedule
+                .above
+                .iter()
+                .map(|t| (t.above_tokens, CompiledCard::compile(&t.rates)))
+                .collect(),
+        }
+    }
+
+    /// The card for a prompt size and its threshold; `None` card when its rates do
+    /// not fit the integer fast path (an overflow, reported as such).
+    pub(crate) fn card_for(&self, prompt_tokens: u64) -> (Option<&CompiledCard>, Option<u64>) {
+        match self.above.iter().rev().find(|(t, _)| prompt_tokens > *t) {
+            Some((threshold, card)) => (card.as_ref(), Some(*threshold)),
+            None => (self.base.as_ref(), None),
         }
     }
 }
@@ -225,7 +306,7 @@ pub enum TierPricing {
     /// Every standard rate and tier multiplied by a factor (batch = 0.5).
     Multiplier(Decimal),
     /// Rates of its own; unnamed categories follow [`Rates::completed_from`].
-    Schedule(Schedule),
+    Schedule(Box<Schedule>),
 }
 
 /// Fees that are not per token.
@@ -256,6 +337,8 @@ pub struct ModelPrice {
     pub(crate) source: Option<Arc<str>>,
     /// Completed schedules, indexed by `ServiceTier as usize`.
     pub(crate) schedules: [Option<Schedule>; 4],
+    /// The same schedules, compiled.
+    pub(crate) compiled: [Option<CompiledSchedule>; 4],
     pub(crate) fees: Fees,
 }
 
@@ -293,6 +376,9 @@ impl ModelPrice {
             schedules[*tier as usize] = schedule;
         }
         schedules[ServiceTier::Standard as usize] = Some(standard);
+        let compiled = schedules
+            .clone()
+            .map(|s| s.as_ref().map(CompiledSchedule::compile));
         ModelPrice {
             provider,
             model: Arc::from(model),
@@ -300,6 +386,7 @@ impl ModelPrice {
             as_of: spec.as_of,
             source: spec.source.map(Arc::from),
             schedules,
+            compiled,
             fees: spec.fees,
         }
     }
@@ -479,8 +566,14 @@ mod tests {
         };
         let price = ModelPrice::new(Provider::Gemini, "m", spec);
         let batch = price.schedule(ServiceTier::Batch).unwrap();
-        assert_eq!(batch.rates_for(200_001).0.get(RateKind::Input), Some(d("0.000002")));
-        assert_eq!(batch.rates_for(200_000).0.get(RateKind::Output), Some(d("0.000005")));
+        assert_eq!(
+            batch.rates_for(200_001).0.get(RateKind::Input),
+            Some(d("0.000002"))
+        );
+        assert_eq!(
+            batch.rates_for(200_000).0.get(RateKind::Output),
+            Some(d("0.000005"))
+        );
         assert!(price.schedule(ServiceTier::Flex).is_none());
     }
 }

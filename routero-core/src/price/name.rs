@@ -3,26 +3,36 @@
 //! Every candidate is a sub-slice of the original name, so trying them allocates nothing.
 
 /// The most candidates one name yields.
-const MAX_CANDIDATES: usize = 24;
+const MAX_CANDIDATES: usize = 16;
 
-/// Bedrock cross-region inference-profile prefixes.
-const GEO_PREFIXES: [&str; 9] = [
-    "us.", "eu.", "apac.", "au.", "jp.", "ca.", "global.", "us-gov.", "ap.",
-];
+/// `us.anthropic.claude…` → `anthropic.claude…`: Bedrock cross-region inference profiles.
+fn strip_geo(name: &str) -> Option<&str> {
+    let (head, rest) = name.split_once('.')?;
+    matches!(
+        head,
+        "us" | "eu" | "apac" | "au" | "jp" | "ca" | "global" | "us-gov" | "ap"
+    )
+    .then_some(rest)
+}
 
-/// Vendor prefixes of Bedrock model ids.
-const BEDROCK_VENDORS: [&str; 10] = [
-    "anthropic.",
-    "amazon.",
-    "meta.",
-    "mistral.",
-    "cohere.",
-    "ai21.",
-    "deepseek.",
-    "openai.",
-    "qwen.",
-    "writer.",
-];
+/// `anthropic.claude…` → `claude…`: the vendor part of Bedrock model ids.
+fn strip_vendor(name: &str) -> Option<&str> {
+    let (head, rest) = name.split_once('.')?;
+    matches!(
+        head,
+        "anthropic"
+            | "amazon"
+            | "meta"
+            | "mistral"
+            | "cohere"
+            | "ai21"
+            | "deepseek"
+            | "openai"
+            | "qwen"
+            | "writer"
+    )
+    .then_some(rest)
+}
 
 /// The names to try for `name`, most specific first, without duplicates.
 ///
@@ -50,7 +60,7 @@ pub(crate) fn candidates(name: &str) -> Candidates<'_> {
     for i in 0..roots {
         let mut current = out.names[i];
         // Each step strips one kind of decoration and keeps what it produced.
-        if let Some(stripped) = GEO_PREFIXES.iter().find_map(|p| current.strip_prefix(p)) {
+        if let Some(stripped) = strip_geo(current) {
             current = stripped;
             out.push(current);
         }
@@ -62,7 +72,7 @@ pub(crate) fn candidates(name: &str) -> Candidates<'_> {
             current = stripped;
             out.push(current);
         }
-        if let Some(stripped) = BEDROCK_VENDORS.iter().find_map(|p| current.strip_prefix(p)) {
+        if let Some(stripped) = strip_vendor(current) {
             current = stripped;
             out.push(current);
         }
@@ -104,8 +114,11 @@ fn strip_colon_version(name: &str) -> Option<&str> {
 /// `name-v2` → `name` (Bedrock ids).
 fn strip_v_version(name: &str) -> Option<&str> {
     let (head, tail) = name.rsplit_once("-v")?;
-    (!tail.is_empty() && tail.len() <= 2 && tail.bytes().all(|b| b.is_ascii_digit()) && !head.is_empty())
-        .then_some(head)
+    (!tail.is_empty()
+        && tail.len() <= 2
+        && tail.bytes().all(|b| b.is_ascii_digit())
+        && !head.is_empty())
+    .then_some(head)
 }
 
 /// Strips one trailing date or version stamp.
@@ -121,13 +134,19 @@ fn strip_stamp(name: &str) -> Option<&str> {
         let is_date = tail[0] == b'-'
             && tail[5] == b'-'
             && tail[8] == b'-'
-            && [1, 2, 3, 4, 6, 7, 9, 10].iter().all(|&i| tail[i].is_ascii_digit());
+            && [1, 2, 3, 4, 6, 7, 9, 10]
+                .iter()
+                .all(|&i| tail[i].is_ascii_digit());
         if is_date {
             return Some(&name[..len - 11]);
         }
     }
     // -YYYYMMDD, @YYYYMMDD, -MMDD / -YYMM, -001 (Gemini and Vertex versions)
-    let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+    let digits = bytes
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     if matches!(digits, 3 | 4 | 8) && len > digits + 1 {
         let sep = bytes[len - digits - 1];
         if sep == b'-' || sep == b'@' {
@@ -147,15 +166,24 @@ mod tests {
 
     #[test]
     fn dated_names_fall_back_to_their_base() {
-        assert_eq!(all("gpt-4o-2024-08-06"), vec!["gpt-4o-2024-08-06", "gpt-4o"]);
+        assert_eq!(
+            all("gpt-4o-2024-08-06"),
+            vec!["gpt-4o-2024-08-06", "gpt-4o"]
+        );
         assert_eq!(
             all("claude-sonnet-4-5-20250929"),
             vec!["claude-sonnet-4-5-20250929", "claude-sonnet-4-5"]
         );
         assert_eq!(all("claude-sonnet-4-5@20250929")[1], "claude-sonnet-4-5");
-        assert_eq!(all("mistral-small-latest"), vec!["mistral-small-latest", "mistral-small"]);
+        assert_eq!(
+            all("mistral-small-latest"),
+            vec!["mistral-small-latest", "mistral-small"]
+        );
         assert_eq!(all("gpt-4.1"), vec!["gpt-4.1"]);
-        assert_eq!(all("gemini-1.5-flash-002"), vec!["gemini-1.5-flash-002", "gemini-1.5-flash"]);
+        assert_eq!(
+            all("gemini-1.5-flash-002"),
+            vec!["gemini-1.5-flash-002", "gemini-1.5-flash"]
+        );
         assert_eq!(all("gpt-4o-mini"), vec!["gpt-4o-mini"]);
     }
 

@@ -44,10 +44,14 @@ struct AliasTarget {
 
 /// A versioned table of model prices.
 ///
-/// Lookups go, for the provider asked and then for each provider it falls back to:
-/// the alias map, the name as given, then the normalised names of
-/// [`candidates`](self) (provider prefixes, Bedrock ids, dated names). The first hit
-/// wins, so a dated model with its own entry uses it and one without uses its base.
+/// Lookups go, for the provider asked and then for each provider it falls back to,
+/// through the name as given and then its normalised forms, most specific first:
+/// without leading path segments (`openai/gpt-4o` → `gpt-4o`), without a Bedrock geo
+/// prefix, `:N` or `-vN` version or vendor (`us.anthropic.claude-…-v2:0` →
+/// `claude-…`), and without a date or version stamp (`-2024-08-06`, `-20250929`,
+/// `@20250929`, `-0613`, `-002`, `-latest`). Each form is tried as an alias, then as a
+/// model. The first hit wins, so a dated model with its own entry uses it and one
+/// without uses its base.
 ///
 /// A table is immutable once built and cheap to share behind an [`Arc`].
 #[derive(Debug, Clone)]
@@ -126,7 +130,9 @@ impl PriceTable {
 
     /// Whether the table has a price keyed exactly by this provider and model.
     pub fn contains(&self, provider: &Provider, model: &str) -> bool {
-        self.models.get(provider).is_some_and(|m| m.contains_key(model))
+        self.models
+            .get(provider)
+            .is_some_and(|m| m.contains_key(model))
     }
 
     /// How many (provider, model) entries the table holds.
@@ -148,7 +154,12 @@ impl PriceTable {
     }
 
     /// The price of `model` served by `provider`, in force at `at`.
-    pub fn lookup(&self, provider: &Provider, model: &str, at: DateTime<Utc>) -> Result<&Arc<ModelPrice>, CostError> {
+    pub fn lookup(
+        &self,
+        provider: &Provider,
+        model: &str,
+        at: DateTime<Utc>,
+    ) -> Result<&Arc<ModelPrice>, CostError> {
         let mut found_later = false;
         let mut chain: [Option<&Provider>; 4] = [Some(provider), None, None, None];
         if let Some(more) = self.fallbacks.get(provider) {
@@ -177,7 +188,12 @@ impl PriceTable {
 
     /// One provider: for every candidate name, its alias, then its own price.
     /// `Err(true)` when a price exists but starts after `at`.
-    fn lookup_one(&self, provider: &Provider, model: &str, at: DateTime<Utc>) -> Result<&Arc<ModelPrice>, bool> {
+    fn lookup_one(
+        &self,
+        provider: &Provider,
+        model: &str,
+        at: DateTime<Utc>,
+    ) -> Result<&Arc<ModelPrice>, bool> {
         let models = self.models.get(provider);
         let aliases = self.aliases.get(provider);
         if models.is_none() && aliases.is_none() {
@@ -212,9 +228,15 @@ impl PriceTable {
     /// let table = PriceTable::bundled();
     /// let at = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc();
     /// let cost = table.cost(&Provider::OpenAi, "gpt-4o-2024-08-06", &Usage::tokens(1_000, 500), at).unwrap();
-    /// assert_eq!(cost.total().to_string(), "0.0075");
+    /// assert_eq!(cost.total(), rust_decimal::Decimal::new(75, 4));
     /// ```
-    pub fn cost(&self, provider: &Provider, model: &str, usage: &Usage, at: DateTime<Utc>) -> Result<Cost, CostError> {
+    pub fn cost(
+        &self,
+        provider: &Provider,
+        model: &str,
+        usage: &Usage,
+        at: DateTime<Utc>,
+    ) -> Result<Cost, CostError> {
         let price = self.lookup(provider, model, at)?;
         Cost::compute(price, usage, self.currency, &self.version)
     }
