@@ -166,19 +166,21 @@ impl Rates {
             let Some(base_rate) = base.get(kind) else {
                 continue;
             };
-            let anchor = if kind.is_input_side() {
-                RateKind::Input
-            } else {
-                RateKind::Output
-            };
-            let derived = match (self.get(anchor), base.get(anchor)) {
-                (Some(tier), Some(base_anchor)) => derive_exact(base_rate, tier, base_anchor),
-                _ => None,
-            };
-            out.set(kind, derived);
+            out.set(kind, move_rate(base_rate, kind, base, self));
         }
         out
     }
+}
+
+/// A `kind` rate of card `from`, moved to card `to` by the ratio of their rates on the
+/// same side (input or output); `None` when a side is missing or the result inexact.
+fn move_rate(rate: Decimal, kind: RateKind, from: &Rates, to: &Rates) -> Option<Decimal> {
+    let anchor = if kind.is_input_side() {
+        RateKind::Input
+    } else {
+        RateKind::Output
+    };
+    derive_exact(rate, to.get(anchor)?, from.get(anchor)?)
 }
 
 /// `base_rate * tier / base_anchor`, only when it is exact.
@@ -474,16 +476,7 @@ fn scale_card_like(card: &Rates, std_base: &Rates, tier_base: &Rates) -> Rates {
     let mut out = Rates::default();
     for kind in RateKind::ALL {
         let Some(rate) = card.get(kind) else { continue };
-        let anchor = if kind.is_input_side() {
-            RateKind::Input
-        } else {
-            RateKind::Output
-        };
-        let derived = match (tier_base.get(anchor), std_base.get(anchor)) {
-            (Some(tier), Some(std)) => derive_exact(rate, tier, std),
-            _ => None,
-        };
-        out.set(kind, derived);
+        out.set(kind, move_rate(rate, kind, std_base, tier_base));
     }
     out
 }
