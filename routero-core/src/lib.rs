@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cost;
+pub mod extract;
 pub mod money;
 pub mod price;
 pub mod provider;

@@ -1,0 +1,612 @@
+//! Whole JSON response bodies.
+
+use serde::Deserialize;
+
+use super::{ExtractError, Extraction};
+use crate::money::parse_decimal_exact;
+use crate::provider::Provider;
+use crate::usage::{ServiceTier, Usage, UsageError};
+
+/// Extracts the usage of a whole JSON response body.
+///
+/// `headers` are the response headers as `(name, value)` pairs, names in any case;
+/// they matter for Bedrock InvokeModel (`x-amzn-bedrock-*-token-count`, used when the
+/// body has no usage) and Fireworks (`fireworks-cached-prompt-tokens`, used when the
+/// body does not split the cached prompt).
+pub fn from_body(
+    provider: &Provider,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<Extraction, ExtractError> {
+    let cx = Cx { provider };
+    match provider {
+        Provider::Anthropic => anthropic(&cx, body),
+        Provider::Gemini | Provider::VertexAi => gemini(&cx, body),
+        Provider::Bedrock => bedrock(&cx, body, headers),
+        Provider::Cohere => cohere(&cx, body),
+        _ => openai_like(&cx, body, headers),
+    }
+}
+
+/// The provider being read, for error messages.
+pub(super) struct Cx<'a> {
+    pub(super) provider: &'a Provider,
+}
+
+impl Cx<'_> {
+    pub(super) fn malformed(&self, reason: impl ToString) -> ExtractError {
+        ExtractError::Malformed {
+            provider: self.provider.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(super) fn no_usage(&self) -> ExtractError {
+        ExtractError::NoUsage {
+            provider: self.provider.clone(),
+        }
+    }
+
+    pub(super) fn invalid(&self, source: UsageError) -> ExtractError {
+        ExtractError::InvalidUsage {
+            provider: self.provider.clone(),
+            source,
+        }
+    }
+
+    pub(super) fn parse<'de, T: Deserialize<'de>>(
+        &self,
+        body: &'de [u8],
+    ) -> Result<T, ExtractError> {
+        serde_json::from_slice(body).map_err(|e| self.malformed(e))
+    }
+
+    /// A count as the provider sent it: absent is zero, negative is an error.
+    pub(super) fn count(
+        &self,
+        field: &'static str,
+        value: Option<i64>,
+    ) -> Result<u64, ExtractError> {
+        let value = value.unwrap_or(0);
+        u64::try_from(value).map_err(|_| self.invalid(UsageError::Negative { field, value }))
+    }
+
+    /// `whole − part`, where the part must fit in the whole.
+    pub(super) fn minus(
+        &self,
+        whole: (&'static str, u64),
+        part: (&'static str, u64),
+    ) -> Result<u64, ExtractError> {
+        whole.1.checked_sub(part.1).ok_or_else(|| {
+            self.invalid(UsageError::SubsetExceedsWhole {
+                part: part.0,
+                part_value: part.1,
+                whole: whole.0,
+                whole_value: whole.1,
+            })
+        })
+    }
+
+    pub(super) fn tier(&self, reported: Option<&str>) -> Result<ServiceTier, ExtractError> {
+        match reported {
+            None => Ok(ServiceTier::Standard),
+            Some(tier) => {
+                ServiceTier::from_provider(tier).ok_or_else(|| ExtractError::UnpricedTier {
+                    provider: self.provider.clone(),
+                    tier: tier.escape_debug().to_string(),
+                })
+            }
+        }
+    }
+
+    pub(super) fn done(&self, extraction: Extraction) -> Result<Extraction, ExtractError> {
+        extraction.usage.validate().map_err(|e| self.invalid(e))?;
+        Ok(extraction)
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// OpenAI Chat Completions, Responses and Embeddings, and every OpenAI-compatible API.
+
+#[derive(Deserialize)]
+struct OpenAiBody {
+    model: Option<String>,
+    usage: Option<OpenAiUsage>,
+    service_tier: Option<String>,
+    x_groq: Option<XGroq>,
+    /// Responses API output items (web search calls are billed per call).
+    #[serde(default)]
+    output: Vec<OutputItem>,
+}
+
+#[derive(Deserialize)]
+struct XGroq {
+    usage: Option<OpenAiUsage>,
+}
+
+#[derive(Deserialize)]
+struct OutputItem {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// The union of Chat Completions' `CompletionUsage`, Responses' `ResponseUsage` and
+/// the compatible providers' extensions.
+#[derive(Deserialize, Default)]
+pub(super) struct OpenAiUsage {
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    #[serde(alias = "input_tokens_details")]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(alias = "output_tokens_details")]
+    completion_tokens_details: Option<CompletionDetails>,
+    /// DeepSeek.
+    prompt_cache_hit_tokens: Option<i64>,
+    /// OpenRouter: the charge in USD credits.
+    cost: Option<serde_json::Number>,
+    /// OpenRouter.
+    is_byok: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    cached_tokens: Option<i64>,
+    cache_write_tokens: Option<i64>,
+    audio_tokens: Option<i64>,
+    image_tokens: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    reasoning_tokens: Option<i64>,
+    audio_tokens: Option<i64>,
+    image_tokens: Option<i64>,
+}
+
+fn header<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+fn openai_like(
+    cx: &Cx<'_>,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<Extraction, ExtractError> {
+    let parsed: OpenAiBody = cx.parse(body)?;
+    // Groq's legacy carrier is `x_groq.usage`; the standard field wins when both exist.
+    let usage = parsed
+        .usage
+        .or_else(|| parsed.x_groq.and_then(|x| x.usage))
+        .ok_or_else(|| cx.no_usage())?;
+    let web_search_calls = parsed
+        .output
+        .iter()
+        .filter(|item| item.kind.as_deref() == Some("web_search_call"))
+        .count();
+    let mut extraction = openai_usage(cx, &usage, headers)?;
+    extraction.usage.web_search_requests = u64::try_from(web_search_calls).unwrap_or(u64::MAX);
+    extraction.usage.service_tier = cx.tier(parsed.service_tier.as_deref())?;
+    extraction.model = parsed.model.filter(|m| !m.is_empty());
+    cx.done(extraction)
+}
+
+/// The OpenAI normalisation: the prompt includes cache reads and writes; the output
+/// includes reasoning, except at xAI, whose reasoning is reported beside it.
+pub(super) fn openai_usage(
+    cx: &Cx<'_>,
+    u: &OpenAiUsage,
+    headers: &[(&str, &str)],
+) -> Result<Extraction, ExtractError> {
+    let prompt = cx.count("prompt_tokens", u.prompt_tokens.or(u.input_tokens))?;
+    let completion = cx.count("completion_tokens", u.completion_tokens.or(u.output_tokens))?;
+    let details = u.prompt_tokens_details.as_ref();
+    let out_details = u.completion_tokens_details.as_ref();
+    let mut cached = details
+        .and_then(|d| d.cached_tokens)
+        .or(u.prompt_cache_hit_tokens);
+    if cached.is_none() && *cx.provider == Provider::Fireworks {
+        cached = header(headers, "fireworks-cached-prompt-tokens")
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| cx.malformed("fireworks-cached-prompt-tokens is not a count"))
+            })
+            .transpose()?;
+    }
+    let cached = cx.count("cached_tokens", cached)?;
+    let written = cx.count(
+        "cache_write_tokens",
+        details.and_then(|d| d.cache_write_tokens),
+    )?;
+    let after_reads = cx.minus(("prompt_tokens", prompt), ("cached_tokens", cached))?;
+    let input = cx.minus(
+        ("prompt_tokens", after_reads),
+        ("cache_write_tokens", written),
+    )?;
+    let reasoning = out_details
+        .and_then(|d| d.reasoning_tokens)
+        .map(|r| cx.count("reasoning_tokens", Some(r)))
+        .transpose()?;
+    let output = match (cx.provider, reasoning) {
+        (Provider::Xai, Some(r)) => completion.saturating_add(r),
+        _ => completion,
+    };
+    let mut usage = Usage::tokens(input, output);
+    usage.cache_read_tokens = cached;
+    usage.cache_write_5m_tokens = written;
+    usage.reasoning_tokens = reasoning;
+    // Modality counts cover the whole prompt; the uncached part is what is billed here.
+    usage.audio_input_tokens = cx
+        .count("audio_tokens", details.and_then(|d| d.audio_tokens))?
+        .min(input);
+    usage.image_input_tokens = cx
+        .count("image_tokens", details.and_then(|d| d.image_tokens))?
+        .min(input - usage.audio_input_tokens);
+    usage.audio_output_tokens =
+        cx.count("audio_tokens", out_details.and_then(|d| d.audio_tokens))?;
+    usage.image_output_tokens =
+        cx.count("image_tokens", out_details.and_then(|d| d.image_tokens))?;
+    let provider_cost = u
+        .cost
+        .as_ref()
+        .map(|n| parse_decimal_exact(&n.to_string()).map_err(|e| cx.malformed(e)))
+        .transpose()?;
+    Ok(Extraction {
+        model: None,
+        usage,
+        provider_cost,
+        is_byok: u.is_byok,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Anthropic Messages (also on Vertex AI and Bedrock InvokeModel).
+
+#[derive(Deserialize)]
+struct AnthropicBody {
+    model: Option<String>,
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub(super) struct AnthropicUsage {
+    pub(super) input_tokens: Option<i64>,
+    pub(super) output_tokens: Option<i64>,
+    pub(super) cache_creation_input_tokens: Option<i64>,
+    pub(super) cache_read_input_tokens: Option<i64>,
+    pub(super) cache_creation: Option<CacheCreation>,
+    pub(super) server_tool_use: Option<ServerToolUse>,
+    pub(super) service_tier: Option<String>,
+    pub(super) output_tokens_details: Option<ThinkingDetails>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub(super) struct CacheCreation {
+    ephemeral_5m_input_tokens: Option<i64>,
+    ephemeral_1h_input_tokens: Option<i64>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub(super) struct ServerToolUse {
+    web_search_requests: Option<i64>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub(super) struct ThinkingDetails {
+    thinking_tokens: Option<i64>,
+}
+
+fn anthropic(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
+    let parsed: AnthropicBody = cx.parse(body)?;
+    let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
+    let mut extraction = anthropic_usage(cx, &usage)?;
+    extraction.model = parsed.model;
+    cx.done(extraction)
+}
+
+/// Anthropic's input excludes cache reads and writes; the writes split by lifetime
+/// in `cache_creation` (all 5-minute when the split is absent).
+pub(super) fn anthropic_usage(cx: &Cx<'_>, u: &AnthropicUsage) -> Result<Extraction, ExtractError> {
+    let written = cx.count("cache_creation_input_tokens", u.cache_creation_input_tokens)?;
+    let (w5m, w1h) = match &u.cache_creation {
+        Some(split) => {
+            let w1h = cx.count("ephemeral_1h_input_tokens", split.ephemeral_1h_input_tokens)?;
+            let w5m = cx.count("ephemeral_5m_input_tokens", split.ephemeral_5m_input_tokens)?;
+            if w5m + w1h != written && written != 0 {
+                return Err(cx.malformed(format!(
+                    "cache_creation splits {} tokens, cache_creation_input_tokens says {written}",
+                    w5m + w1h
+                )));
+            }
+            (w5m, w1h)
+        }
+        None => (written, 0),
+    };
+    let mut usage = Usage::tokens(
+        cx.count("input_tokens", u.input_tokens)?,
+        cx.count("output_tokens", u.output_tokens)?,
+    );
+    usage.cache_read_tokens = cx.count("cache_read_input_tokens", u.cache_read_input_tokens)?;
+    usage.cache_write_5m_tokens = w5m;
+    usage.cache_write_1h_tokens = w1h;
+    usage.reasoning_tokens = u
+        .output_tokens_details
+        .as_ref()
+        .and_then(|d| d.thinking_tokens)
+        .map(|t| cx.count("thinking_tokens", Some(t)))
+        .transpose()?;
+    usage.web_search_requests = cx.count(
+        "web_search_requests",
+        u.server_tool_use
+            .as_ref()
+            .and_then(|s| s.web_search_requests),
+    )?;
+    usage.service_tier = cx.tier(u.service_tier.as_deref())?;
+    Ok(Extraction {
+        model: None,
+        usage,
+        provider_cost: None,
+        is_byok: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Gemini generateContent and Vertex AI.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiBody {
+    model_version: Option<String>,
+    usage_metadata: Option<GeminiUsage>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct GeminiUsage {
+    prompt_token_count: Option<i64>,
+    cached_content_token_count: Option<i64>,
+    candidates_token_count: Option<i64>,
+    thoughts_token_count: Option<i64>,
+    tool_use_prompt_token_count: Option<i64>,
+    #[serde(default)]
+    prompt_tokens_details: Vec<ModalityCount>,
+    #[serde(default)]
+    cache_tokens_details: Vec<ModalityCount>,
+    #[serde(default)]
+    candidates_tokens_details: Vec<ModalityCount>,
+    traffic_type: Option<String>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+struct ModalityCount {
+    modality: Option<String>,
+    token_count: Option<i64>,
+}
+
+fn modality(cx: &Cx<'_>, counts: &[ModalityCount], name: &str) -> Result<u64, ExtractError> {
+    let mut total = 0u64;
+    for c in counts
+        .iter()
+        .filter(|c| c.modality.as_deref() == Some(name))
+    {
+        total = total.saturating_add(cx.count("tokenCount", c.token_count)?);
+    }
+    Ok(total)
+}
+
+fn gemini(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
+    let parsed: GeminiBody = cx.parse(body)?;
+    let usage = parsed.usage_metadata.ok_or_else(|| cx.no_usage())?;
+    let mut extraction = gemini_usage(cx, &usage)?;
+    extraction.model = parsed.model_version;
+    cx.done(extraction)
+}
+
+/// Gemini's prompt includes the cached content; tool-use prompt tokens are beside it;
+/// candidates exclude thoughts.
+pub(super) fn gemini_usage(cx: &Cx<'_>, u: &GeminiUsage) -> Result<Extraction, ExtractError> {
+    let prompt = cx.count("promptTokenCount", u.prompt_token_count)?;
+    let cached = cx.count("cachedContentTokenCount", u.cached_content_token_count)?;
+    let tool_use = cx.count("toolUsePromptTokenCount", u.tool_use_prompt_token_count)?;
+    let uncached_prompt = cx.minus(
+        ("promptTokenCount", prompt),
+        ("cachedContentTokenCount", cached),
+    )?;
+    let candidates = cx.count("candidatesTokenCount", u.candidates_token_count)?;
+    let thoughts = u
+        .thoughts_token_count
+        .map(|t| cx.count("thoughtsTokenCount", Some(t)))
+        .transpose()?;
+    let mut usage = Usage::tokens(
+        uncached_prompt.saturating_add(tool_use),
+        candidates.saturating_add(thoughts.unwrap_or(0)),
+    );
+    usage.cache_read_tokens = cached;
+    usage.reasoning_tokens = thoughts;
+    let uncached = |name| -> Result<u64, ExtractError> {
+        let all = modality(cx, &u.prompt_tokens_details, name)?;
+        Ok(all.saturating_sub(modality(cx, &u.cache_tokens_details, name)?))
+    };
+    usage.audio_input_tokens = uncached("AUDIO")?.min(usage.input_tokens);
+    usage.image_input_tokens =
+        uncached("IMAGE")?.min(usage.input_tokens - usage.audio_input_tokens);
+    usage.audio_output_tokens =
+        modality(cx, &u.candidates_tokens_details, "AUDIO")?.min(candidates);
+    usage.image_output_tokens = modality(cx, &u.candidates_tokens_details, "IMAGE")?
+        .min(candidates - usage.audio_output_tokens);
+    usage.service_tier = cx.tier(u.traffic_type.as_deref())?;
+    Ok(Extraction {
+        model: None,
+        usage,
+        provider_cost: None,
+        is_byok: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// AWS Bedrock: Converse, and InvokeModel (model-native body, or the count headers).
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseBody {
+    usage: Option<ConverseUsage>,
+    service_tier: Option<ConverseTier>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ConverseUsage {
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    cache_read_input_tokens: Option<i64>,
+    cache_write_input_tokens: Option<i64>,
+    #[serde(default)]
+    cache_details: Vec<CacheDetail>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "camelCase")]
+struct CacheDetail {
+    ttl: Option<String>,
+    input_tokens: Option<i64>,
+}
+
+#[derive(Deserialize, Clone)]
+pub(super) struct ConverseTier {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+fn bedrock(cx: &Cx<'_>, body: &[u8], headers: &[(&str, &str)]) -> Result<Extraction, ExtractError> {
+    let value: serde_json::Value = cx.parse(body)?;
+    let usage = value.get("usage");
+    if usage.is_some_and(|u| u.get("inputTokens").is_some() || u.get("outputTokens").is_some()) {
+        let parsed: ConverseBody = serde_json::from_value(value).map_err(|e| cx.malformed(e))?;
+        let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
+        let extraction = converse_usage(cx, &usage, parsed.service_tier.as_ref())?;
+        return cx.done(extraction);
+    }
+    if usage.is_some() {
+        // InvokeModel with a Claude body: Anthropic's rules, with its lifetime split.
+        let parsed: AnthropicBody = serde_json::from_value(value).map_err(|e| cx.malformed(e))?;
+        let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
+        let mut extraction = anthropic_usage(cx, &usage)?;
+        extraction.model = parsed.model;
+        return cx.done(extraction);
+    }
+    // Other model families: the count headers, whose input excludes the cache.
+    let count = |name: &'static str| -> Result<Option<u64>, ExtractError> {
+        header(headers, name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| cx.malformed(format!("{name} is not a count")))
+            })
+            .transpose()
+    };
+    let (Some(input), Some(output)) = (
+        count("x-amzn-bedrock-input-token-count")?,
+        count("x-amzn-bedrock-output-token-count")?,
+    ) else {
+        return Err(cx.no_usage());
+    };
+    let mut usage = Usage::tokens(input, output);
+    usage.cache_read_tokens = count("x-amzn-bedrock-cache-read-input-token-count")?.unwrap_or(0);
+    usage.cache_write_5m_tokens =
+        count("x-amzn-bedrock-cache-write-input-token-count")?.unwrap_or(0);
+    cx.done(Extraction {
+        model: value
+            .get("model")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned),
+        usage,
+        provider_cost: None,
+        is_byok: None,
+    })
+}
+
+/// Converse's input excludes the cache; `cacheDetails` splits the writes by TTL.
+pub(super) fn converse_usage(
+    cx: &Cx<'_>,
+    u: &ConverseUsage,
+    tier: Option<&ConverseTier>,
+) -> Result<Extraction, ExtractError> {
+    let written = cx.count("cacheWriteInputTokens", u.cache_write_input_tokens)?;
+    let mut w1h = 0u64;
+    let mut w5m = 0u64;
+    for detail in &u.cache_details {
+        let tokens = cx.count("cacheDetails.inputTokens", detail.input_tokens)?;
+        match detail.ttl.as_deref() {
+            Some("1h") => w1h = w1h.saturating_add(tokens),
+            Some("5m") => w5m = w5m.saturating_add(tokens),
+            other => return Err(cx.malformed(format!("unknown cache TTL {other:?}"))),
+        }
+    }
+    if u.cache_details.is_empty() {
+        w5m = written;
+    } else if w1h.saturating_add(w5m) != written {
+        return Err(cx.malformed(format!(
+            "cacheDetails split {} tokens, cacheWriteInputTokens says {written}",
+            w1h.saturating_add(w5m)
+        )));
+    }
+    let mut usage = Usage::tokens(
+        cx.count("inputTokens", u.input_tokens)?,
+        cx.count("outputTokens", u.output_tokens)?,
+    );
+    usage.cache_read_tokens = cx.count("cacheReadInputTokens", u.cache_read_input_tokens)?;
+    usage.cache_write_5m_tokens = w5m;
+    usage.cache_write_1h_tokens = w1h;
+    usage.service_tier = cx.tier(tier.and_then(|t| t.kind.as_deref()))?;
+    Ok(Extraction {
+        model: None,
+        usage,
+        provider_cost: None,
+        is_byok: None,
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Cohere v2: billed units are what is charged.
+
+#[derive(Deserialize)]
+struct CohereBody {
+    model: Option<String>,
+    usage: Option<CohereUsage>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub(super) struct CohereUsage {
+    billed_units: Option<BilledUnits>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+struct BilledUnits {
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+}
+
+fn cohere(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
+    let parsed: CohereBody = cx.parse(body)?;
+    let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
+    let mut extraction = cohere_usage(cx, &usage)?;
+    extraction.model = parsed.model;
+    cx.done(extraction)
+}
+
+pub(super) fn cohere_usage(cx: &Cx<'_>, u: &CohereUsage) -> Result<Extraction, ExtractError> {
+    let billed = u.billed_units.as_ref().ok_or_else(|| cx.no_usage())?;
+    Ok(Extraction {
+        model: None,
+        usage: Usage::tokens(
+            cx.count("billed_units.input_tokens", billed.input_tokens)?,
+            cx.count("billed_units.output_tokens", billed.output_tokens)?,
+        ),
+        provider_cost: None,
+        is_byok: None,
+    })
+}
