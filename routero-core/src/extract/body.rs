@@ -99,6 +99,19 @@ impl Cx<'_> {
         }
     }
 
+    /// A body's usage object through its normaliser, with the body's model name.
+    fn normalise<U>(
+        &self,
+        model: Option<String>,
+        usage: Option<U>,
+        normaliser: impl FnOnce(&Self, &U) -> Result<Extraction, ExtractError>,
+    ) -> Result<Extraction, ExtractError> {
+        let usage = usage.ok_or_else(|| self.no_usage())?;
+        let mut extraction = normaliser(self, &usage)?;
+        extraction.model = model;
+        self.done(extraction)
+    }
+
     pub(super) fn done(&self, extraction: Extraction) -> Result<Extraction, ExtractError> {
         extraction.usage.validate().map_err(|e| self.invalid(e))?;
         Ok(extraction)
@@ -302,10 +315,7 @@ pub(super) struct ThinkingDetails {
 
 fn anthropic(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
     let parsed: AnthropicBody = cx.parse(body)?;
-    let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
-    let mut extraction = anthropic_usage(cx, &usage)?;
-    extraction.model = parsed.model;
-    cx.done(extraction)
+    cx.normalise(parsed.model, parsed.usage, anthropic_usage)
 }
 
 /// Anthropic's input excludes cache reads and writes; the writes split by lifetime
@@ -401,10 +411,7 @@ fn modality(cx: &Cx<'_>, counts: &[ModalityCount], name: &str) -> Result<u64, Ex
 
 fn gemini(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
     let parsed: GeminiBody = cx.parse(body)?;
-    let usage = parsed.usage_metadata.ok_or_else(|| cx.no_usage())?;
-    let mut extraction = gemini_usage(cx, &usage)?;
-    extraction.model = parsed.model_version;
-    cx.done(extraction)
+    cx.normalise(parsed.model_version, parsed.usage_metadata, gemini_usage)
 }
 
 /// Gemini's prompt includes the cached content; tool-use prompt tokens are beside it;
@@ -487,17 +494,15 @@ fn bedrock(cx: &Cx<'_>, body: &[u8], headers: &[(&str, &str)]) -> Result<Extract
     let usage = value.get("usage");
     if usage.is_some_and(|u| u.get("inputTokens").is_some() || u.get("outputTokens").is_some()) {
         let parsed: ConverseBody = serde_json::from_value(value).map_err(|e| cx.malformed(e))?;
-        let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
-        let extraction = converse_usage(cx, &usage, parsed.service_tier.as_ref())?;
-        return cx.done(extraction);
+        let tier = parsed.service_tier;
+        return cx.normalise(None, parsed.usage, |cx, u| {
+            converse_usage(cx, u, tier.as_ref())
+        });
     }
     if usage.is_some() {
         // InvokeModel with a Claude body: Anthropic's rules, with its lifetime split.
         let parsed: AnthropicBody = serde_json::from_value(value).map_err(|e| cx.malformed(e))?;
-        let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
-        let mut extraction = anthropic_usage(cx, &usage)?;
-        extraction.model = parsed.model;
-        return cx.done(extraction);
+        return cx.normalise(parsed.model, parsed.usage, anthropic_usage);
     }
     // Other model families: the count headers, whose input excludes the cache.
     let count = |name: &'static str| -> Result<Option<u64>, ExtractError> {
@@ -592,10 +597,7 @@ struct BilledUnits {
 
 fn cohere(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
     let parsed: CohereBody = cx.parse(body)?;
-    let usage = parsed.usage.ok_or_else(|| cx.no_usage())?;
-    let mut extraction = cohere_usage(cx, &usage)?;
-    extraction.model = parsed.model;
-    cx.done(extraction)
+    cx.normalise(parsed.model, parsed.usage, cohere_usage)
 }
 
 pub(super) fn cohere_usage(cx: &Cx<'_>, u: &CohereUsage) -> Result<Extraction, ExtractError> {
