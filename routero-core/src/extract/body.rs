@@ -18,7 +18,7 @@ pub fn from_body(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Result<Extraction, ExtractError> {
-    let cx = Cx { provider };
+    let cx = Cx::new(provider);
     match provider {
         Provider::Anthropic => anthropic(&cx, body),
         Provider::Gemini | Provider::VertexAi => gemini(&cx, body),
@@ -33,7 +33,11 @@ pub(super) struct Cx<'a> {
     pub(super) provider: &'a Provider,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
+    pub(super) fn new(provider: &'a Provider) -> Cx<'a> {
+        Cx { provider }
+    }
+
     pub(super) fn malformed(&self, reason: impl ToString) -> ExtractError {
         ExtractError::Malformed {
             provider: self.provider.clone(),
@@ -100,7 +104,7 @@ impl Cx<'_> {
     }
 
     /// A body's usage object through its normaliser, with the body's model name.
-    fn normalise<U>(
+    pub(super) fn normalise<U>(
         &self,
         model: Option<String>,
         usage: Option<U>,
@@ -133,19 +137,28 @@ struct OpenAiBody {
 }
 
 #[derive(Deserialize)]
-struct XGroq {
-    usage: Option<OpenAiUsage>,
+pub(super) struct XGroq {
+    pub(super) usage: Option<OpenAiUsage>,
 }
 
 #[derive(Deserialize)]
-struct OutputItem {
+pub(super) struct OutputItem {
     #[serde(rename = "type")]
     kind: Option<String>,
 }
 
+/// How many of a Responses API output's items are billed web search calls.
+pub(super) fn web_search_calls(output: &[OutputItem]) -> u64 {
+    let calls = output
+        .iter()
+        .filter(|item| item.kind.as_deref() == Some("web_search_call"))
+        .count();
+    u64::try_from(calls).unwrap_or(u64::MAX)
+}
+
 /// The union of Chat Completions' `CompletionUsage`, Responses' `ResponseUsage` and
 /// the compatible providers' extensions.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub(super) struct OpenAiUsage {
     prompt_tokens: Option<i64>,
     completion_tokens: Option<i64>,
@@ -163,7 +176,7 @@ pub(super) struct OpenAiUsage {
     is_byok: Option<bool>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 struct PromptDetails {
     cached_tokens: Option<i64>,
     cache_write_tokens: Option<i64>,
@@ -171,7 +184,7 @@ struct PromptDetails {
     image_tokens: Option<i64>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 struct CompletionDetails {
     reasoning_tokens: Option<i64>,
     audio_tokens: Option<i64>,
@@ -196,13 +209,8 @@ fn openai_like(
         .usage
         .or_else(|| parsed.x_groq.and_then(|x| x.usage))
         .ok_or_else(|| cx.no_usage())?;
-    let web_search_calls = parsed
-        .output
-        .iter()
-        .filter(|item| item.kind.as_deref() == Some("web_search_call"))
-        .count();
     let mut extraction = openai_usage(cx, &usage, headers)?;
-    extraction.usage.web_search_requests = u64::try_from(web_search_calls).unwrap_or(u64::MAX);
+    extraction.usage.web_search_requests = web_search_calls(&parsed.output);
     extraction.usage.service_tier = cx.tier(parsed.service_tier.as_deref())?;
     extraction.model = parsed.model.filter(|m| !m.is_empty());
     cx.done(extraction)
@@ -320,6 +328,32 @@ fn anthropic(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
 
 /// Anthropic's input excludes cache reads and writes; the writes split by lifetime
 /// in `cache_creation` (all 5-minute when the split is absent).
+impl AnthropicUsage {
+    /// Anthropic's stream merge: a `message_delta` snapshot overwrites the fields it
+    /// carries and leaves the others as `message_start` set them.
+    pub(super) fn overwrite_with(&mut self, delta: AnthropicUsage) {
+        fn take<T>(field: &mut Option<T>, new: Option<T>) {
+            if new.is_some() {
+                *field = new;
+            }
+        }
+        take(&mut self.input_tokens, delta.input_tokens);
+        take(&mut self.output_tokens, delta.output_tokens);
+        take(
+            &mut self.cache_creation_input_tokens,
+            delta.cache_creation_input_tokens,
+        );
+        take(
+            &mut self.cache_read_input_tokens,
+            delta.cache_read_input_tokens,
+        );
+        take(&mut self.cache_creation, delta.cache_creation);
+        take(&mut self.server_tool_use, delta.server_tool_use);
+        take(&mut self.service_tier, delta.service_tier);
+        take(&mut self.output_tokens_details, delta.output_tokens_details);
+    }
+}
+
 pub(super) fn anthropic_usage(cx: &Cx<'_>, u: &AnthropicUsage) -> Result<Extraction, ExtractError> {
     let written = cx.count("cache_creation_input_tokens", u.cache_creation_input_tokens)?;
     let (w5m, w1h) = match &u.cache_creation {
@@ -483,7 +517,7 @@ struct CacheDetail {
     input_tokens: Option<i64>,
 }
 
-#[derive(Deserialize, Clone)]
+#[derive(Deserialize, Clone, Default)]
 pub(super) struct ConverseTier {
     #[serde(rename = "type")]
     kind: Option<String>,

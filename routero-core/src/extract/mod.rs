@@ -10,8 +10,12 @@
 //! A body without usage is [`ExtractError::NoUsage`], never a zero usage.
 
 mod body;
+pub mod eventstream;
+pub mod sse;
+mod stream;
 
 pub use body::from_body;
+pub use stream::StreamExtractor;
 
 use rust_decimal::Decimal;
 

@@ -1,0 +1,429 @@
+//! Streaming responses: usage extracted as the bytes go by.
+//!
+//! [`StreamExtractor`] takes the response body in chunks cut anywhere and keeps the
+//! provider's usage snapshot up to date. The rules per protocol:
+//!
+//! - OpenAI and compatible APIs: every chunk may carry `usage` (or Groq's
+//!   `x_groq.usage`); the last non-null one wins. Snapshots never add up.
+//! - OpenAI Responses: the usage of the terminal `response.completed`,
+//!   `response.incomplete` or `response.failed` event.
+//! - Anthropic: `message_start` gives the base and each `message_delta` overwrites the
+//!   fields it carries (input can grow with server tools).
+//! - Gemini and Vertex: the last `usageMetadata`.
+//! - Cohere: `message-end`.
+//! - Bedrock: AWS event-stream frames; ConverseStream's `metadata` event, or, for
+//!   InvokeModelWithResponseStream, the base64 model-native events inside `chunk`
+//!   frames (Anthropic rules for Claude, else `amazon-bedrock-invocationMetrics`).
+//!
+//! A stream that never reported usage finishes with [`ExtractError::NoUsage`]: the
+//! cost is unknown, never zero.
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::body::{
+    AnthropicUsage, CohereUsage, ConverseTier, ConverseUsage, Cx, GeminiUsage, OpenAiUsage,
+    OutputItem, XGroq, anthropic_usage, cohere_usage, converse_usage, gemini_usage, openai_usage,
+    web_search_calls,
+};
+use super::eventstream::{EventStreamDecoder, EventStreamError, Frame};
+use super::sse::{SseEvent, SseParser, SseTooLarge};
+use super::{ExtractError, Extraction};
+use crate::provider::Provider;
+use crate::usage::Usage;
+
+/// How the stream is framed.
+#[derive(Debug)]
+enum Framing {
+    Sse(SseParser),
+    EventStream(EventStreamDecoder),
+}
+
+/// What the stream has said so far.
+#[derive(Default)]
+struct Snapshot {
+    model: Option<String>,
+    openai: Option<OpenAiUsage>,
+    service_tier: Option<String>,
+    web_search_calls: u64,
+    anthropic: Option<AnthropicUsage>,
+    gemini: Option<GeminiUsage>,
+    converse: Option<(ConverseUsage, Option<ConverseTier>)>,
+    cohere: Option<CohereUsage>,
+    invocation: Option<InvocationMetrics>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("model", &self.model)
+            .field("has_usage", &self.has_usage())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Snapshot {
+    fn has_usage(&self) -> bool {
+        self.openai.is_some()
+            || self.anthropic.is_some()
+            || self.gemini.is_some()
+            || self.converse.is_some()
+            || self.cohere.is_some()
+            || self.invocation.is_some()
+    }
+
+    fn set_model(&mut self, model: Option<String>) {
+        if let Some(model) = model.filter(|m| !m.is_empty()) {
+            self.model.get_or_insert(model);
+        }
+    }
+}
+
+/// Extracts the usage of a streamed response, chunk by chunk.
+///
+/// ```
+/// use routero_core::extract::StreamExtractor;
+/// use routero_core::Provider;
+///
+/// let mut stream = StreamExtractor::new(&Provider::OpenAi);
+/// stream.push(b"data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":null}\n\nda").unwrap();
+/// stream.push(b"ta: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":3}}\n\n").unwrap();
+/// stream.push(b"data: [DONE]\n\n").unwrap();
+/// let extraction = stream.finish().unwrap();
+/// assert_eq!(extraction.model.as_deref(), Some("gpt-4o"));
+/// assert_eq!(extraction.usage.input_tokens, 9);
+/// ```
+#[derive(Debug)]
+pub struct StreamExtractor {
+    provider: Provider,
+    framing: Framing,
+    snapshot: Snapshot,
+}
+
+impl StreamExtractor {
+    /// An extractor for a stream of `provider` (Bedrock streams are AWS event-stream
+    /// frames; every other provider streams SSE).
+    pub fn new(provider: &Provider) -> StreamExtractor {
+        let framing = match provider {
+            Provider::Bedrock => Framing::EventStream(EventStreamDecoder::new()),
+            _ => Framing::Sse(SseParser::new()),
+        };
+        StreamExtractor {
+            provider: provider.clone(),
+            framing,
+            snapshot: Snapshot::default(),
+        }
+    }
+
+    /// Feeds the next bytes of the body.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ExtractError> {
+        let provider = &self.provider;
+        let snapshot = &mut self.snapshot;
+        match &mut self.framing {
+            Framing::Sse(parser) => {
+                parser.push(chunk, &mut |event| on_sse(provider, snapshot, event))
+            }
+            Framing::EventStream(decoder) => {
+                decoder.push(chunk, &mut |frame| on_frame(provider, snapshot, frame))
+            }
+        }
+        .map_err(|e| e.into_extract(provider))
+    }
+
+    /// The usage reported so far, if any: what a stream cut short (a client gone away)
+    /// is known to have consumed.
+    pub fn usage_so_far(&self) -> Result<Extraction, ExtractError> {
+        normalise(&self.provider, &self.snapshot)
+    }
+
+    /// Ends the stream and returns its usage; [`ExtractError::NoUsage`] when it never
+    /// reported any.
+    pub fn finish(mut self) -> Result<Extraction, ExtractError> {
+        let provider = &self.provider;
+        let snapshot = &mut self.snapshot;
+        match self.framing {
+            Framing::Sse(parser) => parser.finish(&mut |event| on_sse(provider, snapshot, event)),
+            Framing::EventStream(decoder) => decoder.finish().map_err(StreamError::from),
+        }
+        .map_err(|e| e.into_extract(provider))?;
+        normalise(&self.provider, &self.snapshot)
+    }
+}
+
+/// An error inside the framing or an event's payload.
+enum StreamError {
+    Framing(String),
+    Payload(String),
+}
+
+impl StreamError {
+    fn into_extract(self, provider: &Provider) -> ExtractError {
+        let reason = match self {
+            StreamError::Framing(reason) => reason,
+            StreamError::Payload(reason) => format!("stream event: {reason}"),
+        };
+        ExtractError::Malformed {
+            provider: provider.clone(),
+            reason,
+        }
+    }
+}
+
+impl From<SseTooLarge> for StreamError {
+    fn from(e: SseTooLarge) -> Self {
+        StreamError::Framing(e.to_string())
+    }
+}
+
+impl From<EventStreamError> for StreamError {
+    fn from(e: EventStreamError) -> Self {
+        StreamError::Framing(e.to_string())
+    }
+}
+
+fn json<'a, T: Deserialize<'a>>(data: &'a [u8]) -> Result<T, StreamError> {
+    serde_json::from_slice(data).map_err(|e| StreamError::Payload(e.to_string()))
+}
+
+// --- Event payloads -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct OpenAiChunk {
+    model: Option<String>,
+    usage: Option<OpenAiUsage>,
+    x_groq: Option<XGroq>,
+    service_tier: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    response: Option<ResponseObject>,
+}
+
+#[derive(Deserialize)]
+struct ResponseObject {
+    model: Option<String>,
+    usage: Option<OpenAiUsage>,
+    service_tier: Option<String>,
+    #[serde(default)]
+    output: Vec<OutputItem>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicEvent {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    message: Option<AnthropicMessage>,
+    usage: Option<AnthropicUsage>,
+    #[serde(rename = "amazon-bedrock-invocationMetrics")]
+    invocation: Option<InvocationMetrics>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessage {
+    model: Option<String>,
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GeminiChunk {
+    model_version: Option<String>,
+    usage_metadata: Option<GeminiUsage>,
+}
+
+#[derive(Deserialize)]
+struct CohereEvent {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    delta: Option<CohereDelta>,
+}
+
+#[derive(Deserialize)]
+struct CohereDelta {
+    usage: Option<CohereUsage>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConverseMetadata {
+    usage: Option<ConverseUsage>,
+    service_tier: Option<ConverseTier>,
+}
+
+#[derive(Deserialize)]
+struct BedrockChunk {
+    bytes: Option<String>,
+}
+
+/// `amazon-bedrock-invocationMetrics`: Bedrock's own counts, input excluding the cache.
+#[derive(Deserialize, Clone, Copy, Default)]
+#[serde(rename_all = "camelCase")]
+struct InvocationMetrics {
+    input_token_count: Option<i64>,
+    output_token_count: Option<i64>,
+    cache_read_input_token_count: Option<i64>,
+    cache_write_input_token_count: Option<i64>,
+}
+
+// --- Per-event rules ----------------------------------------------------------------
+
+fn on_sse(
+    provider: &Provider,
+    snapshot: &mut Snapshot,
+    event: SseEvent<'_>,
+) -> Result<(), StreamError> {
+    let data = event.data;
+    if data == b"[DONE]" {
+        return Ok(());
+    }
+    match provider {
+        Provider::Anthropic | Provider::Bedrock => anthropic_event(snapshot, json(data)?),
+        Provider::Gemini | Provider::VertexAi => {
+            let chunk: GeminiChunk = json(data)?;
+            snapshot.set_model(chunk.model_version);
+            if let Some(usage) = chunk.usage_metadata {
+                snapshot.gemini = Some(usage);
+            }
+        }
+        Provider::Cohere => {
+            let event: CohereEvent = json(data)?;
+            if event.kind.as_deref() == Some("message-end") {
+                if let Some(usage) = event.delta.and_then(|d| d.usage) {
+                    snapshot.cohere = Some(usage);
+                }
+            }
+        }
+        _ => openai_chunk(snapshot, json(data)?),
+    }
+    Ok(())
+}
+
+fn openai_chunk(snapshot: &mut Snapshot, chunk: OpenAiChunk) {
+    if let Some(response) = chunk.response {
+        // Responses API: only a terminal event's usage is final.
+        snapshot.set_model(response.model);
+        let terminal = matches!(
+            chunk.kind.as_deref(),
+            Some("response.completed" | "response.incomplete" | "response.failed")
+        );
+        if terminal && response.usage.is_some() {
+            snapshot.openai = response.usage;
+            snapshot.service_tier = response.service_tier;
+            snapshot.web_search_calls = web_search_calls(&response.output);
+        }
+        return;
+    }
+    snapshot.set_model(chunk.model);
+    if chunk.service_tier.is_some() {
+        snapshot.service_tier = chunk.service_tier;
+    }
+    if let Some(usage) = chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage)) {
+        snapshot.openai = Some(usage);
+    }
+}
+
+fn anthropic_event(snapshot: &mut Snapshot, event: AnthropicEvent) {
+    match event.kind.as_deref() {
+        Some("message_start") => {
+            if let Some(message) = event.message {
+                snapshot.set_model(message.model);
+                if let Some(usage) = message.usage {
+                    snapshot.anthropic = Some(usage);
+                }
+            }
+        }
+        Some("message_delta") => {
+            if let Some(delta) = event.usage {
+                snapshot
+                    .anthropic
+                    .get_or_insert_with(AnthropicUsage::default)
+                    .overwrite_with(delta);
+            }
+        }
+        _ => {}
+    }
+    if let Some(metrics) = event.invocation {
+        snapshot.invocation = Some(metrics);
+    }
+}
+
+fn on_frame(
+    _provider: &Provider,
+    snapshot: &mut Snapshot,
+    frame: Frame<'_>,
+) -> Result<(), StreamError> {
+    if frame.message_type.is_some_and(|t| t != "event") {
+        // An exception frame ends the stream; whatever usage came before stands.
+        return Ok(());
+    }
+    match frame.event_type {
+        Some("metadata") => {
+            let metadata: ConverseMetadata = json(frame.payload)?;
+            if let Some(usage) = metadata.usage {
+                snapshot.converse = Some((usage, metadata.service_tier));
+            }
+        }
+        Some("chunk") => {
+            let chunk: BedrockChunk = json(frame.payload)?;
+            let Some(bytes) = chunk.bytes else {
+                return Ok(());
+            };
+            let native = base64::engine::general_purpose::STANDARD
+                .decode(bytes.as_bytes())
+                .map_err(|e| StreamError::Payload(format!("chunk bytes: {e}")))?;
+            anthropic_event(snapshot, json(&native)?);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The snapshot, through the provider's normaliser.
+fn normalise(provider: &Provider, snapshot: &Snapshot) -> Result<Extraction, ExtractError> {
+    let cx = Cx::new(provider);
+    let model = snapshot.model.clone();
+    if let Some(usage) = &snapshot.anthropic {
+        return cx.normalise(model, Some(usage), |cx, u| anthropic_usage(cx, u));
+    }
+    if let Some((usage, tier)) = &snapshot.converse {
+        return cx.normalise(model, Some(usage), |cx, u| {
+            converse_usage(cx, u, tier.as_ref())
+        });
+    }
+    if let Some(usage) = &snapshot.gemini {
+        return cx.normalise(model, Some(usage), |cx, u| gemini_usage(cx, u));
+    }
+    if let Some(usage) = &snapshot.cohere {
+        return cx.normalise(model, Some(usage), |cx, u| cohere_usage(cx, u));
+    }
+    if let Some(usage) = &snapshot.openai {
+        let tier = snapshot.service_tier.as_deref();
+        let calls = snapshot.web_search_calls;
+        return cx.normalise(model, Some(usage), |cx, u| {
+            let mut extraction = openai_usage(cx, u, &[])?;
+            extraction.usage.service_tier = cx.tier(tier)?;
+            extraction.usage.web_search_requests = calls;
+            Ok(extraction)
+        });
+    }
+    if let Some(metrics) = &snapshot.invocation {
+        return cx.normalise(model, Some(metrics), |cx, m| {
+            let mut usage = Usage::tokens(
+                cx.count("inputTokenCount", m.input_token_count)?,
+                cx.count("outputTokenCount", m.output_token_count)?,
+            );
+            usage.cache_read_tokens =
+                cx.count("cacheReadInputTokenCount", m.cache_read_input_token_count)?;
+            usage.cache_write_5m_tokens =
+                cx.count("cacheWriteInputTokenCount", m.cache_write_input_token_count)?;
+            Ok(Extraction {
+                model: None,
+                usage,
+                provider_cost: None,
+                is_byok: None,
+            })
+        });
+    }
+    Err(ExtractError::NoUsage {
+        provider: provider.clone(),
+    })
+}

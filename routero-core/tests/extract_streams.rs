@@ -1,0 +1,268 @@
+//! Every provider stream fixture, fed whole and in random chunkings, against its
+//! hand-derived expected usage; hostile streams never panic.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use routero_core::extract::{ExtractError, Extraction, StreamExtractor, eventstream};
+use routero_core::{Provider, ServiceTier};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers")
+}
+
+fn provider_of(dir: &str) -> Provider {
+    match dir {
+        "openai_chat" | "openai_responses" => Provider::OpenAi,
+        "azure_openai" => Provider::Azure,
+        other => Provider::parse(other).unwrap(),
+    }
+}
+
+/// A stream fixture: its provider, raw bytes as sent on the wire, and expectation.
+struct Sample {
+    name: String,
+    provider: Provider,
+    bytes: Vec<u8>,
+    expected: Value,
+}
+
+/// Bedrock fixtures are decoded frames (`[{"eventType": payload}, …]`): encode them
+/// into the binary frames the wire carries.
+fn encode_events(path: &Path) -> Vec<u8> {
+    let events: Vec<serde_json::Map<String, Value>> =
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    for event in events {
+        for (event_type, payload) in event {
+            let headers = [
+                (":event-type", event_type.as_str()),
+                (":content-type", "application/json"),
+                (":message-type", "event"),
+            ];
+            bytes.extend(eventstream::encode(
+                &headers,
+                &serde_json::to_vec(&payload).unwrap(),
+            ));
+        }
+    }
+    bytes
+}
+
+fn samples() -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut dirs: Vec<_> = fs::read_dir(fixtures())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    dirs.sort_by_key(|e| e.path());
+    for dir in dirs {
+        let dir_name = dir.file_name().to_string_lossy().into_owned();
+        let mut files: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        for path in files {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let (stem, bytes) = if let Some(stem) = file.strip_suffix(".sse") {
+                (stem.to_owned(), fs::read(&path).unwrap())
+            } else if let Some(stem) = file.strip_suffix(".events.json") {
+                (stem.to_owned(), encode_events(&path))
+            } else {
+                continue;
+            };
+            let expected = serde_json::from_slice(
+                &fs::read(dir.path().join(format!("{stem}.expected.json"))).unwrap(),
+            )
+            .unwrap();
+            out.push(Sample {
+                name: format!("{dir_name}/{file}"),
+                provider: provider_of(&dir_name),
+                bytes,
+                expected,
+            });
+        }
+    }
+    out
+}
+
+fn run(
+    provider: &Provider,
+    chunks: impl IntoIterator<Item = Vec<u8>>,
+) -> Result<Extraction, ExtractError> {
+    let mut stream = StreamExtractor::new(provider);
+    for chunk in chunks {
+        stream.push(&chunk)?;
+    }
+    stream.finish()
+}
+
+fn count(expected: &Value, key: &str) -> Option<u64> {
+    expected.get(key).and_then(Value::as_u64)
+}
+
+fn check(sample: &Sample, got: Result<Extraction, ExtractError>) {
+    let what = &sample.name;
+    if sample.expected.get("usage_available") == Some(&Value::Bool(false)) {
+        assert!(
+            matches!(got, Err(ExtractError::NoUsage { .. })),
+            "{what}: {got:?}"
+        );
+        return;
+    }
+    let got = got.unwrap_or_else(|e| panic!("{what}: {e}"));
+    let u = got.usage;
+    let e = &sample.expected;
+    assert_eq!(
+        Some(u.input_tokens),
+        count(e, "input_tokens"),
+        "{what} input"
+    );
+    assert_eq!(
+        Some(u.cache_read_tokens),
+        count(e, "cache_read_tokens"),
+        "{what} cache read"
+    );
+    assert_eq!(
+        Some(u.cache_write_tokens()),
+        count(e, "cache_write_tokens"),
+        "{what} cache write"
+    );
+    assert_eq!(
+        Some(u.output_tokens),
+        count(e, "output_tokens"),
+        "{what} output"
+    );
+    match e.get("reasoning_tokens") {
+        Some(Value::Null) | None => assert_eq!(u.reasoning_tokens, None, "{what} reasoning"),
+        Some(v) => assert_eq!(
+            u.reasoning_tokens.unwrap_or(0),
+            v.as_u64().unwrap(),
+            "{what} reasoning"
+        ),
+    }
+    for (key, value) in [
+        ("cache_write_5m_tokens", u.cache_write_5m_tokens),
+        ("cache_write_1h_tokens", u.cache_write_1h_tokens),
+        ("web_search_requests", u.web_search_requests),
+        ("web_search_calls", u.web_search_requests),
+    ] {
+        if let Some(want) = count(e, key) {
+            assert_eq!(value, want, "{what} {key}");
+        }
+    }
+    if let Some(tier) = e.get("service_tier").and_then(Value::as_str) {
+        assert_eq!(
+            Some(u.service_tier),
+            ServiceTier::from_provider(tier),
+            "{what} tier"
+        );
+    }
+    if let Some(cost) = e.get("provider_reported_cost_usd") {
+        let want = routero_core::money::parse_decimal_exact(&cost.to_string()).unwrap();
+        assert_eq!(got.provider_cost, Some(want), "{what} cost");
+    }
+}
+
+#[test]
+fn every_stream_fixture_whole() {
+    let samples = samples();
+    assert_eq!(samples.len(), 20, "every stream fixture is checked");
+    for sample in &samples {
+        check(sample, run(&sample.provider, [sample.bytes.clone()]));
+    }
+}
+
+#[test]
+fn every_stream_fixture_byte_by_byte() {
+    for sample in samples() {
+        let got = run(&sample.provider, sample.bytes.iter().map(|b| vec![*b]));
+        check(&sample, got);
+    }
+}
+
+#[test]
+fn a_cut_stream_reports_what_it_knew() {
+    let sample = samples()
+        .into_iter()
+        .find(|s| s.name == "anthropic/message_stream.sse")
+        .unwrap();
+    let text = String::from_utf8(sample.bytes.clone()).unwrap();
+    let cut = text.find("event: message_delta").unwrap();
+    let mut stream = StreamExtractor::new(&Provider::Anthropic);
+    stream.push(&sample.bytes[..cut]).unwrap();
+    let partial = stream.usage_so_far().unwrap();
+    assert_eq!(partial.usage.input_tokens, 472);
+    assert_eq!(
+        partial.usage.output_tokens, 1,
+        "the placeholder from message_start"
+    );
+    let none = StreamExtractor::new(&Provider::OpenAi);
+    assert!(matches!(
+        none.usage_so_far(),
+        Err(ExtractError::NoUsage { .. })
+    ));
+}
+
+#[test]
+fn corrupt_bedrock_frames_are_typed_errors() {
+    let sample = samples()
+        .into_iter()
+        .find(|s| s.name == "bedrock/converse_stream.events.json")
+        .unwrap();
+    let mut bytes = sample.bytes.clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    let err = run(&Provider::Bedrock, [bytes]).unwrap_err();
+    assert!(matches!(err, ExtractError::Malformed { .. }), "{err:?}");
+    let truncated = sample.bytes[..sample.bytes.len() - 5].to_vec();
+    assert!(matches!(
+        run(&Provider::Bedrock, [truncated]),
+        Err(ExtractError::Malformed { .. })
+    ));
+}
+
+fn chunked(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.sort_unstable();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for point in points {
+        out.push(bytes[start..point].to_vec());
+        start = point;
+    }
+    out.push(bytes[start..].to_vec());
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn any_chunking_gives_the_same_usage(cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
+        for sample in samples() {
+            let whole = run(&sample.provider, [sample.bytes.clone()]);
+            let pieces = run(&sample.provider, chunked(&sample.bytes, &cuts));
+            prop_assert_eq!(format!("{whole:?}"), format!("{pieces:?}"), "{}", sample.name);
+        }
+    }
+
+    #[test]
+    fn truncated_and_random_bytes_never_panic(cut in any::<usize>(), noise in proptest::collection::vec(any::<u8>(), 0..512)) {
+        for sample in samples() {
+            let end = cut % (sample.bytes.len() + 1);
+            let _ = run(&sample.provider, [sample.bytes[..end].to_vec()]);
+            let mut mixed = sample.bytes[..end].to_vec();
+            mixed.extend_from_slice(&noise);
+            let _ = run(&sample.provider, [mixed]);
+        }
+        for provider in Provider::KNOWN {
+            let _ = run(&provider, [noise.clone()]);
+        }
+    }
+}
