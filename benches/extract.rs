@@ -21,20 +21,72 @@ macro_rules! fixture {
 }
 
 const BODIES: [(&str, Provider, &str, &[u8]); 8] = [
-    ("openai", Provider::OpenAi, "", fixture!("openai_chat/chat_completion_reasoning_cached.json")),
-    ("anthropic", Provider::Anthropic, "", fixture!("anthropic/message_thinking.json")),
-    ("gemini", Provider::Gemini, "", fixture!("gemini/generate_content_thinking_cached.json")),
-    ("deepseek", Provider::DeepSeek, "", fixture!("deepseek/chat_completion_reasoner.json")),
-    ("xai", Provider::Xai, "", fixture!("xai/chat_completion_reasoning.json")),
-    ("mistral", Provider::Mistral, "", fixture!("mistral/chat_completion.json")),
-    ("bedrock", Provider::Bedrock, "anthropic.claude-haiku-4-5-20251001-v1:0", fixture!("bedrock/converse_cache_read.json")),
-    ("cohere", Provider::Cohere, "command-a-03-2025", fixture!("cohere/chat_v2.json")),
+    (
+        "openai",
+        Provider::OpenAi,
+        "",
+        fixture!("openai_chat/chat_completion_reasoning_cached.json"),
+    ),
+    (
+        "anthropic",
+        Provider::Anthropic,
+        "",
+        fixture!("anthropic/message_thinking.json"),
+    ),
+    (
+        "gemini",
+        Provider::Gemini,
+        "",
+        fixture!("gemini/generate_content_thinking_cached.json"),
+    ),
+    (
+        "deepseek",
+        Provider::DeepSeek,
+        "",
+        fixture!("deepseek/chat_completion_reasoner.json"),
+    ),
+    (
+        "xai",
+        Provider::Xai,
+        "",
+        fixture!("xai/chat_completion_reasoning.json"),
+    ),
+    (
+        "mistral",
+        Provider::Mistral,
+        "",
+        fixture!("mistral/chat_completion.json"),
+    ),
+    (
+        "bedrock",
+        Provider::Bedrock,
+        "anthropic.claude-haiku-4-5-20251001-v1:0",
+        fixture!("bedrock/converse_cache_read.json"),
+    ),
+    (
+        "cohere",
+        Provider::Cohere,
+        "command-a-03-2025",
+        fixture!("cohere/chat_v2.json"),
+    ),
 ];
 
 const STREAMS: [(&str, Provider, &[u8]); 3] = [
-    ("openai", Provider::OpenAi, fixture!("openai_chat/chat_stream_include_usage.sse")),
-    ("anthropic", Provider::Anthropic, fixture!("anthropic/message_stream.sse")),
-    ("gemini", Provider::Gemini, fixture!("gemini/stream_generate_content.sse")),
+    (
+        "openai",
+        Provider::OpenAi,
+        fixture!("openai_chat/chat_stream_include_usage.sse"),
+    ),
+    (
+        "anthropic",
+        Provider::Anthropic,
+        fixture!("anthropic/message_stream.sse"),
+    ),
+    (
+        "gemini",
+        Provider::Gemini,
+        fixture!("gemini/stream_generate_content.sse"),
+    ),
 ];
 
 fn at() -> DateTime<Utc> {
@@ -51,9 +103,12 @@ fn extract_and_price(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(name, |b| {
             b.iter(|| {
-                let extraction = extract::from_body(&provider, black_box(body), &[]).expect("fixture extracts");
+                let extraction =
+                    extract::from_body(&provider, black_box(body), &[]).expect("fixture extracts");
                 let model = extraction.model.as_deref().unwrap_or(model);
-                table.cost(&provider, model, &extraction.usage, at).map(|c| c.total())
+                table
+                    .cost(&provider, model, &extraction.usage, at)
+                    .map(|c| c.total())
             })
         });
     }
@@ -72,7 +127,9 @@ fn streams(c: &mut Criterion) {
                 stream.push(black_box(bytes)).expect("fixture streams");
                 let extraction = stream.finish().expect("fixture has usage");
                 let model = extraction.model.as_deref().unwrap_or_default();
-                table.cost(&provider, model, &extraction.usage, at).map(|c| c.total())
+                table
+                    .cost(&provider, model, &extraction.usage, at)
+                    .map(|c| c.total())
             })
         });
     }

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{ExtractError, Extraction};
+use super::{ExtractError, Extraction, scan};
 use crate::money::parse_decimal_exact;
 use crate::provider::Provider;
 use crate::usage::{ServiceTier, Usage, UsageError};
@@ -58,11 +58,24 @@ impl<'a> Cx<'a> {
         }
     }
 
-    pub(super) fn parse<'de, T: Deserialize<'de>>(
+    /// The raw top-level fields of a body, by name (see [`scan::fields`]).
+    fn fields<'b, const N: usize>(
         &self,
-        body: &'de [u8],
-    ) -> Result<T, ExtractError> {
-        serde_json::from_slice(body).map_err(|e| self.malformed(e))
+        body: &'b [u8],
+        names: [&str; N],
+    ) -> Result<[Option<&'b [u8]>; N], ExtractError> {
+        scan::fields(body, names).map_err(|e| self.malformed(e))
+    }
+
+    /// One raw field, parsed; absent and `null` are `None`.
+    fn field<'b, T: Deserialize<'b>>(
+        &self,
+        raw: Option<&'b [u8]>,
+    ) -> Result<Option<T>, ExtractError> {
+        match raw {
+            None => Ok(None),
+            Some(raw) => serde_json::from_slice(raw).map_err(|e| self.malformed(e)),
+        }
     }
 
     /// A count as the provider sent it: absent is zero, negative is an error.
@@ -124,17 +137,6 @@ impl<'a> Cx<'a> {
 
 // ---------------------------------------------------------------------------------
 // OpenAI Chat Completions, Responses and Embeddings, and every OpenAI-compatible API.
-
-#[derive(Deserialize)]
-struct OpenAiBody {
-    model: Option<String>,
-    usage: Option<OpenAiUsage>,
-    service_tier: Option<String>,
-    x_groq: Option<XGroq>,
-    /// Responses API output items (web search calls are billed per call).
-    #[serde(default)]
-    output: Vec<OutputItem>,
-}
 
 #[derive(Deserialize)]
 pub(super) struct XGroq {
@@ -203,16 +205,22 @@ fn openai_like(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Result<Extraction, ExtractError> {
-    let parsed: OpenAiBody = cx.parse(body)?;
+    let [model, usage, service_tier, x_groq, output] =
+        cx.fields(body, ["model", "usage", "service_tier", "x_groq", "output"])?;
     // Groq's legacy carrier is `x_groq.usage`; the standard field wins when both exist.
-    let usage = parsed
-        .usage
-        .or_else(|| parsed.x_groq.and_then(|x| x.usage))
-        .ok_or_else(|| cx.no_usage())?;
+    let usage = match cx.field::<OpenAiUsage>(usage)? {
+        Some(usage) => usage,
+        None => cx
+            .field::<XGroq>(x_groq)?
+            .and_then(|x| x.usage)
+            .ok_or_else(|| cx.no_usage())?,
+    };
     let mut extraction = openai_usage(cx, &usage, headers)?;
-    extraction.usage.web_search_requests = web_search_calls(&parsed.output);
-    extraction.usage.service_tier = cx.tier(parsed.service_tier.as_deref())?;
-    extraction.model = parsed.model.filter(|m| !m.is_empty());
+    // Responses API output items: web search calls are billed per call.
+    let output: Vec<OutputItem> = cx.field(output)?.unwrap_or_default();
+    extraction.usage.web_search_requests = web_search_calls(&output);
+    extraction.usage.service_tier = cx.tier(cx.field::<String>(service_tier)?.as_deref())?;
+    extraction.model = cx.field::<String>(model)?.filter(|m| !m.is_empty());
     cx.done(extraction)
 }
 
@@ -287,12 +295,6 @@ pub(super) fn openai_usage(
 // ---------------------------------------------------------------------------------
 // Anthropic Messages (also on Vertex AI and Bedrock InvokeModel).
 
-#[derive(Deserialize)]
-struct AnthropicBody {
-    model: Option<String>,
-    usage: Option<AnthropicUsage>,
-}
-
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct AnthropicUsage {
     pub(super) input_tokens: Option<i64>,
@@ -322,8 +324,8 @@ pub(super) struct ThinkingDetails {
 }
 
 fn anthropic(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
-    let parsed: AnthropicBody = cx.parse(body)?;
-    cx.normalise(parsed.model, parsed.usage, anthropic_usage)
+    let [model, usage] = cx.fields(body, ["model", "usage"])?;
+    cx.normalise(cx.field(model)?, cx.field(usage)?, anthropic_usage)
 }
 
 /// Anthropic's input excludes cache reads and writes; the writes split by lifetime
@@ -401,13 +403,6 @@ pub(super) fn anthropic_usage(cx: &Cx<'_>, u: &AnthropicUsage) -> Result<Extract
 // ---------------------------------------------------------------------------------
 // Gemini generateContent and Vertex AI.
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiBody {
-    model_version: Option<String>,
-    usage_metadata: Option<GeminiUsage>,
-}
-
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct GeminiUsage {
@@ -444,8 +439,8 @@ fn modality(cx: &Cx<'_>, counts: &[ModalityCount], name: &str) -> Result<u64, Ex
 }
 
 fn gemini(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
-    let parsed: GeminiBody = cx.parse(body)?;
-    cx.normalise(parsed.model_version, parsed.usage_metadata, gemini_usage)
+    let [model, usage] = cx.fields(body, ["modelVersion", "usageMetadata"])?;
+    cx.normalise(cx.field(model)?, cx.field(usage)?, gemini_usage)
 }
 
 /// Gemini's prompt includes the cached content; tool-use prompt tokens are beside it;
@@ -492,13 +487,6 @@ pub(super) fn gemini_usage(cx: &Cx<'_>, u: &GeminiUsage) -> Result<Extraction, E
 // ---------------------------------------------------------------------------------
 // AWS Bedrock: Converse, and InvokeModel (model-native body, or the count headers).
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ConverseBody {
-    usage: Option<ConverseUsage>,
-    service_tier: Option<ConverseTier>,
-}
-
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ConverseUsage {
@@ -524,19 +512,23 @@ pub(super) struct ConverseTier {
 }
 
 fn bedrock(cx: &Cx<'_>, body: &[u8], headers: &[(&str, &str)]) -> Result<Extraction, ExtractError> {
-    let value: serde_json::Value = cx.parse(body)?;
-    let usage = value.get("usage");
-    if usage.is_some_and(|u| u.get("inputTokens").is_some() || u.get("outputTokens").is_some()) {
-        let parsed: ConverseBody = serde_json::from_value(value).map_err(|e| cx.malformed(e))?;
-        let tier = parsed.service_tier;
-        return cx.normalise(None, parsed.usage, |cx, u| {
-            converse_usage(cx, u, tier.as_ref())
-        });
-    }
-    if usage.is_some() {
+    let [usage, service_tier, model] = cx.fields(body, ["usage", "serviceTier", "model"])?;
+    let model: Option<String> = cx.field(model)?;
+    if let Some(usage) = cx
+        .field::<serde_json::Value>(usage)?
+        .filter(|u| !u.is_null())
+    {
+        if usage.get("inputTokens").is_some() || usage.get("outputTokens").is_some() {
+            let usage: ConverseUsage =
+                serde_json::from_value(usage).map_err(|e| cx.malformed(e))?;
+            let tier: Option<ConverseTier> = cx.field(service_tier)?;
+            return cx.normalise(model, Some(usage), |cx, u| {
+                converse_usage(cx, u, tier.as_ref())
+            });
+        }
         // InvokeModel with a Claude body: Anthropic's rules, with its lifetime split.
-        let parsed: AnthropicBody = serde_json::from_value(value).map_err(|e| cx.malformed(e))?;
-        return cx.normalise(parsed.model, parsed.usage, anthropic_usage);
+        let usage: AnthropicUsage = serde_json::from_value(usage).map_err(|e| cx.malformed(e))?;
+        return cx.normalise(model, Some(usage), anthropic_usage);
     }
     // Other model families: the count headers, whose input excludes the cache.
     let count = |name: &'static str| -> Result<Option<u64>, ExtractError> {
@@ -558,10 +550,7 @@ fn bedrock(cx: &Cx<'_>, body: &[u8], headers: &[(&str, &str)]) -> Result<Extract
     usage.cache_write_5m_tokens =
         count("x-amzn-bedrock-cache-write-input-token-count")?.unwrap_or(0);
     cx.done(Extraction {
-        model: value
-            .get("model")
-            .and_then(|m| m.as_str())
-            .map(str::to_owned),
+        model,
         usage,
         provider_cost: None,
         is_byok: None,
@@ -612,12 +601,6 @@ pub(super) fn converse_usage(
 // ---------------------------------------------------------------------------------
 // Cohere v2: billed units are what is charged.
 
-#[derive(Deserialize)]
-struct CohereBody {
-    model: Option<String>,
-    usage: Option<CohereUsage>,
-}
-
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct CohereUsage {
     billed_units: Option<BilledUnits>,
@@ -630,8 +613,8 @@ struct BilledUnits {
 }
 
 fn cohere(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
-    let parsed: CohereBody = cx.parse(body)?;
-    cx.normalise(parsed.model, parsed.usage, cohere_usage)
+    let [model, usage] = cx.fields(body, ["model", "usage"])?;
+    cx.normalise(cx.field(model)?, cx.field(usage)?, cohere_usage)
 }
 
 pub(super) fn cohere_usage(cx: &Cx<'_>, u: &CohereUsage) -> Result<Extraction, ExtractError> {

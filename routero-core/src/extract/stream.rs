@@ -18,6 +18,8 @@
 //! A stream that never reported usage finishes with [`ExtractError::NoUsage`]: the
 //! cost is unknown, never zero.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use serde::Deserialize;
 
@@ -28,7 +30,7 @@ use super::body::{
 };
 use super::eventstream::{EventStreamDecoder, EventStreamError, Frame};
 use super::sse::{SseEvent, SseParser, SseTooLarge};
-use super::{ExtractError, Extraction};
+use super::{ExtractError, Extraction, scan};
 use crate::provider::Provider;
 use crate::usage::Usage;
 
@@ -185,18 +187,21 @@ fn json<'a, T: Deserialize<'a>>(data: &'a [u8]) -> Result<T, StreamError> {
     serde_json::from_slice(data).map_err(|e| StreamError::Payload(e.to_string()))
 }
 
-// --- Event payloads -----------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct OpenAiChunk {
-    model: Option<String>,
-    usage: Option<OpenAiUsage>,
-    x_groq: Option<XGroq>,
-    service_tier: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    response: Option<ResponseObject>,
+/// The raw top-level fields of an event's JSON payload; the rest (the generated
+/// text) is skipped, not parsed.
+fn fields<'a, const N: usize>(
+    data: &'a [u8],
+    names: [&str; N],
+) -> Result<[Option<&'a [u8]>; N], StreamError> {
+    scan::fields(data, names).map_err(|e| StreamError::Payload(e.to_string()))
 }
+
+/// A raw field parsed; absent and `null` are `None`.
+fn field<'a, T: Deserialize<'a>>(raw: Option<&'a [u8]>) -> Result<Option<T>, StreamError> {
+    raw.map_or(Ok(None), json)
+}
+
+// --- Event payloads -----------------------------------------------------------------
 
 #[derive(Deserialize)]
 struct ResponseObject {
@@ -208,33 +213,9 @@ struct ResponseObject {
 }
 
 #[derive(Deserialize)]
-struct AnthropicEvent {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    message: Option<AnthropicMessage>,
-    usage: Option<AnthropicUsage>,
-    #[serde(rename = "amazon-bedrock-invocationMetrics")]
-    invocation: Option<InvocationMetrics>,
-}
-
-#[derive(Deserialize)]
 struct AnthropicMessage {
     model: Option<String>,
     usage: Option<AnthropicUsage>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GeminiChunk {
-    model_version: Option<String>,
-    usage_metadata: Option<GeminiUsage>,
-}
-
-#[derive(Deserialize)]
-struct CohereEvent {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    delta: Option<CohereDelta>,
 }
 
 #[derive(Deserialize)]
@@ -276,33 +257,44 @@ fn on_sse(
         return Ok(());
     }
     match provider {
-        Provider::Anthropic | Provider::Bedrock => anthropic_event(snapshot, json(data)?),
+        Provider::Anthropic | Provider::Bedrock => anthropic_event(snapshot, data)?,
         Provider::Gemini | Provider::VertexAi => {
-            let chunk: GeminiChunk = json(data)?;
-            snapshot.set_model(chunk.model_version);
-            if let Some(usage) = chunk.usage_metadata {
+            let [model, usage] = fields(data, ["modelVersion", "usageMetadata"])?;
+            snapshot.set_model(field(model)?);
+            if let Some(usage) = field(usage)? {
                 snapshot.gemini = Some(usage);
             }
         }
         Provider::Cohere => {
-            let event: CohereEvent = json(data)?;
-            if event.kind.as_deref() == Some("message-end") {
-                if let Some(usage) = event.delta.and_then(|d| d.usage) {
+            let [kind, delta] = fields(data, ["type", "delta"])?;
+            if field::<Cow<'_, str>>(kind)?.as_deref() == Some("message-end") {
+                if let Some(usage) = field::<CohereDelta>(delta)?.and_then(|d| d.usage) {
                     snapshot.cohere = Some(usage);
                 }
             }
         }
-        _ => openai_chunk(snapshot, json(data)?),
+        _ => openai_chunk(snapshot, data)?,
     }
     Ok(())
 }
 
-fn openai_chunk(snapshot: &mut Snapshot, chunk: OpenAiChunk) {
-    if let Some(response) = chunk.response {
+fn openai_chunk(snapshot: &mut Snapshot, data: &[u8]) -> Result<(), StreamError> {
+    let [kind, response, model, service_tier, usage, x_groq] = fields(
+        data,
+        [
+            "type",
+            "response",
+            "model",
+            "service_tier",
+            "usage",
+            "x_groq",
+        ],
+    )?;
+    if let Some(response) = field::<ResponseObject>(response)? {
         // Responses API: only a terminal event's usage is final.
         snapshot.set_model(response.model);
         let terminal = matches!(
-            chunk.kind.as_deref(),
+            field::<Cow<'_, str>>(kind)?.as_deref(),
             Some("response.completed" | "response.incomplete" | "response.failed")
         );
         if terminal && response.usage.is_some() {
@@ -310,21 +302,35 @@ fn openai_chunk(snapshot: &mut Snapshot, chunk: OpenAiChunk) {
             snapshot.service_tier = response.service_tier;
             snapshot.web_search_calls = web_search_calls(&response.output);
         }
-        return;
+        return Ok(());
     }
-    snapshot.set_model(chunk.model);
-    if chunk.service_tier.is_some() {
-        snapshot.service_tier = chunk.service_tier;
+    snapshot.set_model(field(model)?);
+    if let Some(tier) = field(service_tier)? {
+        snapshot.service_tier = Some(tier);
     }
-    if let Some(usage) = chunk.usage.or_else(|| chunk.x_groq.and_then(|x| x.usage)) {
+    let usage = match field::<OpenAiUsage>(usage)? {
+        Some(usage) => Some(usage),
+        None => field::<XGroq>(x_groq)?.and_then(|x| x.usage),
+    };
+    if let Some(usage) = usage {
         snapshot.openai = Some(usage);
     }
+    Ok(())
 }
 
-fn anthropic_event(snapshot: &mut Snapshot, event: AnthropicEvent) {
-    match event.kind.as_deref() {
+fn anthropic_event(snapshot: &mut Snapshot, data: &[u8]) -> Result<(), StreamError> {
+    let [kind, message, usage, invocation] = fields(
+        data,
+        [
+            "type",
+            "message",
+            "usage",
+            "amazon-bedrock-invocationMetrics",
+        ],
+    )?;
+    match field::<Cow<'_, str>>(kind)?.as_deref() {
         Some("message_start") => {
-            if let Some(message) = event.message {
+            if let Some(message) = field::<AnthropicMessage>(message)? {
                 snapshot.set_model(message.model);
                 if let Some(usage) = message.usage {
                     snapshot.anthropic = Some(usage);
@@ -332,7 +338,7 @@ fn anthropic_event(snapshot: &mut Snapshot, event: AnthropicEvent) {
             }
         }
         Some("message_delta") => {
-            if let Some(delta) = event.usage {
+            if let Some(delta) = field::<AnthropicUsage>(usage)? {
                 snapshot
                     .anthropic
                     .get_or_insert_with(AnthropicUsage::default)
@@ -341,9 +347,10 @@ fn anthropic_event(snapshot: &mut Snapshot, event: AnthropicEvent) {
         }
         _ => {}
     }
-    if let Some(metrics) = event.invocation {
+    if let Some(metrics) = field(invocation)? {
         snapshot.invocation = Some(metrics);
     }
+    Ok(())
 }
 
 fn on_frame(
@@ -370,7 +377,7 @@ fn on_frame(
             let native = base64::engine::general_purpose::STANDARD
                 .decode(bytes.as_bytes())
                 .map_err(|e| StreamError::Payload(format!("chunk bytes: {e}")))?;
-            anthropic_event(snapshot, json(&native)?);
+            anthropic_event(snapshot, &native)?;
         }
         _ => {}
     }

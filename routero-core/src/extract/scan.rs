@@ -1,0 +1,228 @@
+//! Finds the top-level fields of a JSON object without parsing the rest.
+//!
+//! A provider response is mostly generated text; its usage is a few hundred bytes.
+//! The scanner walks the top-level object, skipping every value it is not asked for
+//! (strings by `memchr` for the next quote or backslash, containers by depth), and
+//! hands back the raw slices of the wanted fields for `serde_json` to parse. It checks
+//! the object's structure (keys, colons, commas, balanced brackets, no trailing
+//! bytes) but not the contents of the values it skips: a response whose text is
+//! malformed but whose usage is sound is still billed.
+
+/// Why the bytes are not a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a JSON object: {reason} at byte {at}")]
+pub(crate) struct ScanError {
+    reason: &'static str,
+    at: usize,
+}
+
+/// The deepest nesting the scanner follows (serde_json's own default limit).
+const MAX_DEPTH: usize = 128;
+
+/// The raw values of `wanted` keys of the top-level object in `json`, by position;
+/// a key given twice keeps its last value, as serde does.
+pub(crate) fn fields<'a, const N: usize>(
+    json: &'a [u8],
+    wanted: [&str; N],
+) -> Result<[Option<&'a [u8]>; N], ScanError> {
+    let mut found = [None; N];
+    let mut at = skip_ws(json, 0);
+    expect(json, at, b'{', "expected '{'")?;
+    at = skip_ws(json, at + 1);
+    if json.get(at) == Some(&b'}') {
+        return finish(json, at + 1).map(|()| found);
+    }
+    loop {
+        expect(json, at, b'"', "expected a key")?;
+        let key_end = skip_string(json, at)?;
+        let key = &json[at + 1..key_end - 1];
+        at = skip_ws(json, key_end);
+        expect(json, at, b':', "expected ':'")?;
+        at = skip_ws(json, at + 1);
+        let value_end = skip_value(json, at)?;
+        if let Some(slot) = wanted.iter().position(|w| w.as_bytes() == key) {
+            found[slot] = Some(&json[at..value_end]);
+        }
+        at = skip_ws(json, value_end);
+        match json.get(at) {
+            Some(b',') => at = skip_ws(json, at + 1),
+            Some(b'}') => return finish(json, at + 1).map(|()| found),
+            _ => {
+                return Err(ScanError {
+                    reason: "expected ',' or '}'",
+                    at,
+                });
+            }
+        }
+    }
+}
+
+fn finish(json: &[u8], at: usize) -> Result<(), ScanError> {
+    let end = skip_ws(json, at);
+    if end == json.len() {
+        Ok(())
+    } else {
+        Err(ScanError {
+            reason: "trailing bytes",
+            at: end,
+        })
+    }
+}
+
+fn expect(json: &[u8], at: usize, byte: u8, reason: &'static str) -> Result<(), ScanError> {
+    if json.get(at) == Some(&byte) {
+        Ok(())
+    } else {
+        Err(ScanError { reason, at })
+    }
+}
+
+fn skip_ws(json: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = json.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// The end (one past the closing quote) of the string starting at `at`.
+///
+/// Most strings in a response are short keys: a plain loop finds their end faster
+/// than a vectorised search can start; past 32 bytes `memchr` takes over.
+fn skip_string(json: &[u8], at: usize) -> Result<usize, ScanError> {
+    let unterminated = ScanError {
+        reason: "unterminated string",
+        at,
+    };
+    let mut i = at + 1;
+    let short_end = (i + 32).min(json.len());
+    while i < short_end {
+        match json[i] {
+            b'"' => return Ok(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    loop {
+        let rest = json.get(i..).ok_or(unterminated)?;
+        let offset = memchr::memchr2(b'"', b'\\', rest).ok_or(unterminated)?;
+        i += offset;
+        if json[i] == b'"' {
+            return Ok(i + 1);
+        }
+        i += 2; // a backslash and the byte it escapes
+    }
+}
+
+/// The end of the value starting at `at`.
+fn skip_value(json: &[u8], at: usize) -> Result<usize, ScanError> {
+    match json.get(at) {
+        Some(b'"') => skip_string(json, at),
+        Some(b'{' | b'[') => skip_container(json, at),
+        Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
+            let len = json[at..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+                .unwrap_or(json.len() - at);
+            Ok(at + len)
+        }
+        _ => Err(ScanError {
+            reason: "expected a value",
+            at,
+        }),
+    }
+}
+
+/// Byte classes for the container skipper: only quotes and brackets matter.
+const STRUCTURAL: [bool; 256] = {
+    let mut table = [false; 256];
+    table[b'"' as usize] = true;
+    table[b'{' as usize] = true;
+    table[b'}' as usize] = true;
+    table[b'[' as usize] = true;
+    table[b']' as usize] = true;
+    table
+};
+
+fn skip_container(json: &[u8], at: usize) -> Result<usize, ScanError> {
+    let mut stack = [0u8; MAX_DEPTH];
+    let mut depth = 0usize;
+    let mut i = at;
+    while i < json.len() {
+        if !STRUCTURAL[usize::from(json[i])] {
+            i += 1;
+            continue;
+        }
+        match json[i] {
+            b'"' => {
+                i = skip_string(json, i)?;
+                continue;
+            }
+            open @ (b'{' | b'[') => {
+                if depth == MAX_DEPTH {
+                    return Err(ScanError {
+                        reason: "nested too deeply",
+                        at: i,
+                    });
+                }
+                stack[depth] = if open == b'{' { b'}' } else { b']' };
+                depth += 1;
+            }
+            close @ (b'}' | b']') => {
+                if depth == 0 || stack[depth - 1] != close {
+                    return Err(ScanError {
+                        reason: "mismatched bracket",
+                        at: i,
+                    });
+                }
+                depth -= 1;
+                if depth == 0 {
+                    return Ok(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Err(ScanError {
+        reason: "unterminated container",
+        at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_top_level_fields_only() {
+        let json = br#" {"choices":[{"message":{"content":"a \"usage\": {} ]","usage":1}}],
+            "model":"gpt-4o", "usage":{"prompt_tokens":3}, "n": -1.5e3, "ok": true } "#;
+        let [model, usage, missing] = fields(json, ["model", "usage", "missing"]).unwrap();
+        assert_eq!(model, Some(&br#""gpt-4o""#[..]));
+        assert_eq!(usage, Some(&br#"{"prompt_tokens":3}"#[..]));
+        assert_eq!(missing, None);
+        assert_eq!(fields(b"{}", ["a"]).unwrap(), [None]);
+    }
+
+    #[test]
+    fn broken_structure_is_refused() {
+        for bad in [
+            &br#"{"a":1"#[..],
+            br#"{"a":"unterminated}"#,
+            br#"{"a":[1,2}"#,
+            br#"{"a" 1}"#,
+            br#"{"a":1} x"#,
+            br#"["a"]"#,
+            b"",
+            br#"{"a":"\"#,
+        ] {
+            assert!(
+                fields(bad, ["a"]).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(fields(deep.as_bytes(), ["a"]).is_err());
+    }
+}
