@@ -157,6 +157,15 @@ fn every_json_fixture_extracts_its_expected_usage() {
 }
 
 #[test]
+fn claude_bodies_on_vertex_follow_anthropic_rules() {
+    let body = fs::read(fixtures().join("anthropic/message_cache_web_search.json")).unwrap();
+    let got = extract::from_body(&Provider::VertexAi, &body, &[]).unwrap();
+    assert_eq!(got.usage.input_tokens, 2113);
+    assert_eq!(got.usage.cache_write_1h_tokens, 2048);
+    assert_eq!(got.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+}
+
+#[test]
 fn bodies_without_usage_are_unknown_not_zero() {
     let err =
         extract::from_body(&Provider::OpenAi, br#"{"id":"x","choices":[]}"#, &[]).unwrap_err();

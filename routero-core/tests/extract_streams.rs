@@ -187,6 +187,20 @@ fn every_stream_fixture_byte_by_byte() {
 }
 
 #[test]
+fn claude_on_vertex_follows_anthropic_rules() {
+    for sample in samples()
+        .into_iter()
+        .filter(|s| s.name.starts_with("anthropic/"))
+    {
+        let vertex = Sample {
+            provider: Provider::VertexAi,
+            ..sample
+        };
+        check(&vertex, run(&vertex.provider, [vertex.bytes.clone()]));
+    }
+}
+
+#[test]
 fn a_cut_stream_reports_what_it_knew() {
     let sample = samples()
         .into_iter()

@@ -21,7 +21,12 @@ pub fn from_body(
     let cx = Cx::new(provider);
     match provider {
         Provider::Anthropic => anthropic(&cx, body),
-        Provider::Gemini | Provider::VertexAi => gemini(&cx, body),
+        Provider::Gemini => gemini(&cx, body),
+        // Vertex AI serves Gemini (`usageMetadata`) and Claude (Anthropic's `usage`).
+        Provider::VertexAi => match cx.fields(body, ["usageMetadata", "usage"])? {
+            [None, Some(_)] => anthropic(&cx, body),
+            _ => gemini(&cx, body),
+        },
         Provider::Bedrock => bedrock(&cx, body, headers),
         Provider::Cohere => cohere(&cx, body),
         _ => openai_like(&cx, body, headers),

@@ -258,6 +258,10 @@ fn on_sse(
     }
     match provider {
         Provider::Anthropic | Provider::Bedrock => anthropic_event(snapshot, data)?,
+        // Vertex AI streams Claude as Anthropic's typed events.
+        Provider::VertexAi if fields(data, ["type"])?[0].is_some() => {
+            anthropic_event(snapshot, data)?
+        }
         Provider::Gemini | Provider::VertexAi => {
             let [model, usage] = fields(data, ["modelVersion", "usageMetadata"])?;
             snapshot.set_model(field(model)?);
