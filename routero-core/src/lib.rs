@@ -1,10 +1,20 @@
 #![doc = include_str!("../README.md")]
 
+pub mod attribution;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod cost;
+#[cfg(feature = "runtime")]
+pub mod drainer;
 pub mod extract;
+pub mod memory;
 pub mod money;
+pub mod port;
 pub mod price;
 pub mod provider;
+#[cfg(feature = "runtime")]
+pub mod recorder;
+pub mod spend;
 pub mod usage;
 
 pub use cost::{Cost, CostCategory, CostError, CostLine};

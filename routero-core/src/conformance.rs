@@ -1,0 +1,598 @@
+//! The conformance suite: async test functions every port implementation must pass.
+//!
+//! The in-memory ports pass it in this crate's tests; the Redis and PostgreSQL
+//! adapters run the same functions against real servers. Each function panics with a
+//! message on the first violation, like an assertion. Give each call fresh state (a
+//! new key prefix, a new schema).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+
+use crate::Currency;
+use crate::attribution::{
+    ApiKeyId, Attribution, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
+};
+use crate::drainer::{Drainer, DrainerConfig, StepOutcome};
+use crate::port::{
+    AppendOutcome, ApplyOutcome, DrainApply, FencingToken, GroupBy, LeaderElector, RollupFilter,
+    SpendQueue, SpendReader, SpendStore,
+};
+use crate::provider::Provider;
+use crate::recorder::{Recorder, RecorderConfig};
+use crate::spend::{
+    BatchId, Pricing, QueuePosition, RollupTotals, Rollups, ShardId, SpendBatch, SpendEvent,
+};
+use crate::usage::Usage;
+
+/// The day every sample event happens on.
+pub fn sample_day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 2).unwrap_or_default()
+}
+
+/// A priced sample event of `org`, numbered `seq`, costing `cost` (a decimal string).
+pub fn sample_event(org: &str, seq: u64, cost: &str) -> SpendEvent {
+    let id = |text: String| text;
+    let at: DateTime<Utc> = sample_day()
+        .and_hms_opt(12, 0, 0)
+        .unwrap_or_default()
+        .and_utc()
+        + chrono::Duration::seconds(i64::try_from(seq % 3_600).unwrap_or(0));
+    let attribution = Attribution::new(
+        OrgId::new(org).unwrap_or_else(|e| panic!("{e}")),
+        WorkspaceId::new(&id(format!("{org}-ws"))).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .with_team(TeamId::new(&format!("team-{}", seq % 3)).unwrap_or_else(|e| panic!("{e}")))
+    .with_api_key(ApiKeyId::new(&format!("key-{}", seq % 5)).unwrap_or_else(|e| panic!("{e}")))
+    .with_user(UserId::new(&format!("user-{}", seq % 4)).unwrap_or_else(|e| panic!("{e}")))
+    .with_customer(CustomerId::new(&format!("cust-{}", seq % 2)).unwrap_or_else(|e| panic!("{e}")));
+    let mut usage = Usage::tokens(100 + seq, 10 + seq % 7);
+    usage.cache_read_tokens = seq % 11;
+    SpendEvent {
+        request_id: RequestId::new(&format!("{org}-req-{seq}")).unwrap_or_else(|e| panic!("{e}")),
+        event_time: at,
+        attribution,
+        provider: Provider::OpenAi,
+        model: "gpt-4o".to_owned(),
+        usage: Some(usage),
+        pricing: Pricing::Priced {
+            cost: Decimal::from_str_exact(cost).unwrap_or_else(|e| panic!("{cost}: {e}")),
+            currency: Currency::USD,
+            price_version: Arc::from("conformance"),
+            priced_model: Arc::from("gpt-4o"),
+        },
+        billing_mode: if seq % 2 == 0 {
+            BillingMode::Managed
+        } else {
+            BillingMode::Byok
+        },
+        outcome: crate::spend::Outcome::Success,
+        partial: false,
+    }
+}
+
+fn batch(id: &str, shard: u16, events: Vec<SpendEvent>) -> SpendBatch {
+    SpendBatch {
+        id: BatchId::parse(id).unwrap_or_else(|| panic!("batch id {id}")),
+        shard: ShardId(shard),
+        events,
+    }
+}
+
+async fn appended(queue: &dyn SpendQueue, batch: &SpendBatch) -> QueuePosition {
+    match queue
+        .append(batch)
+        .await
+        .unwrap_or_else(|e| panic!("append: {e}"))
+    {
+        AppendOutcome::Appended(position) => position,
+        AppendOutcome::Duplicate => {
+            panic!("batch {} reported as a duplicate on first append", batch.id)
+        }
+    }
+}
+
+/// Batches come back in append order, after any position, within a limit; trimming
+/// removes exactly the batches at or before the position.
+pub async fn queue_orders_reads_and_trims(queue: &dyn SpendQueue) {
+    let p1 = appended(
+        queue,
+        &batch("order-1", 0, vec![sample_event("acme", 1, "0.1")]),
+    )
+    .await;
+    let p2 = appended(
+        queue,
+        &batch("order-2", 0, vec![sample_event("acme", 2, "0.2")]),
+    )
+    .await;
+    let p3 = appended(
+        queue,
+        &batch("order-3", 0, vec![sample_event("acme", 3, "0.3")]),
+    )
+    .await;
+    assert!(p1 < p2 && p2 < p3, "positions grow: {p1} {p2} {p3}");
+    let all = queue
+        .read_after(ShardId(0), None, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ids: Vec<&str> = all.iter().map(|b| b.batch.id.as_str()).collect();
+    assert_eq!(ids, ["order-1", "order-2", "order-3"]);
+    assert_eq!(
+        all[0].batch.events[0],
+        sample_event("acme", 1, "0.1"),
+        "events round-trip exactly"
+    );
+    let after = queue
+        .read_after(ShardId(0), Some(p1), 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.len(), 1, "the limit is honoured");
+    assert_eq!(after[0].position, p2);
+    queue
+        .trim_through(ShardId(0), p2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let left = queue
+        .read_after(ShardId(0), None, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].position, p3);
+}
+
+/// A batch appended twice with the same id is stored once.
+pub async fn queue_ignores_duplicate_batch_ids(queue: &dyn SpendQueue) {
+    let b = batch("dup-1", 0, vec![sample_event("acme", 7, "1.5")]);
+    appended(queue, &b).await;
+    let again = queue.append(&b).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, AppendOutcome::Duplicate);
+    let stored = queue
+        .read_after(ShardId(0), None, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|q| q.batch.id.as_str() == "dup-1")
+            .count(),
+        1
+    );
+}
+
+/// Shards are separate queues.
+pub async fn queue_keeps_shards_apart(queue: &dyn SpendQueue) {
+    assert!(queue.shards() >= 2, "this check needs at least two shards");
+    appended(queue, &batch("shard-a", 0, vec![sample_event("a", 1, "1")])).await;
+    appended(queue, &batch("shard-b", 1, vec![sample_event("b", 1, "2")])).await;
+    let zero = queue
+        .read_after(ShardId(0), None, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let one = queue
+        .read_after(ShardId(1), None, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(zero.iter().all(|b| b.batch.shard == ShardId(0)));
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].batch.id.as_str(), "shard-b");
+}
+
+/// One holder at a time; renewal by the holder only; release frees the lease; every
+/// acquisition has a larger fencing token.
+pub async fn elector_single_holder(elector: &dyn LeaderElector) {
+    let ttl = Duration::from_secs(30);
+    let a = elector
+        .acquire(ShardId(0), "a", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = a.expect("a free lease is acquired");
+    let b = elector
+        .acquire(ShardId(0), "b", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(b.is_none(), "a held lease is not acquired by another");
+    assert!(
+        elector.renew(&a).await.unwrap_or_else(|e| panic!("{e}")),
+        "the holder renews"
+    );
+    let mut forged = a.clone();
+    forged.holder = Arc::from("b");
+    assert!(
+        !elector
+            .renew(&forged)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        "another cannot renew it"
+    );
+    elector
+        .release(&forged)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        elector
+            .acquire(ShardId(0), "c", ttl)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none(),
+        "another cannot release it"
+    );
+    elector.release(&a).await.unwrap_or_else(|e| panic!("{e}"));
+    let c = elector
+        .acquire(ShardId(0), "c", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let c = c.expect("a released lease is free");
+    assert!(
+        c.token > a.token,
+        "tokens grow: {:?} then {:?}",
+        a.token,
+        c.token
+    );
+    let other = elector
+        .acquire(ShardId(1), "a", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(other.is_some(), "shards have separate leases");
+}
+
+/// Two electors race for a lease: exactly one wins.
+pub async fn elector_race_has_one_winner(first: &dyn LeaderElector, second: &dyn LeaderElector) {
+    let ttl = Duration::from_secs(30);
+    let (a, b) = tokio::join!(
+        first.acquire(ShardId(3), "a", ttl),
+        second.acquire(ShardId(3), "b", ttl)
+    );
+    let winners = [a, b]
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+        .filter(Option::is_some)
+        .count();
+    assert_eq!(winners, 1, "exactly one of two racing electors wins");
+}
+
+/// A lease that expired cannot be renewed; another takes it with a larger token; the
+/// old holder's release leaves the new lease alone. `pass` lets `ttl` elapse (a
+/// manual clock's advance, or a real sleep).
+pub async fn elector_expiry_and_takeover<F, Fut>(
+    elector: &dyn LeaderElector,
+    ttl: Duration,
+    pass: F,
+) where
+    F: Fn(Duration) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let old = elector
+        .acquire(ShardId(2), "old", ttl)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let old = old.expect("a free lease is acquired");
+    pass(ttl * 2).await;
+    assert!(
+        !elector.renew(&old).await.unwrap_or_else(|e| panic!("{e}")),
+        "an expired lease is lost"
+    );
+    let new = elector
+        .acquire(ShardId(2), "new", ttl * 20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let new = new.expect("an expired lease is taken over");
+    assert!(new.token > old.token, "the new holder's token is larger");
+    elector
+        .release(&old)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        elector.renew(&new).await.unwrap_or_else(|e| panic!("{e}")),
+        "the old holder's release did nothing"
+    );
+}
+
+async fn sum_of<R: SpendReader + ?Sized>(reader: &R, org: &str) -> RollupTotals {
+    let filter = RollupFilter::new(
+        OrgId::new(org).unwrap_or_else(|e| panic!("{e}")),
+        sample_day(),
+        sample_day(),
+    );
+    let rows = reader
+        .rollups(&filter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut sum = RollupTotals::default();
+    for row in rows {
+        sum.add(&row.totals).unwrap_or_else(|e| panic!("{e}"));
+    }
+    sum
+}
+
+fn rollups_of(events: &[SpendEvent]) -> Rollups {
+    let mut rollups = Rollups::new();
+    for e in events {
+        rollups.add_event(e).unwrap_or_else(|e| panic!("{e}"));
+    }
+    rollups
+}
+
+/// A drain step commits once: its replay is recognised and changes nothing; a
+/// watermark that moved is reported; the drain state follows.
+pub async fn store_applies_exactly_once<S: SpendStore + SpendReader + ?Sized>(store: &S) {
+    let events = vec![
+        sample_event("once", 1, "0.25"),
+        sample_event("once", 2, "0.5"),
+    ];
+    let rollups = rollups_of(&events);
+    let step = |expected, through| DrainApply {
+        shard: ShardId(0),
+        token: FencingToken(1),
+        expected,
+        through,
+        rollups: &rollups,
+        events: &events,
+    };
+    let p1 = QueuePosition::new(10, 0);
+    let first = store
+        .apply(step(None, p1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first, ApplyOutcome::Applied);
+    let replay = store
+        .apply(step(None, p1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        replay,
+        ApplyOutcome::AlreadyApplied,
+        "a replayed step is skipped"
+    );
+    let sum = sum_of(store, "once").await;
+    assert_eq!(
+        sum.cost,
+        Decimal::from_str_exact("0.75").unwrap_or_default(),
+        "counted once"
+    );
+    assert_eq!(sum.successes, 2);
+    let state = store
+        .drain_state(ShardId(0))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.watermark, Some(p1));
+    assert_eq!(state.fencing_token, Some(FencingToken(1)));
+    let moved = store
+        .apply(step(
+            Some(QueuePosition::new(5, 0)),
+            QueuePosition::new(20, 0),
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(moved, ApplyOutcome::WatermarkMoved { current: Some(p1) });
+    assert_eq!(
+        sum_of(store, "once").await,
+        sum,
+        "a refused step changes nothing"
+    );
+}
+
+/// A drainer whose token is older than one the store saw is refused, and changes
+/// nothing.
+pub async fn store_refuses_a_stale_leader<S: SpendStore + SpendReader + ?Sized>(store: &S) {
+    let events = vec![sample_event("stale", 1, "1.125")];
+    let rollups = rollups_of(&events);
+    let apply = |token, expected, through| DrainApply {
+        shard: ShardId(1),
+        token: FencingToken(token),
+        expected,
+        through,
+        rollups: &rollups,
+        events: &events,
+    };
+    let p1 = QueuePosition::new(1, 0);
+    assert_eq!(
+        store
+            .apply(apply(7, None, p1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ApplyOutcome::Applied
+    );
+    let stale = store
+        .apply(apply(6, Some(p1), QueuePosition::new(2, 0)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stale,
+        ApplyOutcome::StaleLeader {
+            current: FencingToken(7)
+        }
+    );
+    assert_eq!(
+        sum_of(store, "stale").await.cost,
+        Decimal::from_str_exact("1.125").unwrap_or_default()
+    );
+    let newer = store
+        .apply(apply(9, Some(p1), QueuePosition::new(2, 0)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(newer, ApplyOutcome::Applied, "a newer token proceeds");
+}
+
+/// Reads are scoped to one org and group as asked.
+pub async fn reader_scopes_and_groups<S: SpendStore + SpendReader + ?Sized>(store: &S) {
+    let mine: Vec<SpendEvent> = (0..6).map(|i| sample_event("scoped", i, "0.01")).collect();
+    let theirs = vec![sample_event("other-org", 0, "99")];
+    for (shard, events) in [(4u16, &mine), (5u16, &theirs)] {
+        let rollups = rollups_of(events);
+        let outcome = store
+            .apply(DrainApply {
+                shard: ShardId(shard),
+                token: FencingToken(1),
+                expected: None,
+                through: QueuePosition::new(1, 0),
+                rollups: &rollups,
+                events,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(outcome, ApplyOutcome::Applied);
+    }
+    let org = OrgId::new("scoped").unwrap_or_else(|e| panic!("{e}"));
+    let mut filter = RollupFilter::new(org, sample_day(), sample_day());
+    filter.group_by = GroupBy {
+        team: true,
+        ..GroupBy::default()
+    };
+    let rows = store
+        .rollups(&filter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 3, "three teams: {rows:?}");
+    let total: Decimal = rows.iter().map(|r| r.totals.cost).sum();
+    assert_eq!(
+        total,
+        Decimal::from_str_exact("0.06").unwrap_or_default(),
+        "another org's spend never shows"
+    );
+    filter.teams = Some(vec![
+        TeamId::new("team-1").unwrap_or_else(|e| panic!("{e}")),
+    ]);
+    let rows = store
+        .rollups(&filter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].totals.successes, 2);
+    filter.teams = None;
+    filter.billing_mode = Some(BillingMode::Byok);
+    filter.group_by = GroupBy::default();
+    let rows = store
+        .rollups(&filter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].totals.successes, 3);
+}
+
+/// The whole pipeline: a recorder flushes into the queue, a drainer applies, a crash
+/// between commit and trim is replayed without double counting, and the store holds
+/// the exact sum of what was recorded.
+pub async fn pipeline_is_exactly_once<Q, E, S>(queue: Arc<Q>, elector: Arc<E>, store: Arc<S>)
+where
+    Q: SpendQueue,
+    E: LeaderElector,
+    S: SpendStore + SpendReader,
+{
+    let (recorder, handle) = Recorder::spawn(
+        queue.clone(),
+        RecorderConfig {
+            max_batch_events: 7,
+            ..RecorderConfig::default()
+        },
+    );
+    let mut expected = Decimal::ZERO;
+    for seq in 0..100u64 {
+        let cost = format!("0.{:06}", seq * 37 + 1);
+        expected += Decimal::from_str_exact(&cost).unwrap_or_default();
+        recorder
+            .record(sample_event("pipeline", seq, &cost))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let counts = handle.shutdown().await;
+    assert_eq!(counts.flushed_events, 100);
+
+    // A drainer commits one step, then "crashes" before trimming.
+    let shard = ShardId::for_org(
+        &OrgId::new("pipeline").unwrap_or_else(|e| panic!("{e}")),
+        queue.shards(),
+    );
+    let crashed = Drainer::new(
+        queue.clone(),
+        elector.clone(),
+        store.clone(),
+        DrainerConfig {
+            max_batches: 3,
+            ..DrainerConfig::new("crashed")
+        },
+    );
+    let lease = elector
+        .acquire(shard, "crashed", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("lease"));
+    let state = store
+        .drain_state(shard)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let batches = queue
+        .read_after(shard, state.watermark, 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let events: Vec<SpendEvent> = batches
+        .iter()
+        .flat_map(|b| b.batch.events.clone())
+        .collect();
+    let rollups = rollups_of(&events);
+    let through = batches
+        .last()
+        .map(|b| b.position)
+        .unwrap_or_else(|| panic!("batches"));
+    let applied = store
+        .apply(DrainApply {
+            shard,
+            token: lease.token,
+            expected: state.watermark,
+            through,
+            rollups: &rollups,
+            events: &events,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(applied, ApplyOutcome::Applied);
+    elector
+        .release(&lease)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    drop(crashed);
+
+    // A second drainer takes over: the untrimmed batches are not applied again.
+    let drainer = Drainer::new(
+        queue.clone(),
+        elector.clone(),
+        store.clone(),
+        DrainerConfig::new("takeover"),
+    );
+    let stats = drainer.drain_all().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        stats.events + u64::try_from(events.len()).unwrap_or(0),
+        100,
+        "{stats:?}"
+    );
+    let sum = sum_of(&*store, "pipeline").await;
+    assert_eq!(
+        sum.cost, expected,
+        "the store holds the exact recorded total"
+    );
+    assert_eq!(sum.successes, 100);
+    let again = drainer.drain_all().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.events, 0);
+    assert!(
+        queue
+            .read_after(shard, None, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty(),
+        "trimmed"
+    );
+    let lease = elector
+        .acquire(shard, "check", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("lease"));
+    assert_eq!(
+        drainer.step(&lease).await.unwrap_or_else(|e| panic!("{e}")),
+        StepOutcome::Idle
+    );
+    elector
+        .release(&lease)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}

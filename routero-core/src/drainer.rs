@@ -1,0 +1,335 @@
+//! The drainer: moves spend from the queue into the store, exactly once, under a
+//! per-shard lease.
+//!
+//! One [`Drainer::step`] is the protocol of [`crate::port`] for one shard: read the
+//! store's watermark, read the batches after it, aggregate them, apply them with the
+//! lease's fencing token, and trim the queue only after the store committed.
+//! [`Drainer::run`] loops over every shard until shut down: it takes free leases,
+//! renews held ones well before they expire, stops draining a shard as soon as its
+//! lease is lost or the store reports a newer leader, and releases its leases on the
+//! way out. Several drainers (coworkers) share the shards.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::port::{
+    ApplyOutcome, BackendError, DrainApply, LeaderElector, Lease, SpendQueue, SpendStore,
+};
+use crate::spend::{Rollups, ShardId, SpendEvent};
+
+/// How a drainer behaves.
+#[derive(Debug, Clone)]
+pub struct DrainerConfig {
+    /// This drainer's name in the leases (unique per process).
+    pub holder: String,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How often a held lease is renewed (default: a third of the ttl).
+    pub renew_every: Duration,
+    /// The most batches one step applies.
+    pub max_batches: usize,
+    /// The pause when no shard had anything to drain.
+    pub idle_wait: Duration,
+    /// The first pause after a backend error; doubled up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// The longest pause after backend errors.
+    pub max_backoff: Duration,
+}
+
+impl DrainerConfig {
+    /// The defaults for a holder: 10 s leases renewed every 3.3 s, 512 batches per
+    /// step, 20 ms idle wait, backoff from 50 ms to 5 s.
+    pub fn new(holder: impl Into<String>) -> DrainerConfig {
+        let lease_ttl = Duration::from_secs(10);
+        DrainerConfig {
+            holder: holder.into(),
+            lease_ttl,
+            renew_every: lease_ttl / 3,
+            max_batches: 512,
+            idle_wait: Duration::from_millis(20),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one drain step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Batches were applied (or found applied already) and trimmed.
+    Drained {
+        /// How many batches.
+        batches: usize,
+        /// How many events they held.
+        events: usize,
+        /// Whether the store had applied them already (a replay after a crash).
+        replayed: bool,
+    },
+    /// Nothing after the watermark.
+    Idle,
+    /// The watermark moved under this step; the next step reads it again.
+    Raced,
+    /// The store has seen a newer leader: this drainer no longer owns the shard.
+    Fenced,
+}
+
+/// What [`Drainer::run`] did in all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainStats {
+    /// Batches applied.
+    pub batches: u64,
+    /// Events applied.
+    pub events: u64,
+    /// Steps that found their batches applied already.
+    pub replays: u64,
+    /// Leases lost or fenced off.
+    pub leases_lost: u64,
+    /// Backend errors met (and retried).
+    pub errors: u64,
+}
+
+/// The drain loop over a queue, an elector and a store.
+#[derive(Debug)]
+pub struct Drainer<Q, E, S> {
+    queue: Q,
+    elector: E,
+    store: S,
+    config: DrainerConfig,
+}
+
+impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
+    /// A drainer over the three ports.
+    pub fn new(queue: Q, elector: E, store: S, config: DrainerConfig) -> Self {
+        Drainer {
+            queue,
+            elector,
+            store,
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DrainerConfig {
+        &self.config
+    }
+
+    /// One drain step of the shard `lease` is for.
+    pub async fn step(&self, lease: &Lease) -> Result<StepOutcome, BackendError> {
+        let shard = lease.shard;
+        let state = self.store.drain_state(shard).await?;
+        let queued = self
+            .queue
+            .read_after(shard, state.watermark, self.config.max_batches)
+            .await?;
+        let Some(through) = queued.last().map(|b| b.position) else {
+            // Trimming through the committed watermark is idempotent: it finishes the
+            // trim of a drainer that crashed between commit and trim.
+            if let Some(watermark) = state.watermark {
+                self.queue.trim_through(shard, watermark).await?;
+            }
+            return Ok(StepOutcome::Idle);
+        };
+        let mut rollups = Rollups::new();
+        let mut events: Vec<SpendEvent> = Vec::new();
+        for queued in &queued {
+            for event in &queued.batch.events {
+                rollups.add_event(event).map_err(|e| {
+                    BackendError::new(crate::port::ErrorKind::Invalid, e.to_string())
+                })?;
+            }
+            events.extend(queued.batch.events.iter().cloned());
+        }
+        let outcome = self
+            .store
+            .apply(DrainApply {
+                shard,
+                token: lease.token,
+                expected: state.watermark,
+                through,
+                rollups: &rollups,
+                events: &events,
+            })
+            .await?;
+        let replayed = match outcome {
+            ApplyOutcome::Applied => false,
+            ApplyOutcome::AlreadyApplied => true,
+            ApplyOutcome::StaleLeader { .. } => return Ok(StepOutcome::Fenced),
+            ApplyOutcome::WatermarkMoved { .. } => return Ok(StepOutcome::Raced),
+        };
+        self.queue.trim_through(shard, through).await?;
+        Ok(StepOutcome::Drained {
+            batches: queued.len(),
+            events: events.len(),
+            replayed,
+        })
+    }
+
+    /// Drains every shard until everything queued is applied and trimmed; for tests
+    /// and for a clean shutdown of an embedded pipeline. Leases are taken and
+    /// released around the work.
+    pub async fn drain_all(&self) -> Result<DrainStats, BackendError> {
+        let mut stats = DrainStats::default();
+        for shard in (0..self.queue.shards()).map(ShardId) {
+            let Some(lease) = self
+                .elector
+                .acquire(shard, &self.config.holder, self.config.lease_ttl)
+                .await?
+            else {
+                continue;
+            };
+            let result = self.drain_shard(&lease, &mut stats).await;
+            self.elector.release(&lease).await?;
+            result?;
+        }
+        Ok(stats)
+    }
+
+    async fn drain_shard(&self, lease: &Lease, stats: &mut DrainStats) -> Result<(), BackendError> {
+        loop {
+            match self.step(lease).await? {
+                StepOutcome::Drained {
+                    batches,
+                    events,
+                    replayed,
+                } => stats.record(batches, events, replayed),
+                StepOutcome::Raced => {}
+                StepOutcome::Idle => return Ok(()),
+                StepOutcome::Fenced => {
+                    stats.leases_lost += 1;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Runs the drain loop over every shard until `shutdown` completes, then releases
+    /// every held lease.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> DrainStats {
+        let mut stats = DrainStats::default();
+        let mut held: BTreeMap<ShardId, (Lease, Instant)> = BTreeMap::new();
+        let mut backoff = self.config.initial_backoff;
+        tokio::pin!(shutdown);
+        loop {
+            let mut progressed = false;
+            let mut failed = false;
+            for shard in (0..self.queue.shards()).map(ShardId) {
+                match self.tend_lease(shard, &mut held, &mut stats).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        failed = true;
+                        stats.errors += 1;
+                        tracing::warn!(shard = shard.0, error = %e, "lease backend error; retrying");
+                        continue;
+                    }
+                }
+                let Some((lease, _)) = held.get(&shard) else {
+                    continue;
+                };
+                match self.step(lease).await {
+                    Ok(StepOutcome::Drained {
+                        batches,
+                        events,
+                        replayed,
+                    }) => {
+                        progressed = true;
+                        stats.record(batches, events, replayed);
+                        if replayed {
+                            tracing::info!(
+                                shard = shard.0,
+                                batches,
+                                "batches already applied; trimmed"
+                            );
+                        }
+                    }
+                    Ok(StepOutcome::Raced) => progressed = true,
+                    Ok(StepOutcome::Idle) => {}
+                    Ok(StepOutcome::Fenced) => {
+                        tracing::warn!(
+                            shard = shard.0,
+                            "a newer leader wrote this shard; stopped draining it"
+                        );
+                        held.remove(&shard);
+                        stats.leases_lost += 1;
+                    }
+                    Err(e) => {
+                        failed = true;
+                        stats.errors += 1;
+                        tracing::warn!(shard = shard.0, error = %e, retryable = e.is_retryable(), "drain step failed; retrying");
+                    }
+                }
+            }
+            let pause = if failed {
+                let pause = backoff;
+                backoff = (backoff * 2).min(self.config.max_backoff);
+                pause
+            } else {
+                backoff = self.config.initial_backoff;
+                if progressed {
+                    Duration::ZERO
+                } else {
+                    self.config.idle_wait
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        for (lease, _) in held.into_values() {
+            if let Err(e) = self.elector.release(&lease).await {
+                tracing::warn!(shard = lease.shard.0, error = %e, "could not release lease; it will expire");
+            }
+        }
+        stats
+    }
+
+    /// Takes a free lease or renews a held one when due; `Ok(false)` when the shard is
+    /// not ours.
+    async fn tend_lease(
+        &self,
+        shard: ShardId,
+        held: &mut BTreeMap<ShardId, (Lease, Instant)>,
+        stats: &mut DrainStats,
+    ) -> Result<bool, BackendError> {
+        if let Some((lease, renewed)) = held.get_mut(&shard) {
+            if renewed.elapsed() < self.config.renew_every {
+                return Ok(true);
+            }
+            if self.elector.renew(lease).await? {
+                *renewed = Instant::now();
+                return Ok(true);
+            }
+            tracing::warn!(shard = shard.0, "lease lost; stopped draining the shard");
+            held.remove(&shard);
+            stats.leases_lost += 1;
+            return Ok(false);
+        }
+        match self
+            .elector
+            .acquire(shard, &self.config.holder, self.config.lease_ttl)
+            .await?
+        {
+            Some(lease) => {
+                tracing::info!(shard = shard.0, token = lease.token.0, "lease acquired");
+                held.insert(shard, (lease, Instant::now()));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+impl DrainStats {
+    fn record(&mut self, batches: usize, events: usize, replayed: bool) {
+        if replayed {
+            self.replays += 1;
+        } else {
+            self.batches += u64::try_from(batches).unwrap_or(u64::MAX);
+            self.events += u64::try_from(events).unwrap_or(u64::MAX);
+        }
+    }
+}

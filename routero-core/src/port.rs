@@ -1,0 +1,466 @@
+//! The ports the spend pipeline runs on: a queue, a leader elector, a store and its
+//! read side. Adapters (Redis, PostgreSQL) implement them; [`crate::memory`] holds the
+//! in-memory implementations that are the embedded default and the test oracle.
+//!
+//! The exactly-once protocol the ports serve:
+//!
+//! 1. A recorder appends batches to a shard of the [`SpendQueue`]. Each batch has a
+//!    unique [`BatchId`](crate::spend::BatchId); appending an id twice stores it once,
+//!    so a flush retried after a lost reply is no duplicate.
+//! 2. A drainer takes the shard's lease from the [`LeaderElector`]; every acquisition
+//!    carries a larger [`FencingToken`].
+//! 3. It reads the shard's [`DrainState`] from the [`SpendStore`], the batches after
+//!    its watermark from the queue, aggregates them, and asks the store to
+//!    [`apply`](SpendStore::apply) them. In one transaction the store refuses a token
+//!    older than the last one it saw, refuses a watermark that moved since it was
+//!    read, recognises a batch range it already applied, and otherwise adds the
+//!    rollups, logs the events and advances the watermark.
+//! 4. Only then does the drainer trim the queue through the committed watermark. A
+//!    crash anywhere replays from the store's watermark: nothing lost, nothing twice.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+
+use crate::attribution::{ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId};
+use crate::provider::Provider;
+use crate::spend::{
+    QueuePosition, QueuedBatch, RollupTotals, Rollups, ShardId, SpendBatch, SpendEvent,
+};
+
+/// The kind of a [`BackendError`], portable across backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The backend cannot be reached or refused the connection.
+    Unavailable,
+    /// The backend did not answer in time.
+    Timeout,
+    /// A conflicting concurrent write; retrying may succeed.
+    Conflict,
+    /// The backend holds data Routero cannot read (a corrupt entry, an unknown format).
+    Corrupt,
+    /// The request is invalid for the backend (a constraint, a bad argument).
+    Invalid,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Unavailable => "backend unavailable",
+            ErrorKind::Timeout => "backend timeout",
+            ErrorKind::Conflict => "conflicting write",
+            ErrorKind::Corrupt => "corrupt backend data",
+            ErrorKind::Invalid => "invalid request",
+            ErrorKind::Other => "backend error",
+        })
+    }
+}
+
+/// A classified error from a port's backend.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct BackendError {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl BackendError {
+    /// An error of a kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> BackendError {
+        BackendError {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// With the client error that caused it.
+    pub fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> BackendError {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Whether the same call may succeed later: the backend was unavailable, slow or
+    /// busy with a conflicting write. Corrupt data and invalid requests are final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Conflict
+        )
+    }
+}
+
+/// What appending a batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Appended at this position.
+    Appended(QueuePosition),
+    /// A batch with this id was appended before: nothing was added.
+    Duplicate,
+}
+
+/// The durable spend queue, sharded.
+#[async_trait]
+pub trait SpendQueue: fmt::Debug + Send + Sync + 'static {
+    /// How many shards the queue has.
+    fn shards(&self) -> u16;
+
+    /// Appends a batch to its shard, unless a batch with the same id was appended
+    /// before (within the backend's documented deduplication window).
+    async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError>;
+
+    /// Up to `limit` batches of a shard strictly after `after` (all when `None`),
+    /// oldest first.
+    async fn read_after(
+        &self,
+        shard: ShardId,
+        after: Option<QueuePosition>,
+        limit: usize,
+    ) -> Result<Vec<QueuedBatch>, BackendError>;
+
+    /// Removes the batches of a shard at or before `through`. Only ever called with a
+    /// watermark the store has committed.
+    async fn trim_through(
+        &self,
+        shard: ShardId,
+        through: QueuePosition,
+    ) -> Result<(), BackendError>;
+}
+
+/// A token that grows with every lease acquisition: the store refuses writes carrying
+/// a token older than one it has seen, which fences off a leader that lost its lease
+/// while paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FencingToken(pub u64);
+
+/// A held lease on one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The shard.
+    pub shard: ShardId,
+    /// Who holds it.
+    pub holder: Arc<str>,
+    /// Its fencing token.
+    pub token: FencingToken,
+    /// How long it lasts without renewal.
+    pub ttl: Duration,
+}
+
+/// Per-shard leader election with fencing tokens.
+#[async_trait]
+pub trait LeaderElector: fmt::Debug + Send + Sync + 'static {
+    /// Takes the shard's lease for `holder` if nobody holds it; `None` if somebody does.
+    async fn acquire(
+        &self,
+        shard: ShardId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError>;
+
+    /// Extends a held lease by its ttl; `false` when it was lost (expired and taken, or
+    /// released).
+    async fn renew(&self, lease: &Lease) -> Result<bool, BackendError>;
+
+    /// Gives a held lease up; releasing a lease already lost does nothing.
+    async fn release(&self, lease: &Lease) -> Result<(), BackendError>;
+}
+
+/// A shard's drain state in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainState {
+    /// The position of the last batch applied, if any.
+    pub watermark: Option<QueuePosition>,
+    /// The newest fencing token that applied a batch.
+    pub fencing_token: Option<FencingToken>,
+}
+
+/// One drain step for [`SpendStore::apply`].
+#[derive(Debug, Clone, Copy)]
+pub struct DrainApply<'a> {
+    /// The shard.
+    pub shard: ShardId,
+    /// The drainer's lease token.
+    pub token: FencingToken,
+    /// The watermark the drainer read before reading the queue.
+    pub expected: Option<QueuePosition>,
+    /// The position of the last batch included.
+    pub through: QueuePosition,
+    /// The batches' events, aggregated by key.
+    pub rollups: &'a Rollups,
+    /// The batches' events, for the request log and the unpriced record.
+    pub events: &'a [SpendEvent],
+}
+
+/// What [`SpendStore::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Committed: rollups added, watermark advanced to `through`.
+    Applied,
+    /// The store's watermark is already at or past `through`: a replay, skipped.
+    AlreadyApplied,
+    /// A newer leader has written this shard: this drainer must stop.
+    StaleLeader {
+        /// The newest token the store has seen.
+        current: FencingToken,
+    },
+    /// The watermark moved since it was read, not as far as `through`: read again.
+    WatermarkMoved {
+        /// The store's watermark now.
+        current: Option<QueuePosition>,
+    },
+}
+
+/// The system of record's write side.
+#[async_trait]
+pub trait SpendStore: fmt::Debug + Send + Sync + 'static {
+    /// A shard's drain state.
+    async fn drain_state(&self, shard: ShardId) -> Result<DrainState, BackendError>;
+
+    /// Applies one drain step atomically (see [`ApplyOutcome`] for the checks).
+    async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError>;
+}
+
+/// Which rollup dimensions a read keeps apart; the others are summed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct GroupBy {
+    /// Keep workspaces apart.
+    pub workspace: bool,
+    /// Keep teams apart.
+    pub team: bool,
+    /// Keep API keys apart.
+    pub api_key: bool,
+    /// Keep users apart.
+    pub user: bool,
+    /// Keep customers apart.
+    pub customer: bool,
+    /// Keep providers apart.
+    pub provider: bool,
+    /// Keep models apart.
+    pub model: bool,
+    /// Keep billing modes apart.
+    pub billing_mode: bool,
+}
+
+impl GroupBy {
+    /// Every dimension apart.
+    pub const ALL: GroupBy = GroupBy {
+        workspace: true,
+        team: true,
+        api_key: true,
+        user: true,
+        customer: true,
+        provider: true,
+        model: true,
+        billing_mode: true,
+    };
+}
+
+/// A read of daily rollups, always within one org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupFilter {
+    /// The org: no read crosses it.
+    pub org: OrgId,
+    /// Only these workspaces (`None`: all of the org's).
+    pub workspaces: Option<Vec<WorkspaceId>>,
+    /// The first day, inclusive.
+    pub from: NaiveDate,
+    /// The last day, inclusive.
+    pub to: NaiveDate,
+    /// Only these teams.
+    pub teams: Option<Vec<TeamId>>,
+    /// Only this API key.
+    pub api_key: Option<ApiKeyId>,
+    /// Only this user.
+    pub user: Option<UserId>,
+    /// Only these customers.
+    pub customers: Option<Vec<CustomerId>>,
+    /// Only this provider.
+    pub provider: Option<Provider>,
+    /// Only this model.
+    pub model: Option<String>,
+    /// Only this billing mode.
+    pub billing_mode: Option<BillingMode>,
+    /// The dimensions to keep apart (the day always is).
+    pub group_by: GroupBy,
+}
+
+impl RollupFilter {
+    /// Every rollup of an org over a date range, summed per day.
+    pub fn new(org: OrgId, from: NaiveDate, to: NaiveDate) -> RollupFilter {
+        RollupFilter {
+            org,
+            workspaces: None,
+            from,
+            to,
+            teams: None,
+            api_key: None,
+            user: None,
+            customers: None,
+            provider: None,
+            model: None,
+            billing_mode: None,
+            group_by: GroupBy::default(),
+        }
+    }
+
+    /// Whether a rollup key passes the filter.
+    pub fn matches(&self, key: &crate::spend::RollupKey) -> bool {
+        fn within<T: PartialEq>(list: &Option<Vec<T>>, value: Option<&T>) -> bool {
+            list.as_ref()
+                .is_none_or(|l| value.is_some_and(|v| l.contains(v)))
+        }
+        fn equal<T: PartialEq>(want: &Option<T>, value: Option<&T>) -> bool {
+            want.as_ref().is_none_or(|w| value == Some(w))
+        }
+        key.org == self.org
+            && key.day >= self.from
+            && key.day <= self.to
+            && within(&self.workspaces, Some(&key.workspace))
+            && within(&self.teams, key.team.as_ref())
+            && equal(&self.api_key, key.api_key.as_ref())
+            && equal(&self.user, key.user.as_ref())
+            && within(&self.customers, key.customer.as_ref())
+            && equal(&self.provider, Some(&key.provider))
+            && equal(&self.model, Some(&key.model))
+            && equal(&self.billing_mode, Some(&key.billing_mode))
+    }
+
+    /// The row a key adds into under this filter's grouping.
+    pub fn row_key(&self, key: &crate::spend::RollupKey) -> RollupRowKey {
+        let g = self.group_by;
+        RollupRowKey {
+            day: key.day,
+            workspace: g.workspace.then(|| key.workspace.clone()),
+            team: if g.team { key.team.clone() } else { None },
+            api_key: if g.api_key { key.api_key.clone() } else { None },
+            user: if g.user { key.user.clone() } else { None },
+            customer: if g.customer {
+                key.customer.clone()
+            } else {
+                None
+            },
+            provider: g.provider.then(|| key.provider.clone()),
+            model: g.model.then(|| key.model.clone()),
+            billing_mode: g.billing_mode.then_some(key.billing_mode),
+        }
+    }
+}
+
+/// The dimensions of a rollup row: those grouped by; the others are `None` (as is a
+/// grouped dimension an event did not have, such as a request with no team).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RollupRowKey {
+    /// The UTC day.
+    pub day: NaiveDate,
+    /// The workspace.
+    pub workspace: Option<WorkspaceId>,
+    /// The team.
+    pub team: Option<TeamId>,
+    /// The API key.
+    pub api_key: Option<ApiKeyId>,
+    /// The user.
+    pub user: Option<UserId>,
+    /// The customer.
+    pub customer: Option<CustomerId>,
+    /// The provider.
+    pub provider: Option<Provider>,
+    /// The model.
+    pub model: Option<String>,
+    /// The billing mode.
+    pub billing_mode: Option<BillingMode>,
+}
+
+/// One row of a rollup read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    /// Its dimensions.
+    pub key: RollupRowKey,
+    /// Its sums.
+    pub totals: RollupTotals,
+}
+
+/// The system of record's read side, which the analytics stand on.
+#[async_trait]
+pub trait SpendReader: fmt::Debug + Send + Sync + 'static {
+    /// The rollups that pass the filter, grouped as it says, ordered by key.
+    async fn rollups(&self, filter: &RollupFilter) -> Result<Vec<RollupRow>, BackendError>;
+}
+
+/// The time, for the parts of the pipeline that need one (lease expiry in memory).
+pub trait Clock: fmt::Debug + Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+macro_rules! forward_arc {
+    ($trait:ident { $($body:tt)* }) => {
+        #[async_trait]
+        impl<T: $trait + ?Sized> $trait for Arc<T> {
+            $($body)*
+        }
+    };
+}
+
+forward_arc!(SpendQueue {
+    fn shards(&self) -> u16 {
+        (**self).shards()
+    }
+    async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError> {
+        (**self).append(batch).await
+    }
+    async fn read_after(
+        &self,
+        shard: ShardId,
+        after: Option<QueuePosition>,
+        limit: usize,
+    ) -> Result<Vec<QueuedBatch>, BackendError> {
+        (**self).read_after(shard, after, limit).await
+    }
+    async fn trim_through(&self, shard: ShardId, through: QueuePosition) -> Result<(), BackendError> {
+        (**self).trim_through(shard, through).await
+    }
+});
+
+forward_arc!(LeaderElector {
+    async fn acquire(&self, shard: ShardId, holder: &str, ttl: Duration) -> Result<Option<Lease>, BackendError> {
+        (**self).acquire(shard, holder, ttl).await
+    }
+    async fn renew(&self, lease: &Lease) -> Result<bool, BackendError> {
+        (**self).renew(lease).await
+    }
+    async fn release(&self, lease: &Lease) -> Result<(), BackendError> {
+        (**self).release(lease).await
+    }
+});
+
+forward_arc!(SpendStore {
+    async fn drain_state(&self, shard: ShardId) -> Result<DrainState, BackendError> {
+        (**self).drain_state(shard).await
+    }
+    async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError> {
+        (**self).apply(apply).await
+    }
+});
+
+forward_arc!(SpendReader {
+    async fn rollups(&self, filter: &RollupFilter) -> Result<Vec<RollupRow>, BackendError> {
+        (**self).rollups(filter).await
+    }
+});

@@ -1,0 +1,307 @@
+//! The recorder: the handle a gateway calls once per request.
+//!
+//! [`Recorder::record`] never blocks and never does I/O: it puts the event into a
+//! bounded in-memory buffer and returns. A background task takes events out, groups
+//! them per shard (an org's events always go to the same shard, in order), and
+//! flushes a batch per shard when it holds `max_batch_events` events or every
+//! `flush_interval`. Each batch has a unique [`BatchId`]; a flush that fails is
+//! retried with the same id and exponential backoff, so a retry after a lost reply is
+//! not a duplicate.
+//!
+//! **When the buffer is full** (the queue is down or slower than the traffic for
+//! longer than the buffer lasts), `record` refuses the event with
+//! [`RecordError::BufferFull`], handing it back: the gateway decides what to do with
+//! it (log it, deny further requests with the spend control). Nothing is dropped
+//! silently, and the refusals are counted.
+//!
+//! **The loss window on a hard crash** (kill -9, power loss) is what the buffer holds
+//! and has not flushed: at most `flush_interval` of traffic while the queue is up, up
+//! to `buffer_capacity` events while it is down. A graceful
+//! [`RecorderHandle::shutdown`] flushes everything first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::port::{AppendOutcome, SpendQueue};
+use crate::spend::{BatchId, ShardId, SpendBatch, SpendEvent};
+
+/// How a recorder buffers and flushes.
+#[derive(Debug, Clone)]
+pub struct RecorderConfig {
+    /// The most events buffered before `record` refuses.
+    pub buffer_capacity: usize,
+    /// The most events in one batch.
+    pub max_batch_events: usize,
+    /// How often buffered events are flushed.
+    pub flush_interval: Duration,
+    /// The first pause after a failed flush; doubled up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// The longest pause between flush retries.
+    pub max_backoff: Duration,
+}
+
+impl Default for RecorderConfig {
+    /// 65,536 buffered events, batches of up to 1,000, flushed every 50 ms, retried
+    /// from 20 ms to 2 s.
+    fn default() -> Self {
+        RecorderConfig {
+            buffer_capacity: 65_536,
+            max_batch_events: 1_000,
+            flush_interval: Duration::from_millis(50),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why an event was not recorded; it is handed back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// The buffer is full: the queue has not kept up.
+    #[error("the spend buffer is full; the event was not recorded")]
+    BufferFull(Box<SpendEvent>),
+    /// The recorder was shut down.
+    #[error("the recorder is shut down; the event was not recorded")]
+    Closed(Box<SpendEvent>),
+}
+
+impl RecordError {
+    /// The event that was not recorded.
+    pub fn into_event(self) -> SpendEvent {
+        match self {
+            RecordError::BufferFull(event) | RecordError::Closed(event) => *event,
+        }
+    }
+}
+
+/// Counters of a recorder, readable at any time.
+#[derive(Debug, Default)]
+pub struct RecorderStats {
+    recorded: AtomicU64,
+    refused: AtomicU64,
+    flushed_events: AtomicU64,
+    flushed_batches: AtomicU64,
+    duplicate_batches: AtomicU64,
+    flush_errors: AtomicU64,
+}
+
+/// A snapshot of [`RecorderStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecorderCounts {
+    /// Events accepted by `record`.
+    pub recorded: u64,
+    /// Events refused (buffer full or shut down).
+    pub refused: u64,
+    /// Events the queue holds.
+    pub flushed_events: u64,
+    /// Batches the queue holds.
+    pub flushed_batches: u64,
+    /// Retried flushes the queue recognised as already appended.
+    pub duplicate_batches: u64,
+    /// Failed flush attempts (each retried).
+    pub flush_errors: u64,
+}
+
+impl RecorderStats {
+    /// The counters now.
+    pub fn counts(&self) -> RecorderCounts {
+        RecorderCounts {
+            recorded: self.recorded.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            flushed_events: self.flushed_events.load(Ordering::Relaxed),
+            flushed_batches: self.flushed_batches.load(Ordering::Relaxed),
+            duplicate_batches: self.duplicate_batches.load(Ordering::Relaxed),
+            flush_errors: self.flush_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The per-request handle; cheap to clone and share across tasks.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    events: mpsc::Sender<SpendEvent>,
+    stats: Arc<RecorderStats>,
+}
+
+/// Owns the recorder's background task.
+#[derive(Debug)]
+pub struct RecorderHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+    stats: Arc<RecorderStats>,
+}
+
+impl Recorder {
+    /// Starts a recorder flushing into `queue`. Must be called inside a tokio runtime.
+    pub fn spawn(queue: Arc<dyn SpendQueue>, config: RecorderConfig) -> (Recorder, RecorderHandle) {
+        let (events, receiver) = mpsc::channel(config.buffer_capacity.max(1));
+        let (stop, stopped) = oneshot::channel();
+        let stats = Arc::new(RecorderStats::default());
+        let flusher = Flusher {
+            queue,
+            config,
+            instance: uuid::Uuid::new_v4().as_u128(),
+            seq: 0,
+            pending: HashMap::new(),
+            stats: Arc::clone(&stats),
+        };
+        let task = tokio::spawn(flusher.run(receiver, stopped));
+        (
+            Recorder {
+                events,
+                stats: Arc::clone(&stats),
+            },
+            RecorderHandle { stop, task, stats },
+        )
+    }
+
+    /// Records a request's spend: never blocks, never does I/O.
+    pub fn record(&self, event: SpendEvent) -> Result<(), RecordError> {
+        match self.events.try_send(event) {
+            Ok(()) => {
+                self.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                Err(match e {
+                    mpsc::error::TrySendError::Full(event) => {
+                        RecordError::BufferFull(Box::new(event))
+                    }
+                    mpsc::error::TrySendError::Closed(event) => {
+                        RecordError::Closed(Box::new(event))
+                    }
+                })
+            }
+        }
+    }
+
+    /// The recorder's counters.
+    pub fn stats(&self) -> RecorderCounts {
+        self.stats.counts()
+    }
+}
+
+impl RecorderHandle {
+    /// Stops taking events, flushes everything buffered (retrying until the queue
+    /// takes it), and returns the final counters.
+    pub async fn shutdown(self) -> RecorderCounts {
+        let _ = self.stop.send(());
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the recorder task failed");
+        }
+        self.stats.counts()
+    }
+
+    /// The recorder's counters.
+    pub fn stats(&self) -> RecorderCounts {
+        self.stats.counts()
+    }
+}
+
+struct Flusher {
+    queue: Arc<dyn SpendQueue>,
+    config: RecorderConfig,
+    instance: u128,
+    seq: u64,
+    pending: HashMap<ShardId, Vec<SpendEvent>>,
+    stats: Arc<RecorderStats>,
+}
+
+impl Flusher {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<SpendEvent>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut tick = tokio::time::interval(self.config.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                received = events.recv() => match received {
+                    Some(event) => {
+                        let shard = ShardId::for_org(&event.attribution.org, self.queue.shards());
+                        let batch = self.pending.entry(shard).or_default();
+                        batch.push(event);
+                        if batch.len() >= self.config.max_batch_events {
+                            self.flush(shard).await;
+                        }
+                    }
+                    // Every `Recorder` was dropped.
+                    None => break,
+                },
+                _ = tick.tick() => self.flush_all().await,
+                _ = &mut stop => {
+                    events.close();
+                    while let Some(event) = events.recv().await {
+                        let shard = ShardId::for_org(&event.attribution.org, self.queue.shards());
+                        self.pending.entry(shard).or_default().push(event);
+                    }
+                    break;
+                }
+            }
+        }
+        self.flush_all().await;
+    }
+
+    async fn flush_all(&mut self) {
+        let shards: Vec<ShardId> = self.pending.keys().copied().collect();
+        for shard in shards {
+            self.flush(shard).await;
+        }
+    }
+
+    /// Flushes a shard's pending events in batches, each retried until the queue
+    /// takes it.
+    async fn flush(&mut self, shard: ShardId) {
+        let Some(mut events) = self.pending.remove(&shard) else {
+            return;
+        };
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(self.config.max_batch_events));
+            self.seq += 1;
+            let batch = SpendBatch {
+                id: BatchId::new(self.instance, self.seq),
+                shard,
+                events,
+            };
+            self.append_until_taken(&batch).await;
+            events = rest;
+        }
+    }
+
+    async fn append_until_taken(&self, batch: &SpendBatch) {
+        let mut backoff = self.config.initial_backoff;
+        loop {
+            match self.queue.append(batch).await {
+                Ok(outcome) => {
+                    if outcome == AppendOutcome::Duplicate {
+                        self.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let events = u64::try_from(batch.events.len()).unwrap_or(u64::MAX);
+                    self.stats
+                        .flushed_events
+                        .fetch_add(events, Ordering::Relaxed);
+                    self.stats.flushed_batches.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    if e.is_retryable() {
+                        tracing::warn!(batch = %batch.id, error = %e, "spend flush failed; retrying");
+                    } else {
+                        tracing::error!(batch = %batch.id, error = %e, "spend flush refused; retrying, spend is kept");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! Spend events, the batches that carry them, and the daily rollups they add up to.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::attribution::{
+    ApiKeyId, Attribution, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
+};
+use crate::cost::Cost;
+use crate::money::Currency;
+use crate::provider::Provider;
+use crate::usage::Usage;
+
+/// Whether the provider served the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A response came back.
+    Success,
+    /// The request failed (it may still have consumed, and been billed, tokens).
+    Failure,
+}
+
+/// What a request cost, or why that is not known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Pricing {
+    /// Priced exactly.
+    Priced {
+        /// The exact cost.
+        #[serde(with = "rust_decimal::serde::str")]
+        cost: Decimal,
+        /// Its currency.
+        currency: Currency,
+        /// The price table version that priced it.
+        price_version: Arc<str>,
+        /// The model whose price applied (after normalisation).
+        priced_model: Arc<str>,
+    },
+    /// Not priced: an unknown model, a usage the price cannot price, or no usage at
+    /// all. Kept with its reason so it can be repriced later; never counted as zero.
+    Unpriced {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One request's spend, as the gateway records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendEvent {
+    /// The request's id: recording the same id twice is the caller's bug, and the
+    /// request-level log refuses it.
+    pub request_id: RequestId,
+    /// When the request happened (its rollup day is this instant's UTC date).
+    pub event_time: DateTime<Utc>,
+    /// Who spent.
+    pub attribution: Attribution,
+    /// The provider that served it.
+    pub provider: Provider,
+    /// The model the response (or the request) named.
+    pub model: String,
+    /// What it consumed; `None` when the usage is unknown.
+    pub usage: Option<Usage>,
+    /// What it cost.
+    pub pricing: Pricing,
+    /// How it is billed.
+    pub billing_mode: BillingMode,
+    /// Whether it succeeded.
+    pub outcome: Outcome,
+    /// A stream cut short: the usage is what was known when it ended.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+impl SpendEvent {
+    /// The spend of a priced request.
+    pub fn priced(
+        request_id: RequestId,
+        event_time: DateTime<Utc>,
+        attribution: Attribution,
+        billing_mode: BillingMode,
+        model: &str,
+        cost: &Cost,
+    ) -> SpendEvent {
+        SpendEvent {
+            request_id,
+            event_time,
+            attribution,
+            provider: cost.price().provider().clone(),
+            model: model.to_owned(),
+            usage: Some(*cost.usage()),
+            pricing: Pricing::Priced {
+                cost: cost.total(),
+                currency: cost.currency(),
+                price_version: Arc::from(cost.price_version()),
+                priced_model: Arc::from(cost.priced_model()),
+            },
+            billing_mode,
+            outcome: Outcome::Success,
+            partial: false,
+        }
+    }
+
+    /// The spend of a request that could not be priced, with the reason.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unpriced(
+        request_id: RequestId,
+        event_time: DateTime<Utc>,
+        attribution: Attribution,
+        billing_mode: BillingMode,
+        provider: Provider,
+        model: &str,
+        usage: Option<Usage>,
+        reason: impl fmt::Display,
+    ) -> SpendEvent {
+        SpendEvent {
+            request_id,
+            event_time,
+            attribution,
+            provider,
+            model: model.to_owned(),
+            usage,
+            pricing: Pricing::Unpriced {
+                reason: reason.to_string(),
+            },
+            billing_mode,
+            outcome: Outcome::Success,
+            partial: false,
+        }
+    }
+
+    /// The same event with another outcome.
+    pub fn with_outcome(mut self, outcome: Outcome) -> SpendEvent {
+        self.outcome = outcome;
+        self
+    }
+
+    /// The same event, marked as the known part of a stream cut short.
+    pub fn into_partial(mut self) -> SpendEvent {
+        self.partial = true;
+        self
+    }
+
+    /// The exact cost, when priced.
+    pub fn cost(&self) -> Option<Decimal> {
+        match &self.pricing {
+            Pricing::Priced { cost, .. } => Some(*cost),
+            Pricing::Unpriced { .. } => None,
+        }
+    }
+
+    /// The UTC day the event counts in.
+    pub fn day(&self) -> NaiveDate {
+        self.event_time.date_naive()
+    }
+}
+
+/// A shard of the spend queue. An org's spend always goes to the same shard, so it
+/// stays ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ShardId(pub u16);
+
+impl ShardId {
+    /// The shard of an org among `shards` (FNV-1a of the org id: the same in every
+    /// process and release).
+    pub fn for_org(org: &OrgId, shards: u16) -> ShardId {
+        let hash = org.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let shards = u64::from(shards.max(1));
+        ShardId(u16::try_from(hash % shards).unwrap_or(0))
+    }
+}
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A batch's unique id: a second append of the same id is not a second batch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BatchId(Arc<str>);
+
+impl BatchId {
+    /// The id of the `seq`th batch of the recorder instance `instance`.
+    pub fn new(instance: u128, seq: u64) -> BatchId {
+        BatchId(Arc::from(format!("{instance:032x}-{seq}")))
+    }
+
+    /// An id from its text (1 to 64 bytes of `[0-9A-Za-z_-]`).
+    pub fn parse(text: &str) -> Option<BatchId> {
+        let valid = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        valid.then(|| BatchId(Arc::from(text)))
+    }
+
+    /// Its text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Events flushed together to one shard.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendBatch {
+    /// Unique per batch.
+    pub id: BatchId,
+    /// The shard every event belongs to.
+    pub shard: ShardId,
+    /// The events, in recording order.
+    pub events: Vec<SpendEvent>,
+}
+
+/// A position in a shard's queue. Positions only grow; Redis stream ids (`ms-seq`)
+/// map onto `(major, minor)`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+pub struct QueuePosition {
+    /// The major part (Redis: milliseconds).
+    pub major: u64,
+    /// The minor part (Redis: the sequence within the millisecond).
+    pub minor: u64,
+}
+
+impl QueuePosition {
+    /// A position.
+    pub const fn new(major: u64, minor: u64) -> QueuePosition {
+        QueuePosition { major, minor }
+    }
+}
+
+impl fmt::Display for QueuePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.major, self.minor)
+    }
+}
+
+impl std::str::FromStr for QueuePosition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (major, minor) = s
+            .split_once('-')
+            .ok_or_else(|| format!("queue position \"{s}\" is not major-minor"))?;
+        Ok(QueuePosition {
+            major: major
+                .parse()
+                .map_err(|_| format!("queue position \"{s}\": bad major part"))?,
+            minor: minor
+                .parse()
+                .map_err(|_| format!("queue position \"{s}\": bad minor part"))?,
+        })
+    }
+}
+
+/// A batch as read back from the queue, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedBatch {
+    /// Where it sits in its shard.
+    pub position: QueuePosition,
+    /// The batch.
+    pub batch: SpendBatch,
+}
+
+/// The dimensions of a daily rollup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RollupKey {
+    /// The UTC day of the events.
+    pub day: NaiveDate,
+    /// The org.
+    pub org: OrgId,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The team.
+    pub team: Option<TeamId>,
+    /// The API key.
+    pub api_key: Option<ApiKeyId>,
+    /// The user.
+    pub user: Option<UserId>,
+    /// The end customer.
+    pub customer: Option<CustomerId>,
+    /// The provider.
+    pub provider: Provider,
+    /// The model as the events named it.
+    pub model: String,
+    /// The billing mode.
+    pub billing_mode: BillingMode,
+}
+
+impl RollupKey {
+    /// The rollup an event counts in.
+    pub fn of(event: &SpendEvent) -> RollupKey {
+        let a = &event.attribution;
+        RollupKey {
+            day: event.day(),
+            org: a.org.clone(),
+            workspace: a.workspace.clone(),
+            team: a.team.clone(),
+            api_key: a.api_key.clone(),
+            user: a.user.clone(),
+            customer: a.customer.clone(),
+            provider: event.provider.clone(),
+            model: event.model.clone(),
+            billing_mode: event.billing_mode,
+        }
+    }
+}
+
+/// What a rollup adds up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RollupTotals {
+    /// Uncached input tokens.
+    pub input_tokens: u64,
+    /// Cache-read tokens.
+    pub cache_read_tokens: u64,
+    /// 5-minute cache-write tokens.
+    pub cache_write_5m_tokens: u64,
+    /// 1-hour cache-write tokens.
+    pub cache_write_1h_tokens: u64,
+    /// Output tokens (reasoning included).
+    pub output_tokens: u64,
+    /// Reasoning tokens, where reported.
+    pub reasoning_tokens: u64,
+    /// Web search calls.
+    pub web_search_requests: u64,
+    /// Successful requests.
+    pub successes: u64,
+    /// Failed requests.
+    pub failures: u64,
+    /// Requests not priced (their tokens are counted, their cost is not).
+    pub unpriced: u64,
+    /// The exact cost of the priced requests.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cost: Decimal,
+}
+
+/// A sum beyond the exact range (tokens beyond `u64`, cost beyond `Decimal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a rollup total overflows")]
+pub struct RollupOverflow;
+
+impl RollupTotals {
+    /// The totals of one event.
+    pub fn of(event: &SpendEvent) -> RollupTotals {
+        let u = event.usage.unwrap_or_default();
+        RollupTotals {
+            input_tokens: u.input_tokens,
+            cache_read_tokens: u.cache_read_tokens,
+            cache_write_5m_tokens: u.cache_write_5m_tokens,
+            cache_write_1h_tokens: u.cache_write_1h_tokens,
+            output_tokens: u.output_tokens,
+            reasoning_tokens: u.reasoning_tokens.unwrap_or(0),
+            web_search_requests: u.web_search_requests,
+            successes: u64::from(event.outcome == Outcome::Success),
+            failures: u64::from(event.outcome == Outcome::Failure),
+            unpriced: u64::from(event.cost().is_none()),
+            cost: event.cost().unwrap_or(Decimal::ZERO),
+        }
+    }
+
+    /// Adds `other` into `self`, every sum checked.
+    pub fn add(&mut self, other: &RollupTotals) -> Result<(), RollupOverflow> {
+        let pairs = [
+            (&mut self.input_tokens, other.input_tokens),
+            (&mut self.cache_read_tokens, other.cache_read_tokens),
+            (&mut self.cache_write_5m_tokens, other.cache_write_5m_tokens),
+            (&mut self.cache_write_1h_tokens, other.cache_write_1h_tokens),
+            (&mut self.output_tokens, other.output_tokens),
+            (&mut self.reasoning_tokens, other.reasoning_tokens),
+            (&mut self.web_search_requests, other.web_search_requests),
+            (&mut self.successes, other.successes),
+            (&mut self.failures, other.failures),
+            (&mut self.unpriced, other.unpriced),
+        ];
+        for (sum, value) in pairs {
+            *sum = sum.checked_add(value).ok_or(RollupOverflow)?;
+        }
+        self.cost = self.cost.checked_add(other.cost).ok_or(RollupOverflow)?;
+        Ok(())
+    }
+
+    /// All requests.
+    pub fn requests(&self) -> u64 {
+        self.successes.saturating_add(self.failures)
+    }
+
+    /// The whole prompt: uncached input, cache reads and writes.
+    pub fn prompt_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_add(self.cache_read_tokens)
+            .saturating_add(self.cache_write_5m_tokens)
+            .saturating_add(self.cache_write_1h_tokens)
+    }
+}
+
+/// Events aggregated by rollup key: what a drain upserts in one statement.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rollups(HashMap<RollupKey, RollupTotals>);
+
+impl Rollups {
+    /// No rollups.
+    pub fn new() -> Rollups {
+        Rollups::default()
+    }
+
+    /// Adds an event.
+    pub fn add_event(&mut self, event: &SpendEvent) -> Result<(), RollupOverflow> {
+        self.add(RollupKey::of(event), &RollupTotals::of(event))
+    }
+
+    /// Adds totals under a key.
+    pub fn add(&mut self, key: RollupKey, totals: &RollupTotals) -> Result<(), RollupOverflow> {
+        self.0.entry(key).or_default().add(totals)
+    }
+
+    /// Adds every rollup of `other`.
+    pub fn merge(&mut self, other: &Rollups) -> Result<(), RollupOverflow> {
+        for (key, totals) in &other.0 {
+            self.add(key.clone(), totals)?;
+        }
+        Ok(())
+    }
+
+    /// The rollups, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&RollupKey, &RollupTotals)> {
+        self.0.iter()
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The totals of one key.
+    pub fn get(&self, key: &RollupKey) -> Option<&RollupTotals> {
+        self.0.get(key)
+    }
+}
+
+impl FromIterator<(RollupKey, RollupTotals)> for Rollups {
+    fn from_iter<I: IntoIterator<Item = (RollupKey, RollupTotals)>>(iter: I) -> Self {
+        Rollups(iter.into_iter().collect())
+    }
+}
