@@ -154,4 +154,4 @@ if [ -n "${ROUTERO_LITELLM_PRICES:-}" ] && [ ! -f "$ROUTERO_LITELLM_PRICES" ]; t
   exit 1
 fi
 
-cargo test --workspace "$@"
+cargo test --workspace --all-features "$@"

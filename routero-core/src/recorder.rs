@@ -1,7 +1,7 @@
 //! The recorder: the handle a gateway calls once per request.
 //!
-//! [`Recorder::record`] never blocks and never does I/O: it puts the event into a
-//! bounded in-memory buffer and returns. A background task takes events out, groups
+//! [`Recorder::record`] never blocks, never does I/O and allocates nothing: it moves the
+//! event into a bounded, preallocated lock-free buffer and returns. A background task takes events out, groups
 //! them per shard (an org's events always go to the same shard, in order), and
 //! flushes a batch per shard when it holds `max_batch_events` events or every
 //! `flush_interval`. Each batch has a unique [`BatchId`]; a flush that fails is
@@ -21,10 +21,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::port::{AppendOutcome, SpendQueue};
@@ -122,11 +123,25 @@ impl RecorderStats {
     }
 }
 
+/// What the handles and the background task share.
+#[derive(Debug)]
+struct Shared {
+    buffer: ArrayQueue<SpendEvent>,
+    /// Wakes the task when a batch's worth is buffered.
+    full_batch: Notify,
+    /// Set once at shutdown; `record` refuses from then on.
+    closed: AtomicBool,
+    /// `record` calls between their `closed` check and their push: shutdown waits for
+    /// them, so no event is accepted after the final drain.
+    in_flight: AtomicUsize,
+    batch_events: usize,
+    stats: RecorderStats,
+}
+
 /// The per-request handle; cheap to clone and share across tasks.
 #[derive(Debug, Clone)]
 pub struct Recorder {
-    events: mpsc::Sender<SpendEvent>,
-    stats: Arc<RecorderStats>,
+    shared: Arc<Shared>,
 }
 
 /// Owns the recorder's background task.
@@ -134,57 +149,68 @@ pub struct Recorder {
 pub struct RecorderHandle {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
-    stats: Arc<RecorderStats>,
+    shared: Arc<Shared>,
 }
 
 impl Recorder {
     /// Starts a recorder flushing into `queue`. Must be called inside a tokio runtime.
     pub fn spawn(queue: Arc<dyn SpendQueue>, config: RecorderConfig) -> (Recorder, RecorderHandle) {
-        let (events, receiver) = mpsc::channel(config.buffer_capacity.max(1));
+        let shared = Arc::new(Shared {
+            buffer: ArrayQueue::new(config.buffer_capacity.max(1)),
+            full_batch: Notify::new(),
+            closed: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            batch_events: config.max_batch_events.max(1),
+            stats: RecorderStats::default(),
+        });
         let (stop, stopped) = oneshot::channel();
-        let stats = Arc::new(RecorderStats::default());
         let flusher = Flusher {
             queue,
             config,
             instance: uuid::Uuid::new_v4().as_u128(),
             seq: 0,
             pending: HashMap::new(),
-            stats: Arc::clone(&stats),
+            shared: Arc::clone(&shared),
         };
-        let task = tokio::spawn(flusher.run(receiver, stopped));
+        let task = tokio::spawn(flusher.run(stopped));
         (
             Recorder {
-                events,
-                stats: Arc::clone(&stats),
+                shared: Arc::clone(&shared),
             },
-            RecorderHandle { stop, task, stats },
+            RecorderHandle { stop, task, shared },
         )
     }
 
-    /// Records a request's spend: never blocks, never does I/O.
+    /// Records a request's spend: never blocks, never does I/O, allocates nothing.
     pub fn record(&self, event: SpendEvent) -> Result<(), RecordError> {
-        match self.events.try_send(event) {
+        let shared = &*self.shared;
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let result = if shared.closed.load(Ordering::SeqCst) {
+            Err(RecordError::Closed(Box::new(event)))
+        } else {
+            shared
+                .buffer
+                .push(event)
+                .map_err(|event| RecordError::BufferFull(Box::new(event)))
+        };
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        match &result {
             Ok(()) => {
-                self.stats.recorded.fetch_add(1, Ordering::Relaxed);
-                Ok(())
+                shared.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                if shared.buffer.len() % shared.batch_events == 0 {
+                    shared.full_batch.notify_one();
+                }
             }
-            Err(e) => {
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                Err(match e {
-                    mpsc::error::TrySendError::Full(event) => {
-                        RecordError::BufferFull(Box::new(event))
-                    }
-                    mpsc::error::TrySendError::Closed(event) => {
-                        RecordError::Closed(Box::new(event))
-                    }
-                })
+            Err(_) => {
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
             }
         }
+        result
     }
 
     /// The recorder's counters.
     pub fn stats(&self) -> RecorderCounts {
-        self.stats.counts()
+        self.shared.stats.counts()
     }
 }
 
@@ -196,12 +222,12 @@ impl RecorderHandle {
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "the recorder task failed");
         }
-        self.stats.counts()
+        self.shared.stats.counts()
     }
 
     /// The recorder's counters.
     pub fn stats(&self) -> RecorderCounts {
-        self.stats.counts()
+        self.shared.stats.counts()
     }
 }
 
@@ -211,43 +237,38 @@ struct Flusher {
     instance: u128,
     seq: u64,
     pending: HashMap<ShardId, Vec<SpendEvent>>,
-    stats: Arc<RecorderStats>,
+    shared: Arc<Shared>,
 }
 
 impl Flusher {
-    async fn run(
-        mut self,
-        mut events: mpsc::Receiver<SpendEvent>,
-        mut stop: oneshot::Receiver<()>,
-    ) {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
         let mut tick = tokio::time::interval(self.config.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                received = events.recv() => match received {
-                    Some(event) => {
-                        let shard = ShardId::for_org(&event.attribution.org, self.queue.shards());
-                        let batch = self.pending.entry(shard).or_default();
-                        batch.push(event);
-                        if batch.len() >= self.config.max_batch_events {
-                            self.flush(shard).await;
-                        }
-                    }
-                    // Every `Recorder` was dropped.
-                    None => break,
-                },
-                _ = tick.tick() => self.flush_all().await,
-                _ = &mut stop => {
-                    events.close();
-                    while let Some(event) = events.recv().await {
-                        let shard = ShardId::for_org(&event.attribution.org, self.queue.shards());
-                        self.pending.entry(shard).or_default().push(event);
-                    }
-                    break;
-                }
+                () = self.shared.full_batch.notified() => {}
+                _ = tick.tick() => {}
+                _ = &mut stop => break,
             }
+            self.take_buffered();
+            self.flush_all().await;
         }
+        // Refuse new events, wait for the calls already past the check, take the rest.
+        self.shared.closed.store(true, Ordering::SeqCst);
+        while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
+            std::hint::spin_loop();
+        }
+        self.take_buffered();
         self.flush_all().await;
+    }
+
+    /// Moves every buffered event to its shard's pending batch.
+    fn take_buffered(&mut self) {
+        let shards = self.queue.shards();
+        while let Some(event) = self.shared.buffer.pop() {
+            let shard = ShardId::for_org(&event.attribution.org, shards);
+            self.pending.entry(shard).or_default().push(event);
+        }
     }
 
     async fn flush_all(&mut self) {
@@ -282,17 +303,27 @@ impl Flusher {
             match self.queue.append(batch).await {
                 Ok(outcome) => {
                     if outcome == AppendOutcome::Duplicate {
-                        self.stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+                        self.shared
+                            .stats
+                            .duplicate_batches
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                     let events = u64::try_from(batch.events.len()).unwrap_or(u64::MAX);
-                    self.stats
+                    self.shared
+                        .stats
                         .flushed_events
                         .fetch_add(events, Ordering::Relaxed);
-                    self.stats.flushed_batches.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .flushed_batches
+                        .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Err(e) => {
-                    self.stats.flush_errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .flush_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     if e.is_retryable() {
                         tracing::warn!(batch = %batch.id, error = %e, "spend flush failed; retrying");
                     } else {

@@ -78,12 +78,15 @@ pub struct SpendEvent {
 }
 
 impl SpendEvent {
-    /// The spend of a priced request.
+    /// The spend of a priced request served by `provider` (which may differ from the
+    /// provider whose price list priced it: Azure priced at OpenAI's list, say).
+    #[allow(clippy::too_many_arguments)]
     pub fn priced(
         request_id: RequestId,
         event_time: DateTime<Utc>,
         attribution: Attribution,
         billing_mode: BillingMode,
+        provider: Provider,
         model: &str,
         cost: &Cost,
     ) -> SpendEvent {
@@ -91,7 +94,7 @@ impl SpendEvent {
             request_id,
             event_time,
             attribution,
-            provider: cost.price().provider().clone(),
+            provider,
             model: model.to_owned(),
             usage: Some(*cost.usage()),
             pricing: Pricing::Priced {
