@@ -2,3 +2,4 @@
 
 pub use routero_core as core;
 pub use routero_core::*;
+pub use routero_redis as redis;

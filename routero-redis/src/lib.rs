@@ -1,9 +1,421 @@
-//! Routero on Redis.
+//! Routero on Redis: the spend queue on Redis Streams and per-shard leader leases with
+//! fencing tokens, implementing [`routero_core::port::SpendQueue`] and
+//! [`routero_core::port::LeaderElector`].
 //!
-//! This crate will hold the Redis side of the exactly-once spend pipeline: the spend
-//! queue on Redis Streams (one stream per shard, flushed by a Lua script that appends a
-//! batch only if its batch id is new) and per-shard leader leases with fencing tokens.
-//! It implements the queue and leader ports that `routero-core` defines.
+//! # Keys
 //!
-//! It builds today so that the workspace has its final shape; the ports it implements
-//! are not yet defined in `routero-core`.
+//! Every key starts with a configurable prefix and carries the shard as a hash tag,
+//! so that a shard's keys live in one cluster slot and a Lua script may touch them
+//! together:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{prefix}:{N}:stream` | stream | the shard's batches, one entry each (field `b`, the encoded batch) |
+//! | `{prefix}:{N}:batch:{id}` | string, with a TTL | a batch id seen, for deduplication |
+//! | `{prefix}:{N}:lease` | string, with a TTL | `holder\|token` of the shard's leader |
+//! | `{prefix}:{N}:fence` | counter | the shard's last fencing token |
+//!
+//! # Protocol
+//!
+//! - **Flush**: one round trip, `append.lua`: `SET batch-key NX PX ttl`, and only if it
+//!   was new, `XADD`. A flush retried after a lost reply finds its key and adds nothing.
+//!   Batch ids are remembered for [`RedisConfig::dedup_ttl`] (24 h by default): a retry
+//!   later than that would be appended twice, and the recorder never retries that long.
+//! - **Read** after the store's watermark with `XRANGE (watermark + COUNT n`; **trim**
+//!   through a committed watermark with `XTRIM MINID`.
+//! - **Leases**: `acquire.lua` takes the lease with `SET NX PX` and a fencing token
+//!   from `INCR` on the shard's counter; `renew.lua` and `release.lua` compare the
+//!   holder and token before they touch the lease.
+//!
+//! # Persistence
+//!
+//! Exactly-once needs Redis to keep what it acknowledged: run it with the append-only
+//! file on (`appendonly yes`). With `appendfsync everysec` a crash of the Redis host
+//! (not of the process: a killed `redis-server` loses nothing the kernel has) can lose
+//! the last second of flushed batches and fencing-token increments; with
+//! `appendfsync always`, nothing. Without persistence a Redis restart loses every
+//! batch not yet drained, and resets the fencing counters, after which the store
+//! refuses every drainer as stale until the counters pass the store's last token
+//! (set them with `SET {prefix}:{N}:fence <token>` to recover).
+
+mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::cmd;
+use fred::prelude::{Builder, ClientLike, Config, Pool, ReconnectPolicy, TcpConfig};
+use fred::types::Value;
+use fred::types::scripts::Script;
+use routero_core::port::{
+    AppendOutcome, BackendError, ErrorKind, FencingToken, LeaderElector, Lease, SpendQueue,
+};
+use routero_core::spend::{QueuePosition, QueuedBatch, ShardId, SpendBatch};
+
+/// How to reach Redis and lay out the keys.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// The key prefix (several deployments, or tests, can share one Redis).
+    pub prefix: String,
+    /// How many shards the queue has. Every recorder and coworker must agree.
+    pub shards: u16,
+    /// Connections in the pool (fred pipelines commands on each).
+    pub pool_size: usize,
+    /// How long a command may take before it fails with a timeout.
+    pub command_timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// How long batch ids are remembered for deduplication.
+    pub dedup_ttl: Duration,
+}
+
+impl RedisConfig {
+    /// The defaults for a URL: prefix `routero`, 16 shards, 4 connections, 2 s
+    /// command timeout, 2 s connect timeout, 24 h deduplication window.
+    pub fn new(url: impl Into<String>) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            prefix: "routero".to_owned(),
+            shards: 16,
+            pool_size: 4,
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            dedup_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The connection pool and the loaded scripts, shared by the queue and the elector.
+#[derive(Clone)]
+pub struct Redis {
+    pool: Pool,
+    config: Arc<RedisConfig>,
+    scripts: Arc<Scripts>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redis")
+            .field("prefix", &self.config.prefix)
+            .field("shards", &self.config.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Scripts {
+    append: Script,
+    acquire: Script,
+    renew: Script,
+    release: Script,
+}
+
+/// Maps a fred error onto the portable kinds.
+fn backend(error: fred::error::Error) -> BackendError {
+    use fred::error::ErrorKind as Fred;
+    let details = error.details().to_owned();
+    let kind = match error.kind() {
+        Fred::IO | Fred::Canceled | Fred::Routing => ErrorKind::Unavailable,
+        Fred::Timeout => ErrorKind::Timeout,
+        // The server answers LOADING while it replays its append-only file, and BUSY
+        // while a script runs: both pass.
+        _ if details.starts_with("LOADING")
+            || details.starts_with("BUSY")
+            || details.starts_with("TRYAGAIN") =>
+        {
+            ErrorKind::Unavailable
+        }
+        Fred::Protocol | Fred::Parse => ErrorKind::Corrupt,
+        Fred::Config | Fred::Url | Fred::Auth | Fred::InvalidArgument | Fred::InvalidCommand => {
+            ErrorKind::Invalid
+        }
+        _ => ErrorKind::Other,
+    };
+    BackendError::new(kind, format!("redis: {details}")).with_source(error)
+}
+
+impl Redis {
+    /// Connects a pool. Reconnects are automatic (exponential backoff, 100 ms to 5 s,
+    /// forever); while disconnected, commands fail after the command timeout with a
+    /// retryable error.
+    pub async fn connect(config: RedisConfig) -> Result<Redis, BackendError> {
+        let redis_config = Config::from_url(&config.url).map_err(backend)?;
+        let pool = Builder::from_config(redis_config)
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+                c.internal_command_timeout = config.command_timeout;
+                c.max_command_attempts = 2;
+                c.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..TcpConfig::default()
+                };
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = config.command_timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build_pool(config.pool_size.max(1))
+            .map_err(backend)?;
+        pool.init().await.map_err(backend)?;
+        Ok(Redis {
+            pool,
+            config: Arc::new(config),
+            scripts: Arc::new(Scripts {
+                append: Script::from_lua(include_str!("lua/append.lua")),
+                acquire: Script::from_lua(include_str!("lua/acquire.lua")),
+                renew: Script::from_lua(include_str!("lua/renew.lua")),
+                release: Script::from_lua(include_str!("lua/release.lua")),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// The spend queue on this connection.
+    pub fn queue(&self) -> RedisQueue {
+        RedisQueue {
+            redis: self.clone(),
+        }
+    }
+
+    /// The leader elector on this connection.
+    pub fn elector(&self) -> RedisElector {
+        RedisElector {
+            redis: self.clone(),
+        }
+    }
+
+    /// Closes the connections.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+
+    fn key(&self, shard: ShardId, suffix: &str) -> String {
+        format!("{}:{{{}}}:{suffix}", self.config.prefix, shard.0)
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
+/// The spend queue on Redis Streams, one stream per shard.
+#[derive(Debug, Clone)]
+pub struct RedisQueue {
+    redis: Redis,
+}
+
+/// A stream entry id as a queue position.
+fn position(id: &str) -> Result<QueuePosition, BackendError> {
+    id.parse()
+        .map_err(|e: String| BackendError::new(ErrorKind::Corrupt, format!("redis stream id: {e}")))
+}
+
+#[async_trait]
+impl SpendQueue for RedisQueue {
+    fn shards(&self) -> u16 {
+        self.redis.config.shards
+    }
+
+    async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError> {
+        if batch.shard.0 >= self.shards() {
+            return Err(BackendError::new(
+                ErrorKind::Invalid,
+                format!("shard {} of a {}-shard queue", batch.shard, self.shards()),
+            ));
+        }
+        let payload = wire::encode(batch).map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
+        let keys = vec![
+            self.redis.key(batch.shard, &format!("batch:{}", batch.id)),
+            self.redis.key(batch.shard, "stream"),
+        ];
+        let args = vec![millis(self.redis.config.dedup_ttl), payload];
+        let reply: Option<String> = self
+            .redis
+            .scripts
+            .append
+            .evalsha_with_reload(self.redis.pool.next(), keys, args)
+            .await
+            .map_err(backend)?;
+        match reply {
+            Some(id) => Ok(AppendOutcome::Appended(position(&id)?)),
+            None => Ok(AppendOutcome::Duplicate),
+        }
+    }
+
+    async fn read_after(
+        &self,
+        shard: ShardId,
+        after: Option<QueuePosition>,
+        limit: usize,
+    ) -> Result<Vec<QueuedBatch>, BackendError> {
+        let start = after.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
+        let count = limit.clamp(1, 1 << 20).to_string();
+        let reply: Value = self
+            .redis
+            .pool
+            .custom(
+                cmd!("XRANGE"),
+                vec![
+                    self.redis.key(shard, "stream"),
+                    start,
+                    "+".to_owned(),
+                    "COUNT".to_owned(),
+                    count,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        let corrupt = |what: &str| {
+            BackendError::new(ErrorKind::Corrupt, format!("redis XRANGE reply: {what}"))
+        };
+        let Value::Array(entries) = reply else {
+            return if reply.is_null() {
+                Ok(Vec::new())
+            } else {
+                Err(corrupt("not an array"))
+            };
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Value::Array(parts) = entry else {
+                return Err(corrupt("entry is not an array"));
+            };
+            let [id, fields] =
+                <[Value; 2]>::try_from(parts).map_err(|_| corrupt("entry is not [id, fields]"))?;
+            let id = id
+                .as_str()
+                .ok_or_else(|| corrupt("id is not a string"))?
+                .to_string();
+            let Value::Array(fields) = fields else {
+                return Err(corrupt("fields are not an array"));
+            };
+            let payload = fields
+                .chunks(2)
+                .find(|pair| pair.first().and_then(Value::as_str).as_deref() == Some("b"))
+                .and_then(|pair| pair.get(1))
+                .and_then(Value::as_bytes)
+                .ok_or_else(|| corrupt("entry has no batch field"))?;
+            let batch = wire::decode(payload).map_err(|e| {
+                BackendError::new(
+                    ErrorKind::Corrupt,
+                    format!("redis entry {id} of shard {shard}: {e}"),
+                )
+            })?;
+            out.push(QueuedBatch {
+                position: position(&id)?,
+                batch,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn trim_through(
+        &self,
+        shard: ShardId,
+        through: QueuePosition,
+    ) -> Result<(), BackendError> {
+        // XTRIM MINID removes entries whose id is below the given one.
+        let min_id = match through.minor.checked_add(1) {
+            Some(minor) => QueuePosition::new(through.major, minor),
+            None => QueuePosition::new(through.major.saturating_add(1), 0),
+        };
+        let _: Value = self
+            .redis
+            .pool
+            .custom(
+                cmd!("XTRIM"),
+                vec![
+                    self.redis.key(shard, "stream"),
+                    "MINID".to_owned(),
+                    min_id.to_string(),
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// Per-shard leader leases on Redis with fencing tokens.
+#[derive(Debug, Clone)]
+pub struct RedisElector {
+    redis: Redis,
+}
+
+fn lease_value(lease: &Lease) -> String {
+    format!("{}|{}", lease.holder, lease.token.0)
+}
+
+#[async_trait]
+impl LeaderElector for RedisElector {
+    async fn acquire(
+        &self,
+        shard: ShardId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, BackendError> {
+        if holder.is_empty() || holder.contains('|') || holder.chars().any(char::is_control) {
+            return Err(BackendError::new(
+                ErrorKind::Invalid,
+                format!("lease holder {holder:?}"),
+            ));
+        }
+        let keys = vec![
+            self.redis.key(shard, "lease"),
+            self.redis.key(shard, "fence"),
+        ];
+        let token: Option<u64> = self
+            .redis
+            .scripts
+            .acquire
+            .evalsha_with_reload(
+                self.redis.pool.next(),
+                keys,
+                vec![holder.to_owned(), millis(ttl)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(token.map(|token| Lease {
+            shard,
+            holder: Arc::from(holder),
+            token: FencingToken(token),
+            ttl,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<bool, BackendError> {
+        let renewed: i64 = self
+            .redis
+            .scripts
+            .renew
+            .evalsha_with_reload(
+                self.redis.pool.next(),
+                vec![self.redis.key(lease.shard, "lease")],
+                vec![lease_value(lease), millis(lease.ttl)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(renewed == 1)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), BackendError> {
+        let _: i64 = self
+            .redis
+            .scripts
+            .release
+            .evalsha_with_reload(
+                self.redis.pool.next(),
+                vec![self.redis.key(lease.shard, "lease")],
+                vec![lease_value(lease)],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,368 @@
+//! routero-redis against a real redis-server.
+//!
+//! The server comes from `ROUTERO_TEST_REDIS_URL` (scripts/test.sh starts one). With
+//! `ROUTERO_TEST_REQUIRE_SERVICES=1` a missing server fails the run; otherwise these
+//! tests skip with a notice. Each test uses its own key prefix. The restart test
+//! starts and kills its own redis-server.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use routero_core::attribution::OrgId;
+use routero_core::conformance::{self, sample_day, sample_event};
+use routero_core::drainer::{Drainer, DrainerConfig, StepOutcome};
+use routero_core::memory::MemoryStore;
+use routero_core::port::{AppendOutcome, LeaderElector, RollupFilter, SpendQueue, SpendReader};
+use routero_core::recorder::{Recorder, RecorderConfig};
+use routero_core::spend::{BatchId, ShardId, SpendBatch};
+use routero_redis::{Redis, RedisConfig};
+use rust_decimal::Decimal;
+
+fn require_services() -> bool {
+    std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The test server's URL, or `None` (after a notice) when there is none to use.
+fn redis_url() -> Option<String> {
+    match std::env::var("ROUTERO_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) if require_services() => {
+            panic!("ROUTERO_TEST_REDIS_URL is not set and services are required")
+        }
+        Err(_) => {
+            eprintln!("skipped: ROUTERO_TEST_REDIS_URL is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("test-{test}-{}-{nanos}", std::process::id())
+}
+
+async fn connect(url: &str, test: &str, shards: u16) -> Redis {
+    let mut config = RedisConfig::new(url);
+    config.prefix = unique_prefix(test);
+    config.shards = shards;
+    Redis::connect(config)
+        .await
+        .expect("connect to the test redis-server")
+}
+
+#[tokio::test]
+async fn conformance_queue() {
+    let Some(url) = redis_url() else { return };
+    conformance::queue_orders_reads_and_trims(&connect(&url, "q1", 4).await.queue()).await;
+    conformance::queue_ignores_duplicate_batch_ids(&connect(&url, "q2", 4).await.queue()).await;
+    conformance::queue_keeps_shards_apart(&connect(&url, "q3", 4).await.queue()).await;
+}
+
+#[tokio::test]
+async fn conformance_elector() {
+    let Some(url) = redis_url() else { return };
+    conformance::elector_single_holder(&connect(&url, "e1", 4).await.elector()).await;
+    // Two electors on two separate connection pools race for one lease.
+    let first = connect(&url, "race", 4).await;
+    let mut config = first.config().clone();
+    config.pool_size = 1;
+    let second = Redis::connect(config).await.unwrap();
+    conformance::elector_race_has_one_winner(&first.elector(), &second.elector()).await;
+    conformance::elector_expiry_and_takeover(
+        &connect(&url, "e3", 4).await.elector(),
+        Duration::from_millis(200),
+        tokio::time::sleep,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn conformance_pipeline() {
+    let Some(url) = redis_url() else { return };
+    let redis = connect(&url, "pipeline", 4).await;
+    conformance::pipeline_is_exactly_once(
+        Arc::new(redis.queue()),
+        Arc::new(redis.elector()),
+        Arc::new(MemoryStore::new()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_retried_flush_whose_reply_was_lost_adds_nothing() {
+    let Some(url) = redis_url() else { return };
+    let queue = connect(&url, "lost-reply", 2).await.queue();
+    let batch = SpendBatch {
+        id: BatchId::new(42, 1),
+        shard: ShardId(1),
+        events: vec![sample_event("acme", 1, "0.3")],
+    };
+    assert!(matches!(
+        queue.append(&batch).await.unwrap(),
+        AppendOutcome::Appended(_)
+    ));
+    // The first reply never reached the recorder: it sends the same batch again.
+    assert_eq!(
+        queue.append(&batch).await.unwrap(),
+        AppendOutcome::Duplicate
+    );
+    assert_eq!(
+        queue.read_after(ShardId(1), None, 10).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_paused_leader_is_fenced_off_by_the_store() {
+    let Some(url) = redis_url() else { return };
+    let redis = connect(&url, "paused", 1).await;
+    let queue = Arc::new(redis.queue());
+    let elector = Arc::new(redis.elector());
+    let store = Arc::new(MemoryStore::new());
+    let drainer = |holder: &str| {
+        Drainer::new(
+            queue.clone(),
+            elector.clone(),
+            store.clone(),
+            DrainerConfig::new(holder),
+        )
+    };
+    let (paused, successor) = (drainer("paused"), drainer("successor"));
+
+    let old = elector
+        .acquire(ShardId(0), "paused", Duration::from_millis(300))
+        .await
+        .unwrap()
+        .unwrap();
+    // The holder pauses (GC, SIGSTOP) past its lease; another coworker takes over.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let new = elector
+        .acquire(ShardId(0), "successor", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new.token > old.token, "the successor's token is larger");
+
+    let batch = |seq| SpendBatch {
+        id: BatchId::new(7, seq),
+        shard: ShardId(0),
+        events: vec![sample_event("acme", seq, "1.5")],
+    };
+    queue.append(&batch(1)).await.unwrap();
+    assert!(matches!(
+        successor.step(&new).await.unwrap(),
+        StepOutcome::Drained { .. }
+    ));
+    queue.append(&batch(2)).await.unwrap();
+    // The paused leader wakes up and drains with its old token: refused.
+    assert_eq!(paused.step(&old).await.unwrap(), StepOutcome::Fenced);
+    assert!(!elector.renew(&old).await.unwrap(), "and its lease is gone");
+    assert_eq!(
+        store.totals().cost,
+        Decimal::new(15, 1),
+        "only the successor's step counted"
+    );
+    assert!(matches!(
+        successor.step(&new).await.unwrap(),
+        StepOutcome::Drained { .. }
+    ));
+    assert_eq!(store.totals().cost, Decimal::new(30, 1));
+}
+
+#[tokio::test]
+async fn corrupt_entries_are_reported_not_skipped() {
+    let Some(url) = redis_url() else { return };
+    let redis = connect(&url, "corrupt", 1).await;
+    let queue = redis.queue();
+    let stream = format!("{}:{{0}}:stream", redis.config().prefix);
+    let status = Command::new("redis-cli")
+        .args(["-u", &url, "XADD", &stream, "*", "b", "{not a batch"])
+        .stdout(Stdio::null())
+        .status();
+    let Ok(status) = status else {
+        eprintln!("skipped: redis-cli is not installed");
+        return;
+    };
+    assert!(status.success());
+    let err = queue.read_after(ShardId(0), None, 10).await.unwrap_err();
+    assert_eq!(err.kind(), routero_core::port::ErrorKind::Corrupt, "{err}");
+    assert!(!err.is_retryable());
+}
+
+/// A redis-server of the test's own, with the append-only file on.
+struct OwnRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Option<OwnRedis> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = std::env::temp_dir().join(unique_prefix("own-redis"));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mut server = OwnRedis {
+            port,
+            dir,
+            child: None,
+        };
+        server.spawn().then_some(server)
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                self.dir.to_str().unwrap_or("."),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// kill -9, then start again on the same files.
+    fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(self.spawn(), "redis-server restarts");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_crash_with_aof_loses_nothing() {
+    let Some(mut server) = OwnRedis::start() else {
+        assert!(
+            !require_services(),
+            "redis-server could not be started and services are required"
+        );
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    };
+    let mut config = RedisConfig::new(server.url());
+    config.shards = 4;
+    config.command_timeout = Duration::from_millis(500);
+    let redis = Redis::connect(config).await.unwrap();
+    let queue = Arc::new(redis.queue());
+    let store = Arc::new(MemoryStore::new());
+    let (recorder, recorder_handle) = Recorder::spawn(
+        queue.clone(),
+        RecorderConfig {
+            flush_interval: Duration::from_millis(5),
+            max_batch_events: 50,
+            ..RecorderConfig::default()
+        },
+    );
+    let drainer = Arc::new(Drainer::new(
+        queue.clone(),
+        Arc::new(redis.elector()),
+        store.clone(),
+        DrainerConfig {
+            idle_wait: Duration::from_millis(5),
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+            ..DrainerConfig::new("restart")
+        },
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let drainer = drainer.clone();
+        tokio::spawn(async move {
+            drainer
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+
+    let orgs = ["a", "b", "c", "d", "e", "f"];
+    let mut expected = Decimal::ZERO;
+    for seq in 0..3_000u64 {
+        let cost = format!("0.{:05}", (seq * 7_919) % 100_000);
+        expected += Decimal::from_str_exact(&cost).unwrap();
+        let org = orgs[usize::try_from(seq % 6).unwrap()];
+        recorder.record(sample_event(org, seq, &cost)).unwrap();
+        if seq % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if seq == 1_500 {
+            server.crash_and_restart();
+        }
+    }
+    let flushed = recorder_handle.shutdown().await;
+    assert_eq!(flushed.flushed_events, 3_000);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Decimal::ZERO;
+    while Instant::now() < deadline {
+        let mut sum = Decimal::ZERO;
+        for org in orgs {
+            let filter = RollupFilter::new(OrgId::new(org).unwrap(), sample_day(), sample_day());
+            sum += store
+                .rollups(&filter)
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.totals.cost)
+                .sum::<Decimal>();
+        }
+        got = sum;
+        if got == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop.send(());
+    let stats = running.await.unwrap();
+    assert_eq!(
+        got, expected,
+        "exact totals after a Redis crash ({stats:?}, recorder {flushed:?})"
+    );
+    assert_eq!(store.totals().successes, 3_000, "nothing counted twice");
+}
