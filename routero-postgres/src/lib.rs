@@ -1,9 +1,262 @@
-//! Routero on PostgreSQL.
+//! Routero on PostgreSQL, the system of record: what it holds is what customers are
+//! billed.
 //!
-//! This crate will hold the system of record: embedded migrations, the atomic drain
-//! transaction (fencing-token and watermark checks, one `UNNEST … ON CONFLICT` rollup
-//! upsert), the wallet ledger, invoices and the analytics queries, implementing the
-//! store ports that `routero-core` defines.
+//! [`PgStore`] implements [`routero_core::port::SpendStore`] (the atomic drain step)
+//! and [`routero_core::port::SpendReader`] (rollup reads for the analytics) with
+//! `tokio-postgres` on a `deadpool-postgres` pool.
 //!
-//! It builds today so that the workspace has its final shape; the ports it implements
-//! are not yet defined in `routero-core`.
+//! # Schema
+//!
+//! Versioned migrations (`migrations/V*.sql`, embedded with `refinery`) are applied by
+//! [`PgStore::connect`] under a PostgreSQL advisory lock, so several coworkers may
+//! start at once. Money is `NUMERIC`, token counts `BIGINT` (converted with checks).
+//!
+//! | table | holds |
+//! |---|---|
+//! | `routero_drain_state` | per shard: the watermark (last applied queue position) and the newest fencing token |
+//! | `routero_daily_rollups` | per UTC day, org, workspace, team, API key, user, customer, provider, model and billing mode: token sums, successes, failures, unpriced count, exact cost |
+//! | `routero_unpriced` | every request that could not be priced, with its usage and reason, to be repriced later |
+//! | `routero_spend_log` | optional request-level log, partitioned by month, with a retention setting |
+//!
+//! # The drain step
+//!
+//! One transaction: lock the shard's drain-state row; refuse a fencing token older
+//! than the stored one; recognise a range at or below the stored watermark as a
+//! replay; refuse a watermark that moved; upsert the rollups with one
+//! `INSERT … SELECT FROM UNNEST(…) ON CONFLICT DO UPDATE`; keep the unpriced events;
+//! write the spend log; advance the watermark and store the token.
+
+mod drain;
+mod read;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use routero_core::port::{BackendError, ErrorKind};
+use tokio_postgres::NoTls;
+
+mod embedded {
+    refinery::embed_migrations!("migrations");
+}
+
+/// How to reach PostgreSQL and what to keep.
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// `postgres://user[:password]@host[:port]/database`.
+    pub url: String,
+    /// The schema Routero's tables live in (created if missing); `None`: the
+    /// connection's default search path.
+    pub schema: Option<String>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long to wait for a free connection, and to connect.
+    pub timeout: Duration,
+    /// Whether to write the request-level spend log.
+    pub spend_log: bool,
+}
+
+impl PgConfig {
+    /// The defaults for a URL: default schema, 8 connections, 5 s timeout, spend log on.
+    pub fn new(url: impl Into<String>) -> PgConfig {
+        PgConfig {
+            url: url.into(),
+            schema: None,
+            pool_size: 8,
+            timeout: Duration::from_secs(5),
+            spend_log: true,
+        }
+    }
+}
+
+/// The store on a connection pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: Arc<PgConfig>,
+    /// Spend-log partitions known to exist (months as `YYYY_MM`).
+    partitions: Arc<Mutex<HashSet<String>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.config.schema)
+            .field("spend_log", &self.config.spend_log)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a PostgreSQL client error onto the portable kinds.
+pub(crate) fn backend(error: tokio_postgres::Error) -> BackendError {
+    use tokio_postgres::error::SqlState;
+    let kind = match error.code() {
+        Some(code)
+            if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            ErrorKind::Conflict
+        }
+        Some(code)
+            if *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            ErrorKind::Unavailable
+        }
+        Some(code) if *code == SqlState::QUERY_CANCELED => ErrorKind::Timeout,
+        Some(code) if code.code().starts_with("22") || code.code().starts_with("23") => {
+            ErrorKind::Invalid
+        }
+        Some(_) => ErrorKind::Other,
+        // No SQL state: the connection failed or closed.
+        None => ErrorKind::Unavailable,
+    };
+    BackendError::new(kind, format!("postgres: {error}")).with_source(error)
+}
+
+pub(crate) fn pool_error(error: deadpool_postgres::PoolError) -> BackendError {
+    use deadpool_postgres::PoolError;
+    match error {
+        PoolError::Backend(e) => backend(e),
+        PoolError::Timeout(_) => {
+            BackendError::new(ErrorKind::Timeout, format!("postgres pool: {error}"))
+        }
+        other => BackendError::new(ErrorKind::Unavailable, format!("postgres pool: {other}")),
+    }
+}
+
+/// A schema name: letters, digits and `_`, not starting with a digit.
+fn valid_schema(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl PgStore {
+    /// Connects a pool, creates the schema if needed and applies the migrations.
+    pub async fn connect(config: PgConfig) -> Result<PgStore, BackendError> {
+        let mut pg: tokio_postgres::Config =
+            config.url.parse().map_err(|e: tokio_postgres::Error| {
+                BackendError::new(ErrorKind::Invalid, format!("database url: {e}"))
+            })?;
+        pg.connect_timeout(config.timeout);
+        if let Some(schema) = &config.schema {
+            if !valid_schema(schema) {
+                return Err(BackendError::new(
+                    ErrorKind::Invalid,
+                    format!("schema name {schema:?}"),
+                ));
+            }
+            pg.options(format!("-c search_path={schema}"));
+        }
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.timeout))
+            .create_timeout(Some(config.timeout))
+            .recycle_timeout(Some(config.timeout))
+            .build()
+            .map_err(|e| BackendError::new(ErrorKind::Invalid, format!("postgres pool: {e}")))?;
+        let store = PgStore {
+            pool,
+            config: Arc::new(config),
+            partitions: Arc::new(Mutex::new(HashSet::new())),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations, one coworker at a time.
+    async fn migrate(&self) -> Result<(), BackendError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        if let Some(schema) = &self.config.schema {
+            // The name was validated: letters, digits and '_' only.
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .await
+                .map_err(backend)?;
+        }
+        client
+            .batch_execute("SELECT pg_advisory_lock(7317020261128)")
+            .await
+            .map_err(backend)?;
+        let migrated = embedded::migrations::runner()
+            .run_async(&mut **client)
+            .await;
+        client
+            .batch_execute("SELECT pg_advisory_unlock(7317020261128)")
+            .await
+            .map_err(backend)?;
+        migrated.map_err(|e| BackendError::new(ErrorKind::Other, format!("migrations: {e}")))?;
+        Ok(())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PgConfig {
+        &self.config
+    }
+
+    /// A connection from the pool, for queries of the embedding application.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, BackendError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Drops the spend-log partitions of months before `keep_from` (the retention
+    /// setting); returns the partitions dropped.
+    pub async fn prune_spend_log(
+        &self,
+        keep_from: chrono::NaiveDate,
+    ) -> Result<Vec<String>, BackendError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 JOIN pg_class p ON p.oid = i.inhparent \
+                 WHERE p.relname = 'routero_spend_log' AND p.relnamespace = c.relnamespace \
+                 AND p.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        let cutoff = keep_from.format("%Y_%m").to_string();
+        let mut dropped = Vec::new();
+        for row in rows {
+            let name: String = row.get(0);
+            let Some(month) = name.strip_prefix("routero_spend_log_") else {
+                continue;
+            };
+            let is_month = month.len() == 7
+                && month.bytes().enumerate().all(|(i, b)| {
+                    if i == 4 {
+                        b == b'_'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                });
+            if is_month && month < cutoff.as_str() {
+                client
+                    .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                    .await
+                    .map_err(backend)?;
+                self.partitions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(month);
+                dropped.push(name);
+            }
+        }
+        dropped.sort();
+        Ok(dropped)
+    }
+}

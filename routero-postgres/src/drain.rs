@@ -1,0 +1,378 @@
+//! The drain step: one transaction per batch range.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use deadpool_postgres::Transaction;
+use routero_core::port::{
+    ApplyOutcome, BackendError, DrainApply, DrainState, ErrorKind, FencingToken, SpendStore,
+};
+use routero_core::spend::{Outcome, Pricing, QueuePosition, ShardId, SpendEvent};
+use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
+
+use crate::{PgStore, backend};
+
+/// A count as `BIGINT`, checked.
+pub(crate) fn big(value: u64, what: &str) -> Result<i64, BackendError> {
+    i64::try_from(value).map_err(|_| {
+        BackendError::new(
+            ErrorKind::Invalid,
+            format!("{what} = {value} exceeds BIGINT"),
+        )
+    })
+}
+
+/// A `BIGINT` read back as a count, checked.
+pub(crate) fn count(value: i64, what: &str) -> Result<u64, BackendError> {
+    u64::try_from(value)
+        .map_err(|_| BackendError::new(ErrorKind::Corrupt, format!("{what} = {value} is negative")))
+}
+
+fn shard_param(shard: ShardId) -> i32 {
+    i32::from(shard.0)
+}
+
+fn state_from(
+    major: Option<i64>,
+    minor: Option<i64>,
+    token: Option<i64>,
+) -> Result<DrainState, BackendError> {
+    let watermark = match (major, minor) {
+        (Some(major), Some(minor)) => Some(QueuePosition::new(
+            count(major, "watermark")?,
+            count(minor, "watermark")?,
+        )),
+        _ => None,
+    };
+    Ok(DrainState {
+        watermark,
+        fencing_token: token
+            .map(|t| count(t, "fencing token").map(FencingToken))
+            .transpose()?,
+    })
+}
+
+fn or_empty<T: AsRef<str>>(value: Option<&T>) -> &str {
+    value.map_or("", AsRef::as_ref)
+}
+
+#[async_trait]
+impl SpendStore for PgStore {
+    async fn drain_state(&self, shard: ShardId) -> Result<DrainState, BackendError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT watermark_major, watermark_minor, fencing_token FROM routero_drain_state WHERE shard = $1",
+                &[&shard_param(shard)],
+            )
+            .await
+            .map_err(backend)?;
+        match row {
+            Some(row) => state_from(row.get(0), row.get(1), row.get(2)),
+            None => Ok(DrainState::default()),
+        }
+    }
+
+    async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let lock = tx
+            .prepare_cached(include_str!("../sql/lock_drain_state.sql"))
+            .await
+            .map_err(backend)?;
+        let row = tx
+            .query_one(&lock, &[&shard_param(apply.shard)])
+            .await
+            .map_err(backend)?;
+        let current = state_from(row.get(0), row.get(1), row.get(2))?;
+        // The checks, in the order every store applies them (see the port's docs).
+        if let Some(newest) = current.fencing_token.filter(|t| *t > apply.token) {
+            return Ok(ApplyOutcome::StaleLeader { current: newest });
+        }
+        if current.watermark.is_some_and(|w| w >= apply.through) {
+            return Ok(ApplyOutcome::AlreadyApplied);
+        }
+        if current.watermark != apply.expected {
+            return Ok(ApplyOutcome::WatermarkMoved {
+                current: current.watermark,
+            });
+        }
+        upsert_rollups(&tx, &apply).await?;
+        insert_unpriced(&tx, apply.events).await?;
+        let mut created = Vec::new();
+        if self.config.spend_log {
+            created = self.ensure_partitions(&tx, apply.events).await?;
+            insert_spend_log(&tx, apply.events).await?;
+        }
+        let advance = tx
+            .prepare_cached(
+                "UPDATE routero_drain_state SET watermark_major = $2, watermark_minor = $3, \
+                 fencing_token = $4, updated_at = now() WHERE shard = $1",
+            )
+            .await
+            .map_err(backend)?;
+        tx.execute(
+            &advance,
+            &[
+                &shard_param(apply.shard),
+                &big(apply.through.major, "watermark")?,
+                &big(apply.through.minor, "watermark")?,
+                &big(apply.token.0, "fencing token")?,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        // Only a committed partition is known to exist.
+        self.partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(created);
+        Ok(ApplyOutcome::Applied)
+    }
+}
+
+async fn upsert_rollups(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(), BackendError> {
+    if apply.rollups.is_empty() {
+        return Ok(());
+    }
+    let n = apply.rollups.len();
+    let mut day: Vec<NaiveDate> = Vec::with_capacity(n);
+    let mut text: [Vec<&str>; 9] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut counts: [Vec<i64>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut cost: Vec<Decimal> = Vec::with_capacity(n);
+    for (key, totals) in apply.rollups.iter() {
+        day.push(key.day);
+        let dims = [
+            key.org.as_str(),
+            key.workspace.as_str(),
+            or_empty(key.team.as_ref()),
+            or_empty(key.api_key.as_ref()),
+            or_empty(key.user.as_ref()),
+            or_empty(key.customer.as_ref()),
+            key.provider.as_str(),
+            key.model.as_str(),
+            key.billing_mode.as_str(),
+        ];
+        for (column, value) in text.iter_mut().zip(dims) {
+            column.push(value);
+        }
+        let sums = [
+            (totals.input_tokens, "input_tokens"),
+            (totals.cache_read_tokens, "cache_read_tokens"),
+            (totals.cache_write_5m_tokens, "cache_write_5m_tokens"),
+            (totals.cache_write_1h_tokens, "cache_write_1h_tokens"),
+            (totals.output_tokens, "output_tokens"),
+            (totals.reasoning_tokens, "reasoning_tokens"),
+            (totals.web_search_requests, "web_search_requests"),
+            (totals.successes, "successes"),
+            (totals.failures, "failures"),
+            (totals.unpriced, "unpriced"),
+        ];
+        for (column, (value, what)) in counts.iter_mut().zip(sums) {
+            column.push(big(value, what)?);
+        }
+        cost.push(totals.cost);
+    }
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(21);
+    params.push(&day);
+    for column in &text {
+        params.push(column);
+    }
+    for column in &counts {
+        params.push(column);
+    }
+    params.push(&cost);
+    let statement = tx
+        .prepare_cached(include_str!("../sql/upsert_rollups.sql"))
+        .await
+        .map_err(backend)?;
+    tx.execute(&statement, &params).await.map_err(backend)?;
+    Ok(())
+}
+
+/// The attribution columns of an event: org, workspace, team, key, user, customer.
+fn who(event: &SpendEvent) -> [&str; 6] {
+    let a = &event.attribution;
+    [
+        a.org.as_str(),
+        a.workspace.as_str(),
+        or_empty(a.team.as_ref()),
+        or_empty(a.api_key.as_ref()),
+        or_empty(a.user.as_ref()),
+        or_empty(a.customer.as_ref()),
+    ]
+}
+
+async fn insert_unpriced(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<(), BackendError> {
+    let unpriced: Vec<&SpendEvent> = events.iter().filter(|e| e.cost().is_none()).collect();
+    if unpriced.is_empty() {
+        return Ok(());
+    }
+    let mut request: Vec<&str> = Vec::new();
+    let mut time: Vec<DateTime<Utc>> = Vec::new();
+    let mut dims: [Vec<&str>; 9] = Default::default();
+    let mut usage: Vec<Option<String>> = Vec::new();
+    let mut reason: Vec<&str> = Vec::new();
+    for event in unpriced {
+        request.push(event.request_id.as_str());
+        time.push(event.event_time);
+        let values = who(event);
+        for (column, value) in dims.iter_mut().zip(values) {
+            column.push(value);
+        }
+        dims[6].push(event.provider.as_str());
+        dims[7].push(event.model.as_str());
+        dims[8].push(event.billing_mode.as_str());
+        usage.push(
+            event
+                .usage
+                .map(|u| serde_json::to_string(&u))
+                .transpose()
+                .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?,
+        );
+        reason.push(match &event.pricing {
+            Pricing::Unpriced { reason } => reason.as_str(),
+            Pricing::Priced { .. } => "",
+        });
+    }
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request, &time];
+    for column in &dims {
+        params.push(column);
+    }
+    params.push(&usage);
+    params.push(&reason);
+    let statement = tx
+        .prepare_cached(include_str!("../sql/insert_unpriced.sql"))
+        .await
+        .map_err(backend)?;
+    tx.execute(&statement, &params).await.map_err(backend)?;
+    Ok(())
+}
+
+async fn insert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<(), BackendError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let n = events.len();
+    let mut request: Vec<&str> = Vec::with_capacity(n);
+    let mut time: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut dims: [Vec<&str>; 9] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut success: Vec<bool> = Vec::with_capacity(n);
+    let mut partial: Vec<bool> = Vec::with_capacity(n);
+    let mut tokens: [Vec<Option<i64>>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut cost: Vec<Option<Decimal>> = Vec::with_capacity(n);
+    let mut labels: [Vec<Option<&str>>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
+    for event in events {
+        request.push(event.request_id.as_str());
+        time.push(event.event_time);
+        for (column, value) in dims.iter_mut().zip(who(event)) {
+            column.push(value);
+        }
+        dims[6].push(event.provider.as_str());
+        dims[7].push(event.model.as_str());
+        dims[8].push(event.billing_mode.as_str());
+        success.push(event.outcome == Outcome::Success);
+        partial.push(event.partial);
+        let u = event.usage.as_ref();
+        let values = [
+            u.map(|u| u.input_tokens),
+            u.map(|u| u.cache_read_tokens),
+            u.map(|u| u.cache_write_5m_tokens),
+            u.map(|u| u.cache_write_1h_tokens),
+            u.map(|u| u.output_tokens),
+            u.and_then(|u| u.reasoning_tokens),
+        ];
+        for (column, value) in tokens.iter_mut().zip(values) {
+            column.push(value.map(|v| big(v, "tokens")).transpose()?);
+        }
+        match &event.pricing {
+            Pricing::Priced {
+                cost: amount,
+                price_version,
+                priced_model,
+                ..
+            } => {
+                cost.push(Some(*amount));
+                labels[0].push(Some(price_version));
+                labels[1].push(Some(priced_model));
+                labels[2].push(None);
+            }
+            Pricing::Unpriced { reason } => {
+                cost.push(None);
+                labels[0].push(None);
+                labels[1].push(None);
+                labels[2].push(Some(reason));
+            }
+        }
+    }
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request, &time];
+    for column in &dims {
+        params.push(column);
+    }
+    params.push(&success);
+    params.push(&partial);
+    for column in &tokens {
+        params.push(column);
+    }
+    params.push(&cost);
+    for column in &labels {
+        params.push(column);
+    }
+    let statement = tx
+        .prepare_cached(include_str!("../sql/insert_spend_log.sql"))
+        .await
+        .map_err(backend)?;
+    tx.execute(&statement, &params).await.map_err(backend)?;
+    Ok(())
+}
+
+/// `(first day, first day of the next month)` of an instant's UTC month.
+fn month_bounds(at: DateTime<Utc>) -> Option<(NaiveDate, NaiveDate)> {
+    let first = NaiveDate::from_ymd_opt(at.year(), at.month(), 1)?;
+    let next = if at.month() == 12 {
+        NaiveDate::from_ymd_opt(at.year() + 1, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(at.year(), at.month() + 1, 1)?
+    };
+    Some((first, next))
+}
+
+impl PgStore {
+    /// Creates the spend-log partitions the events fall in that this process does not
+    /// know of yet; returns their months.
+    async fn ensure_partitions(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[SpendEvent],
+    ) -> Result<Vec<String>, BackendError> {
+        let mut created = Vec::new();
+        let months: BTreeSet<(NaiveDate, NaiveDate)> = events
+            .iter()
+            .filter_map(|e| month_bounds(e.event_time))
+            .collect();
+        for (first, next) in months {
+            let name = first.format("%Y_%m").to_string();
+            let known = self
+                .partitions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&name);
+            if known {
+                continue;
+            }
+            // Coworkers creating the same partition at once would collide: serialise.
+            tx.batch_execute(&format!(
+                "SELECT pg_advisory_xact_lock(7317020261129); \
+                 CREATE TABLE IF NOT EXISTS routero_spend_log_{name} PARTITION OF routero_spend_log \
+                 FOR VALUES FROM ('{first} 00:00:00+00') TO ('{next} 00:00:00+00')"
+            ))
+            .await
+            .map_err(backend)?;
+            created.push(name);
+        }
+        Ok(created)
+    }
+}

@@ -1,0 +1,410 @@
+//! routero-postgres against a real PostgreSQL.
+//!
+//! The server comes from `ROUTERO_TEST_DATABASE_URL` (scripts/test.sh starts one).
+//! With `ROUTERO_TEST_REQUIRE_SERVICES=1` a missing server fails the run; otherwise
+//! these tests skip with a notice. Each test gets a fresh schema.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use chrono::{Duration, NaiveDate};
+use routero_core::attribution::{BillingMode, OrgId, TeamId};
+use routero_core::conformance::{self, sample_day, sample_event};
+use routero_core::memory::{MemoryElector, MemoryQueue, MemoryStore};
+use routero_core::port::{
+    ApplyOutcome, DrainApply, FencingToken, GroupBy, RollupFilter, SpendReader, SpendStore,
+};
+use routero_core::spend::{Pricing, QueuePosition, Rollups, ShardId, SpendEvent};
+use routero_core::{Provider, Usage};
+use routero_postgres::{PgConfig, PgStore};
+use rust_decimal::Decimal;
+
+fn database_url() -> Option<String> {
+    match std::env::var("ROUTERO_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("ROUTERO_TEST_DATABASE_URL is not set and services are required")
+        }
+        Err(_) => {
+            eprintln!("skipped: ROUTERO_TEST_DATABASE_URL is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+fn fresh_schema(test: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "t_{test}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn store(url: &str, test: &str) -> PgStore {
+    let mut config = PgConfig::new(url);
+    config.schema = Some(fresh_schema(test));
+    PgStore::connect(config).await.expect("connect and migrate")
+}
+
+fn rollups_of(events: &[SpendEvent]) -> Rollups {
+    let mut rollups = Rollups::new();
+    for e in events {
+        rollups.add_event(e).unwrap();
+    }
+    rollups
+}
+
+#[tokio::test]
+async fn conformance_store_and_reader() {
+    let Some(url) = database_url() else { return };
+    conformance::store_applies_exactly_once(&store(&url, "once").await).await;
+    conformance::store_refuses_a_stale_leader(&store(&url, "stale").await).await;
+    conformance::reader_scopes_and_groups(&store(&url, "scope").await).await;
+}
+
+#[tokio::test]
+async fn conformance_pipeline() {
+    let Some(url) = database_url() else { return };
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    conformance::pipeline_is_exactly_once(
+        Arc::new(MemoryQueue::new(4)),
+        Arc::new(MemoryElector::new(Arc::new(
+            routero_core::memory::ManualClock::new(start),
+        ))),
+        Arc::new(store(&url, "pipeline").await),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_to_run_at_once() {
+    let Some(url) = database_url() else { return };
+    let schema = fresh_schema("migrate");
+    let connect = || {
+        let mut config = PgConfig::new(url.clone());
+        config.schema = Some(schema.clone());
+        PgStore::connect(config)
+    };
+    let (a, b, c) = tokio::join!(connect(), connect(), connect());
+    for result in [a, b, c] {
+        result.expect("every coworker starts");
+    }
+    connect().await.expect("and again later");
+}
+
+/// A deterministic random workload: many orgs, teams, keys, users, customers,
+/// providers, models, modes, days, failures and unpriced events.
+fn workload(seed: u64, batches: usize) -> Vec<Vec<SpendEvent>> {
+    let mut state = seed;
+    let mut next = |bound: u64| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % bound
+    };
+    let mut seq = 0;
+    (0..batches)
+        .map(|_| {
+            (0..1 + next(20))
+                .map(|_| {
+                    seq += 1;
+                    let org = ["acme", "globex", "initech"][usize::try_from(next(3)).unwrap()];
+                    let cost = format!("{}.{:09}", next(3), next(1_000_000_000));
+                    let mut event = sample_event(org, seq, &cost);
+                    event.event_time += Duration::days(i64::try_from(next(5)).unwrap());
+                    event.provider = [Provider::OpenAi, Provider::Anthropic, Provider::Gemini]
+                        [usize::try_from(next(3)).unwrap()]
+                    .clone();
+                    event.model = ["model-a", "model-b", "model-c", "model-d"]
+                        [usize::try_from(next(4)).unwrap()]
+                    .to_owned();
+                    if next(4) == 0 {
+                        event.attribution.team = None;
+                    }
+                    if next(5) == 0 {
+                        event.attribution.customer = None;
+                    }
+                    if next(10) == 0 {
+                        event.outcome = routero_core::spend::Outcome::Failure;
+                    }
+                    if next(12) == 0 {
+                        event.pricing = Pricing::Unpriced {
+                            reason: "unknown model \"model-x\" for provider openai".into(),
+                        };
+                    }
+                    if next(15) == 0 {
+                        event.usage = None;
+                    } else if let Some(u) = &mut event.usage {
+                        u.reasoning_tokens = Some(next(10));
+                        u.cache_write_1h_tokens = next(3);
+                        u.output_tokens += 10;
+                    }
+                    event.billing_mode = if next(2) == 0 {
+                        BillingMode::Managed
+                    } else {
+                        BillingMode::Byok
+                    };
+                    event
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn filters() -> Vec<RollupFilter> {
+    let from = sample_day();
+    let to = from + Duration::days(4);
+    let mut out = Vec::new();
+    for org in ["acme", "globex", "nobody"] {
+        let base = RollupFilter::new(OrgId::new(org).unwrap(), from, to);
+        out.push(base.clone());
+        let mut all = base.clone();
+        all.group_by = GroupBy::ALL;
+        out.push(all);
+        for group_by in [
+            GroupBy {
+                team: true,
+                ..GroupBy::default()
+            },
+            GroupBy {
+                customer: true,
+                model: true,
+                ..GroupBy::default()
+            },
+            GroupBy {
+                provider: true,
+                billing_mode: true,
+                ..GroupBy::default()
+            },
+            GroupBy {
+                api_key: true,
+                user: true,
+                workspace: true,
+                ..GroupBy::default()
+            },
+        ] {
+            let mut f = base.clone();
+            f.group_by = group_by;
+            out.push(f);
+        }
+        let mut narrow = base.clone();
+        narrow.teams = Some(vec![
+            TeamId::new("team-1").unwrap(),
+            TeamId::new("team-2").unwrap(),
+        ]);
+        narrow.billing_mode = Some(BillingMode::Byok);
+        narrow.provider = Some(Provider::Anthropic);
+        narrow.group_by = GroupBy {
+            model: true,
+            ..GroupBy::default()
+        };
+        out.push(narrow);
+        let mut one_day = base.clone();
+        one_day.from = from + Duration::days(2);
+        one_day.to = from + Duration::days(2);
+        one_day.model = Some("model-b".into());
+        one_day.group_by = GroupBy {
+            team: true,
+            ..GroupBy::default()
+        };
+        out.push(one_day);
+    }
+    out
+}
+
+#[tokio::test]
+async fn differential_against_the_in_memory_store() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "differential").await;
+    let memory = MemoryStore::new();
+    for (i, events) in workload(11, 60).into_iter().enumerate() {
+        let rollups = rollups_of(&events);
+        let through = QueuePosition::new(u64::try_from(i).unwrap() + 1, 0);
+        let expected = (i > 0).then(|| QueuePosition::new(u64::try_from(i).unwrap(), 0));
+        for s in [&pg as &dyn SpendStore, &memory as &dyn SpendStore] {
+            let outcome = s
+                .apply(DrainApply {
+                    shard: ShardId(0),
+                    token: FencingToken(1),
+                    expected,
+                    through,
+                    rollups: &rollups,
+                    events: &events,
+                })
+                .await
+                .unwrap();
+            assert_eq!(outcome, ApplyOutcome::Applied);
+        }
+    }
+    let mut compared = 0;
+    for filter in filters() {
+        let from_pg = pg.rollups(&filter).await.unwrap();
+        let from_memory = memory.rollups(&filter).await.unwrap();
+        assert_eq!(from_pg, from_memory, "{filter:?}");
+        compared += from_pg.len();
+    }
+    assert!(
+        compared > 100,
+        "the queries returned rows to compare ({compared})"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_applies_on_one_shard_serialize() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "concurrent").await;
+    let events: Vec<SpendEvent> = (0..10).map(|i| sample_event("race", i, "0.125")).collect();
+    let rollups = rollups_of(&events);
+    let apply = |token| DrainApply {
+        shard: ShardId(3),
+        token: FencingToken(token),
+        expected: None,
+        through: QueuePosition::new(5, 0),
+        rollups: &rollups,
+        events: &events,
+    };
+    // Two coworkers that both read watermark None apply the same range at once.
+    let (a, b) = tokio::join!(pg.apply(apply(1)), pg.apply(apply(2)));
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    let applied = outcomes
+        .iter()
+        .filter(|o| **o == ApplyOutcome::Applied)
+        .count();
+    assert_eq!(applied, 1, "exactly one commits: {outcomes:?}");
+    let filter = RollupFilter::new(OrgId::new("race").unwrap(), sample_day(), sample_day());
+    let rows = pg.rollups(&filter).await.unwrap();
+    assert_eq!(rows[0].totals.cost, Decimal::new(1_250, 3));
+    assert_eq!(rows[0].totals.successes, 10);
+}
+
+#[tokio::test]
+async fn unpriced_events_and_the_spend_log_are_kept() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "log").await;
+    let mut unpriced = sample_event("log", 1, "0");
+    unpriced.pricing = Pricing::Unpriced {
+        reason: "unknown model \"gpt-9\" for provider openai".into(),
+    };
+    let mut next_month = sample_event("log", 2, "0.5");
+    next_month.event_time += Duration::days(40);
+    let events = vec![unpriced, next_month, sample_event("log", 3, "0.25")];
+    let rollups = rollups_of(&events);
+    let outcome = pg
+        .apply(DrainApply {
+            shard: ShardId(0),
+            token: FencingToken(1),
+            expected: None,
+            through: QueuePosition::new(1, 0),
+            rollups: &rollups,
+            events: &events,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, ApplyOutcome::Applied);
+    let client = pg.client().await.unwrap();
+    let reason: String = client
+        .query_one(
+            "SELECT reason FROM routero_unpriced WHERE request_id = 'log-req-1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("gpt-9"));
+    let logged: i64 = client
+        .query_one("SELECT count(*) FROM routero_spend_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 3);
+    let cost: Option<Decimal> = client
+        .query_one(
+            "SELECT cost FROM routero_spend_log WHERE request_id = 'log-req-3'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cost, Some(Decimal::new(25, 2)));
+    // Retention drops whole months: November goes, December stays.
+    let dropped = pg
+        .prune_spend_log(NaiveDate::from_ymd_opt(2026, 12, 1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(dropped, vec!["routero_spend_log_2026_11".to_owned()]);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM routero_spend_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 1);
+}
+
+#[tokio::test]
+async fn token_counts_beyond_bigint_are_refused_whole() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "bigint").await;
+    let mut huge = sample_event("big", 1, "1");
+    huge.usage = Some(Usage::tokens(10, 10));
+    let mut rollups = rollups_of(&[huge.clone()]);
+    let key = rollups.iter().next().map(|(k, _)| k.clone()).unwrap();
+    let totals = routero_core::spend::RollupTotals {
+        input_tokens: u64::MAX / 2,
+        ..Default::default()
+    };
+    rollups.add(key, &totals).unwrap();
+    let err = pg
+        .apply(DrainApply {
+            shard: ShardId(0),
+            token: FencingToken(1),
+            expected: None,
+            through: QueuePosition::new(1, 0),
+            rollups: &rollups,
+            events: &[huge],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), routero_core::port::ErrorKind::Invalid, "{err}");
+    let state = pg.drain_state(ShardId(0)).await.unwrap();
+    assert_eq!(state.watermark, None, "nothing was committed");
+}
+
+/// The analytics reads use the indexes at a realistic size: 200,000 rollup rows.
+#[tokio::test]
+async fn reads_use_the_indexes() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "explain").await;
+    let client = pg.client().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO routero_daily_rollups \
+             SELECT DATE '2026-01-01' + (i % 300), 'org-' || (i % 200), 'ws', 'team-' || (i % 17), \
+                    'key-' || (i % 31), 'user-' || (i % 13), 'cust-' || (i % 7), 'openai', 'gpt-4o', 'managed', \
+                    i, 0, 0, 0, i, 0, 0, 1, 0, 0, 0.001 \
+             FROM generate_series(1, 200000) AS i; \
+             ANALYZE routero_daily_rollups;",
+        )
+        .await
+        .unwrap();
+    let plans = [
+        "SELECT day, SUM(cost) FROM routero_daily_rollups WHERE org = 'org-5' AND day BETWEEN '2026-03-01' AND '2026-03-31' GROUP BY day",
+        "SELECT day, team, SUM(cost) FROM routero_daily_rollups WHERE org = 'org-5' AND team = ANY(ARRAY['team-3']) AND day BETWEEN '2026-03-01' AND '2026-03-31' GROUP BY day, team",
+        "SELECT day, customer, SUM(cost) FROM routero_daily_rollups WHERE org = 'org-5' AND customer = ANY(ARRAY['cust-2']) AND day BETWEEN '2026-01-01' AND '2026-12-31' GROUP BY day, customer",
+    ];
+    for sql in plans {
+        let rows = client.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+        let plan: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let plan = plan.join("\n");
+        assert!(!plan.contains("Seq Scan"), "{sql}\n{plan}");
+        assert!(plan.contains("Index"), "{sql}\n{plan}");
+    }
+}
