@@ -6,8 +6,9 @@
 //!
 //! Records EVENTS synthetic spend events (default 500,000) across 64 orgs as fast as
 //! the recorder takes them, waits until every one is in Redis, and prints one JSON
-//! line: events, seconds, events per second, batches, and refusals (the buffer was
-//! full; the event was offered again). Uses its own key prefix and deletes nothing.
+//! line: events, milliseconds, events per second, batches, and refusals (the buffer
+//! was full; the event was offered again). Uses its own key prefix unless
+//! `ROUTERO_REDIS_PREFIX` names one (to be drained by coworkers), and deletes nothing.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ async fn main() -> ExitCode {
         .and_then(|n| n.parse().ok())
         .unwrap_or(500_000);
     let mut config = RedisConfig::new(url);
-    config.prefix = format!("load-{}", std::process::id());
+    config.prefix = std::env::var("ROUTERO_REDIS_PREFIX")
+        .unwrap_or_else(|_| format!("load-{}", std::process::id()));
     let redis = match Redis::connect(config).await {
         Ok(redis) => redis,
         Err(e) => {

@@ -2,4 +2,5 @@
 
 pub use routero_core as core;
 pub use routero_core::*;
+pub use routero_postgres as postgres;
 pub use routero_redis as redis;

@@ -212,12 +212,22 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
         let mut held: BTreeMap<ShardId, (Lease, Instant)> = BTreeMap::new();
         let mut backoff = self.config.initial_backoff;
         tokio::pin!(shutdown);
+        let shards = self.queue.shards();
+        // Coworkers scan the shards from different points and take at most one new
+        // lease per round, so that coworkers started together share the shards; one
+        // started when all are held stands by and takes over the leases that expire.
+        let offset = holder_offset(&self.config.holder, shards);
         loop {
             let mut progressed = false;
             let mut failed = false;
-            for shard in (0..self.queue.shards()).map(ShardId) {
+            let mut acquired = false;
+            for shard in (0..shards).map(|i| ShardId((i + offset) % shards.max(1))) {
+                if !held.contains_key(&shard) && acquired {
+                    continue;
+                }
+                let was_held = held.contains_key(&shard);
                 match self.tend_lease(shard, &mut held, &mut stats).await {
-                    Ok(true) => {}
+                    Ok(true) => acquired |= !was_held,
                     Ok(false) => continue,
                     Err(e) => {
                         failed = true;
@@ -321,6 +331,14 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
             None => Ok(false),
         }
     }
+}
+
+/// Where a holder starts its scan of the shards (FNV-1a of its name).
+fn holder_offset(holder: &str, shards: u16) -> u16 {
+    let hash = holder.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    u16::try_from(hash % u64::from(shards.max(1))).unwrap_or(0)
 }
 
 impl DrainStats {
