@@ -9,7 +9,8 @@
 //! and exits. Start as many as you like: they share the shards through the leases.
 //! Optional: `ROUTERO_SHARDS` (16; every recorder and coworker must agree),
 //! `ROUTERO_REDIS_PREFIX` (`routero`), `ROUTERO_DB_SCHEMA`, `ROUTERO_HOLDER` (this
-//! coworker's name in the leases), `RUST_LOG` (`info`).
+//! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS` (months of the
+//! request log to keep before the current one; checked hourly), `RUST_LOG` (`info`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -94,6 +95,8 @@ async fn main() -> ExitCode {
     let mut pg_config = PgConfig::new(database_url);
     pg_config.schema = env("ROUTERO_DB_SCHEMA");
     pg_config.pool_size = 4;
+    pg_config.log_retention_months =
+        env("ROUTERO_LOG_RETENTION_MONTHS").and_then(|m| m.parse().ok());
     let holder =
         env("ROUTERO_HOLDER").unwrap_or_else(|| format!("coworker-{}", std::process::id()));
 

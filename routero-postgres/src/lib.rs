@@ -55,6 +55,9 @@ pub struct PgConfig {
     pub timeout: Duration,
     /// Whether to write the request-level spend log.
     pub spend_log: bool,
+    /// How many whole months of the spend log to keep before the current one
+    /// (`None`: keep everything); applied by [`PgStore::apply_log_retention`].
+    pub log_retention_months: Option<u32>,
 }
 
 impl PgConfig {
@@ -66,6 +69,7 @@ impl PgConfig {
             pool_size: 8,
             timeout: Duration::from_secs(5),
             spend_log: true,
+            log_retention_months: None,
         }
     }
 }
@@ -212,8 +216,29 @@ impl PgStore {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// Drops the spend-log partitions of months before `keep_from` (the retention
-    /// setting); returns the partitions dropped.
+    /// Applies [`PgConfig::log_retention_months`] on `today`: drops the spend-log
+    /// months older than the retention; returns the partitions dropped.
+    pub async fn apply_log_retention(
+        &self,
+        today: chrono::NaiveDate,
+    ) -> Result<Vec<String>, BackendError> {
+        use chrono::Datelike;
+        let Some(months) = self.config.log_retention_months else {
+            return Ok(Vec::new());
+        };
+        let index = today.year() * 12 + i32::try_from(today.month0()).unwrap_or(0)
+            - i32::try_from(months).unwrap_or(i32::MAX);
+        let keep_from = chrono::NaiveDate::from_ymd_opt(
+            index.div_euclid(12),
+            u32::try_from(index.rem_euclid(12)).unwrap_or(0) + 1,
+            1,
+        )
+        .unwrap_or(today);
+        self.prune_spend_log(keep_from).await
+    }
+
+    /// Drops the spend-log partitions of months before `keep_from`; returns the
+    /// partitions dropped.
     pub async fn prune_spend_log(
         &self,
         keep_from: chrono::NaiveDate,
