@@ -184,25 +184,31 @@ impl PgStore {
     /// Applies the embedded migrations, one coworker at a time.
     async fn migrate(&self) -> Result<(), BackendError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
-        if let Some(schema) = &self.config.schema {
-            // The name was validated: letters, digits and '_' only.
-            client
-                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                .await
-                .map_err(backend)?;
-        }
+        // One coworker at a time, from the schema's creation on: concurrent
+        // `CREATE SCHEMA IF NOT EXISTS` statements collide too.
         client
             .batch_execute("SELECT pg_advisory_lock(7317020261128)")
             .await
             .map_err(backend)?;
-        let migrated = embedded::migrations::runner()
-            .run_async(&mut **client)
-            .await;
+        let migrated = async {
+            if let Some(schema) = &self.config.schema {
+                // The name was validated: letters, digits and '_' only.
+                client
+                    .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                    .await
+                    .map_err(backend)?;
+            }
+            embedded::migrations::runner()
+                .run_async(&mut **client)
+                .await
+                .map_err(|e| BackendError::new(ErrorKind::Other, format!("migrations: {e}")))
+        }
+        .await;
         client
             .batch_execute("SELECT pg_advisory_unlock(7317020261128)")
             .await
             .map_err(backend)?;
-        migrated.map_err(|e| BackendError::new(ErrorKind::Other, format!("migrations: {e}")))?;
+        migrated?;
         Ok(())
     }
 
