@@ -596,3 +596,314 @@ where
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 }
+
+fn ws(name: &str) -> crate::attribution::WorkspaceId {
+    crate::attribution::WorkspaceId::new(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn money(text: &str) -> Decimal {
+    Decimal::from_str_exact(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+fn day(d: u32) -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(2026, 11, d)
+        .and_then(|d| d.and_hms_opt(12, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or_default()
+}
+
+/// Top-ups are applied once per key, even when sent at once; the same key with another
+/// body is refused; the balance is the sum of the entries.
+pub async fn wallet_top_ups_are_idempotent<W: crate::wallet::Wallets + ?Sized>(wallets: &W) {
+    use crate::wallet::WalletError;
+    let w = ws("ws-topup");
+    let attempts =
+        (0..8).map(|_| wallets.top_up(&w, money("1000.00"), Currency::USD, "topup-1", day(1)));
+    let results = futures::future::join_all(attempts).await;
+    let first = results[0]
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone();
+    for result in &results {
+        assert_eq!(
+            result.as_ref().unwrap_or_else(|e| panic!("{e}")),
+            &first,
+            "every replay returns the first result"
+        );
+    }
+    let conflict = wallets
+        .top_up(&w, money("999.00"), Currency::USD, "topup-1", day(1))
+        .await;
+    assert!(
+        matches!(conflict, Err(WalletError::IdempotencyConflict { .. })),
+        "{conflict:?}"
+    );
+    wallets
+        .top_up(&w, money("0.50"), Currency::USD, "topup-2", day(2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let balance = wallets
+        .balance(&w, day(3))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(balance.balance, money("1000.50"));
+    let page = wallets
+        .transactions(
+            &w,
+            &crate::wallet::TransactionQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.entries.len(), 2, "two top-ups, not nine");
+    assert_eq!(
+        page.entries.iter().map(|e| e.amount).sum::<Decimal>(),
+        balance.balance
+    );
+}
+
+/// Invalid amounts and other currencies get typed errors.
+pub async fn wallet_refuses_invalid_credits<W: crate::wallet::Wallets + ?Sized>(wallets: &W) {
+    use crate::wallet::WalletError;
+    let w = ws("ws-invalid");
+    wallets
+        .open(&w, Currency::USD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for amount in ["0", "-5.00", "0.001", "1000000.01"] {
+        let result = wallets
+            .top_up(
+                &w,
+                money(amount),
+                Currency::USD,
+                &format!("k-{amount}"),
+                day(1),
+            )
+            .await;
+        assert!(
+            matches!(result, Err(WalletError::InvalidAmount { .. })),
+            "{amount}: {result:?}"
+        );
+    }
+    let euros = wallets
+        .top_up(&w, money("10.00"), Currency::EUR, "k-eur", day(1))
+        .await;
+    assert!(
+        matches!(euros, Err(WalletError::CurrencyMismatch { .. })),
+        "{euros:?}"
+    );
+    assert!(matches!(
+        wallets.open(&w, Currency::EUR).await,
+        Err(WalletError::CurrencyMismatch { .. })
+    ));
+    let bad_key = wallets
+        .top_up(&w, money("1.00"), Currency::USD, "", day(1))
+        .await;
+    assert!(matches!(bad_key, Err(WalletError::Invalid(_))));
+    let balance = wallets
+        .balance(&w, day(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        balance.balance,
+        Decimal::ZERO,
+        "nothing refused was written"
+    );
+}
+
+/// Debits consume granted credit before paid, the soonest expiry first; an expired
+/// lot's remainder leaves through its own entry; transactions page newest first.
+pub async fn wallet_lots_and_history<W: crate::wallet::Wallets + ?Sized>(wallets: &W) {
+    use crate::wallet::{EntryKind, TransactionQuery};
+    let w = ws("ws-lots");
+    let ok = |r: Result<crate::wallet::LedgerEntry, crate::wallet::WalletError>| {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    };
+    ok(wallets
+        .top_up(&w, money("100.00"), Currency::USD, "paid", day(1))
+        .await);
+    ok(wallets
+        .grant(
+            &w,
+            money("10.00"),
+            Currency::USD,
+            Some(day(20)),
+            "promo-late",
+            day(1),
+        )
+        .await);
+    ok(wallets
+        .grant(
+            &w,
+            money("5.00"),
+            Currency::USD,
+            Some(day(10)),
+            "promo-soon",
+            day(1),
+        )
+        .await);
+    // A 12.00 charge: 5.00 from the soonest-expiring grant, 7.00 from the other.
+    let charge = ok(wallets
+        .adjust(
+            &w,
+            EntryKind::Adjustment,
+            money("-12.00"),
+            Currency::USD,
+            "manual charge",
+            "charge-1",
+            day(2),
+        )
+        .await);
+    assert_eq!(charge.amount, money("-12.00"));
+    let taken: Vec<Decimal> = charge.allocations.iter().map(|a| a.amount).collect();
+    assert_eq!(taken, vec![money("5.00"), money("7.00")]);
+    let before = wallets
+        .balance(&w, day(15))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (
+            before.balance,
+            before.granted_remaining,
+            before.paid_remaining
+        ),
+        (money("103.00"), money("3.00"), money("100.00"))
+    );
+    // On the 21st the late grant has expired: its 3.00 leaves through an entry.
+    let after = wallets
+        .balance(&w, day(21))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.balance, money("100.00"));
+    assert_eq!(after.granted_remaining, Decimal::ZERO);
+    ok(wallets
+        .adjust(
+            &w,
+            EntryKind::Refund,
+            money("2.50"),
+            Currency::USD,
+            "goodwill",
+            "refund-1",
+            day(22),
+        )
+        .await);
+    let all = wallets
+        .transactions(
+            &w,
+            &TransactionQuery {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kinds: Vec<EntryKind> = all.entries.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EntryKind::Refund,
+            EntryKind::CreditExpiry,
+            EntryKind::Adjustment,
+            EntryKind::GrantedCredit,
+            EntryKind::GrantedCredit,
+            EntryKind::TopUp,
+        ],
+        "newest first"
+    );
+    assert_eq!(
+        all.entries.iter().map(|e| e.amount).sum::<Decimal>(),
+        money("102.50"),
+        "the history explains the balance"
+    );
+    let first = wallets
+        .transactions(
+            &w,
+            &TransactionQuery {
+                limit: 4,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.entries.len(), 4);
+    let second = wallets
+        .transactions(
+            &w,
+            &TransactionQuery {
+                limit: 4,
+                before: first.next_cursor,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(second.entries.len(), 2);
+    assert_eq!(second.next_cursor, None);
+    let credits = wallets
+        .transactions(
+            &w,
+            &TransactionQuery {
+                kinds: Some(vec![EntryKind::GrantedCredit]),
+                from: Some(day(1)),
+                to: Some(day(2)),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(credits.entries.len(), 2);
+}
+
+/// The drain debits managed spend from the wallet in the same step as the rollups,
+/// once; BYOK spend never touches the wallet.
+pub async fn drain_debits_managed_spend_only<S>(store: &S)
+where
+    S: SpendStore + crate::wallet::Wallets + ?Sized,
+{
+    let mut managed = sample_event("walletorg", 0, "1.25");
+    managed.attribution.workspace = ws("ws-drain");
+    let mut byok = sample_event("walletorg", 1, "7.5");
+    byok.attribution.workspace = ws("ws-drain");
+    assert_eq!(managed.billing_mode, BillingMode::Managed);
+    assert_eq!(byok.billing_mode, BillingMode::Byok);
+    store
+        .top_up(
+            &ws("ws-drain"),
+            money("10.00"),
+            Currency::USD,
+            "seed",
+            day(1),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let events = vec![managed, byok];
+    let rollups = rollups_of(&events);
+    let step = DrainApply {
+        shard: ShardId(6),
+        token: FencingToken(1),
+        expected: None,
+        through: QueuePosition::new(3, 0),
+        rollups: &rollups,
+        events: &events,
+    };
+    assert_eq!(
+        store.apply(step).await.unwrap_or_else(|e| panic!("{e}")),
+        ApplyOutcome::Applied
+    );
+    assert_eq!(
+        store.apply(step).await.unwrap_or_else(|e| panic!("{e}")),
+        ApplyOutcome::AlreadyApplied
+    );
+    let balance = store
+        .balance(&ws("ws-drain"), day(3))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        balance.balance,
+        money("8.75"),
+        "10.00 − the managed 1.25, once; BYOK never debited"
+    );
+}

@@ -17,6 +17,7 @@ pub mod provider;
 pub mod recorder;
 pub mod spend;
 pub mod usage;
+pub mod wallet;
 
 pub use cost::{Cost, CostCategory, CostError, CostLine};
 pub use money::Currency;

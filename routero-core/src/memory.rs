@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::attribution::RequestId;
+use crate::attribution::{RequestId, WorkspaceId};
+use crate::money::Currency;
 use crate::port::{
     AppendOutcome, ApplyOutcome, BackendError, Clock, DrainApply, DrainState, ErrorKind,
     FencingToken, LeaderElector, Lease, RollupFilter, RollupRow, SpendQueue, SpendReader,
@@ -18,6 +19,11 @@ use crate::port::{
 use crate::spend::{
     BatchId, QueuePosition, QueuedBatch, RollupTotals, Rollups, ShardId, SpendBatch, SpendEvent,
 };
+use crate::wallet::{
+    self, Allocation, Balance, EntryKind, LedgerEntry, Lot, LotKind, TransactionPage,
+    TransactionQuery, WalletError, Wallets,
+};
+use rust_decimal::Decimal;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep going with it.
@@ -260,6 +266,171 @@ struct StoreState {
     log: HashMap<RequestId, SpendEvent>,
     unpriced: Vec<SpendEvent>,
     applies: u64,
+    wallets: HashMap<WorkspaceId, WalletBook>,
+}
+
+/// A credit to write.
+#[derive(Debug, Clone, Copy)]
+struct Credit<'a> {
+    kind: EntryKind,
+    lot: LotKind,
+    amount: Decimal,
+    currency: Currency,
+    expires_at: Option<DateTime<Utc>>,
+    key: &'a str,
+    at: DateTime<Utc>,
+    memo: Option<&'a str>,
+}
+
+/// One workspace's wallet: the ledger, the lots, and the keys written with.
+#[derive(Debug)]
+struct WalletBook {
+    workspace: WorkspaceId,
+    currency: Currency,
+    entries: Vec<LedgerEntry>,
+    lots: Vec<Lot>,
+    keys: HashMap<String, (String, Vec<u64>)>,
+}
+
+impl WalletBook {
+    fn new(workspace: WorkspaceId, currency: Currency) -> WalletBook {
+        WalletBook {
+            workspace,
+            currency,
+            entries: Vec::new(),
+            lots: Vec::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    fn entry(&self, kind: EntryKind, amount: Decimal, at: DateTime<Utc>, key: &str) -> LedgerEntry {
+        LedgerEntry {
+            id: u64::try_from(self.entries.len()).unwrap_or(u64::MAX) + 1,
+            workspace: self.workspace.clone(),
+            kind,
+            amount,
+            currency: self.currency,
+            at,
+            idempotency_key: key.to_owned(),
+            lot: None,
+            allocations: Vec::new(),
+            memo: None,
+        }
+    }
+
+    /// Runs a write once per key: a replay with the same fingerprint returns the
+    /// entries of the first, another fingerprint is refused.
+    fn once(
+        &mut self,
+        key: &str,
+        fingerprint: String,
+        write: impl FnOnce(&mut WalletBook) -> Vec<LedgerEntry>,
+    ) -> Result<Vec<LedgerEntry>, WalletError> {
+        if let Some((seen, ids)) = self.keys.get(key) {
+            if *seen != fingerprint {
+                return Err(WalletError::IdempotencyConflict {
+                    key: key.to_owned(),
+                });
+            }
+            return Ok(ids
+                .iter()
+                .filter_map(|id| self.entries.get(usize::try_from(*id).ok()? - 1).cloned())
+                .collect());
+        }
+        let written = write(self);
+        self.keys.insert(
+            key.to_owned(),
+            (fingerprint, written.iter().map(|e| e.id).collect()),
+        );
+        Ok(written)
+    }
+
+    fn push(&mut self, entry: LedgerEntry) -> LedgerEntry {
+        self.entries.push(entry.clone());
+        entry
+    }
+
+    /// A credit creating a lot.
+    fn credit(&mut self, credit: &Credit<'_>) -> LedgerEntry {
+        let id = u64::try_from(self.lots.len()).unwrap_or(u64::MAX) + 1;
+        self.lots.push(Lot {
+            id,
+            kind: credit.lot,
+            amount: credit.amount,
+            remaining: credit.amount,
+            created_at: credit.at,
+            expires_at: credit.expires_at,
+        });
+        let mut entry = self.entry(credit.kind, credit.amount, credit.at, credit.key);
+        entry.lot = Some(id);
+        entry.memo = credit.memo.map(str::to_owned);
+        self.push(entry)
+    }
+
+    /// A debit consuming lots.
+    fn debit(
+        &mut self,
+        kind: EntryKind,
+        amount: Decimal,
+        at: DateTime<Utc>,
+        key: &str,
+        memo: Option<&str>,
+    ) -> LedgerEntry {
+        let allocations = wallet::allocate(&mut self.lots, amount, at);
+        let mut entry = self.entry(kind, -amount, at, key);
+        entry.allocations = allocations;
+        entry.memo = memo.map(str::to_owned);
+        self.push(entry)
+    }
+
+    /// Expiry entries for the lots expired by `at`.
+    fn expire(&mut self, at: DateTime<Utc>) -> Vec<LedgerEntry> {
+        let expired: Vec<(u64, Decimal, DateTime<Utc>)> = wallet::expired(&self.lots, at)
+            .into_iter()
+            .map(|l| (l.id, l.remaining, l.expires_at.unwrap_or(at)))
+            .collect();
+        let mut out = Vec::new();
+        for (id, remaining, expires) in expired {
+            if let Some(lot) = self.lots.iter_mut().find(|l| l.id == id) {
+                lot.remaining = Decimal::ZERO;
+            }
+            let mut entry = self.entry(
+                EntryKind::CreditExpiry,
+                -remaining,
+                expires,
+                &format!("expire:{id}"),
+            );
+            entry.allocations = vec![Allocation {
+                lot: Some(id),
+                amount: remaining,
+            }];
+            out.push(self.push(entry));
+        }
+        out
+    }
+
+    fn balance(&self) -> Balance {
+        let open: Vec<Lot> = self
+            .lots
+            .iter()
+            .filter(|l| l.remaining > Decimal::ZERO)
+            .cloned()
+            .collect();
+        let sum = |kind| {
+            open.iter()
+                .filter(|l| l.kind == kind)
+                .map(|l| l.remaining)
+                .sum()
+        };
+        Balance {
+            workspace: self.workspace.clone(),
+            currency: self.currency,
+            balance: self.entries.iter().map(|e| e.amount).sum(),
+            paid_remaining: sum(LotKind::Paid),
+            granted_remaining: sum(LotKind::Granted),
+            open_lots: open,
+        }
+    }
 }
 
 /// The system of record in memory: drain state, rollups, the request log and the
@@ -342,7 +513,35 @@ impl SpendStore for MemoryStore {
         rollups
             .merge(apply.rollups)
             .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
+        let debits = wallet::usage_debits(apply.events)
+            .map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
+        for (workspace, debit) in &debits {
+            if let Some(book) = state.wallets.get(workspace) {
+                if book.currency != debit.currency {
+                    return Err(BackendError::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "the wallet of {workspace} is in {}, its spend in {}",
+                            book.currency, debit.currency
+                        ),
+                    ));
+                }
+            }
+        }
         state.rollups = rollups;
+        let key = wallet::usage_debit_key(apply.shard, apply.through);
+        for (workspace, debit) in debits {
+            let book = state
+                .wallets
+                .entry(workspace.clone())
+                .or_insert_with(|| WalletBook::new(workspace, debit.currency));
+            book.expire(debit.at);
+            let fingerprint =
+                wallet::fingerprint(EntryKind::UsageDebit, debit.amount, debit.currency, "");
+            let _ = book.once(&key, fingerprint, |book| {
+                vec![book.debit(EntryKind::UsageDebit, debit.amount, debit.at, &key, None)]
+            });
+        }
         for event in apply.events {
             if event.cost().is_none() {
                 state.unpriced.push(event.clone());
@@ -361,6 +560,216 @@ impl SpendStore for MemoryStore {
         );
         state.applies += 1;
         Ok(ApplyOutcome::Applied)
+    }
+}
+
+#[async_trait]
+impl Wallets for MemoryStore {
+    async fn open(&self, workspace: &WorkspaceId, currency: Currency) -> Result<(), WalletError> {
+        let mut state = lock(&self.state);
+        let book = state
+            .wallets
+            .entry(workspace.clone())
+            .or_insert_with(|| WalletBook::new(workspace.clone(), currency));
+        if book.currency != currency {
+            return Err(WalletError::CurrencyMismatch {
+                wallet: book.currency,
+                given: currency,
+            });
+        }
+        Ok(())
+    }
+
+    async fn top_up(
+        &self,
+        workspace: &WorkspaceId,
+        amount: Decimal,
+        currency: Currency,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<LedgerEntry, WalletError> {
+        self.credit(
+            workspace,
+            Credit {
+                kind: EntryKind::TopUp,
+                lot: LotKind::Paid,
+                amount,
+                currency,
+                expires_at: None,
+                key,
+                at,
+                memo: None,
+            },
+        )
+    }
+
+    async fn grant(
+        &self,
+        workspace: &WorkspaceId,
+        amount: Decimal,
+        currency: Currency,
+        expires_at: Option<DateTime<Utc>>,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<LedgerEntry, WalletError> {
+        if expires_at.is_some_and(|e| e <= at) {
+            return Err(WalletError::Invalid(
+                "a credit's expiry must be after its grant".into(),
+            ));
+        }
+        self.credit(
+            workspace,
+            Credit {
+                kind: EntryKind::GrantedCredit,
+                lot: LotKind::Granted,
+                amount,
+                currency,
+                expires_at,
+                key,
+                at,
+                memo: None,
+            },
+        )
+    }
+
+    async fn adjust(
+        &self,
+        workspace: &WorkspaceId,
+        kind: EntryKind,
+        amount: Decimal,
+        currency: Currency,
+        memo: &str,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<LedgerEntry, WalletError> {
+        match kind {
+            EntryKind::Refund | EntryKind::Adjustment if amount > Decimal::ZERO => self.credit(
+                workspace,
+                Credit {
+                    kind,
+                    lot: LotKind::Paid,
+                    amount,
+                    currency,
+                    expires_at: None,
+                    key,
+                    at,
+                    memo: Some(memo),
+                },
+            ),
+            EntryKind::Adjustment if amount < Decimal::ZERO => {
+                wallet::validate_credit(-amount, currency)?;
+                wallet::validate_key(key)?;
+                let mut state = lock(&self.state);
+                let book = book_for(&mut state.wallets, workspace, currency)?;
+                book.expire(at);
+                let fingerprint = wallet::fingerprint(kind, amount, currency, memo);
+                let written = book.once(key, fingerprint, |book| {
+                    vec![book.debit(EntryKind::Adjustment, -amount, at, key, Some(memo))]
+                })?;
+                written
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| WalletError::Invalid("no entry written".into()))
+            }
+            _ => Err(WalletError::Invalid(format!(
+                "{kind} of {amount}: refunds are positive, adjustments non-zero"
+            ))),
+        }
+    }
+
+    async fn expire(
+        &self,
+        workspace: &WorkspaceId,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LedgerEntry>, WalletError> {
+        let mut state = lock(&self.state);
+        Ok(state
+            .wallets
+            .get_mut(workspace)
+            .map(|book| book.expire(at))
+            .unwrap_or_default())
+    }
+
+    async fn balance(
+        &self,
+        workspace: &WorkspaceId,
+        at: DateTime<Utc>,
+    ) -> Result<Balance, WalletError> {
+        let mut state = lock(&self.state);
+        let book = state
+            .wallets
+            .entry(workspace.clone())
+            .or_insert_with(|| WalletBook::new(workspace.clone(), Currency::USD));
+        book.expire(at);
+        Ok(book.balance())
+    }
+
+    async fn transactions(
+        &self,
+        workspace: &WorkspaceId,
+        query: &TransactionQuery,
+    ) -> Result<TransactionPage, WalletError> {
+        let state = lock(&self.state);
+        let limit = query.limit.clamp(1, 1_000);
+        let Some(book) = state.wallets.get(workspace) else {
+            return Ok(TransactionPage {
+                entries: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        let mut matching = book.entries.iter().rev().filter(|e| query.matches(e));
+        let entries: Vec<LedgerEntry> = matching.by_ref().take(limit).cloned().collect();
+        let next_cursor = if matching.next().is_some() {
+            entries.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok(TransactionPage {
+            entries,
+            next_cursor,
+        })
+    }
+}
+
+fn book_for<'a>(
+    wallets: &'a mut HashMap<WorkspaceId, WalletBook>,
+    workspace: &WorkspaceId,
+    currency: Currency,
+) -> Result<&'a mut WalletBook, WalletError> {
+    let book = wallets
+        .entry(workspace.clone())
+        .or_insert_with(|| WalletBook::new(workspace.clone(), currency));
+    if book.currency != currency {
+        return Err(WalletError::CurrencyMismatch {
+            wallet: book.currency,
+            given: currency,
+        });
+    }
+    Ok(book)
+}
+
+impl MemoryStore {
+    fn credit(
+        &self,
+        workspace: &WorkspaceId,
+        credit: Credit<'_>,
+    ) -> Result<LedgerEntry, WalletError> {
+        wallet::validate_credit(credit.amount, credit.currency)?;
+        wallet::validate_key(credit.key)?;
+        let mut state = lock(&self.state);
+        let book = book_for(&mut state.wallets, workspace, credit.currency)?;
+        book.expire(credit.at);
+        let extra = format!(
+            "{:?}|{}",
+            credit.expires_at,
+            credit.memo.unwrap_or_default()
+        );
+        let fingerprint = wallet::fingerprint(credit.kind, credit.amount, credit.currency, &extra);
+        let written = book.once(credit.key, fingerprint, |book| vec![book.credit(&credit)])?;
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| WalletError::Invalid("no entry written".into()))
     }
 }
 

@@ -51,3 +51,11 @@ async fn pipeline() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn wallet() {
+    conformance::wallet_top_ups_are_idempotent(&MemoryStore::new()).await;
+    conformance::wallet_refuses_invalid_credits(&MemoryStore::new()).await;
+    conformance::wallet_lots_and_history(&MemoryStore::new()).await;
+    conformance::drain_debits_managed_spend_only(&MemoryStore::new()).await;
+}
