@@ -907,3 +907,52 @@ where
         "10.00 − the managed 1.25, once; BYOK never debited"
     );
 }
+
+/// Concurrent top-ups and debits with distinct keys never lose an update.
+pub async fn wallet_concurrent_writes_lose_nothing<W: crate::wallet::Wallets + ?Sized>(
+    wallets: &W,
+) {
+    use crate::wallet::EntryKind;
+    let w = ws("ws-concurrent");
+    let top_ups = (0..20).map(|i| {
+        let w = w.clone();
+        async move {
+            wallets
+                .top_up(&w, money("1.00"), Currency::USD, &format!("up-{i}"), day(1))
+                .await
+        }
+    });
+    let debits = (0..10).map(|i| {
+        let w = w.clone();
+        async move {
+            wallets
+                .adjust(
+                    &w,
+                    EntryKind::Adjustment,
+                    money("-0.50"),
+                    Currency::USD,
+                    "charge",
+                    &format!("down-{i}"),
+                    day(1),
+                )
+                .await
+        }
+    });
+    let (ups, downs) = tokio::join!(
+        futures::future::join_all(top_ups),
+        futures::future::join_all(debits)
+    );
+    for result in ups.into_iter().chain(downs) {
+        result.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let balance = wallets
+        .balance(&w, day(2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(balance.balance, money("15.00"));
+    assert_eq!(
+        balance.paid_remaining,
+        money("15.00"),
+        "the lots agree with the ledger"
+    );
+}

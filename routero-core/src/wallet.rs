@@ -87,6 +87,25 @@ pub enum LotKind {
     Granted,
 }
 
+impl LotKind {
+    /// `paid` or `granted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LotKind::Paid => "paid",
+            LotKind::Granted => "granted",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(text: &str) -> Option<LotKind> {
+        match text {
+            "paid" => Some(LotKind::Paid),
+            "granted" => Some(LotKind::Granted),
+            _ => None,
+        }
+    }
+}
+
 /// A lot of credit and what is left of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lot {
@@ -107,7 +126,7 @@ pub struct Lot {
 }
 
 /// A part of a debit taken from one lot (or, with no lot, from below zero).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Allocation {
     /// The lot, or `None` for the part no lot covered.
     pub lot: Option<u64>,

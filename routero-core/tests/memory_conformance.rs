@@ -58,4 +58,5 @@ async fn wallet() {
     conformance::wallet_refuses_invalid_credits(&MemoryStore::new()).await;
     conformance::wallet_lots_and_history(&MemoryStore::new()).await;
     conformance::drain_debits_managed_spend_only(&MemoryStore::new()).await;
+    conformance::wallet_concurrent_writes_lose_nothing(&MemoryStore::new()).await;
 }

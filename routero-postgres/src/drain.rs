@@ -9,6 +9,7 @@ use routero_core::port::{
     ApplyOutcome, BackendError, DrainApply, DrainState, ErrorKind, FencingToken, SpendStore,
 };
 use routero_core::spend::{Outcome, Pricing, QueuePosition, ShardId, SpendEvent};
+use routero_core::wallet::{self, EntryKind};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 
@@ -100,6 +101,7 @@ impl SpendStore for PgStore {
             });
         }
         upsert_rollups(&tx, &apply).await?;
+        debit_wallets(&tx, &apply).await?;
         insert_unpriced(&tx, apply.events).await?;
         let mut created = Vec::new();
         if self.config.spend_log {
@@ -132,6 +134,52 @@ impl SpendStore for PgStore {
             .extend(created);
         Ok(ApplyOutcome::Applied)
     }
+}
+
+/// Debits each workspace's managed spend from its wallet, once per drain step.
+async fn debit_wallets(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(), BackendError> {
+    let debits =
+        wallet::usage_debits(apply.events).map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
+    let key = wallet::usage_debit_key(apply.shard, apply.through);
+    for (workspace, debit) in debits {
+        let currency = crate::wallet::lock_wallet(tx, &workspace, debit.currency, true)
+            .await?
+            .unwrap_or(debit.currency);
+        if currency != debit.currency {
+            return Err(BackendError::new(
+                ErrorKind::Invalid,
+                format!(
+                    "the wallet of {workspace} is in {currency}, its spend in {}",
+                    debit.currency
+                ),
+            ));
+        }
+        let seen = tx
+            .query_opt(
+                "SELECT 1 FROM routero_wallet_entries WHERE workspace = $1 AND idempotency_key = $2",
+                &[&workspace.as_str(), &key],
+            )
+            .await
+            .map_err(backend)?;
+        if seen.is_some() {
+            continue;
+        }
+        crate::wallet::expire_lots(tx, &workspace, currency, debit.at).await?;
+        let fingerprint = wallet::fingerprint(EntryKind::UsageDebit, debit.amount, currency, "");
+        crate::wallet::debit(
+            tx,
+            &workspace,
+            EntryKind::UsageDebit,
+            debit.amount,
+            currency,
+            debit.at,
+            &key,
+            &fingerprint,
+            None,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn upsert_rollups(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(), BackendError> {

@@ -28,6 +28,7 @@
 
 mod drain;
 mod read;
+mod wallet;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

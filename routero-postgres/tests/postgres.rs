@@ -69,6 +69,49 @@ async fn conformance_store_and_reader() {
 }
 
 #[tokio::test]
+async fn conformance_wallet() {
+    let Some(url) = database_url() else { return };
+    conformance::wallet_top_ups_are_idempotent(&store(&url, "w1").await).await;
+    conformance::wallet_refuses_invalid_credits(&store(&url, "w2").await).await;
+    conformance::wallet_lots_and_history(&store(&url, "w3").await).await;
+    conformance::drain_debits_managed_spend_only(&store(&url, "w4").await).await;
+    conformance::wallet_concurrent_writes_lose_nothing(&store(&url, "w5").await).await;
+}
+
+#[tokio::test]
+async fn the_ledger_is_append_only() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "append").await;
+    let w = routero_core::attribution::WorkspaceId::new("ws").unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    routero_core::wallet::Wallets::top_up(
+        &pg,
+        &w,
+        Decimal::new(1000, 2),
+        routero_core::Currency::USD,
+        "k",
+        at,
+    )
+    .await
+    .unwrap();
+    let client = pg.client().await.unwrap();
+    assert!(
+        client
+            .batch_execute("UPDATE routero_wallet_entries SET amount = 99")
+            .await
+            .is_err()
+    );
+    assert!(
+        client
+            .batch_execute("DELETE FROM routero_wallet_entries")
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn conformance_pipeline() {
     let Some(url) = database_url() else { return };
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z")
