@@ -101,6 +101,7 @@ async fn main() -> ExitCode {
                 through,
                 rollups,
                 events: &[],
+                at: chrono::Utc::now(),
             })
             .await;
         if let Err(e) = applied {

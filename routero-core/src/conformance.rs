@@ -330,6 +330,7 @@ pub async fn store_applies_exactly_once<S: SpendStore + SpendReader + ?Sized>(st
         through,
         rollups: &rollups,
         events: &events,
+        at: day(28),
     };
     let p1 = QueuePosition::new(10, 0);
     let first = store
@@ -386,6 +387,7 @@ pub async fn store_refuses_a_stale_leader<S: SpendStore + SpendReader + ?Sized>(
         through,
         rollups: &rollups,
         events: &events,
+        at: day(28),
     };
     let p1 = QueuePosition::new(1, 0);
     assert_eq!(
@@ -430,6 +432,7 @@ pub async fn reader_scopes_and_groups<S: SpendStore + SpendReader + ?Sized>(stor
                 through: QueuePosition::new(1, 0),
                 rollups: &rollups,
                 events,
+                at: day(28),
             })
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -543,6 +546,7 @@ where
             through,
             rollups: &rollups,
             events: &events,
+            at: day(28),
         })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -888,6 +892,7 @@ where
         through: QueuePosition::new(3, 0),
         rollups: &rollups,
         events: &events,
+        at: day(28),
     };
     assert_eq!(
         store.apply(step).await.unwrap_or_else(|e| panic!("{e}")),
@@ -954,5 +959,243 @@ pub async fn wallet_concurrent_writes_lose_nothing<W: crate::wallet::Wallets + ?
         balance.paid_remaining,
         money("15.00"),
         "the lots agree with the ledger"
+    );
+}
+
+/// A month with mixed billing modes invoices to the exact expected lines; closing
+/// numbers and freezes it; spend arriving late lands on the next invoice, once.
+pub async fn invoices_close_months_and_carry_late_spend<S>(store: &S)
+where
+    S: SpendStore + SpendReader + crate::wallet::Wallets + crate::invoice::InvoiceStore,
+{
+    use crate::invoice::{Billing, InvoiceStatus, LineKind, Month};
+    let org = OrgId::new("invorg").unwrap_or_else(|e| panic!("{e}"));
+    let billing = Billing {
+        reader: store,
+        wallets: store,
+        invoices: store,
+    };
+    let w = ws("ws-inv");
+    let event = |seq: u64,
+                 cost: &str,
+                 provider: Provider,
+                 model: &str,
+                 mode: BillingMode,
+                 day_of_month: u32| {
+        let mut e = sample_event("invorg", seq, cost);
+        e.attribution.workspace = w.clone();
+        e.provider = provider;
+        e.model = model.to_owned();
+        e.billing_mode = mode;
+        e.event_time = day(day_of_month);
+        e
+    };
+    store
+        .top_up(&w, money("100.00"), Currency::USD, "pay-1", day(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let november = vec![
+        event(
+            1,
+            "1.234567",
+            Provider::OpenAi,
+            "gpt-4o",
+            BillingMode::Managed,
+            3,
+        ),
+        event(
+            2,
+            "2.000001",
+            Provider::OpenAi,
+            "gpt-4o",
+            BillingMode::Managed,
+            4,
+        ),
+        event(
+            3,
+            "0.5",
+            Provider::Anthropic,
+            "claude-x",
+            BillingMode::Managed,
+            5,
+        ),
+        event(4, "9.99", Provider::OpenAi, "gpt-4o", BillingMode::Byok, 6),
+    ];
+    let apply = |events: &[SpendEvent], through: u64, at: DateTime<Utc>| {
+        let rollups = rollups_of(events);
+        let events = events.to_vec();
+        async move {
+            store
+                .apply(DrainApply {
+                    shard: ShardId(9),
+                    token: FencingToken(1),
+                    expected: (through > 1).then(|| QueuePosition::new(through - 1, 0)),
+                    through: QueuePosition::new(through, 0),
+                    rollups: &rollups,
+                    events: &events,
+                    at,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    assert_eq!(apply(&november, 1, day(28)).await, ApplyOutcome::Applied);
+    let nov = Month {
+        year: 2026,
+        month: 11,
+    };
+    let dec_2 = NaiveDate::from_ymd_opt(2026, 12, 2)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or_default();
+    let plan = Some(money("49.00"));
+    let draft = billing
+        .invoice(&org, &w, nov, plan, dec_2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(draft.status, InvoiceStatus::Draft);
+    let lines: Vec<(String, Decimal, Decimal)> = draft
+        .lines
+        .iter()
+        .map(|l| (format!("{:?}", l.kind), l.exact_amount, l.amount))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        (lines[0].1, lines[0].2),
+        (money("0.5"), money("0.50")),
+        "anthropic claude-x"
+    );
+    assert_eq!(
+        (lines[1].1, lines[1].2),
+        (money("3.234568"), money("3.23")),
+        "openai gpt-4o, BYOK excluded"
+    );
+    assert_eq!(draft.lines[2].kind, LineKind::Subscription);
+    assert_eq!(
+        draft.total,
+        money("52.73"),
+        "the shown lines add up to the total"
+    );
+    assert_eq!(draft.exact_total, money("52.734568"));
+    assert_eq!(draft.payments.len(), 1);
+    assert_eq!(draft.payments[0].amount, money("100.00"));
+    assert_eq!(draft.opening_balance, Decimal::ZERO);
+    assert_eq!(
+        draft.closing_balance,
+        money("96.265432"),
+        "100 − the managed 3.734568"
+    );
+
+    let closed = billing
+        .close_month(&org, &w, nov, plan, dec_2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(closed.status, InvoiceStatus::Final);
+    let number = closed
+        .number
+        .clone()
+        .unwrap_or_else(|| panic!("a final invoice is numbered"));
+    let again = billing
+        .close_month(&org, &w, nov, plan, dec_2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        again.number.as_deref(),
+        Some(number.as_str()),
+        "closing twice changes nothing"
+    );
+    assert!(
+        billing
+            .close_month(
+                &org,
+                &w,
+                Month {
+                    year: 2026,
+                    month: 12
+                },
+                plan,
+                dec_2
+            )
+            .await
+            .is_err(),
+        "a month that is not over cannot be closed"
+    );
+
+    // Spend of November arrives after the close.
+    let late = vec![event(
+        5,
+        "0.75",
+        Provider::OpenAi,
+        "gpt-4o",
+        BillingMode::Managed,
+        30,
+    )];
+    assert_eq!(
+        apply(&late, 2, dec_2 + chrono::Duration::days(3)).await,
+        ApplyOutcome::Applied
+    );
+    let nov_now = billing
+        .invoice(&org, &w, nov, plan, dec_2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(nov_now, closed, "a final invoice never changes");
+    let dec = Month {
+        year: 2026,
+        month: 12,
+    };
+    let jan_2 = NaiveDate::from_ymd_opt(2027, 1, 2)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .unwrap_or_default();
+    let december = billing
+        .close_month(&org, &w, dec, plan, jan_2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let late_lines: Vec<&crate::invoice::InvoiceLine> = december
+        .lines
+        .iter()
+        .filter(|l| matches!(l.kind, LineKind::LateSpend { .. }))
+        .collect();
+    assert_eq!(late_lines.len(), 1);
+    assert_eq!(late_lines[0].exact_amount, money("0.75"));
+    assert_eq!(
+        december.opening_balance,
+        money("96.265432"),
+        "November closed where December opens"
+    );
+    assert_eq!(
+        december.closing_balance,
+        money("95.515432"),
+        "the late debit is December's"
+    );
+    let january = billing
+        .invoice(
+            &org,
+            &w,
+            Month {
+                year: 2027,
+                month: 1,
+            },
+            plan,
+            jan_2,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !january
+            .lines
+            .iter()
+            .any(|l| matches!(l.kind, LineKind::LateSpend { .. })),
+        "late spend is carried once"
+    );
+    let csv = closed.to_csv();
+    assert!(
+        csv.starts_with("number,workspace,month,kind,description,currency,exact_amount,amount\n")
+    );
+    assert!(csv.contains(&number));
+    assert_eq!(
+        csv.lines().count(),
+        1 + 3 + 1 + 1 + 2,
+        "header, lines, total, payment, balances"
     );
 }

@@ -151,6 +151,7 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
                 through,
                 rollups: &rollups,
                 events: &events,
+                at: chrono::Utc::now(),
             })
             .await?;
         let replayed = match outcome {

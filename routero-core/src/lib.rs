@@ -8,6 +8,7 @@ pub mod cost;
 #[cfg(feature = "runtime")]
 pub mod drainer;
 pub mod extract;
+pub mod invoice;
 pub mod memory;
 pub mod money;
 pub mod port;

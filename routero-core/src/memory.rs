@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::attribution::{RequestId, WorkspaceId};
+use crate::invoice::{Invoice, InvoiceStore};
 use crate::money::Currency;
 use crate::port::{
     AppendOutcome, ApplyOutcome, BackendError, Clock, DrainApply, DrainState, ErrorKind,
@@ -267,6 +268,7 @@ struct StoreState {
     unpriced: Vec<SpendEvent>,
     applies: u64,
     wallets: HashMap<WorkspaceId, WalletBook>,
+    invoices: Vec<Invoice>,
 }
 
 /// A credit to write.
@@ -535,11 +537,11 @@ impl SpendStore for MemoryStore {
                 .wallets
                 .entry(workspace.clone())
                 .or_insert_with(|| WalletBook::new(workspace, debit.currency));
-            book.expire(debit.at);
+            book.expire(apply.at);
             let fingerprint =
                 wallet::fingerprint(EntryKind::UsageDebit, debit.amount, debit.currency, "");
             let _ = book.once(&key, fingerprint, |book| {
-                vec![book.debit(EntryKind::UsageDebit, debit.amount, debit.at, &key, None)]
+                vec![book.debit(EntryKind::UsageDebit, debit.amount, apply.at, &key, None)]
             });
         }
         for event in apply.events {
@@ -770,6 +772,44 @@ impl MemoryStore {
             .into_iter()
             .next()
             .ok_or_else(|| WalletError::Invalid("no entry written".into()))
+    }
+}
+
+#[async_trait]
+impl InvoiceStore for MemoryStore {
+    async fn finalize(
+        &self,
+        mut invoice: Invoice,
+        at: DateTime<Utc>,
+    ) -> Result<Invoice, BackendError> {
+        let mut state = lock(&self.state);
+        if let Some(done) = state
+            .invoices
+            .iter()
+            .find(|i| i.workspace == invoice.workspace && i.month == invoice.month)
+        {
+            return Ok(done.clone());
+        }
+        let seq = state.invoices.len() + 1;
+        invoice.number = Some(format!(
+            "INV-{}{:02}-{seq:06}",
+            invoice.month.year, invoice.month.month
+        ));
+        invoice.finalized_at = Some(at);
+        state.invoices.push(invoice.clone());
+        Ok(invoice)
+    }
+
+    async fn finalized(&self, workspace: &WorkspaceId) -> Result<Vec<Invoice>, BackendError> {
+        let state = lock(&self.state);
+        let mut out: Vec<Invoice> = state
+            .invoices
+            .iter()
+            .filter(|i| i.workspace == *workspace)
+            .cloned()
+            .collect();
+        out.sort_by_key(|i| i.month);
+        Ok(out)
     }
 }
 

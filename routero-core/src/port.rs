@@ -205,6 +205,9 @@ pub struct DrainApply<'a> {
     pub rollups: &'a Rollups,
     /// The batches' events, for the request log and the unpriced record.
     pub events: &'a [SpendEvent],
+    /// When the step runs: the time of the wallet debits it posts (the drainer's
+    /// clock; events keep their own times in the rollups).
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 /// What [`SpendStore::apply`] did.

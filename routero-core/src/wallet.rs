@@ -316,8 +316,6 @@ pub struct UsageDebit {
     pub currency: Currency,
     /// The sum of the managed, priced events (positive).
     pub amount: Decimal,
-    /// The latest event time among them: the debit's time.
-    pub at: DateTime<Utc>,
 }
 
 /// The managed spend of a drain step's events, per workspace. BYOK and unpriced
@@ -339,7 +337,6 @@ pub fn usage_debits(
             .or_insert(UsageDebit {
                 currency: *currency,
                 amount: Decimal::ZERO,
-                at: event.event_time,
             });
         if debit.currency != *currency {
             return Err(format!(
@@ -351,7 +348,6 @@ pub fn usage_debits(
             .amount
             .checked_add(*cost)
             .ok_or_else(|| "a usage debit overflows".to_owned())?;
-        debit.at = debit.at.max(event.event_time);
     }
     out.retain(|_, d| !d.amount.is_zero());
     Ok(out)

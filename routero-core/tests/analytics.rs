@@ -27,6 +27,7 @@ async fn store_with(events: &[SpendEvent]) -> MemoryStore {
             through: QueuePosition::new(1, 0),
             rollups: &rollups,
             events,
+            at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
         })
         .await
         .unwrap();

@@ -60,3 +60,8 @@ async fn wallet() {
     conformance::drain_debits_managed_spend_only(&MemoryStore::new()).await;
     conformance::wallet_concurrent_writes_lose_nothing(&MemoryStore::new()).await;
 }
+
+#[tokio::test]
+async fn invoices() {
+    conformance::invoices_close_months_and_carry_late_spend(&MemoryStore::new()).await;
+}

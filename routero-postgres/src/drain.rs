@@ -164,7 +164,7 @@ async fn debit_wallets(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(
         if seen.is_some() {
             continue;
         }
-        crate::wallet::expire_lots(tx, &workspace, currency, debit.at).await?;
+        crate::wallet::expire_lots(tx, &workspace, currency, apply.at).await?;
         let fingerprint = wallet::fingerprint(EntryKind::UsageDebit, debit.amount, currency, "");
         crate::wallet::debit(
             tx,
@@ -172,7 +172,7 @@ async fn debit_wallets(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(
             EntryKind::UsageDebit,
             debit.amount,
             currency,
-            debit.at,
+            apply.at,
             &key,
             &fingerprint,
             None,

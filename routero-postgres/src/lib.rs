@@ -27,6 +27,7 @@
 //! write the spend log; advance the watermark and store the token.
 
 mod drain;
+mod invoice;
 mod read;
 mod wallet;
 

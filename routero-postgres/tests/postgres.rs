@@ -79,6 +79,21 @@ async fn conformance_wallet() {
 }
 
 #[tokio::test]
+async fn conformance_invoices() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "invoices").await;
+    conformance::invoices_close_months_and_carry_late_spend(&pg).await;
+    let client = pg.client().await.unwrap();
+    assert!(
+        client
+            .batch_execute("UPDATE routero_invoices SET body = ''")
+            .await
+            .is_err(),
+        "immutable"
+    );
+}
+
+#[tokio::test]
 async fn the_ledger_is_append_only() {
     let Some(url) = database_url() else { return };
     let pg = store(&url, "append").await;
@@ -281,6 +296,7 @@ async fn differential_against_the_in_memory_store() {
                     through,
                     rollups: &rollups,
                     events: &events,
+                    at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
                 })
                 .await
                 .unwrap();
@@ -313,6 +329,7 @@ async fn concurrent_applies_on_one_shard_serialize() {
         through: QueuePosition::new(5, 0),
         rollups: &rollups,
         events: &events,
+        at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
     };
     // Two coworkers that both read watermark None apply the same range at once.
     let (a, b) = tokio::join!(pg.apply(apply(1)), pg.apply(apply(2)));
@@ -349,6 +366,7 @@ async fn unpriced_events_and_the_spend_log_are_kept() {
             through: QueuePosition::new(1, 0),
             rollups: &rollups,
             events: &events,
+            at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
         })
         .await
         .unwrap();
@@ -413,6 +431,7 @@ async fn token_counts_beyond_bigint_are_refused_whole() {
             through: QueuePosition::new(1, 0),
             rollups: &rollups,
             events: &[huge],
+            at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
         })
         .await
         .unwrap_err();

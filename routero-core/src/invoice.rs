@@ -1,0 +1,542 @@
+//! Monthly invoices per workspace.
+//!
+//! An invoice has a line per provider and model of the month's managed spend at list
+//! price (zero markup), the control-plane subscription line when the workspace has a
+//! plan (what BYOK workspaces pay), a line per month whose spend arrived after that
+//! month's invoice was finalised, the month's top-ups as payments, and the wallet's
+//! opening and closing balances.
+//!
+//! **Rounding.** Each line's exact amount is kept; its shown amount is rounded half to
+//! even at the currency's minor unit; the invoice total is the sum of the shown lines,
+//! so the lines always add up to the total. The exact total is kept beside it.
+//!
+//! **Finalising** a month numbers the invoice and freezes it; spend that arrives for
+//! that month later never edits it and appears as an adjustment line on the next
+//! invoice.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::{Deserialize, Serialize};
+
+use crate::attribution::{BillingMode, OrgId, WorkspaceId};
+use crate::money::Currency;
+use crate::port::{BackendError, GroupBy, RollupFilter, SpendReader};
+use crate::wallet::{EntryKind, TransactionQuery, WalletError, Wallets};
+
+/// A calendar month.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Month {
+    /// The year.
+    pub year: i32,
+    /// 1 to 12.
+    pub month: u32,
+}
+
+impl Month {
+    /// Parses `YYYY-MM`.
+    pub fn parse(text: &str) -> Option<Month> {
+        let (year, month) = text.split_once('-')?;
+        if year.len() != 4 || month.len() != 2 {
+            return None;
+        }
+        let month = Month {
+            year: year.parse().ok()?,
+            month: month.parse().ok()?,
+        };
+        month.first_day().map(|_| month)
+    }
+
+    /// The month of a day.
+    pub fn of(day: NaiveDate) -> Month {
+        Month {
+            year: day.year(),
+            month: day.month(),
+        }
+    }
+
+    /// Its first day.
+    pub fn first_day(self) -> Option<NaiveDate> {
+        NaiveDate::from_ymd_opt(self.year, self.month, 1)
+    }
+
+    /// The next month.
+    pub fn next(self) -> Month {
+        if self.month == 12 {
+            Month {
+                year: self.year + 1,
+                month: 1,
+            }
+        } else {
+            Month {
+                year: self.year,
+                month: self.month + 1,
+            }
+        }
+    }
+
+    /// Its first and last days.
+    pub fn days(self) -> Option<(NaiveDate, NaiveDate)> {
+        let first = self.first_day()?;
+        let next = self.next().first_day()?;
+        Some((first, next.pred_opt()?))
+    }
+
+    fn start(self) -> Option<DateTime<Utc>> {
+        Some(self.first_day()?.and_hms_opt(0, 0, 0)?.and_utc())
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// What a line bills.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LineKind {
+    /// Managed-key usage of one model, at list price.
+    Usage {
+        /// The provider.
+        provider: String,
+        /// The model.
+        model: String,
+        /// Requests.
+        requests: u64,
+        /// Tokens (prompt and completion).
+        tokens: u64,
+    },
+    /// The control-plane subscription.
+    Subscription,
+    /// Managed spend of an earlier, finalised month that arrived after it was finalised.
+    LateSpend {
+        /// That month.
+        month: Month,
+    },
+}
+
+/// One invoice line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvoiceLine {
+    /// What it bills.
+    #[serde(flatten)]
+    pub kind: LineKind,
+    /// A description for a person.
+    pub description: String,
+    /// The exact amount.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub exact_amount: Decimal,
+    /// The amount shown: the exact one rounded half to even at the currency's minor unit.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+}
+
+/// A top-up received in the month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// How much.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// Its idempotency key (the payment reference).
+    pub reference: String,
+}
+
+/// Draft or final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    /// The month is open; the invoice may still change.
+    Draft,
+    /// Numbered and immutable.
+    Final,
+}
+
+/// A workspace's invoice for a month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invoice {
+    /// The org.
+    pub org: OrgId,
+    /// The workspace.
+    pub workspace: WorkspaceId,
+    /// The month.
+    pub month: Month,
+    /// Draft or final.
+    pub status: InvoiceStatus,
+    /// The number, once final.
+    pub number: Option<String>,
+    /// When it was finalised.
+    pub finalized_at: Option<DateTime<Utc>>,
+    /// The currency.
+    pub currency: Currency,
+    /// The lines.
+    pub lines: Vec<InvoiceLine>,
+    /// The sum of the lines' shown amounts.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total: Decimal,
+    /// The sum of the lines' exact amounts.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub exact_total: Decimal,
+    /// Top-ups received in the month.
+    pub payments: Vec<Payment>,
+    /// The wallet's balance when the month began, exact.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub opening_balance: Decimal,
+    /// The wallet's balance when the month ended (or now, for an open month), exact.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub closing_balance: Decimal,
+    /// The month's managed spend in the rollups when the invoice was made: what later
+    /// spend of the month is measured against.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub managed_spend: Decimal,
+}
+
+/// Why an invoice cannot be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvoiceError {
+    /// A month that does not exist or is not over yet (finalising).
+    #[error("invalid month: {0}")]
+    Month(String),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The wallet failed.
+    #[error(transparent)]
+    Wallet(#[from] WalletError),
+}
+
+/// Where finalised invoices are kept.
+#[async_trait::async_trait]
+pub trait InvoiceStore: std::fmt::Debug + Send + Sync + 'static {
+    /// Saves a final invoice, giving it the next number; a month already finalised
+    /// keeps its invoice, which is returned instead.
+    async fn finalize(&self, invoice: Invoice, at: DateTime<Utc>) -> Result<Invoice, BackendError>;
+
+    /// The final invoices of a workspace, oldest month first.
+    async fn finalized(&self, workspace: &WorkspaceId) -> Result<Vec<Invoice>, BackendError>;
+}
+
+fn shown(amount: Decimal, currency: Currency) -> Decimal {
+    amount.round_dp_with_strategy(
+        currency.minor_digits(),
+        RoundingStrategy::MidpointNearestEven,
+    )
+}
+
+fn line(kind: LineKind, description: String, exact: Decimal, currency: Currency) -> InvoiceLine {
+    InvoiceLine {
+        kind,
+        description,
+        exact_amount: exact,
+        amount: shown(exact, currency),
+    }
+}
+
+async fn managed_spend(
+    reader: &dyn SpendReader,
+    org: &OrgId,
+    workspace: &WorkspaceId,
+    month: Month,
+) -> Result<Decimal, InvoiceError> {
+    let (from, to) = month
+        .days()
+        .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
+    let mut filter = RollupFilter::new(org.clone(), from, to);
+    filter.workspaces = Some(vec![workspace.clone()]);
+    filter.billing_mode = Some(BillingMode::Managed);
+    Ok(reader
+        .rollups(&filter)
+        .await?
+        .iter()
+        .map(|r| r.totals.cost)
+        .sum())
+}
+
+/// The wallet balance just before `at`: the sum of the entries before it.
+async fn balance_before(
+    wallets: &dyn Wallets,
+    workspace: &WorkspaceId,
+    at: DateTime<Utc>,
+) -> Result<Decimal, InvoiceError> {
+    let mut sum = Decimal::ZERO;
+    let mut before = None;
+    loop {
+        let page = wallets
+            .transactions(
+                workspace,
+                &TransactionQuery {
+                    to: Some(at),
+                    before,
+                    limit: 1_000,
+                    ..TransactionQuery::default()
+                },
+            )
+            .await?;
+        sum += page.entries.iter().map(|e| e.amount).sum::<Decimal>();
+        match page.next_cursor {
+            Some(cursor) => before = Some(cursor),
+            None => return Ok(sum),
+        }
+    }
+}
+
+/// The ports invoices are made from.
+#[derive(Debug, Clone, Copy)]
+pub struct Billing<'a> {
+    /// The rollups.
+    pub reader: &'a dyn SpendReader,
+    /// The wallets.
+    pub wallets: &'a dyn Wallets,
+    /// The finalised invoices.
+    pub invoices: &'a dyn InvoiceStore,
+}
+
+impl Billing<'_> {
+    /// The invoice of `month` for a workspace as it stands at `now`: the final one when
+    /// the month was finalised, else a draft built from the rollups and the wallet.
+    /// `subscription` is the workspace's plan price per month, if it has a plan.
+    pub async fn invoice(
+        &self,
+        org: &OrgId,
+        workspace: &WorkspaceId,
+        month: Month,
+        subscription: Option<Decimal>,
+        now: DateTime<Utc>,
+    ) -> Result<Invoice, InvoiceError> {
+        let (reader, wallets) = (self.reader, self.wallets);
+        let finalized = self.invoices.finalized(workspace).await?;
+        if let Some(done) = finalized.iter().find(|i| i.month == month) {
+            return Ok(done.clone());
+        }
+        let (from, to) = month
+            .days()
+            .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
+        let start = month
+            .start()
+            .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
+        let end = month
+            .next()
+            .start()
+            .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
+        let balance = wallets.balance(workspace, now.min(end)).await?;
+        let currency = balance.currency;
+
+        let mut filter = RollupFilter::new(org.clone(), from, to);
+        filter.workspaces = Some(vec![workspace.clone()]);
+        filter.billing_mode = Some(BillingMode::Managed);
+        filter.group_by = GroupBy {
+            provider: true,
+            model: true,
+            ..GroupBy::default()
+        };
+        let mut by_model: BTreeMap<(String, String), (Decimal, u64, u64)> = BTreeMap::new();
+        for row in reader.rollups(&filter).await? {
+            let key = (
+                row.key.provider.map(|p| p.to_string()).unwrap_or_default(),
+                row.key.model.unwrap_or_default(),
+            );
+            let entry = by_model.entry(key).or_default();
+            entry.0 += row.totals.cost;
+            entry.1 += row.totals.requests();
+            entry.2 += row
+                .totals
+                .prompt_tokens()
+                .saturating_add(row.totals.output_tokens);
+        }
+        let mut lines = Vec::new();
+        let mut managed = Decimal::ZERO;
+        for ((provider, model), (cost, requests, tokens)) in by_model {
+            managed += cost;
+            lines.push(line(
+                LineKind::Usage {
+                    provider: provider.clone(),
+                    model: model.clone(),
+                    requests,
+                    tokens,
+                },
+                format!("{provider} {model}: {requests} requests, {tokens} tokens, at list price"),
+                cost,
+                currency,
+            ));
+        }
+        if let Some(price) = subscription {
+            lines.push(line(
+                LineKind::Subscription,
+                format!("Control-plane subscription, {month}"),
+                price,
+                currency,
+            ));
+        }
+        // Spend of finalised months that arrived after their invoice.
+        for earlier in finalized.iter().filter(|i| i.month < month) {
+            let now_total = managed_spend(reader, org, workspace, earlier.month).await?;
+            let carried: Decimal = finalized
+                .iter()
+                .flat_map(|i| i.lines.iter())
+                .filter(|l| {
+                    l.kind
+                        == LineKind::LateSpend {
+                            month: earlier.month,
+                        }
+                })
+                .map(|l| l.exact_amount)
+                .sum();
+            let late = now_total - earlier.managed_spend - carried;
+            if !late.is_zero() {
+                lines.push(line(
+                    LineKind::LateSpend {
+                        month: earlier.month,
+                    },
+                    format!(
+                        "Managed spend of {} recorded after its invoice {}",
+                        earlier.month,
+                        earlier.number.as_deref().unwrap_or("")
+                    ),
+                    late,
+                    currency,
+                ));
+            }
+        }
+        let payments = wallets
+            .transactions(
+                workspace,
+                &TransactionQuery {
+                    kinds: Some(vec![EntryKind::TopUp]),
+                    from: Some(start),
+                    to: Some(end),
+                    limit: 1_000,
+                    ..TransactionQuery::default()
+                },
+            )
+            .await?
+            .entries
+            .into_iter()
+            .rev()
+            .map(|e| Payment {
+                at: e.at,
+                amount: e.amount,
+                reference: e.idempotency_key,
+            })
+            .collect();
+        Ok(Invoice {
+            org: org.clone(),
+            workspace: workspace.clone(),
+            month,
+            status: InvoiceStatus::Draft,
+            number: None,
+            finalized_at: None,
+            currency,
+            total: lines.iter().map(|l| l.amount).sum(),
+            exact_total: lines.iter().map(|l| l.exact_amount).sum(),
+            lines,
+            payments,
+            opening_balance: balance_before(wallets, workspace, start).await?,
+            closing_balance: balance_before(wallets, workspace, now.min(end)).await?,
+            managed_spend: managed,
+        })
+    }
+
+    /// Finalises a month that is over: numbers and freezes its invoice. Finalising it again
+    /// returns the same invoice.
+    pub async fn close_month(
+        &self,
+        org: &OrgId,
+        workspace: &WorkspaceId,
+        month: Month,
+        subscription: Option<Decimal>,
+        now: DateTime<Utc>,
+    ) -> Result<Invoice, InvoiceError> {
+        let end = month
+            .next()
+            .start()
+            .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
+        if now < end {
+            return Err(InvoiceError::Month(format!("{month} is not over yet")));
+        }
+        let mut draft = self
+            .invoice(org, workspace, month, subscription, now)
+            .await?;
+        if draft.status == InvoiceStatus::Final {
+            return Ok(draft);
+        }
+        draft.status = InvoiceStatus::Final;
+        draft.finalized_at = Some(now);
+        Ok(self.invoices.finalize(draft, now).await?)
+    }
+}
+
+impl Invoice {
+    /// The invoice as CSV (RFC 4180): one row per line, then the total, payments and
+    /// balances, amounts as decimal strings.
+    pub fn to_csv(&self) -> String {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        let _ = writer.write_record([
+            "number",
+            "workspace",
+            "month",
+            "kind",
+            "description",
+            "currency",
+            "exact_amount",
+            "amount",
+        ]);
+        let number = self.number.clone().unwrap_or_default();
+        let mut row = |kind: &str, description: &str, exact: String, shown: String| {
+            let _ = writer.write_record([
+                number.as_str(),
+                self.workspace.as_ref(),
+                &self.month.to_string(),
+                kind,
+                description,
+                self.currency.code(),
+                &exact,
+                &shown,
+            ]);
+        };
+        for l in &self.lines {
+            let kind = match l.kind {
+                LineKind::Usage { .. } => "usage",
+                LineKind::Subscription => "subscription",
+                LineKind::LateSpend { .. } => "late_spend",
+            };
+            row(
+                kind,
+                &l.description,
+                l.exact_amount.to_string(),
+                l.amount.to_string(),
+            );
+        }
+        row(
+            "total",
+            "",
+            self.exact_total.to_string(),
+            self.total.to_string(),
+        );
+        for p in &self.payments {
+            row(
+                "payment",
+                &p.reference,
+                p.amount.to_string(),
+                shown(p.amount, self.currency).to_string(),
+            );
+        }
+        row(
+            "opening_balance",
+            "",
+            self.opening_balance.to_string(),
+            shown(self.opening_balance, self.currency).to_string(),
+        );
+        row(
+            "closing_balance",
+            "",
+            self.closing_balance.to_string(),
+            shown(self.closing_balance, self.currency).to_string(),
+        );
+        String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+}

@@ -1,0 +1,90 @@
+//! Finalised invoices on PostgreSQL.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use routero_core::attribution::WorkspaceId;
+use routero_core::invoice::{Invoice, InvoiceStore};
+use routero_core::port::{BackendError, ErrorKind};
+
+use crate::{PgStore, backend};
+
+async fn existing(
+    client: &deadpool_postgres::Object,
+    workspace: &str,
+    month: chrono::NaiveDate,
+) -> Result<Option<tokio_postgres::Row>, BackendError> {
+    client
+        .query_opt(
+            "SELECT body FROM routero_invoices WHERE workspace = $1 AND month = $2",
+            &[&workspace, &month],
+        )
+        .await
+        .map_err(backend)
+}
+
+fn decode(body: &str) -> Result<Invoice, BackendError> {
+    serde_json::from_str(body)
+        .map_err(|e| BackendError::new(ErrorKind::Corrupt, format!("stored invoice: {e}")))
+}
+
+#[async_trait]
+impl InvoiceStore for PgStore {
+    async fn finalize(
+        &self,
+        mut invoice: Invoice,
+        at: DateTime<Utc>,
+    ) -> Result<Invoice, BackendError> {
+        let client = self.client().await?;
+        let month = invoice.month.first_day().ok_or_else(|| {
+            BackendError::new(ErrorKind::Invalid, format!("month {}", invoice.month))
+        })?;
+        if let Some(row) = existing(&client, invoice.workspace.as_str(), month).await? {
+            return decode(&row.get::<_, String>(0));
+        }
+        let seq: i64 = client
+            .query_one("SELECT nextval('routero_invoice_number')", &[])
+            .await
+            .map_err(backend)?
+            .get(0);
+        invoice.number = Some(format!(
+            "INV-{}{:02}-{seq:06}",
+            invoice.month.year, invoice.month.month
+        ));
+        invoice.finalized_at = Some(at);
+        let body = serde_json::to_string(&invoice)
+            .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
+        let inserted = client
+            .execute(
+                "INSERT INTO routero_invoices (workspace, month, number, finalized_at, body) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (workspace, month) DO NOTHING",
+                &[&invoice.workspace.as_str(), &month, &invoice.number, &at, &body],
+            )
+            .await
+            .map_err(backend)?;
+        if inserted == 1 {
+            return Ok(invoice);
+        }
+        // Another coworker finalised it first: theirs stands.
+        match existing(&client, invoice.workspace.as_str(), month).await? {
+            Some(row) => decode(&row.get::<_, String>(0)),
+            None => Err(BackendError::new(
+                ErrorKind::Conflict,
+                "invoice vanished while finalising",
+            )),
+        }
+    }
+
+    async fn finalized(&self, workspace: &WorkspaceId) -> Result<Vec<Invoice>, BackendError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT body FROM routero_invoices WHERE workspace = $1 ORDER BY month",
+                &[&workspace.as_str()],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| decode(&row.get::<_, String>(0)))
+            .collect()
+    }
+}
