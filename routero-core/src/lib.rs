@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod attribution;
 #[cfg(feature = "testing")]
 pub mod conformance;
+pub mod control;
 pub mod cost;
 #[cfg(feature = "runtime")]
 pub mod drainer;

@@ -428,6 +428,12 @@ impl WalletBook {
             workspace: self.workspace.clone(),
             currency: self.currency,
             balance: self.entries.iter().map(|e| e.amount).sum(),
+            usage_debited: -self
+                .entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::UsageDebit)
+                .map(|e| e.amount)
+                .sum::<Decimal>(),
             paid_remaining: sum(LotKind::Paid),
             granted_remaining: sum(LotKind::Granted),
             open_lots: open,

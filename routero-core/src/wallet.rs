@@ -177,6 +177,10 @@ pub struct Balance {
     /// What is left of granted lots.
     #[serde(with = "rust_decimal::serde::str")]
     pub granted_remaining: Decimal,
+    /// The sum of every usage debit (positive): what spend controls compare their
+    /// settled spend with to know what is not drained yet.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub usage_debited: Decimal,
     /// The lots with something left.
     pub open_lots: Vec<Lot>,
 }

@@ -566,18 +566,20 @@ impl Wallets for PgStore {
                 balance: Decimal::ZERO,
                 paid_remaining: Decimal::ZERO,
                 granted_remaining: Decimal::ZERO,
+                usage_debited: Decimal::ZERO,
                 open_lots: Vec::new(),
             });
         };
         expire_lots(&tx, workspace, currency, at).await?;
-        let balance: Decimal = tx
+        let sums = tx
             .query_one(
-                "SELECT COALESCE(SUM(amount), 0) FROM routero_wallet_entries WHERE workspace = $1",
+                "SELECT COALESCE(SUM(amount), 0), COALESCE(-SUM(amount) FILTER (WHERE kind = 'usage_debit'), 0) \
+                 FROM routero_wallet_entries WHERE workspace = $1",
                 &[&workspace.as_str()],
             )
             .await
-            .map_err(backend)?
-            .get(0);
+            .map_err(backend)?;
+        let (balance, usage_debited): (Decimal, Decimal) = (sums.get(0), sums.get(1));
         let lots = open_lots(&tx, workspace).await?;
         tx.commit().await.map_err(backend)?;
         let sum = |kind| {
@@ -590,6 +592,7 @@ impl Wallets for PgStore {
             workspace: workspace.clone(),
             currency,
             balance,
+            usage_debited,
             paid_remaining: sum(LotKind::Paid),
             granted_remaining: sum(LotKind::Granted),
             open_lots: lots,
