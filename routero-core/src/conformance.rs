@@ -1199,3 +1199,178 @@ where
         "header, lines, total, payment, balances"
     );
 }
+
+/// Concurrent reservations never reserve more than the wallet has; settled spend not
+/// yet drained counts against it; a refresh after the drain keeps the same figure.
+pub async fn control_reservations_never_overspend(control: Arc<dyn crate::control::SpendControl>) {
+    use crate::control::{Decision, SpendRequest};
+    let org = OrgId::new("ctl-org").unwrap_or_else(|e| panic!("{e}"));
+    let w = ws("ws-ctl");
+    control
+        .refresh_wallet(&org, &w, money("10.00"), Decimal::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let attribution = Arc::new(
+        Attribution::new(org.clone(), w.clone())
+            .with_team(TeamId::new("search").unwrap_or_else(|e| panic!("{e}"))),
+    );
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let control = control.clone();
+            let attribution = attribution.clone();
+            tokio::spawn(async move {
+                let request = SpendRequest {
+                    attribution: &attribution,
+                    billing_mode: BillingMode::Managed,
+                    estimate: money("1.00"),
+                    at: day(25),
+                };
+                control
+                    .reserve(&request, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+        })
+        .collect();
+    let mut allowed = Vec::new();
+    for task in tasks {
+        if let Decision::Allowed(r) = task.await.unwrap_or_else(|e| panic!("{e}")) {
+            allowed.push(r);
+        }
+    }
+    assert!(
+        allowed.len() <= 10,
+        "{} reservations of 1.00 against 10.00",
+        allowed.len()
+    );
+    assert!(
+        allowed.len() >= 5,
+        "contention near the limit refuses some, not most ({})",
+        allowed.len()
+    );
+    let n = Decimal::from(allowed.len());
+    for r in &allowed {
+        control
+            .settle(r, money("0.60"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let left = money("10.00") - n * money("0.60");
+    let ask = |estimate: Decimal| SpendRequest {
+        attribution: &attribution,
+        billing_mode: BillingMode::Managed,
+        estimate,
+        at: day(25),
+    };
+    let fits = |decision: &Decision| matches!(decision, Decision::Allowed(_));
+    let over = control
+        .reserve(&ask(left + money("0.01")), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!fits(&over), "undrained spend counts against the balance");
+    let exact = control
+        .reserve(&ask(left), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Decision::Allowed(exact) = exact else {
+        panic!("{exact:?}")
+    };
+    control
+        .release(&exact)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The drain debits the settled spend: the ledger's balance and debits move together.
+    control
+        .refresh_wallet(&org, &w, left, n * money("0.60"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let over = control
+        .reserve(&ask(left + money("0.01")), &[])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!fits(&over));
+    assert!(fits(
+        &control
+            .reserve(&ask(left), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    ));
+}
+
+/// Budgets hold per period; BYOK requests are not checked against the wallet.
+pub async fn control_budgets_hold_per_period(control: Arc<dyn crate::control::SpendControl>) {
+    use crate::control::{Budget, BudgetScope, Decision, Denial, Period, SpendRequest};
+    let org = OrgId::new("budget-org").unwrap_or_else(|e| panic!("{e}"));
+    let team = TeamId::new("research").unwrap_or_else(|e| panic!("{e}"));
+    let budgets = [Budget {
+        scope: BudgetScope::Team(team.clone()),
+        period: Period::Day,
+        limit: money("2.00"),
+    }];
+    let research = Attribution::new(org.clone(), ws("ws-b")).with_team(team);
+    let other = Attribution::new(org, ws("ws-b"))
+        .with_team(TeamId::new("other").unwrap_or_else(|e| panic!("{e}")));
+    let ask = |attribution, estimate: &str, at| SpendRequest {
+        attribution,
+        billing_mode: BillingMode::Byok,
+        estimate: money(estimate),
+        at,
+    };
+    let Decision::Allowed(first) = control
+        .reserve(&ask(&research, "1.50", day(25)), &budgets)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    else {
+        panic!("within budget, and BYOK needs no wallet")
+    };
+    let second = control
+        .reserve(&ask(&research, "1.00", day(25)), &budgets)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(second, Decision::Denied(Denial::BudgetExceeded { .. })),
+        "{second:?}"
+    );
+    assert!(matches!(
+        control
+            .reserve(&ask(&other, "1.00", day(25)), &budgets)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        Decision::Allowed(_)
+    ));
+    control
+        .release(&first)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Decision::Allowed(third) = control
+        .reserve(&ask(&research, "1.00", day(25)), &budgets)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+    else {
+        panic!("released reservations free the budget")
+    };
+    control
+        .settle(&third, money("1.75"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(
+            control
+                .reserve(&ask(&research, "0.50", day(25)), &budgets)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            Decision::Denied(_)
+        ),
+        "1.75 spent + 0.50 > 2.00"
+    );
+    assert!(
+        matches!(
+            control
+                .reserve(&ask(&research, "2.00", day(26)), &budgets)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            Decision::Allowed(_)
+        ),
+        "a new day, a new budget"
+    );
+}

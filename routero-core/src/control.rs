@@ -69,7 +69,8 @@ pub enum BudgetScope {
 }
 
 impl BudgetScope {
-    fn applies_to(&self, a: &Attribution) -> bool {
+    /// Whether the budget limits this attribution's spend.
+    pub fn applies_to(&self, a: &Attribution) -> bool {
         match self {
             BudgetScope::ApiKey(k) => a.api_key.as_ref() == Some(k),
             BudgetScope::Team(t) => a.team.as_ref() == Some(t),
@@ -147,13 +148,39 @@ pub enum Denial {
 pub struct Reservation {
     /// Its id.
     pub id: u64,
+    /// The org.
+    pub org: crate::attribution::OrgId,
     /// The workspace.
     pub workspace: WorkspaceId,
     /// The billing mode.
     pub billing_mode: BillingMode,
     /// The amount reserved.
     pub amount: Decimal,
-    budgets: Vec<CounterKey>,
+    /// The budget counters it holds.
+    pub budgets: Vec<BudgetCounter>,
+}
+
+impl Reservation {
+    /// The budget counters of `budgets` that apply to a request.
+    pub fn counters(
+        request: &SpendRequest<'_>,
+        budgets: &[Budget],
+    ) -> Vec<(Budget, BudgetCounter)> {
+        budgets
+            .iter()
+            .filter(|b| b.scope.applies_to(request.attribution))
+            .map(|b| {
+                (
+                    b.clone(),
+                    BudgetCounter {
+                        scope: b.scope.clone(),
+                        period: b.period,
+                        start: b.period.start(request.at),
+                    },
+                )
+            })
+            .collect()
+    }
 }
 
 /// The answer to a reservation.
@@ -186,6 +213,7 @@ pub trait SpendControl: std::fmt::Debug + Send + Sync + 'static {
     /// cumulative usage debits.
     async fn refresh_wallet(
         &self,
+        org: &crate::attribution::OrgId,
         workspace: &WorkspaceId,
         balance: Decimal,
         debited: Decimal,
@@ -217,11 +245,15 @@ pub fn max_cost(
     Ok(as_input.total().max(writes))
 }
 
+/// One budget's counter: a scope, a period and the period's first day.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct CounterKey {
-    scope: BudgetScope,
-    period: Period,
-    start: NaiveDate,
+pub struct BudgetCounter {
+    /// Whose spend.
+    pub scope: BudgetScope,
+    /// The period.
+    pub period: Period,
+    /// The period's first day.
+    pub start: NaiveDate,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -247,7 +279,7 @@ impl WalletView {
 #[derive(Debug, Default)]
 struct ControlState {
     wallets: HashMap<WorkspaceId, WalletView>,
-    counters: HashMap<CounterKey, Counter>,
+    counters: HashMap<BudgetCounter, Counter>,
     next: u64,
 }
 
@@ -303,13 +335,13 @@ impl SpendControl for MemoryControl {
                 }));
             }
         }
-        let applying: Vec<(&Budget, CounterKey)> = budgets
+        let applying: Vec<(&Budget, BudgetCounter)> = budgets
             .iter()
             .filter(|b| b.scope.applies_to(request.attribution))
             .map(|b| {
                 (
                     b,
-                    CounterKey {
+                    BudgetCounter {
                         scope: b.scope.clone(),
                         period: b.period,
                         start: b.period.start(request.at),
@@ -333,13 +365,14 @@ impl SpendControl for MemoryControl {
         if request.billing_mode == BillingMode::Managed {
             state.wallets.entry(workspace.clone()).or_default().reserved += estimate;
         }
-        let keys: Vec<CounterKey> = applying.into_iter().map(|(_, k)| k).collect();
+        let keys: Vec<BudgetCounter> = applying.into_iter().map(|(_, k)| k).collect();
         for key in &keys {
             state.counters.entry(key.clone()).or_default().reserved += estimate;
         }
         state.next += 1;
         Ok(Decision::Allowed(Reservation {
             id: state.next,
+            org: request.attribution.org.clone(),
             workspace: workspace.clone(),
             billing_mode: request.billing_mode,
             amount: estimate,
@@ -382,6 +415,7 @@ impl SpendControl for MemoryControl {
 
     async fn refresh_wallet(
         &self,
+        _org: &crate::attribution::OrgId,
         workspace: &WorkspaceId,
         balance: Decimal,
         debited: Decimal,

@@ -38,7 +38,10 @@
 //! refuses every drainer as stale until the counters pass the store's last token
 //! (set them with `SET {prefix}:{N}:fence <token>` to recover).
 
+mod control;
 mod wire;
+
+pub use control::RedisControl;
 
 use std::sync::Arc;
 use std::time::Duration;

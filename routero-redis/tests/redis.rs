@@ -94,6 +94,19 @@ async fn conformance_pipeline() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_spend_control() {
+    let Some(url) = redis_url() else { return };
+    conformance::control_reservations_never_overspend(Arc::new(
+        connect(&url, "ctl1", 1).await.control(),
+    ))
+    .await;
+    conformance::control_budgets_hold_per_period(Arc::new(
+        connect(&url, "ctl2", 1).await.control(),
+    ))
+    .await;
+}
+
 #[tokio::test]
 async fn a_retried_flush_whose_reply_was_lost_adds_nothing() {
     let Some(url) = redis_url() else { return };
