@@ -427,3 +427,225 @@ impl SpendControl for MemoryControl {
         Ok(())
     }
 }
+
+#[derive(Debug, Default)]
+struct Allowance {
+    /// The chunks reserved from the shared control, not settled yet.
+    chunks: Vec<Reservation>,
+    /// Their total.
+    granted: Decimal,
+    /// Local reservations outstanding plus local spend settled, against `granted`.
+    used: Decimal,
+    /// Local spend settled since the chunks were taken.
+    settled: Decimal,
+}
+
+#[derive(Debug, Default)]
+struct AllowanceState {
+    workspaces: HashMap<WorkspaceId, Allowance>,
+    local: HashMap<u64, WorkspaceId>,
+    next: u64,
+}
+
+/// Serves managed reservations without budgets from a local allowance: a chunk
+/// reserved from the shared control in one round trip covers many requests, so the
+/// common path — a wallet far from exhausted — costs no round trip. When the
+/// allowance cannot cover a request, a new chunk is taken; when the shared control
+/// refuses a chunk (the wallet is nearly exhausted), requests are checked one by one
+/// against the shared control, so the bound is the same as without the allowance.
+/// Requests with budgets always go to the shared control (budgets are shared too).
+///
+/// Local spend is settled into the shared control when a chunk is replaced and on
+/// [`LocalAllowance::flush`] (call it every few seconds and at shutdown); until then
+/// the shared control still counts the whole chunk as reserved, which can only make
+/// other replicas more cautious, never let them overspend.
+#[derive(Debug)]
+pub struct LocalAllowance<C> {
+    shared: C,
+    chunk: Decimal,
+    state: Mutex<AllowanceState>,
+}
+
+/// Local reservation ids live above this, shared ones below.
+const LOCAL_IDS: u64 = 1 << 62;
+
+impl<C: SpendControl> LocalAllowance<C> {
+    /// An allowance over `shared`, taking chunks of `chunk` (in the wallet's currency).
+    pub fn new(shared: C, chunk: Decimal) -> LocalAllowance<C> {
+        LocalAllowance {
+            shared,
+            chunk,
+            state: Mutex::new(AllowanceState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AllowanceState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reserves locally if the workspace's allowance covers `estimate`.
+    fn take_local(
+        &self,
+        workspace: &WorkspaceId,
+        request: &SpendRequest<'_>,
+    ) -> Option<Reservation> {
+        let mut state = self.lock();
+        let allowance = state.workspaces.get_mut(workspace)?;
+        if allowance.granted - allowance.used < request.estimate {
+            return None;
+        }
+        allowance.used += request.estimate;
+        state.next += 1;
+        let id = LOCAL_IDS + state.next;
+        state.local.insert(id, workspace.clone());
+        Some(Reservation {
+            id,
+            org: request.attribution.org.clone(),
+            workspace: workspace.clone(),
+            billing_mode: BillingMode::Managed,
+            amount: request.estimate,
+            budgets: Vec::new(),
+        })
+    }
+
+    /// Settles every chunk of every workspace into the shared control with the
+    /// local spend, and forgets them.
+    pub async fn flush(&self) -> Result<(), BackendError> {
+        let drained: Vec<(Vec<Reservation>, Decimal)> = {
+            let mut state = self.lock();
+            state
+                .workspaces
+                .values_mut()
+                .map(|a| {
+                    // Outstanding local reservations stay covered by a fresh chunk.
+                    let outstanding = a.used - a.settled;
+                    let chunks = std::mem::take(&mut a.chunks);
+                    let settled = std::mem::take(&mut a.settled);
+                    a.granted = Decimal::ZERO;
+                    a.used = outstanding;
+                    (chunks, settled)
+                })
+                .collect()
+        };
+        for (chunks, settled) in drained {
+            let mut left = settled;
+            for chunk in chunks {
+                let part = left.min(chunk.amount);
+                left -= part;
+                self.shared.settle(&chunk, part).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: SpendControl> SpendControl for LocalAllowance<C> {
+    async fn reserve(
+        &self,
+        request: &SpendRequest<'_>,
+        budgets: &[Budget],
+    ) -> Result<Decision, BackendError> {
+        let local_eligible = request.billing_mode == BillingMode::Managed
+            && Reservation::counters(request, budgets).is_empty();
+        if !local_eligible {
+            return self.shared.reserve(request, budgets).await;
+        }
+        let workspace = &request.attribution.workspace;
+        if let Some(reservation) = self.take_local(workspace, request) {
+            return Ok(Decision::Allowed(reservation));
+        }
+        let chunk_request = SpendRequest {
+            estimate: self.chunk.max(request.estimate),
+            ..*request
+        };
+        match self.shared.reserve(&chunk_request, &[]).await? {
+            Decision::Allowed(chunk) => {
+                {
+                    let mut state = self.lock();
+                    let allowance = state.workspaces.entry(workspace.clone()).or_default();
+                    allowance.granted += chunk.amount;
+                    allowance.chunks.push(chunk);
+                }
+                match self.take_local(workspace, request) {
+                    Some(reservation) => Ok(Decision::Allowed(reservation)),
+                    None => self.shared.reserve(request, budgets).await,
+                }
+            }
+            // Nearly exhausted: check this request on its own.
+            Decision::Denied(_) => self.shared.reserve(request, budgets).await,
+        }
+    }
+
+    async fn settle(&self, reservation: &Reservation, actual: Decimal) -> Result<(), BackendError> {
+        {
+            let mut state = self.lock();
+            if let Some(workspace) = state.local.remove(&reservation.id) {
+                if let Some(a) = state.workspaces.get_mut(&workspace) {
+                    a.used += actual - reservation.amount;
+                    a.settled += actual;
+                }
+                return Ok(());
+            }
+        }
+        self.shared.settle(reservation, actual).await
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), BackendError> {
+        {
+            let mut state = self.lock();
+            if let Some(workspace) = state.local.remove(&reservation.id) {
+                if let Some(a) = state.workspaces.get_mut(&workspace) {
+                    a.used -= reservation.amount;
+                }
+                return Ok(());
+            }
+        }
+        self.shared.release(reservation).await
+    }
+
+    async fn refresh_wallet(
+        &self,
+        org: &crate::attribution::OrgId,
+        workspace: &WorkspaceId,
+        balance: Decimal,
+        debited: Decimal,
+    ) -> Result<(), BackendError> {
+        self.shared
+            .refresh_wallet(org, workspace, balance, debited)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl<C: SpendControl + ?Sized> SpendControl for Arc<C> {
+    async fn reserve(
+        &self,
+        request: &SpendRequest<'_>,
+        budgets: &[Budget],
+    ) -> Result<Decision, BackendError> {
+        (**self).reserve(request, budgets).await
+    }
+
+    async fn settle(&self, reservation: &Reservation, actual: Decimal) -> Result<(), BackendError> {
+        (**self).settle(reservation, actual).await
+    }
+
+    async fn release(&self, reservation: &Reservation) -> Result<(), BackendError> {
+        (**self).release(reservation).await
+    }
+
+    async fn refresh_wallet(
+        &self,
+        org: &crate::attribution::OrgId,
+        workspace: &WorkspaceId,
+        balance: Decimal,
+        debited: Decimal,
+    ) -> Result<(), BackendError> {
+        (**self)
+            .refresh_wallet(org, workspace, balance, debited)
+            .await
+    }
+}
