@@ -22,7 +22,7 @@ use crate::spend::{
 };
 use crate::wallet::{
     self, Allocation, Balance, EntryKind, LedgerEntry, Lot, LotKind, TransactionPage,
-    TransactionQuery, WalletError, Wallets,
+    TransactionQuery, WalletError, WalletWrite, Wallets,
 };
 use rust_decimal::Decimal;
 
@@ -271,19 +271,6 @@ struct StoreState {
     invoices: Vec<Invoice>,
 }
 
-/// A credit to write.
-#[derive(Debug, Clone, Copy)]
-struct Credit<'a> {
-    kind: EntryKind,
-    lot: LotKind,
-    amount: Decimal,
-    currency: Currency,
-    expires_at: Option<DateTime<Utc>>,
-    key: &'a str,
-    at: DateTime<Utc>,
-    memo: Option<&'a str>,
-}
-
 /// One workspace's wallet: the ledger, the lots, and the keys written with.
 #[derive(Debug)]
 struct WalletBook {
@@ -352,21 +339,32 @@ impl WalletBook {
         entry
     }
 
-    /// A credit creating a lot.
-    fn credit(&mut self, credit: &Credit<'_>) -> LedgerEntry {
-        let id = u64::try_from(self.lots.len()).unwrap_or(u64::MAX) + 1;
-        self.lots.push(Lot {
-            id,
-            kind: credit.lot,
-            amount: credit.amount,
-            remaining: credit.amount,
-            created_at: credit.at,
-            expires_at: credit.expires_at,
-        });
-        let mut entry = self.entry(credit.kind, credit.amount, credit.at, credit.key);
-        entry.lot = Some(id);
-        entry.memo = credit.memo.map(str::to_owned);
-        self.push(entry)
+    /// Carries out a write: a credit creates a lot, a debit consumes lots.
+    fn write(&mut self, write: &WalletWrite<'_>, at: DateTime<Utc>, key: &str) -> LedgerEntry {
+        match *write {
+            WalletWrite::Credit {
+                kind,
+                lot,
+                amount,
+                expires_at,
+                memo,
+            } => {
+                let id = u64::try_from(self.lots.len()).unwrap_or(u64::MAX) + 1;
+                self.lots.push(Lot {
+                    id,
+                    kind: lot,
+                    amount,
+                    remaining: amount,
+                    created_at: at,
+                    expires_at,
+                });
+                let mut entry = self.entry(kind, amount, at, key);
+                entry.lot = Some(id);
+                entry.memo = memo.map(str::to_owned);
+                self.push(entry)
+            }
+            WalletWrite::Debit { kind, amount, memo } => self.debit(kind, amount, at, key, memo),
+        }
     }
 
     /// A debit consuming lots.
@@ -544,10 +542,9 @@ impl SpendStore for MemoryStore {
                 .entry(workspace.clone())
                 .or_insert_with(|| WalletBook::new(workspace, debit.currency));
             book.expire(apply.at);
-            let fingerprint =
-                wallet::fingerprint(EntryKind::UsageDebit, debit.amount, debit.currency, "");
-            let _ = book.once(&key, fingerprint, |book| {
-                vec![book.debit(EntryKind::UsageDebit, debit.amount, apply.at, &key, None)]
+            let write = WalletWrite::usage(debit.amount);
+            let _ = book.once(&key, write.fingerprint(debit.currency), |book| {
+                vec![book.write(&write, apply.at, &key)]
             });
         }
         for event in apply.events {
@@ -596,18 +593,12 @@ impl Wallets for MemoryStore {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        self.credit(
+        self.write(
             workspace,
-            Credit {
-                kind: EntryKind::TopUp,
-                lot: LotKind::Paid,
-                amount,
-                currency,
-                expires_at: None,
-                key,
-                at,
-                memo: None,
-            },
+            currency,
+            &WalletWrite::top_up(amount, currency)?,
+            key,
+            at,
         )
     }
 
@@ -620,24 +611,8 @@ impl Wallets for MemoryStore {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        if expires_at.is_some_and(|e| e <= at) {
-            return Err(WalletError::Invalid(
-                "a credit's expiry must be after its grant".into(),
-            ));
-        }
-        self.credit(
-            workspace,
-            Credit {
-                kind: EntryKind::GrantedCredit,
-                lot: LotKind::Granted,
-                amount,
-                currency,
-                expires_at,
-                key,
-                at,
-                memo: None,
-            },
-        )
+        let write = WalletWrite::grant(amount, currency, expires_at, at)?;
+        self.write(workspace, currency, &write, key, at)
     }
 
     async fn adjust(
@@ -650,39 +625,8 @@ impl Wallets for MemoryStore {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        match kind {
-            EntryKind::Refund | EntryKind::Adjustment if amount > Decimal::ZERO => self.credit(
-                workspace,
-                Credit {
-                    kind,
-                    lot: LotKind::Paid,
-                    amount,
-                    currency,
-                    expires_at: None,
-                    key,
-                    at,
-                    memo: Some(memo),
-                },
-            ),
-            EntryKind::Adjustment if amount < Decimal::ZERO => {
-                wallet::validate_credit(-amount, currency)?;
-                wallet::validate_key(key)?;
-                let mut state = lock(&self.state);
-                let book = book_for(&mut state.wallets, workspace, currency)?;
-                book.expire(at);
-                let fingerprint = wallet::fingerprint(kind, amount, currency, memo);
-                let written = book.once(key, fingerprint, |book| {
-                    vec![book.debit(EntryKind::Adjustment, -amount, at, key, Some(memo))]
-                })?;
-                written
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| WalletError::Invalid("no entry written".into()))
-            }
-            _ => Err(WalletError::Invalid(format!(
-                "{kind} of {amount}: refunds are positive, adjustments non-zero"
-            ))),
-        }
+        let write = WalletWrite::adjustment(kind, amount, currency, memo)?;
+        self.write(workspace, currency, &write, key, at)
     }
 
     async fn expire(
@@ -757,23 +701,22 @@ fn book_for<'a>(
 }
 
 impl MemoryStore {
-    fn credit(
+    /// Carries out one wallet write, once per key.
+    fn write(
         &self,
         workspace: &WorkspaceId,
-        credit: Credit<'_>,
+        currency: Currency,
+        write: &WalletWrite<'_>,
+        key: &str,
+        at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        wallet::validate_credit(credit.amount, credit.currency)?;
-        wallet::validate_key(credit.key)?;
+        wallet::validate_key(key)?;
         let mut state = lock(&self.state);
-        let book = book_for(&mut state.wallets, workspace, credit.currency)?;
-        book.expire(credit.at);
-        let extra = format!(
-            "{:?}|{}",
-            credit.expires_at,
-            credit.memo.unwrap_or_default()
-        );
-        let fingerprint = wallet::fingerprint(credit.kind, credit.amount, credit.currency, &extra);
-        let written = book.once(credit.key, fingerprint, |book| vec![book.credit(&credit)])?;
+        let book = book_for(&mut state.wallets, workspace, currency)?;
+        book.expire(at);
+        let written = book.once(key, write.fingerprint(currency), |book| {
+            vec![book.write(write, at, key)]
+        })?;
         written
             .into_iter()
             .next()

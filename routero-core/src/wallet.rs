@@ -257,6 +257,133 @@ pub fn fingerprint(kind: EntryKind, amount: Decimal, currency: Currency, extra: 
     format!("{kind}|{}|{currency}|{extra}", amount.normalize())
 }
 
+/// A wallet write, as every store carries it out: a credit creating a lot, or a debit
+/// consuming lots. Building one validates it; its fingerprint is what a replay of the
+/// same idempotency key must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalletWrite<'a> {
+    /// A credit: a new lot of `amount`.
+    Credit {
+        /// Top-up, granted credit, refund or positive adjustment.
+        kind: EntryKind,
+        /// Paid or granted.
+        lot: LotKind,
+        /// Positive.
+        amount: Decimal,
+        /// When a granted credit expires.
+        expires_at: Option<DateTime<Utc>>,
+        /// A note.
+        memo: Option<&'a str>,
+    },
+    /// A debit of `amount` (positive) consuming lots.
+    Debit {
+        /// Usage debit or negative adjustment.
+        kind: EntryKind,
+        /// Positive: what leaves the balance.
+        amount: Decimal,
+        /// A note.
+        memo: Option<&'a str>,
+    },
+}
+
+impl<'a> WalletWrite<'a> {
+    /// A paid top-up.
+    pub fn top_up(amount: Decimal, currency: Currency) -> Result<WalletWrite<'a>, WalletError> {
+        validate_credit(amount, currency)?;
+        Ok(WalletWrite::Credit {
+            kind: EntryKind::TopUp,
+            lot: LotKind::Paid,
+            amount,
+            expires_at: None,
+            memo: None,
+        })
+    }
+
+    /// A granted credit, expiring after `at` if it expires at all.
+    pub fn grant(
+        amount: Decimal,
+        currency: Currency,
+        expires_at: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    ) -> Result<WalletWrite<'a>, WalletError> {
+        validate_credit(amount, currency)?;
+        if expires_at.is_some_and(|e| e <= at) {
+            return Err(WalletError::Invalid(
+                "a credit's expiry must be after its grant".into(),
+            ));
+        }
+        Ok(WalletWrite::Credit {
+            kind: EntryKind::GrantedCredit,
+            lot: LotKind::Granted,
+            amount,
+            expires_at,
+            memo: None,
+        })
+    }
+
+    /// A refund (positive) or an adjustment (positive: a paid lot; negative: a debit).
+    pub fn adjustment(
+        kind: EntryKind,
+        amount: Decimal,
+        currency: Currency,
+        memo: &'a str,
+    ) -> Result<WalletWrite<'a>, WalletError> {
+        let write = match kind {
+            EntryKind::Refund | EntryKind::Adjustment if amount > Decimal::ZERO => {
+                WalletWrite::Credit {
+                    kind,
+                    lot: LotKind::Paid,
+                    amount,
+                    expires_at: None,
+                    memo: Some(memo),
+                }
+            }
+            EntryKind::Adjustment if amount < Decimal::ZERO => WalletWrite::Debit {
+                kind,
+                amount: -amount,
+                memo: Some(memo),
+            },
+            _ => {
+                return Err(WalletError::Invalid(format!(
+                    "{kind} of {amount}: refunds are positive, adjustments non-zero"
+                )));
+            }
+        };
+        validate_credit(amount.abs(), currency)?;
+        Ok(write)
+    }
+
+    /// A drain step's usage debit (no validation: spend that happened is owed).
+    pub fn usage(amount: Decimal) -> WalletWrite<'static> {
+        WalletWrite::Debit {
+            kind: EntryKind::UsageDebit,
+            amount,
+            memo: None,
+        }
+    }
+
+    /// What a replay of the same key must match.
+    pub fn fingerprint(&self, currency: Currency) -> String {
+        match *self {
+            WalletWrite::Credit {
+                kind,
+                amount,
+                expires_at,
+                memo,
+                ..
+            } => fingerprint(
+                kind,
+                amount,
+                currency,
+                &format!("{expires_at:?}|{}", memo.unwrap_or_default()),
+            ),
+            WalletWrite::Debit { kind, amount, memo } => {
+                fingerprint(kind, -amount, currency, memo.unwrap_or_default())
+            }
+        }
+    }
+}
+
 /// The order debits consume lots: granted before paid, the soonest expiry first
 /// (never-expiring granted credit after expiring), then oldest first.
 pub fn consumption_order(lots: &mut [Lot]) {

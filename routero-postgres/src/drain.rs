@@ -165,7 +165,7 @@ async fn debit_wallets(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(
             continue;
         }
         crate::wallet::expire_lots(tx, &workspace, currency, apply.at).await?;
-        let fingerprint = wallet::fingerprint(EntryKind::UsageDebit, debit.amount, currency, "");
+        let fingerprint = wallet::WalletWrite::usage(debit.amount).fingerprint(currency);
         crate::wallet::debit(
             tx,
             &workspace,

@@ -9,7 +9,7 @@ use routero_core::attribution::WorkspaceId;
 use routero_core::port::{BackendError, ErrorKind};
 use routero_core::wallet::{
     self, Allocation, Balance, EntryKind, LedgerEntry, Lot, LotKind, TransactionPage,
-    TransactionQuery, WalletError, Wallets,
+    TransactionQuery, WalletError, WalletWrite, Wallets,
 };
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
@@ -291,25 +291,6 @@ pub(crate) async fn debit(
     .await
 }
 
-/// A wallet write.
-#[derive(Debug, Clone, Copy)]
-enum Write<'a> {
-    /// A credit creating a lot.
-    Credit {
-        kind: EntryKind,
-        lot: LotKind,
-        amount: Decimal,
-        expires_at: Option<DateTime<Utc>>,
-        memo: Option<&'a str>,
-    },
-    /// A debit consuming lots (`amount` positive).
-    Debit {
-        kind: EntryKind,
-        amount: Decimal,
-        memo: Option<&'a str>,
-    },
-}
-
 impl PgStore {
     /// Runs one wallet write: lock (creating the wallet), check the currency and the
     /// key, expire lots, write, commit.
@@ -318,11 +299,12 @@ impl PgStore {
         workspace: &WorkspaceId,
         currency: Currency,
         key: &str,
-        fingerprint: &str,
         at: DateTime<Utc>,
-        write: Write<'_>,
+        write: WalletWrite<'_>,
     ) -> Result<LedgerEntry, WalletError> {
         wallet::validate_key(key)?;
+        let fingerprint = write.fingerprint(currency);
+        let fingerprint = fingerprint.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let wallet_currency = lock_wallet(&tx, workspace, currency, true)
@@ -345,7 +327,7 @@ impl PgStore {
         }
         expire_lots(&tx, workspace, currency, at).await?;
         let entry = match write {
-            Write::Credit {
+            WalletWrite::Credit {
                 kind,
                 lot,
                 amount,
@@ -367,7 +349,7 @@ impl PgStore {
                 )
                 .await?
             }
-            Write::Debit { kind, amount, memo } => {
+            WalletWrite::Debit { kind, amount, memo } => {
                 debit(
                     &tx,
                     workspace,
@@ -453,17 +435,8 @@ impl Wallets for PgStore {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        wallet::validate_credit(amount, currency)?;
-        let fingerprint = wallet::fingerprint(EntryKind::TopUp, amount, currency, "None|");
-        let write = Write::Credit {
-            kind: EntryKind::TopUp,
-            lot: LotKind::Paid,
-            amount,
-            expires_at: None,
-            memo: None,
-        };
-        self.write(workspace, currency, key, &fingerprint, at, write)
-            .await
+        let write = WalletWrite::top_up(amount, currency)?;
+        self.write(workspace, currency, key, at, write).await
     }
 
     async fn grant(
@@ -475,27 +448,8 @@ impl Wallets for PgStore {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        wallet::validate_credit(amount, currency)?;
-        if expires_at.is_some_and(|e| e <= at) {
-            return Err(WalletError::Invalid(
-                "a credit's expiry must be after its grant".into(),
-            ));
-        }
-        let fingerprint = wallet::fingerprint(
-            EntryKind::GrantedCredit,
-            amount,
-            currency,
-            &format!("{expires_at:?}|"),
-        );
-        let write = Write::Credit {
-            kind: EntryKind::GrantedCredit,
-            lot: LotKind::Granted,
-            amount,
-            expires_at,
-            memo: None,
-        };
-        self.write(workspace, currency, key, &fingerprint, at, write)
-            .await
+        let write = WalletWrite::grant(amount, currency, expires_at, at)?;
+        self.write(workspace, currency, key, at, write).await
     }
 
     async fn adjust(
@@ -508,33 +462,8 @@ impl Wallets for PgStore {
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        let write = match kind {
-            EntryKind::Refund | EntryKind::Adjustment if amount > Decimal::ZERO => Write::Credit {
-                kind,
-                lot: LotKind::Paid,
-                amount,
-                expires_at: None,
-                memo: Some(memo),
-            },
-            EntryKind::Adjustment if amount < Decimal::ZERO => Write::Debit {
-                kind,
-                amount: -amount,
-                memo: Some(memo),
-            },
-            _ => {
-                return Err(WalletError::Invalid(format!(
-                    "{kind} of {amount}: refunds are positive, adjustments non-zero"
-                )));
-            }
-        };
-        wallet::validate_credit(amount.abs(), currency)?;
-        let extra = match write {
-            Write::Credit { .. } => format!("None|{memo}"),
-            Write::Debit { .. } => memo.to_owned(),
-        };
-        let fingerprint = wallet::fingerprint(kind, amount, currency, &extra);
-        self.write(workspace, currency, key, &fingerprint, at, write)
-            .await
+        let write = WalletWrite::adjustment(kind, amount, currency, memo)?;
+        self.write(workspace, currency, key, at, write).await
     }
 
     async fn expire(
