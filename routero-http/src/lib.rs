@@ -3,9 +3,13 @@
 //! - [`headers`]: pure functions on `http` types that put a request's exact cost, its
 //!   usage per category, the model priced and the price version on the response, in
 //!   documented `x-routero-…` headers, caller-controlled text escaped.
+//! - [`capture`]: a body wrapper (`http-body`) that passes a streamed response through
+//!   unchanged, extracts its usage as it goes, and delivers the cost as trailers and,
+//!   where enabled, a final SSE comment line; a body dropped early reports what was
+//!   known, marked incomplete.
 //!
-//! Still to come in this crate: the streaming body wrapper that captures usage and
-//! delivers the cost as trailers, and the billing REST API as a framework-free service
-//! from `http::Request<Bytes>` to `http::Response<Bytes>`.
+//! Still to come in this crate: the billing REST API as a framework-free service from
+//! `http::Request<Bytes>` to `http::Response<Bytes>`.
 
+pub mod capture;
 pub mod headers;
