@@ -25,13 +25,28 @@ use crate::money::Currency;
 use crate::port::{BackendError, GroupBy, RollupFilter, SpendReader};
 use crate::wallet::{EntryKind, TransactionQuery, WalletError, Wallets};
 
-/// A calendar month.
+/// A calendar month; serialised as `"YYYY-MM"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Month {
     /// The year.
     pub year: i32,
     /// 1 to 12.
     pub month: u32,
+}
+
+impl From<Month> for String {
+    fn from(month: Month) -> String {
+        month.to_string()
+    }
+}
+
+impl TryFrom<String> for Month {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Month, String> {
+        Month::parse(&text).ok_or_else(|| format!("{text:?} is not a YYYY-MM month"))
+    }
 }
 
 impl Month {

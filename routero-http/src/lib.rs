@@ -7,9 +7,10 @@
 //!   unchanged, extracts its usage as it goes, and delivers the cost as trailers and,
 //!   where enabled, a final SSE comment line; a body dropped early reports what was
 //!   known, marked incomplete.
-//!
-//! Still to come in this crate: the billing REST API as a framework-free service from
-//! `http::Request<Bytes>` to `http::Response<Bytes>`.
+//! - [`api`]: the billing REST API (wallet, top-ups, transactions, invoices, spend
+//!   analytics, daily activity) as a framework-free service from
+//!   `http::Request<Bytes>` to `http::Response<Bytes>`, scoped by a [`api::Principal`].
 
+pub mod api;
 pub mod capture;
 pub mod headers;

@@ -1,0 +1,698 @@
+//! The billing REST API as a framework-free service: an `http::Request<Bytes>` in, an
+//! `http::Response<Bytes>` out, so any Rust gateway (hyper, axum, actix…) can mount it.
+//!
+//! The embedding gateway resolves the caller into a [`Principal`]; every query is
+//! scoped by it. No principal: 401. Data of another org, or of a workspace or team the
+//! principal may not see, is never returned and its existence is not revealed (404).
+//! Errors are `application/problem+json` (RFC 9457) with stable type ids
+//! ([`ProblemType`]). Money travels as decimal strings.
+//!
+//! | endpoint | answers |
+//! |---|---|
+//! | `GET /billing/wallet?workspace=` | the wallet's balance and open lots |
+//! | `POST /billing/wallet/topup?workspace=` | a top-up: `Idempotency-Key` header, body `{"amount": "1000.00", "currency": "USD"}` |
+//! | `GET /billing/transactions?workspace=&type=&start_date=&end_date=&cursor=&limit=` | ledger entries, newest first |
+//! | `GET /billing/invoices?workspace=` | final invoices |
+//! | `GET /billing/invoices/{YYYY-MM}?workspace=[&format=csv]` | one month's invoice, JSON or CSV |
+//! | `GET /billing/daily-spend?start_date=&end_date=&…filters` | spend per day |
+//! | `GET /billing/spend-trend?start_date=&end_date=&…filters` | the range beside the period before |
+//! | `GET /billing/overview?workspace=` | balance, month to date, projected month |
+//! | `GET /{team,user,customer}/daily/activity?start_date=&end_date=&…` | LiteLLM's daily-activity shape |
+//!
+//! Filters: `workspace`, `team_ids` (comma-separated), `api_key`, `user_id`,
+//! `end_user_ids` (comma-separated), `provider`, `model`, `billing_mode`; pages: `page`,
+//! `page_size`. LiteLLM's `exclude_team_ids` and `exclude_end_user_ids` are refused
+//! (400), not ignored. Wallet and invoice endpoints answer only for workspaces the
+//! principal lists.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use http::{Method, Request, Response, StatusCode, header};
+use routero_core::analytics::{self, Entity};
+use routero_core::attribution::{
+    ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId,
+};
+use routero_core::invoice::{Billing, InvoiceError, InvoiceStore, Month};
+use routero_core::money::parse_decimal_exact;
+use routero_core::port::{BackendError, Clock, RollupFilter, SpendReader};
+use routero_core::wallet::{EntryKind, TransactionQuery, WalletError, Wallets};
+use routero_core::{Currency, Provider};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+/// What the caller may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Read and top up.
+    Admin,
+    /// Read only.
+    Viewer,
+}
+
+/// The caller, as the embedding gateway resolved it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The org: nothing outside it is ever visible.
+    pub org: OrgId,
+    /// The workspaces it may see (`None`: all of the org's).
+    pub workspaces: Option<Vec<WorkspaceId>>,
+    /// The teams it may see (`None`: all).
+    pub teams: Option<Vec<TeamId>>,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// The API's stable problem types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemType {
+    /// No principal.
+    Unauthorized,
+    /// Not allowed for this principal's role.
+    Forbidden,
+    /// No such resource (or not visible to the principal).
+    NotFound,
+    /// A malformed parameter or body.
+    BadRequest,
+    /// A date that is not `YYYY-MM-DD`.
+    BadDate,
+    /// A range whose start is after its end.
+    DateOrder,
+    /// A range longer than the configured maximum.
+    RangeTooLong,
+    /// A month that is not `YYYY-MM`, or not there.
+    UnknownMonth,
+    /// An idempotency key reused with another body.
+    IdempotencyConflict,
+    /// An invalid amount.
+    InvalidAmount,
+    /// A currency other than the wallet's.
+    InvalidCurrency,
+    /// The backend failed.
+    Unavailable,
+}
+
+impl ProblemType {
+    fn id(self) -> &'static str {
+        match self {
+            ProblemType::Unauthorized => "unauthorized",
+            ProblemType::Forbidden => "forbidden",
+            ProblemType::NotFound => "not-found",
+            ProblemType::BadRequest => "bad-request",
+            ProblemType::BadDate => "bad-date",
+            ProblemType::DateOrder => "date-order",
+            ProblemType::RangeTooLong => "range-too-long",
+            ProblemType::UnknownMonth => "unknown-month",
+            ProblemType::IdempotencyConflict => "idempotency-conflict",
+            ProblemType::InvalidAmount => "invalid-amount",
+            ProblemType::InvalidCurrency => "invalid-currency",
+            ProblemType::Unavailable => "unavailable",
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            ProblemType::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProblemType::Forbidden => StatusCode::FORBIDDEN,
+            ProblemType::NotFound | ProblemType::UnknownMonth => StatusCode::NOT_FOUND,
+            ProblemType::BadRequest
+            | ProblemType::BadDate
+            | ProblemType::DateOrder
+            | ProblemType::RangeTooLong => StatusCode::BAD_REQUEST,
+            ProblemType::IdempotencyConflict => StatusCode::CONFLICT,
+            ProblemType::InvalidAmount | ProblemType::InvalidCurrency => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            ProblemType::Unauthorized => "Authentication required",
+            ProblemType::Forbidden => "Not allowed",
+            ProblemType::NotFound => "Not found",
+            ProblemType::BadRequest => "Bad request",
+            ProblemType::BadDate => "Invalid date",
+            ProblemType::DateOrder => "Start date after end date",
+            ProblemType::RangeTooLong => "Date range too long",
+            ProblemType::UnknownMonth => "Unknown month",
+            ProblemType::IdempotencyConflict => "Idempotency key reused with another request",
+            ProblemType::InvalidAmount => "Invalid amount",
+            ProblemType::InvalidCurrency => "Invalid currency",
+            ProblemType::Unavailable => "Temporarily unavailable",
+        }
+    }
+}
+
+/// A problem to answer with.
+#[derive(Debug)]
+struct Problem {
+    kind: ProblemType,
+    detail: String,
+}
+
+fn problem(kind: ProblemType, detail: impl Into<String>) -> Problem {
+    Problem {
+        kind,
+        detail: detail.into(),
+    }
+}
+
+impl From<BackendError> for Problem {
+    fn from(e: BackendError) -> Self {
+        problem(ProblemType::Unavailable, e.to_string())
+    }
+}
+
+impl From<WalletError> for Problem {
+    fn from(e: WalletError) -> Self {
+        let kind = match &e {
+            WalletError::InvalidAmount { .. } => ProblemType::InvalidAmount,
+            WalletError::CurrencyMismatch { .. } => ProblemType::InvalidCurrency,
+            WalletError::IdempotencyConflict { .. } => ProblemType::IdempotencyConflict,
+            WalletError::Invalid(_) => ProblemType::BadRequest,
+            _ => ProblemType::Unavailable,
+        };
+        problem(kind, e.to_string())
+    }
+}
+
+impl From<InvoiceError> for Problem {
+    fn from(e: InvoiceError) -> Self {
+        match e {
+            InvoiceError::Month(m) => problem(ProblemType::UnknownMonth, m),
+            InvoiceError::Wallet(w) => w.into(),
+            other => problem(ProblemType::Unavailable, other.to_string()),
+        }
+    }
+}
+
+/// The API's settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The longest date range a query may ask for, in days.
+    pub max_range_days: i64,
+    /// Subscription prices per workspace (the plans).
+    pub plans: HashMap<WorkspaceId, Decimal>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            max_range_days: 366,
+            plans: HashMap::new(),
+        }
+    }
+}
+
+/// The billing API over the read port, the wallets and the invoices.
+#[derive(Debug, Clone)]
+pub struct BillingApi {
+    reader: Arc<dyn SpendReader>,
+    wallets: Arc<dyn Wallets>,
+    invoices: Arc<dyn InvoiceStore>,
+    clock: Arc<dyn Clock>,
+    config: ApiConfig,
+}
+
+type Query = HashMap<String, String>;
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
+    let (status, body) = match serde_json::to_vec(value) {
+        Ok(body) => (status, body),
+        // The API's own types always serialise; should one not, say so rather than
+        // answer an empty 200.
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                r#"{{"title":"Internal error","status":500,"detail":"{}"}}"#,
+                e.to_string().replace('"', "'")
+            )
+            .into_bytes(),
+        ),
+    };
+    let mut response = Response::new(Bytes::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn problem_response(p: &Problem) -> Response<Bytes> {
+    let body = serde_json::json!({
+        "type": format!("https://routero.dev/problems/{}", p.kind.id()),
+        "title": p.kind.title(),
+        "status": p.kind.status().as_u16(),
+        "detail": p.detail,
+    });
+    let mut response = json(p.kind.status(), &body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn date(query: &Query, name: &str) -> Result<Option<NaiveDate>, Problem> {
+    query
+        .get(name)
+        .map(|v| {
+            NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map_err(|_| problem(ProblemType::BadDate, format!("{name} must be YYYY-MM-DD")))
+        })
+        .transpose()
+}
+
+fn list<T>(
+    query: &Query,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<Vec<T>>, Problem> {
+    query
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.split(',')
+                .map(|item| {
+                    parse(item.trim())
+                        .map_err(|e| problem(ProblemType::BadRequest, format!("{name}: {e}")))
+                })
+                .collect()
+        })
+        .transpose()
+}
+
+fn one<T>(
+    query: &Query,
+    name: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, Problem> {
+    query
+        .get(name)
+        .map(|v| parse(v).map_err(|e| problem(ProblemType::BadRequest, format!("{name}: {e}"))))
+        .transpose()
+}
+
+fn number(query: &Query, name: &str, default: u32, max: u32) -> Result<u32, Problem> {
+    match query.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                problem(
+                    ProblemType::BadRequest,
+                    format!("{name} must be 1 to {max}"),
+                )
+            }),
+    }
+}
+
+impl BillingApi {
+    /// An API over the ports.
+    pub fn new(
+        reader: Arc<dyn SpendReader>,
+        wallets: Arc<dyn Wallets>,
+        invoices: Arc<dyn InvoiceStore>,
+        clock: Arc<dyn Clock>,
+        config: ApiConfig,
+    ) -> BillingApi {
+        BillingApi {
+            reader,
+            wallets,
+            invoices,
+            clock,
+            config,
+        }
+    }
+
+    /// Answers one request for `principal` (`None`: the caller is not authenticated).
+    pub async fn handle(
+        &self,
+        principal: Option<&Principal>,
+        request: Request<Bytes>,
+    ) -> Response<Bytes> {
+        match self.route(principal, request).await {
+            Ok(response) => response,
+            Err(p) => problem_response(&p),
+        }
+    }
+
+    async fn route(
+        &self,
+        principal: Option<&Principal>,
+        request: Request<Bytes>,
+    ) -> Result<Response<Bytes>, Problem> {
+        let principal = principal
+            .ok_or_else(|| problem(ProblemType::Unauthorized, "no principal for this request"))?;
+        let query: Query =
+            form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let path = request.uri().path().trim_end_matches('/').to_owned();
+        let method = request.method().clone();
+        match (method, path.as_str()) {
+            (Method::GET, "/billing/wallet") => self.wallet(principal, &query).await,
+            (Method::POST, "/billing/wallet/topup") => {
+                self.top_up(principal, &query, &request).await
+            }
+            (Method::GET, "/billing/transactions") => self.transactions(principal, &query).await,
+            (Method::GET, "/billing/invoices") => self.invoices(principal, &query).await,
+            (Method::GET, p) if p.starts_with("/billing/invoices/") => {
+                self.invoice(principal, &query, &p["/billing/invoices/".len()..])
+                    .await
+            }
+            (Method::GET, "/billing/daily-spend") => {
+                let filter = self.filter(principal, &query, true)?;
+                Ok(json(
+                    StatusCode::OK,
+                    &analytics::daily_spend(&*self.reader, &filter).await?,
+                ))
+            }
+            (Method::GET, "/billing/spend-trend") => {
+                let filter = self.filter(principal, &query, true)?;
+                Ok(json(
+                    StatusCode::OK,
+                    &analytics::spend_trend(&*self.reader, &filter).await?,
+                ))
+            }
+            (Method::GET, "/billing/overview") => self.overview(principal, &query).await,
+            (Method::GET, "/team/daily/activity") => {
+                self.activity(principal, &query, Entity::Team, 10).await
+            }
+            (Method::GET, "/user/daily/activity") => {
+                self.activity(principal, &query, Entity::User, 50).await
+            }
+            (Method::GET, "/customer/daily/activity" | "/end_user/daily/activity") => {
+                self.activity(principal, &query, Entity::Customer, 10).await
+            }
+            _ => Err(problem(
+                ProblemType::NotFound,
+                format!("no {} {path}", request.method()),
+            )),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The workspace a wallet or invoice request is about: the `workspace` parameter (or
+    /// the principal's only workspace). Wallets are kept by workspace, so the principal
+    /// must list the workspace among those it may see; any other is "not found".
+    fn workspace(&self, principal: &Principal, query: &Query) -> Result<WorkspaceId, Problem> {
+        let named = one(query, "workspace", |v| {
+            WorkspaceId::new(v).map_err(|e| e.to_string())
+        })?;
+        let visible = principal.workspaces.as_deref().unwrap_or_default();
+        let workspace = match named {
+            Some(w) => w,
+            None if visible.len() == 1 => visible[0].clone(),
+            None => return Err(problem(ProblemType::BadRequest, "workspace is required")),
+        };
+        if !visible.contains(&workspace) {
+            return Err(problem(ProblemType::NotFound, "no such workspace"));
+        }
+        Ok(workspace)
+    }
+
+    /// A rollup filter from the query, scoped to the principal.
+    fn filter(
+        &self,
+        principal: &Principal,
+        query: &Query,
+        dates_required: bool,
+    ) -> Result<RollupFilter, Problem> {
+        for name in ["exclude_team_ids", "exclude_end_user_ids"] {
+            if query.contains_key(name) {
+                return Err(problem(
+                    ProblemType::BadRequest,
+                    format!("{name} is not supported"),
+                ));
+            }
+        }
+        let today = self.now().date_naive();
+        let from = date(query, "start_date")?;
+        let to = date(query, "end_date")?;
+        let (from, to) = match (from, to) {
+            (Some(f), Some(t)) => (f, t),
+            _ if dates_required => {
+                return Err(problem(
+                    ProblemType::BadDate,
+                    "start_date and end_date are required",
+                ));
+            }
+            _ => (today, today),
+        };
+        if from > to {
+            return Err(problem(
+                ProblemType::DateOrder,
+                format!("{from} is after {to}"),
+            ));
+        }
+        if (to - from).num_days() >= self.config.max_range_days {
+            return Err(problem(
+                ProblemType::RangeTooLong,
+                format!("at most {} days", self.config.max_range_days),
+            ));
+        }
+        let mut filter = RollupFilter::new(principal.org.clone(), from, to);
+        filter.workspaces = principal.workspaces.clone();
+        if let Some(w) = one(query, "workspace", |v| {
+            WorkspaceId::new(v).map_err(|e| e.to_string())
+        })? {
+            if principal
+                .workspaces
+                .as_ref()
+                .is_some_and(|list| !list.contains(&w))
+            {
+                return Err(problem(ProblemType::NotFound, "no such workspace"));
+            }
+            filter.workspaces = Some(vec![w]);
+        }
+        let teams = list(query, "team_ids", |v| {
+            TeamId::new(v).map_err(|e| e.to_string())
+        })?;
+        filter.teams = match (teams, &principal.teams) {
+            // Teams the principal may not see simply match nothing.
+            (Some(asked), Some(visible)) => {
+                Some(asked.into_iter().filter(|t| visible.contains(t)).collect())
+            }
+            (Some(asked), None) => Some(asked),
+            (None, visible) => visible.clone(),
+        };
+        filter.api_key = one(query, "api_key", |v| {
+            ApiKeyId::new(v).map_err(|e| e.to_string())
+        })?;
+        filter.user = one(query, "user_id", |v| {
+            UserId::new(v).map_err(|e| e.to_string())
+        })?;
+        filter.customers = list(query, "end_user_ids", |v| {
+            CustomerId::new(v).map_err(|e| e.to_string())
+        })?;
+        filter.provider = one(query, "provider", |v| {
+            Provider::parse(v).map_err(|e| e.to_string())
+        })?;
+        filter.model = query.get("model").cloned();
+        filter.billing_mode = one(query, "billing_mode", |v| v.parse::<BillingMode>())?;
+        Ok(filter)
+    }
+
+    async fn wallet(
+        &self,
+        principal: &Principal,
+        query: &Query,
+    ) -> Result<Response<Bytes>, Problem> {
+        let workspace = self.workspace(principal, query)?;
+        Ok(json(
+            StatusCode::OK,
+            &self.wallets.balance(&workspace, self.now()).await?,
+        ))
+    }
+
+    async fn top_up(
+        &self,
+        principal: &Principal,
+        query: &Query,
+        request: &Request<Bytes>,
+    ) -> Result<Response<Bytes>, Problem> {
+        if principal.role != Role::Admin {
+            return Err(problem(
+                ProblemType::Forbidden,
+                "topping up needs the admin role",
+            ));
+        }
+        let workspace = self.workspace(principal, query)?;
+        let key = request
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                problem(
+                    ProblemType::BadRequest,
+                    "the Idempotency-Key header is required",
+                )
+            })?;
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TopUp {
+            amount: String,
+            currency: String,
+        }
+        let body: TopUp = serde_json::from_slice(request.body())
+            .map_err(|e| problem(ProblemType::BadRequest, format!("body: {e}")))?;
+        let amount = parse_decimal_exact(&body.amount)
+            .map_err(|e| problem(ProblemType::InvalidAmount, e.to_string()))?;
+        let currency: Currency =
+            body.currency
+                .parse()
+                .map_err(|e: routero_core::money::UnknownCurrency| {
+                    problem(ProblemType::InvalidCurrency, e.to_string())
+                })?;
+        let entry = self
+            .wallets
+            .top_up(&workspace, amount, currency, key, self.now())
+            .await?;
+        Ok(json(StatusCode::CREATED, &entry))
+    }
+
+    async fn transactions(
+        &self,
+        principal: &Principal,
+        query: &Query,
+    ) -> Result<Response<Bytes>, Problem> {
+        let workspace = self.workspace(principal, query)?;
+        let midnight = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+        let kinds = list(query, "type", |v| {
+            EntryKind::parse(v).ok_or_else(|| format!("unknown entry type {v:?}"))
+        })?;
+        let request = TransactionQuery {
+            kinds,
+            from: date(query, "start_date")?.and_then(midnight),
+            to: date(query, "end_date")?
+                .and_then(|d| d.succ_opt())
+                .and_then(midnight),
+            before: one(query, "cursor", |v| {
+                v.parse::<u64>().map_err(|e| e.to_string())
+            })?,
+            limit: usize::try_from(number(query, "limit", 50, 1_000)?).unwrap_or(50),
+        };
+        Ok(json(
+            StatusCode::OK,
+            &self.wallets.transactions(&workspace, &request).await?,
+        ))
+    }
+
+    fn billing(&self) -> Billing<'_> {
+        Billing {
+            reader: &*self.reader,
+            wallets: &*self.wallets,
+            invoices: &*self.invoices,
+        }
+    }
+
+    async fn invoices(
+        &self,
+        principal: &Principal,
+        query: &Query,
+    ) -> Result<Response<Bytes>, Problem> {
+        let workspace = self.workspace(principal, query)?;
+        Ok(json(
+            StatusCode::OK,
+            &self.invoices.finalized(&workspace).await?,
+        ))
+    }
+
+    async fn invoice(
+        &self,
+        principal: &Principal,
+        query: &Query,
+        month: &str,
+    ) -> Result<Response<Bytes>, Problem> {
+        let workspace = self.workspace(principal, query)?;
+        let month = Month::parse(month)
+            .ok_or_else(|| problem(ProblemType::UnknownMonth, "expected YYYY-MM"))?;
+        let plan = self.config.plans.get(&workspace).copied();
+        let invoice = self
+            .billing()
+            .invoice(&principal.org, &workspace, month, plan, self.now())
+            .await?;
+        if query.get("format").map(String::as_str) == Some("csv") {
+            let mut response = Response::new(Bytes::from(invoice.to_csv()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/csv; charset=utf-8"),
+            );
+            return Ok(response);
+        }
+        Ok(json(StatusCode::OK, &invoice))
+    }
+
+    async fn overview(
+        &self,
+        principal: &Principal,
+        query: &Query,
+    ) -> Result<Response<Bytes>, Problem> {
+        let workspace = self.workspace(principal, query)?;
+        let mut filter = self.filter(principal, query, false)?;
+        filter.workspaces = Some(vec![workspace.clone()]);
+        let now = self.now();
+        let overview = analytics::overview(&*self.reader, &filter, now.date_naive()).await?;
+        let balance = self.wallets.balance(&workspace, now).await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "workspace": workspace,
+                "currency": balance.currency,
+                "balance": balance.balance.to_string(),
+                "month_to_date": overview.month_to_date.to_string(),
+                "managed_month_to_date": overview.managed_month_to_date.to_string(),
+                "byok_month_to_date": overview.byok_month_to_date.to_string(),
+                "projected_month": overview.projected_month.to_string(),
+                "days_elapsed": overview.days_elapsed,
+                "days_in_month": overview.days_in_month,
+            }),
+        ))
+    }
+
+    async fn activity(
+        &self,
+        principal: &Principal,
+        query: &Query,
+        entity: Entity,
+        default_page_size: u32,
+    ) -> Result<Response<Bytes>, Problem> {
+        let filter = self.filter(principal, query, true)?;
+        let page = number(query, "page", 1, u32::MAX)?;
+        let page_size = number(query, "page_size", default_page_size, 1_000)?;
+        let activity =
+            analytics::daily_activity(&*self.reader, &filter, entity, page, page_size).await?;
+        let totals = activity.totals;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "results": activity.results,
+                "metadata": {
+                    "total_spend": totals.spend.to_string(),
+                    "total_prompt_tokens": totals.prompt_tokens,
+                    "total_completion_tokens": totals.completion_tokens,
+                    "total_tokens": totals.total_tokens,
+                    "total_api_requests": totals.api_requests,
+                    "total_successful_requests": totals.successful_requests,
+                    "total_failed_requests": totals.failed_requests,
+                    "total_cache_read_input_tokens": totals.cache_read_input_tokens,
+                    "total_cache_creation_input_tokens": totals.cache_creation_input_tokens,
+                    "page": activity.page,
+                    "total_pages": activity.total_pages,
+                    "has_more": activity.has_more,
+                }
+            }),
+        ))
+    }
+}
