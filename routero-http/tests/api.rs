@@ -8,21 +8,25 @@ use http::{Method, Request, Response, StatusCode};
 use routero_core::Currency;
 use routero_core::attribution::{OrgId, TeamId, WorkspaceId};
 use routero_core::conformance::{sample_day, sample_event};
+use routero_core::invoice::InvoiceStore;
 use routero_core::memory::{ManualClock, MemoryStore};
-use routero_core::port::{DrainApply, FencingToken, SpendStore};
+use routero_core::port::{DrainApply, FencingToken, SpendReader, SpendStore};
 use routero_core::spend::{QueuePosition, Rollups, ShardId, SpendEvent};
 use routero_core::wallet::Wallets;
 use routero_http::api::{ApiConfig, BillingApi, Principal, Role};
+use routero_postgres::{PgConfig, PgStore};
 use serde_json::Value;
 
 fn ws(name: &str) -> WorkspaceId {
     WorkspaceId::new(name).unwrap()
 }
 
-/// Events of two orgs around the sample day (2026-11-02); the clock stands at
-/// 2026-11-10 12:00.
-async fn api() -> (BillingApi, Arc<MemoryStore>) {
-    let store = Arc::new(MemoryStore::new());
+/// Events of two orgs around the sample day (2026-11-02), drained into `store`; the
+/// clock stands at 2026-11-10 12:00.
+async fn api_over<S>(store: Arc<S>) -> BillingApi
+where
+    S: SpendStore + SpendReader + Wallets + InvoiceStore,
+{
     let mut events: Vec<SpendEvent> = Vec::new();
     for (seq, day, cost) in [
         (0u64, 0, "1.5"),
@@ -39,6 +43,9 @@ async fn api() -> (BillingApi, Arc<MemoryStore>) {
     for e in &events {
         rollups.add_event(e).unwrap();
     }
+    for w in ["acme-ws", "other-ws"] {
+        store.open(&ws(w), Currency::USD).await.unwrap();
+    }
     store
         .apply(DrainApply {
             shard: ShardId(0),
@@ -51,21 +58,76 @@ async fn api() -> (BillingApi, Arc<MemoryStore>) {
         })
         .await
         .unwrap();
-    for w in ["acme-ws", "other-ws"] {
-        store.open(&ws(w), Currency::USD).await.unwrap();
-    }
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 10, 12, 0, 0).unwrap(),
     ));
-    let api = BillingApi::new(
+    BillingApi::new(
         store.clone(),
         store.clone(),
-        store.clone(),
+        store,
         clock,
         ApiConfig::default(),
-    );
-    (api, store)
+    )
 }
+
+async fn memory_api() -> BillingApi {
+    api_over(Arc::new(MemoryStore::new())).await
+}
+
+/// The API over a fresh schema of the PostgreSQL server in `ROUTERO_TEST_DATABASE_URL`;
+/// `None` (skipped) when there is none and services are not required.
+async fn pg_api() -> Option<BillingApi> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let url = match std::env::var("ROUTERO_TEST_DATABASE_URL") {
+        Ok(url) => url,
+        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("ROUTERO_TEST_DATABASE_URL is not set and services are required")
+        }
+        Err(_) => {
+            eprintln!("skipped: ROUTERO_TEST_DATABASE_URL is not set (run scripts/test.sh)");
+            return None;
+        }
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut config = PgConfig::new(url);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    config.schema = Some(format!("api_{}_{nanos}_{n}", std::process::id()));
+    let store = PgStore::connect(config).await.expect("connect and migrate");
+    Some(api_over(Arc::new(store)).await)
+}
+
+/// Runs each named check on the in-memory store and on PostgreSQL.
+macro_rules! on_both_stores {
+    ($($check:ident),* $(,)?) => {$(
+        mod $check {
+            #[tokio::test]
+            async fn memory() {
+                super::$check(super::memory_api().await).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(api) = super::pg_api().await {
+                    super::$check(api).await;
+                }
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    no_principal_is_401_everywhere,
+    a_top_up_is_created_once_per_key,
+    bad_top_ups_are_refused_with_their_reason,
+    another_tenant_is_not_found,
+    dates_are_checked,
+    team_activity_has_litellms_shape_and_the_principals_teams_only,
+    invoices_come_as_json_or_csv,
+    the_overview_adds_balance_and_month_to_date,
+);
 
 fn admin() -> Principal {
     Principal {
@@ -111,9 +173,7 @@ fn assert_problem(response: &Response<Bytes>, status: StatusCode, id: &str) {
     assert_eq!(value["status"], status.as_u16());
 }
 
-#[tokio::test]
-async fn no_principal_is_401_everywhere() {
-    let (api, _) = api().await;
+async fn no_principal_is_401_everywhere(api: BillingApi) {
     for uri in [
         "/billing/wallet",
         "/billing/daily-spend",
@@ -125,9 +185,7 @@ async fn no_principal_is_401_everywhere() {
     }
 }
 
-#[tokio::test]
-async fn a_top_up_is_created_once_per_key() {
-    let (api, store) = api().await;
+async fn a_top_up_is_created_once_per_key(api: BillingApi) {
     let p = admin();
     let first = api
         .handle(
@@ -161,19 +219,11 @@ async fn a_top_up_is_created_once_per_key() {
         .handle(Some(&p), get("/billing/wallet?workspace=acme-ws"))
         .await;
     assert_eq!(wallet.status(), StatusCode::OK);
-    let balance = store
-        .balance(&ws("acme-ws"), Utc::now())
-        .await
-        .unwrap()
-        .balance;
     // The drain already debited the managed usage: 1.5 + 2.
-    assert_eq!(balance.to_string(), "996.50", "one top-up, not two");
-    assert_eq!(body(&wallet)["balance"], "996.50");
+    assert_eq!(body(&wallet)["balance"], "996.50", "one top-up, not two");
 }
 
-#[tokio::test]
-async fn bad_top_ups_are_refused_with_their_reason() {
-    let (api, _) = api().await;
+async fn bad_top_ups_are_refused_with_their_reason(api: BillingApi) {
     let p = admin();
     let cases = [
         (
@@ -246,9 +296,7 @@ async fn bad_top_ups_are_refused_with_their_reason() {
     );
 }
 
-#[tokio::test]
-async fn another_tenant_is_not_found() {
-    let (api, _) = api().await;
+async fn another_tenant_is_not_found(api: BillingApi) {
     let p = admin();
     for uri in [
         "/billing/wallet?workspace=other-ws",
@@ -283,11 +331,53 @@ async fn another_tenant_is_not_found() {
         })
         .sum();
     assert_eq!(total.to_string(), "3.875");
+
+    // The other org has a team-0, a key-4 and a cust-1 too; naming them never reaches it.
+    let total_of = |value: &Value| {
+        value["metadata"]["total_spend"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let range = "start_date=2026-11-01&end_date=2026-11-10";
+    for (path, filter, expected) in [
+        ("/team/daily/activity", "team_ids=team-0", "1.625"),
+        ("/customer/daily/activity", "end_user_ids=cust-1", "0.375"),
+        ("/user/daily/activity", "api_key=key-4", "0"),
+    ] {
+        let response = api
+            .handle(Some(&p), get(&format!("{path}?{range}&{filter}")))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}?{filter}");
+        assert_eq!(total_of(&body(&response)), expected, "{path}?{filter}");
+    }
+    // A principal held to team-1 asking for team-0 gets nothing, not team-0's spend.
+    let held = Principal {
+        teams: Some(vec![TeamId::new("team-1").unwrap()]),
+        ..admin()
+    };
+    let response = api
+        .handle(
+            Some(&held),
+            get(&format!("/team/daily/activity?{range}&team_ids=team-0")),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(total_of(&body(&response)), "0");
+    // Another org's principal sees only its own 100.
+    let other = Principal {
+        org: OrgId::new("other").unwrap(),
+        workspaces: None,
+        teams: None,
+        role: Role::Viewer,
+    };
+    let response = api
+        .handle(Some(&other), get(&format!("/team/daily/activity?{range}")))
+        .await;
+    assert_eq!(total_of(&body(&response)), "100");
 }
 
-#[tokio::test]
-async fn dates_are_checked() {
-    let (api, _) = api().await;
+async fn dates_are_checked(api: BillingApi) {
     let p = admin();
     let cases = [
         ("start_date=2026-13-01&end_date=2026-11-10", "bad-date"),
@@ -314,9 +404,7 @@ async fn dates_are_checked() {
     }
 }
 
-#[tokio::test]
-async fn team_activity_has_litellms_shape_and_the_principals_teams_only() {
-    let (api, _) = api().await;
+async fn team_activity_has_litellms_shape_and_the_principals_teams_only(api: BillingApi) {
     let p = Principal {
         teams: Some(vec![TeamId::new("team-0").unwrap()]),
         ..admin()
@@ -343,9 +431,7 @@ async fn team_activity_has_litellms_shape_and_the_principals_teams_only() {
     }
 }
 
-#[tokio::test]
-async fn invoices_come_as_json_or_csv() {
-    let (api, _) = api().await;
+async fn invoices_come_as_json_or_csv(api: BillingApi) {
     let p = admin();
     let response = api
         .handle(Some(&p), get("/billing/invoices/2026-11?workspace=acme-ws"))
@@ -387,9 +473,7 @@ async fn invoices_come_as_json_or_csv() {
     );
 }
 
-#[tokio::test]
-async fn the_overview_adds_balance_and_month_to_date() {
-    let (api, _) = api().await;
+async fn the_overview_adds_balance_and_month_to_date(api: BillingApi) {
     let p = admin();
     let response = api
         .handle(Some(&p), get("/billing/overview?workspace=acme-ws"))
