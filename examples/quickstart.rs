@@ -18,221 +18,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use routero::attribution::{
-    ApiKeyId, Attribution, BillingMode, BillingPolicy, CredentialId, CustomerId, OrgId, RequestId,
-    TeamId, UserId,
-};
+use routero::attribution::{BillingMode, OrgId};
 use routero::drainer::{Drainer, DrainerConfig};
-use routero::extract::{self, Extraction, StreamExtractor};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::port::{Clock, GroupBy, RollupFilter, SpendReader};
 use routero::recorder::{Recorder, RecorderConfig};
-use routero::spend::{Outcome, SpendEvent};
-use routero::{PriceTable, Provider};
+use routero::spend::Pricing;
 use rust_decimal::Decimal;
 
-macro_rules! fixture {
-    ($path:literal) => {
-        include_bytes!(concat!("../routero-core/tests/data/providers/", $path)).as_slice()
-    };
-}
-
-/// A canned provider response: who serves it, its shape, and the model the request
-/// asked for (what a gateway knows when the response names none).
-struct Response {
-    provider: Provider,
-    body: &'static [u8],
-    streamed: bool,
-    model: &'static str,
-}
-
-fn responses() -> Vec<Response> {
-    let r = |provider, body, streamed, model| Response {
-        provider,
-        body,
-        streamed,
-        model,
-    };
-    vec![
-        r(
-            Provider::OpenAi,
-            fixture!("openai_chat/chat_completion_reasoning_cached.json"),
-            false,
-            "o4-mini",
-        ),
-        r(
-            Provider::OpenAi,
-            fixture!("openai_chat/chat_stream_include_usage.sse"),
-            true,
-            "gpt-4o-mini",
-        ),
-        r(
-            Provider::OpenAi,
-            fixture!("openai_chat/chat_stream_no_usage.sse"),
-            true,
-            "gpt-4o-mini",
-        ),
-        r(
-            Provider::OpenAi,
-            fixture!("openai_responses/response_stream.sse"),
-            true,
-            "gpt-5.4",
-        ),
-        r(
-            Provider::OpenAi,
-            fixture!("openai_embeddings/embeddings.json"),
-            false,
-            "text-embedding-3-small",
-        ),
-        r(
-            Provider::Azure,
-            fixture!("azure_openai/chat_completion.json"),
-            false,
-            "gpt-4o",
-        ),
-        r(
-            Provider::Anthropic,
-            fixture!("anthropic/message_cache_web_search.json"),
-            false,
-            "claude-sonnet-4-5",
-        ),
-        r(
-            Provider::Anthropic,
-            fixture!("anthropic/message_stream.sse"),
-            true,
-            "claude-sonnet-4-5",
-        ),
-        r(
-            Provider::Anthropic,
-            fixture!("anthropic/message_thinking.json"),
-            false,
-            "claude-opus-4-8",
-        ),
-        r(
-            Provider::Gemini,
-            fixture!("gemini/generate_content_thinking_cached.json"),
-            false,
-            "gemini-2.5-pro",
-        ),
-        r(
-            Provider::Gemini,
-            fixture!("gemini/stream_generate_content.sse"),
-            true,
-            "gemini-2.5-flash",
-        ),
-        r(
-            Provider::DeepSeek,
-            fixture!("deepseek/chat_stream.sse"),
-            true,
-            "deepseek-chat",
-        ),
-        r(
-            Provider::Mistral,
-            fixture!("mistral/chat_completion.json"),
-            false,
-            "mistral-medium-2508",
-        ),
-        r(
-            Provider::Groq,
-            fixture!("groq/chat_stream_x_groq.sse"),
-            true,
-            "llama-3.3-70b-versatile",
-        ),
-        r(
-            Provider::Xai,
-            fixture!("xai/chat_completion_reasoning.json"),
-            false,
-            "grok-3-mini",
-        ),
-        r(
-            Provider::Bedrock,
-            fixture!("bedrock/converse_cache_write.json"),
-            false,
-            "anthropic.claude-haiku-4-5-20251001-v1:0",
-        ),
-        r(
-            Provider::Cohere,
-            fixture!("cohere/chat_v2.json"),
-            false,
-            "command-a-03-2025",
-        ),
-        r(
-            Provider::OpenRouter,
-            fixture!("openrouter/chat_completion_anthropic_cache.json"),
-            false,
-            "anthropic/claude-sonnet-4.5",
-        ),
-    ]
-}
-
-/// A deterministic generator, so that every run prints the same report.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, bound: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        usize::try_from((self.0 >> 33) % u64::try_from(bound.max(1)).unwrap_or(1)).unwrap_or(0)
-    }
-}
-
-/// A gateway caller: the attribution its API key maps to, and the credential its
-/// requests go upstream with.
-struct Caller {
-    attribution: Attribution,
-    credential: Option<CredentialId>,
-}
-
-fn id<T: std::str::FromStr>(text: &str) -> T
-where
-    T::Err: std::fmt::Display,
-{
-    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
-}
-
-fn callers() -> Vec<Caller> {
-    let mut out = Vec::new();
-    let plans = [
-        ("acme", "acme-prod", &["search", "support", "growth"][..]),
-        ("acme", "acme-labs", &["research"][..]),
-        ("globex", "globex-main", &["platform", "data"][..]),
-    ];
-    for (org, workspace, teams) in plans {
-        for (t, team) in teams.iter().enumerate() {
-            for k in 0..2 {
-                let attribution = Attribution::new(id(org), id(workspace))
-                    .with_team(id::<TeamId>(team))
-                    .with_api_key(id::<ApiKeyId>(&format!("{team}-key-{k}")))
-                    .with_user(id::<UserId>(&format!("{org}-user-{}", (t + k) % 3)))
-                    .with_customer(id::<CustomerId>(&format!("{org}-customer-{}", k + t % 2)));
-                // Acme's research team brings its own Anthropic key.
-                let credential = (*team == "research" && k == 0)
-                    .then(|| id::<CredentialId>("acme-research-anthropic"));
-                out.push(Caller {
-                    attribution,
-                    credential,
-                });
-            }
-        }
-    }
-    out
-}
-
-fn extract(response: &Response, rng: &mut Lcg) -> Result<Extraction, extract::ExtractError> {
-    if !response.streamed {
-        return extract::from_body(&response.provider, response.body, &[]);
-    }
-    let mut stream = StreamExtractor::new(&response.provider);
-    let mut rest = response.body;
-    while !rest.is_empty() {
-        let (chunk, tail) = rest.split_at((1 + rng.next(200)).min(rest.len()));
-        stream.push(chunk)?;
-        rest = tail;
-    }
-    stream.finish()
-}
+#[path = "demo/mod.rs"]
+mod demo;
 
 #[derive(Debug)]
 struct SystemClock;
@@ -245,11 +40,6 @@ impl Clock for SystemClock {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let prices = PriceTable::bundled();
-    let mut policy = BillingPolicy::new(BillingMode::Managed);
-    policy.set_workspace(id("globex-main"), BillingMode::Byok);
-    policy.set_credential(id("acme-research-anthropic"), BillingMode::Byok);
-
     let queue = Arc::new(MemoryQueue::new(4));
     let elector = Arc::new(MemoryElector::new(Arc::new(SystemClock)));
     let store = Arc::new(MemoryStore::new());
@@ -272,72 +62,18 @@ async fn main() -> ExitCode {
         })
     };
 
-    let responses = responses();
-    let callers = callers();
-    let mut rng = Lcg(7);
     let day: NaiveDate = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap_or_default();
     let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     let mut sum_of_requests = Decimal::ZERO;
     let mut unpriced: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..400 {
-        let response = &responses[rng.next(responses.len())];
-        let caller = &callers[rng.next(callers.len())];
-        let at = start + Duration::seconds(i64::from(i) * 431);
-        let mode = policy
-            .mode_for(&caller.attribution.workspace, caller.credential.as_ref())
-            .unwrap_or(BillingMode::Managed);
-        let request = id::<RequestId>(&format!("req-{i:04}"));
-        let failed = rng.next(50) == 0;
-        let event = match extract(response, &mut rng) {
-            Ok(extraction) => {
-                let model = extraction.model.as_deref().unwrap_or(response.model);
-                match prices.cost(&response.provider, model, &extraction.usage, at) {
-                    Ok(cost) => {
-                        sum_of_requests += cost.total();
-                        SpendEvent::priced(
-                            request,
-                            at,
-                            caller.attribution.clone(),
-                            mode,
-                            response.provider.clone(),
-                            model,
-                            &cost,
-                        )
-                    }
-                    Err(e) => SpendEvent::unpriced(
-                        request,
-                        at,
-                        caller.attribution.clone(),
-                        mode,
-                        response.provider.clone(),
-                        model,
-                        Some(extraction.usage),
-                        e,
-                    ),
-                }
-            }
-            Err(e) => SpendEvent::unpriced(
-                request,
-                at,
-                caller.attribution.clone(),
-                mode,
-                response.provider.clone(),
-                response.model,
-                None,
-                e,
-            ),
-        };
-        if let Some(reason) = match &event.pricing {
-            routero::spend::Pricing::Unpriced { reason } => Some(reason.clone()),
-            routero::spend::Pricing::Priced { .. } => None,
-        } {
-            *unpriced.entry(reason).or_default() += 1;
+    for (i, event) in demo::traffic(start, 400, Duration::seconds(431))
+        .into_iter()
+        .enumerate()
+    {
+        match &event.pricing {
+            Pricing::Priced { cost, .. } => sum_of_requests += *cost,
+            Pricing::Unpriced { reason } => *unpriced.entry(reason.clone()).or_default() += 1,
         }
-        let event = if failed {
-            event.with_outcome(Outcome::Failure)
-        } else {
-            event
-        };
         if let Err(e) = recorder.record(event) {
             eprintln!("quickstart: {e}");
             return ExitCode::FAILURE;
@@ -366,7 +102,7 @@ async fn main() -> ExitCode {
 
     let mut drained_total = Decimal::ZERO;
     for org in ["acme", "globex"] {
-        let mut filter = RollupFilter::new(id::<OrgId>(org), day, day + Duration::days(1));
+        let mut filter = RollupFilter::new(demo::id::<OrgId>(org), day, day + Duration::days(1));
         filter.group_by = GroupBy {
             team: true,
             billing_mode: true,

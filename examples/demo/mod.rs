@@ -1,0 +1,291 @@
+//! The demo traffic the examples share: real provider response shapes (the test
+//! fixtures), JSON and streamed, from two orgs' workspaces, teams, keys, users and
+//! customers, managed and bring-your-own-key, each response extracted (streams in random
+//! chunks, as off a socket) and priced with the bundled table.
+
+use chrono::{DateTime, Duration, Utc};
+use routero::attribution::{
+    ApiKeyId, Attribution, BillingMode, BillingPolicy, CredentialId, CustomerId, RequestId, TeamId,
+    UserId,
+};
+use routero::extract::{self, Extraction, StreamExtractor};
+use routero::spend::{Outcome, SpendEvent};
+use routero::{PriceTable, Provider};
+
+macro_rules! fixture {
+    ($path:literal) => {
+        include_bytes!(concat!("../../routero-core/tests/data/providers/", $path)).as_slice()
+    };
+}
+
+/// A canned provider response: who serves it, its shape, and the model the request
+/// asked for (what a gateway knows when the response names none).
+pub(crate) struct Response {
+    provider: Provider,
+    body: &'static [u8],
+    streamed: bool,
+    model: &'static str,
+}
+
+pub(crate) fn responses() -> Vec<Response> {
+    let r = |provider, body, streamed, model| Response {
+        provider,
+        body,
+        streamed,
+        model,
+    };
+    vec![
+        r(
+            Provider::OpenAi,
+            fixture!("openai_chat/chat_completion_reasoning_cached.json"),
+            false,
+            "o4-mini",
+        ),
+        r(
+            Provider::OpenAi,
+            fixture!("openai_chat/chat_stream_include_usage.sse"),
+            true,
+            "gpt-4o-mini",
+        ),
+        r(
+            Provider::OpenAi,
+            fixture!("openai_chat/chat_stream_no_usage.sse"),
+            true,
+            "gpt-4o-mini",
+        ),
+        r(
+            Provider::OpenAi,
+            fixture!("openai_responses/response_stream.sse"),
+            true,
+            "gpt-5.4",
+        ),
+        r(
+            Provider::OpenAi,
+            fixture!("openai_embeddings/embeddings.json"),
+            false,
+            "text-embedding-3-small",
+        ),
+        r(
+            Provider::Azure,
+            fixture!("azure_openai/chat_completion.json"),
+            false,
+            "gpt-4o",
+        ),
+        r(
+            Provider::Anthropic,
+            fixture!("anthropic/message_cache_web_search.json"),
+            false,
+            "claude-sonnet-4-5",
+        ),
+        r(
+            Provider::Anthropic,
+            fixture!("anthropic/message_stream.sse"),
+            true,
+            "claude-sonnet-4-5",
+        ),
+        r(
+            Provider::Anthropic,
+            fixture!("anthropic/message_thinking.json"),
+            false,
+            "claude-opus-4-8",
+        ),
+        r(
+            Provider::Gemini,
+            fixture!("gemini/generate_content_thinking_cached.json"),
+            false,
+            "gemini-2.5-pro",
+        ),
+        r(
+            Provider::Gemini,
+            fixture!("gemini/stream_generate_content.sse"),
+            true,
+            "gemini-2.5-flash",
+        ),
+        r(
+            Provider::DeepSeek,
+            fixture!("deepseek/chat_stream.sse"),
+            true,
+            "deepseek-chat",
+        ),
+        r(
+            Provider::Mistral,
+            fixture!("mistral/chat_completion.json"),
+            false,
+            "mistral-medium-2508",
+        ),
+        r(
+            Provider::Groq,
+            fixture!("groq/chat_stream_x_groq.sse"),
+            true,
+            "llama-3.3-70b-versatile",
+        ),
+        r(
+            Provider::Xai,
+            fixture!("xai/chat_completion_reasoning.json"),
+            false,
+            "grok-3-mini",
+        ),
+        r(
+            Provider::Bedrock,
+            fixture!("bedrock/converse_cache_write.json"),
+            false,
+            "anthropic.claude-haiku-4-5-20251001-v1:0",
+        ),
+        r(
+            Provider::Cohere,
+            fixture!("cohere/chat_v2.json"),
+            false,
+            "command-a-03-2025",
+        ),
+        r(
+            Provider::OpenRouter,
+            fixture!("openrouter/chat_completion_anthropic_cache.json"),
+            false,
+            "anthropic/claude-sonnet-4.5",
+        ),
+    ]
+}
+
+/// A deterministic generator, so that every run prints the same report.
+pub(crate) struct Lcg(pub(crate) u64);
+
+impl Lcg {
+    pub(crate) fn next(&mut self, bound: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        usize::try_from((self.0 >> 33) % u64::try_from(bound.max(1)).unwrap_or(1)).unwrap_or(0)
+    }
+}
+
+/// A gateway caller: the attribution its API key maps to, and the credential its
+/// requests go upstream with.
+pub(crate) struct Caller {
+    pub(crate) attribution: Attribution,
+    pub(crate) credential: Option<CredentialId>,
+}
+
+pub(crate) fn id<T: std::str::FromStr>(text: &str) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+pub(crate) fn callers() -> Vec<Caller> {
+    let mut out = Vec::new();
+    let plans = [
+        ("acme", "acme-prod", &["search", "support", "growth"][..]),
+        ("acme", "acme-labs", &["research"][..]),
+        ("globex", "globex-main", &["platform", "data"][..]),
+    ];
+    for (org, workspace, teams) in plans {
+        for (t, team) in teams.iter().enumerate() {
+            for k in 0..2 {
+                let attribution = Attribution::new(id(org), id(workspace))
+                    .with_team(id::<TeamId>(team))
+                    .with_api_key(id::<ApiKeyId>(&format!("{team}-key-{k}")))
+                    .with_user(id::<UserId>(&format!("{org}-user-{}", (t + k) % 3)))
+                    .with_customer(id::<CustomerId>(&format!("{org}-customer-{}", k + t % 2)));
+                // Acme's research team brings its own Anthropic key.
+                let credential = (*team == "research" && k == 0)
+                    .then(|| id::<CredentialId>("acme-research-anthropic"));
+                out.push(Caller {
+                    attribution,
+                    credential,
+                });
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn extract(
+    response: &Response,
+    rng: &mut Lcg,
+) -> Result<Extraction, extract::ExtractError> {
+    if !response.streamed {
+        return extract::from_body(&response.provider, response.body, &[]);
+    }
+    let mut stream = StreamExtractor::new(&response.provider);
+    let mut rest = response.body;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at((1 + rng.next(200)).min(rest.len()));
+        stream.push(chunk)?;
+        rest = tail;
+    }
+    stream.finish()
+}
+
+/// Acme pays through managed keys, except its research team's own Anthropic key;
+/// Globex brings its own keys throughout.
+pub(crate) fn policy() -> BillingPolicy {
+    let mut policy = BillingPolicy::new(BillingMode::Managed);
+    policy.set_workspace(id("globex-main"), BillingMode::Byok);
+    policy.set_credential(id("acme-research-anthropic"), BillingMode::Byok);
+    policy
+}
+
+/// `count` requests, one every `spacing` from `start`, each priced (or unpriced, with
+/// its reason); about one in fifty failed.
+pub(crate) fn traffic(start: DateTime<Utc>, count: u32, spacing: Duration) -> Vec<SpendEvent> {
+    let prices = PriceTable::bundled();
+    let policy = policy();
+    let responses = responses();
+    let callers = callers();
+    let mut rng = Lcg(7);
+    let mut out = Vec::new();
+    for i in 0..count {
+        let response = &responses[rng.next(responses.len())];
+        let caller = &callers[rng.next(callers.len())];
+        let at = start + spacing * i32::try_from(i).unwrap_or(i32::MAX);
+        let mode = policy
+            .mode_for(&caller.attribution.workspace, caller.credential.as_ref())
+            .unwrap_or(BillingMode::Managed);
+        let request = id::<RequestId>(&format!("req-{i:04}"));
+        let failed = rng.next(50) == 0;
+        let event = match extract(response, &mut rng) {
+            Ok(extraction) => {
+                let model = extraction.model.as_deref().unwrap_or(response.model);
+                match prices.cost(&response.provider, model, &extraction.usage, at) {
+                    Ok(cost) => SpendEvent::priced(
+                        request,
+                        at,
+                        caller.attribution.clone(),
+                        mode,
+                        response.provider.clone(),
+                        model,
+                        &cost,
+                    ),
+                    Err(e) => SpendEvent::unpriced(
+                        request,
+                        at,
+                        caller.attribution.clone(),
+                        mode,
+                        response.provider.clone(),
+                        model,
+                        Some(extraction.usage),
+                        e,
+                    ),
+                }
+            }
+            Err(e) => SpendEvent::unpriced(
+                request,
+                at,
+                caller.attribution.clone(),
+                mode,
+                response.provider.clone(),
+                response.model,
+                None,
+                e,
+            ),
+        };
+        out.push(if failed {
+            event.with_outcome(Outcome::Failure)
+        } else {
+            event
+        });
+    }
+    out
+}

@@ -1,0 +1,197 @@
+//! The billing REST API served over HTTP/1.1 with hyper.
+//!
+//! ```text
+//! cargo run --example server
+//! ```
+//!
+//! By default the API runs over the in-memory store, filled with the quickstart's demo
+//! traffic spread over the last fourteen days and with two topped-up Acme wallets. With
+//! `ROUTERO_DATABASE_URL` set it serves that PostgreSQL database instead (migrated on
+//! connect; fill it with `examples/coworker`, which drains Redis into it). It listens
+//! on `ROUTERO_LISTEN` (default `127.0.0.1:8080`; port 0 picks a free one) and prints a demo bearer token, the
+//! Acme admin's, and a curl line to try. Ctrl-C stops it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use routero::Currency;
+use routero::attribution::{OrgId, WorkspaceId};
+use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
+use routero::invoice::InvoiceStore;
+use routero::memory::MemoryStore;
+use routero::port::{Clock, DrainApply, FencingToken, SpendReader, SpendStore};
+use routero::postgres::{PgConfig, PgStore};
+use routero::spend::{QueuePosition, Rollups, ShardId};
+use routero::wallet::Wallets;
+use rust_decimal::Decimal;
+
+#[path = "demo/mod.rs"]
+mod demo;
+
+/// The largest request body the server reads (a top-up is a few dozen bytes).
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug)]
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The in-memory store with two weeks of demo traffic drained into it.
+async fn demo_store() -> Result<Arc<MemoryStore>, Error> {
+    let store = Arc::new(MemoryStore::new());
+    let now = Utc::now();
+    for (workspace, top_up) in [("acme-prod", "50.00"), ("acme-labs", "20.00")] {
+        let workspace: WorkspaceId = workspace.parse()?;
+        store.open(&workspace, Currency::USD).await?;
+        let amount = Decimal::from_str_exact(top_up)?;
+        let key = format!("demo-top-up-{workspace}");
+        store
+            .top_up(
+                &workspace,
+                amount,
+                Currency::USD,
+                &key,
+                now - Duration::days(15),
+            )
+            .await?;
+    }
+    let start = now - Duration::days(14);
+    let events = demo::traffic(start, 400, Duration::seconds(14 * 86_400 / 400));
+    let mut rollups = Rollups::new();
+    for event in &events {
+        rollups.add_event(event)?;
+    }
+    store
+        .apply(DrainApply {
+            shard: ShardId(0),
+            token: FencingToken(1),
+            expected: None,
+            through: QueuePosition::new(1, 0),
+            rollups: &rollups,
+            events: &events,
+            at: now,
+        })
+        .await?;
+    Ok(store)
+}
+
+fn api_over<S>(store: Arc<S>) -> BillingApi
+where
+    S: SpendReader + Wallets + InvoiceStore,
+{
+    BillingApi::new(
+        store.clone(),
+        store.clone(),
+        store,
+        Arc::new(SystemClock),
+        ApiConfig::default(),
+    )
+}
+
+/// One request: the bearer token resolves to the principal (or none: 401), the body is
+/// read up to [`MAX_BODY`], and the API answers.
+async fn serve(
+    api: Arc<BillingApi>,
+    token: Arc<str>,
+    principal: Arc<Principal>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let bearer = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let caller = (bearer == Some(&*token)).then_some(&*principal);
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let mut response = Response::new(Full::new(Bytes::from(format!("body: {e}\n"))));
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return Ok(response);
+        }
+    };
+    let response = api.handle(caller, Request::from_parts(parts, body)).await;
+    Ok(response.map(Full::new))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
+    let api = match std::env::var("ROUTERO_DATABASE_URL") {
+        Ok(url) => {
+            println!("serving PostgreSQL at ROUTERO_DATABASE_URL");
+            api_over(Arc::new(PgStore::connect(PgConfig::new(url)).await?))
+        }
+        Err(_) => {
+            println!("serving the in-memory store with two weeks of demo traffic");
+            api_over(demo_store().await?)
+        }
+    };
+    if std::env::var_os("ROUTERO_REDIS_URL").is_some() {
+        println!(
+            "the API reads PostgreSQL only; run `cargo run --example coworker` to drain \
+             ROUTERO_REDIS_URL into it"
+        );
+    }
+    let api = Arc::new(api);
+    let principal = Arc::new(Principal {
+        org: "acme".parse::<OrgId>()?,
+        workspaces: Some(vec!["acme-prod".parse()?, "acme-labs".parse()?]),
+        teams: None,
+        role: Role::Admin,
+    });
+    let token: Arc<str> = Arc::from(format!("demo-{}", uuid::Uuid::new_v4().simple()));
+    let addr: SocketAddr = std::env::var("ROUTERO_LISTEN")
+        .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
+        .parse()?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}  (Acme admin token: {token})");
+    println!(
+        "try: curl -s -H 'authorization: Bearer {token}' \
+         'http://{addr}/billing/overview?workspace=acme-prod'"
+    );
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => accepted?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let (api, token, principal) = (api.clone(), token.clone(), principal.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                serve(api.clone(), token.clone(), principal.clone(), request)
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                eprintln!("server: connection: {e}");
+            }
+        });
+    }
+}
