@@ -127,6 +127,7 @@ on_both_stores!(
     team_activity_has_litellms_shape_and_the_principals_teams_only,
     invoices_come_as_json_or_csv,
     the_overview_adds_balance_and_month_to_date,
+    the_openapi_document_describes_every_response,
 );
 
 fn admin() -> Principal {
@@ -486,4 +487,120 @@ async fn the_overview_adds_balance_and_month_to_date(api: BillingApi) {
     assert_eq!(value["balance"], "-3.5", "usage debited, nothing topped up");
     assert_eq!(value["days_elapsed"], 10);
     assert_eq!(value["days_in_month"], 30);
+}
+
+/// The OpenAPI document's schema for one answer: the response of `status` (or its
+/// `4XX`/`5XX` class) of the operation, for the content type the answer carries.
+fn documented_schema(
+    doc: &Value,
+    template: &str,
+    method: &str,
+    status: u16,
+    content_type: &str,
+) -> Value {
+    let operation = &doc["paths"][template][method];
+    assert!(
+        operation.is_object(),
+        "{method} {template} is not in the document"
+    );
+    let responses = &operation["responses"];
+    let mut response = [status.to_string(), format!("{}XX", status / 100)]
+        .iter()
+        .map(|code| &responses[code.as_str()])
+        .find(|r| !r.is_null())
+        .unwrap_or_else(|| panic!("{method} {template}: {status} is not documented"))
+        .clone();
+    if let Some(name) = response["$ref"].as_str() {
+        let name = name.trim_start_matches("#/components/responses/");
+        response = doc["components"]["responses"][name].clone();
+    }
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let mut schema = response["content"][media]["schema"].clone();
+    assert!(
+        schema.is_object(),
+        "{method} {template} {status}: {media} is not documented"
+    );
+    schema["components"] = doc["components"].clone();
+    schema
+}
+
+async fn the_openapi_document_describes_every_response(api: BillingApi) {
+    let doc: Value =
+        serde_json::from_str(include_str!("../openapi.json")).expect("openapi.json is JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let p = admin();
+    let range = "start_date=2026-11-01&end_date=2026-11-10";
+    let activity_filters = format!(
+        "{range}&team_ids=team-0,team-1&provider=openai&model=gpt-4o&billing_mode=managed&page=1&page_size=5"
+    );
+    let topup = r#"{"amount": "25.00", "currency": "USD"}"#;
+    // (method, uri, the document's path, idempotency key, body)
+    let calls: Vec<(&str, String, &str, Option<&str>, &str)> = vec![
+        ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-1"), topup),
+        ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-1"), r#"{"amount": "1", "currency": "USD"}"#),
+        ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-2"), r#"{"amount": "0", "currency": "USD"}"#),
+        ("get", "/billing/wallet?workspace=acme-ws".into(), "/billing/wallet", None, ""),
+        ("get", "/billing/transactions?workspace=acme-ws&limit=1".into(), "/billing/transactions", None, ""),
+        ("get", "/billing/transactions?workspace=acme-ws&type=top_up,usage_debit&start_date=2026-11-01&end_date=2026-11-30".into(), "/billing/transactions", None, ""),
+        ("get", "/billing/invoices?workspace=acme-ws".into(), "/billing/invoices", None, ""),
+        ("get", "/billing/invoices/2026-11?workspace=acme-ws".into(), "/billing/invoices/{month}", None, ""),
+        ("get", "/billing/invoices/2026-11?workspace=acme-ws&format=csv".into(), "/billing/invoices/{month}", None, ""),
+        ("get", "/billing/invoices/2026-13?workspace=acme-ws".into(), "/billing/invoices/{month}", None, ""),
+        ("get", format!("/billing/daily-spend?{range}&workspace=acme-ws"), "/billing/daily-spend", None, ""),
+        ("get", "/billing/daily-spend?start_date=2026-11-10&end_date=2026-11-01".into(), "/billing/daily-spend", None, ""),
+        ("get", format!("/billing/spend-trend?{range}"), "/billing/spend-trend", None, ""),
+        ("get", "/billing/spend-trend?start_date=2026-11-11&end_date=2026-11-12".into(), "/billing/spend-trend", None, ""),
+        ("get", "/billing/overview?workspace=acme-ws".into(), "/billing/overview", None, ""),
+        ("get", format!("/team/daily/activity?{activity_filters}"), "/team/daily/activity", None, ""),
+        ("get", format!("/user/daily/activity?{range}&user_id=user-0"), "/user/daily/activity", None, ""),
+        ("get", format!("/customer/daily/activity?{range}&end_user_ids=cust-1&api_key=key-1"), "/customer/daily/activity", None, ""),
+        ("get", "/customer/daily/activity?start_date=2026-1-1&end_date=2026-11-10".into(), "/customer/daily/activity", None, ""),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for (method, uri, template, key, text) in calls {
+        let mut builder = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(&uri);
+        if let Some(key) = key {
+            builder = builder.header("idempotency-key", key);
+        }
+        let response = api
+            .handle(
+                Some(&p),
+                builder.body(Bytes::from(text.to_owned())).unwrap(),
+            )
+            .await;
+        let status = response.status().as_u16();
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let schema = documented_schema(&doc, template, method, status, &content_type);
+        let instance = if content_type.starts_with("text/csv") {
+            Value::String(String::from_utf8(response.body().to_vec()).unwrap())
+        } else {
+            body(&response)
+        };
+        let validator = jsonschema::validator_for(&schema)
+            .unwrap_or_else(|e| panic!("{method} {template}: the document's schema: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {uri} ({status}) breaks the document: {errors:?}\n{instance}"
+        );
+        if status < 300 {
+            seen.insert((method, template));
+        }
+    }
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            assert!(
+                seen.contains(&(method.as_str(), path.as_str())),
+                "{method} {path} is documented but never answered here"
+            );
+        }
+    }
 }
