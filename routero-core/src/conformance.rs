@@ -33,6 +33,34 @@ pub fn sample_day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 2).unwrap_or_default()
 }
 
+/// Applies `events` to a fresh store as shard 0's first drain step (token 1, through
+/// `1-0`), dated `at`: how tests seed a store without a queue. Panics on a backend
+/// error.
+pub async fn apply_first_step<S: SpendStore + ?Sized>(
+    store: &S,
+    events: &[SpendEvent],
+    at: DateTime<Utc>,
+) -> ApplyOutcome {
+    let mut rollups = Rollups::new();
+    for event in events {
+        rollups
+            .add_event(event)
+            .unwrap_or_else(|e| panic!("rollup of {}: {e}", event.request_id));
+    }
+    store
+        .apply(DrainApply {
+            shard: ShardId(0),
+            token: FencingToken(1),
+            expected: None,
+            through: QueuePosition::new(1, 0),
+            rollups: &rollups,
+            events,
+            at,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("apply: {e}"))
+}
+
 /// A priced sample event of `org`, numbered `seq`, costing `cost` (a decimal string).
 pub fn sample_event(org: &str, seq: u64, cost: &str) -> SpendEvent {
     let id = |text: String| text;

@@ -3,10 +3,10 @@
 use chrono::{Duration, NaiveDate};
 use routero_core::analytics::{self, Entity};
 use routero_core::attribution::{BillingMode, OrgId, TeamId};
-use routero_core::conformance::{sample_day, sample_event};
+use routero_core::conformance::{apply_first_step, sample_day, sample_event};
 use routero_core::memory::MemoryStore;
-use routero_core::port::{DrainApply, FencingToken, RollupFilter, SpendStore};
-use routero_core::spend::{QueuePosition, Rollups, ShardId, SpendEvent};
+use routero_core::port::RollupFilter;
+use routero_core::spend::SpendEvent;
 use rust_decimal::Decimal;
 
 fn d(text: &str) -> Decimal {
@@ -15,22 +15,12 @@ fn d(text: &str) -> Decimal {
 
 async fn store_with(events: &[SpendEvent]) -> MemoryStore {
     let store = MemoryStore::new();
-    let mut rollups = Rollups::new();
-    for e in events {
-        rollups.add_event(e).unwrap();
-    }
-    store
-        .apply(DrainApply {
-            shard: ShardId(0),
-            token: FencingToken(1),
-            expected: None,
-            through: QueuePosition::new(1, 0),
-            rollups: &rollups,
-            events,
-            at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
-        })
-        .await
-        .unwrap();
+    apply_first_step(
+        &store,
+        events,
+        sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
+    )
+    .await;
     store
 }
 

@@ -7,11 +7,11 @@ use chrono::{Duration, TimeZone, Utc};
 use http::{Method, Request, Response, StatusCode};
 use routero_core::Currency;
 use routero_core::attribution::{OrgId, TeamId, WorkspaceId};
-use routero_core::conformance::{sample_day, sample_event};
+use routero_core::conformance::{apply_first_step, sample_day, sample_event};
 use routero_core::invoice::InvoiceStore;
 use routero_core::memory::{ManualClock, MemoryStore};
-use routero_core::port::{DrainApply, FencingToken, SpendReader, SpendStore};
-use routero_core::spend::{QueuePosition, Rollups, ShardId, SpendEvent};
+use routero_core::port::{SpendReader, SpendStore};
+use routero_core::spend::SpendEvent;
 use routero_core::wallet::Wallets;
 use routero_http::api::{ApiConfig, BillingApi, Principal, Role};
 use routero_postgres::{PgConfig, PgStore};
@@ -39,25 +39,15 @@ where
         events.push(e);
     }
     events.push(sample_event("other", 9, "100"));
-    let mut rollups = Rollups::new();
-    for e in &events {
-        rollups.add_event(e).unwrap();
-    }
     for w in ["acme-ws", "other-ws"] {
         store.open(&ws(w), Currency::USD).await.unwrap();
     }
-    store
-        .apply(DrainApply {
-            shard: ShardId(0),
-            token: FencingToken(1),
-            expected: None,
-            through: QueuePosition::new(1, 0),
-            rollups: &rollups,
-            events: &events,
-            at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
-        })
-        .await
-        .unwrap();
+    apply_first_step(
+        &*store,
+        &events,
+        sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
+    )
+    .await;
     let clock = Arc::new(ManualClock::new(
         Utc.with_ymd_and_hms(2026, 11, 10, 12, 0, 0).unwrap(),
     ));

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{Duration, NaiveDate};
 use routero_core::attribution::{BillingMode, OrgId, TeamId};
-use routero_core::conformance::{self, sample_day, sample_event};
+use routero_core::conformance::{self, apply_first_step, sample_day, sample_event};
 use routero_core::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero_core::port::{
     ApplyOutcome, DrainApply, FencingToken, GroupBy, RollupFilter, SpendReader, SpendStore,
@@ -357,20 +357,11 @@ async fn unpriced_events_and_the_spend_log_are_kept() {
     let mut next_month = sample_event("log", 2, "0.5");
     next_month.event_time += Duration::days(40);
     let events = vec![unpriced, next_month, sample_event("log", 3, "0.25")];
-    let rollups = rollups_of(&events);
-    let outcome = pg
-        .apply(DrainApply {
-            shard: ShardId(0),
-            token: FencingToken(1),
-            expected: None,
-            through: QueuePosition::new(1, 0),
-            rollups: &rollups,
-            events: &events,
-            at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(outcome, ApplyOutcome::Applied);
+    let at = sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc();
+    assert_eq!(
+        apply_first_step(&pg, &events, at).await,
+        ApplyOutcome::Applied
+    );
     let client = pg.client().await.unwrap();
     let reason: String = client
         .query_one(
