@@ -27,8 +27,8 @@ pub const RATIO_SCALE: u32 = 4;
 pub struct DailySpend {
     /// The UTC day.
     pub date: NaiveDate,
-    /// All spend, exact.
-    #[serde(with = "rust_decimal::serde::str")]
+    /// All spend, exact. Serialised once, as the metrics' `spend`, which equals it.
+    #[serde(skip)]
     pub spend: Decimal,
     /// Managed-key spend (debited and invoiced).
     #[serde(with = "rust_decimal::serde::str")]

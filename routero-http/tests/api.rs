@@ -143,9 +143,18 @@ fn top_up(key: Option<&str>, body: &str) -> Request<Bytes> {
     builder.body(Bytes::from(body.to_owned())).unwrap()
 }
 
+/// The JSON body; a key written twice in one object fails the test (the parsed value
+/// keeps one, so it serialises shorter than the compact body).
 fn body(response: &Response<Bytes>) -> Value {
-    serde_json::from_slice(response.body())
-        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(response.body())))
+    let value: Value = serde_json::from_slice(response.body())
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(response.body())));
+    assert_eq!(
+        serde_json::to_vec(&value).unwrap().len(),
+        response.body().len(),
+        "a key is written twice: {}",
+        String::from_utf8_lossy(response.body())
+    );
+    value
 }
 
 /// Asserts a problem+json answer of `status` and type `id`.
