@@ -572,12 +572,19 @@ impl BillingApi {
         let kinds = list(query, "type", |v| {
             EntryKind::parse(v).ok_or_else(|| format!("unknown entry type {v:?}"))
         })?;
+        let (from, to) = (date(query, "start_date")?, date(query, "end_date")?);
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            return Err(problem(
+                ProblemType::DateOrder,
+                format!("{from} is after {to}"),
+            ));
+        }
         let request = TransactionQuery {
             kinds,
-            from: date(query, "start_date")?.and_then(midnight),
-            to: date(query, "end_date")?
-                .and_then(|d| d.succ_opt())
-                .and_then(midnight),
+            from: from.and_then(midnight),
+            to: to.and_then(|d| d.succ_opt()).and_then(midnight),
             before: one(query, "cursor", |v| {
                 v.parse::<u64>().map_err(|e| e.to_string())
             })?,

@@ -396,6 +396,16 @@ async fn dates_are_checked(api: BillingApi) {
             "bad-request",
         ),
     ];
+    for (query, id) in [
+        ("start_date=2026-11-10&end_date=2026-11-01", "date-order"),
+        ("start_date=11/01/2026", "bad-date"),
+        ("type=gift", "bad-request"),
+        ("limit=0", "bad-request"),
+    ] {
+        let uri = format!("/billing/transactions?workspace=acme-ws&{query}");
+        let response = api.handle(Some(&p), get(&uri)).await;
+        assert_problem(&response, StatusCode::BAD_REQUEST, id);
+    }
     for (query, id) in cases {
         for path in ["/billing/daily-spend", "/team/daily/activity"] {
             let response = api.handle(Some(&p), get(&format!("{path}?{query}"))).await;
