@@ -585,48 +585,25 @@ impl Wallets for MemoryStore {
         Ok(())
     }
 
-    async fn top_up(
+    async fn write(
         &self,
         workspace: &WorkspaceId,
-        amount: Decimal,
         currency: Currency,
+        write: &WalletWrite<'_>,
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        self.write(
-            workspace,
-            currency,
-            &WalletWrite::top_up(amount, currency)?,
-            key,
-            at,
-        )
-    }
-
-    async fn grant(
-        &self,
-        workspace: &WorkspaceId,
-        amount: Decimal,
-        currency: Currency,
-        expires_at: Option<DateTime<Utc>>,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
-        let write = WalletWrite::grant(amount, currency, expires_at, at)?;
-        self.write(workspace, currency, &write, key, at)
-    }
-
-    async fn adjust(
-        &self,
-        workspace: &WorkspaceId,
-        kind: EntryKind,
-        amount: Decimal,
-        currency: Currency,
-        memo: &str,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
-        let write = WalletWrite::adjustment(kind, amount, currency, memo)?;
-        self.write(workspace, currency, &write, key, at)
+        wallet::validate_key(key)?;
+        let mut state = lock(&self.state);
+        let book = book_for(&mut state.wallets, workspace, currency)?;
+        book.expire(at);
+        let written = book.once(key, write.fingerprint(currency), |book| {
+            vec![book.write(write, at, key)]
+        })?;
+        written
+            .into_iter()
+            .next()
+            .ok_or_else(|| WalletError::Invalid("no entry written".into()))
     }
 
     async fn expire(
@@ -698,30 +675,6 @@ fn book_for<'a>(
         });
     }
     Ok(book)
-}
-
-impl MemoryStore {
-    /// Carries out one wallet write, once per key.
-    fn write(
-        &self,
-        workspace: &WorkspaceId,
-        currency: Currency,
-        write: &WalletWrite<'_>,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
-        wallet::validate_key(key)?;
-        let mut state = lock(&self.state);
-        let book = book_for(&mut state.wallets, workspace, currency)?;
-        book.expire(at);
-        let written = book.once(key, write.fingerprint(currency), |book| {
-            vec![book.write(write, at, key)]
-        })?;
-        written
-            .into_iter()
-            .next()
-            .ok_or_else(|| WalletError::Invalid("no entry written".into()))
-    }
 }
 
 #[async_trait]

@@ -534,6 +534,19 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
     /// does nothing, in another is refused.
     async fn open(&self, workspace: &WorkspaceId, currency: Currency) -> Result<(), WalletError>;
 
+    /// Carries out one ledger write, once per idempotency key: a replay of `key` with
+    /// the same write returns the first entry, with another write is
+    /// [`WalletError::IdempotencyConflict`]. `top_up`, `grant` and `adjust` build their
+    /// [`WalletWrite`] and come here.
+    async fn write(
+        &self,
+        workspace: &WorkspaceId,
+        currency: Currency,
+        write: &WalletWrite<'_>,
+        key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<LedgerEntry, WalletError>;
+
     /// A paid top-up: a new paid lot.
     async fn top_up(
         &self,
@@ -542,7 +555,10 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
         currency: Currency,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError>;
+    ) -> Result<LedgerEntry, WalletError> {
+        let write = WalletWrite::top_up(amount, currency)?;
+        self.write(workspace, currency, &write, key, at).await
+    }
 
     /// A granted credit, optionally expiring: a new granted lot.
     async fn grant(
@@ -553,7 +569,10 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
         expires_at: Option<DateTime<Utc>>,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError>;
+    ) -> Result<LedgerEntry, WalletError> {
+        let write = WalletWrite::grant(amount, currency, expires_at, at)?;
+        self.write(workspace, currency, &write, key, at).await
+    }
 
     /// A refund (positive) or an adjustment (either sign), with a memo.
     #[allow(clippy::too_many_arguments)]
@@ -566,7 +585,10 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
         memo: &str,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError>;
+    ) -> Result<LedgerEntry, WalletError> {
+        let write = WalletWrite::adjustment(kind, amount, currency, memo)?;
+        self.write(workspace, currency, &write, key, at).await
+    }
 
     /// Moves the remainder of every granted lot expired by `at` out of the balance,
     /// one `CreditExpiry` entry per lot.

@@ -294,7 +294,7 @@ pub(crate) async fn debit(
 impl PgStore {
     /// Runs one wallet write: lock (creating the wallet), check the currency and the
     /// key, expire lots, write, commit.
-    async fn write(
+    async fn write_entry(
         &self,
         workspace: &WorkspaceId,
         currency: Currency,
@@ -427,43 +427,15 @@ impl Wallets for PgStore {
         Ok(())
     }
 
-    async fn top_up(
+    async fn write(
         &self,
         workspace: &WorkspaceId,
-        amount: Decimal,
         currency: Currency,
+        write: &WalletWrite<'_>,
         key: &str,
         at: DateTime<Utc>,
     ) -> Result<LedgerEntry, WalletError> {
-        let write = WalletWrite::top_up(amount, currency)?;
-        self.write(workspace, currency, key, at, write).await
-    }
-
-    async fn grant(
-        &self,
-        workspace: &WorkspaceId,
-        amount: Decimal,
-        currency: Currency,
-        expires_at: Option<DateTime<Utc>>,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
-        let write = WalletWrite::grant(amount, currency, expires_at, at)?;
-        self.write(workspace, currency, key, at, write).await
-    }
-
-    async fn adjust(
-        &self,
-        workspace: &WorkspaceId,
-        kind: EntryKind,
-        amount: Decimal,
-        currency: Currency,
-        memo: &str,
-        key: &str,
-        at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
-        let write = WalletWrite::adjustment(kind, amount, currency, memo)?;
-        self.write(workspace, currency, key, at, write).await
+        self.write_entry(workspace, currency, key, at, *write).await
     }
 
     async fn expire(
