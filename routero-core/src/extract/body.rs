@@ -397,12 +397,7 @@ pub(super) fn anthropic_usage(cx: &Cx<'_>, u: &AnthropicUsage) -> Result<Extract
             .and_then(|s| s.web_search_requests),
     )?;
     usage.service_tier = cx.tier(u.service_tier.as_deref())?;
-    Ok(Extraction {
-        model: None,
-        usage,
-        provider_cost: None,
-        is_byok: None,
-    })
+    Ok(Extraction::new(None, usage))
 }
 
 // ---------------------------------------------------------------------------------
@@ -481,12 +476,7 @@ pub(super) fn gemini_usage(cx: &Cx<'_>, u: &GeminiUsage) -> Result<Extraction, E
     usage.image_output_tokens = modality(cx, &u.candidates_tokens_details, "IMAGE")?
         .min(candidates - usage.audio_output_tokens);
     usage.service_tier = cx.tier(u.traffic_type.as_deref())?;
-    Ok(Extraction {
-        model: None,
-        usage,
-        provider_cost: None,
-        is_byok: None,
-    })
+    Ok(Extraction::new(None, usage))
 }
 
 // ---------------------------------------------------------------------------------
@@ -554,12 +544,7 @@ fn bedrock(cx: &Cx<'_>, body: &[u8], headers: &[(&str, &str)]) -> Result<Extract
     usage.cache_read_tokens = count("x-amzn-bedrock-cache-read-input-token-count")?.unwrap_or(0);
     usage.cache_write_5m_tokens =
         count("x-amzn-bedrock-cache-write-input-token-count")?.unwrap_or(0);
-    cx.done(Extraction {
-        model,
-        usage,
-        provider_cost: None,
-        is_byok: None,
-    })
+    cx.done(Extraction::new(model, usage))
 }
 
 /// Converse's input excludes the cache; `cacheDetails` splits the writes by TTL.
@@ -595,12 +580,7 @@ pub(super) fn converse_usage(
     usage.cache_write_5m_tokens = w5m;
     usage.cache_write_1h_tokens = w1h;
     usage.service_tier = cx.tier(tier.and_then(|t| t.kind.as_deref()))?;
-    Ok(Extraction {
-        model: None,
-        usage,
-        provider_cost: None,
-        is_byok: None,
-    })
+    Ok(Extraction::new(None, usage))
 }
 
 // ---------------------------------------------------------------------------------
@@ -624,13 +604,9 @@ fn cohere(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
 
 pub(super) fn cohere_usage(cx: &Cx<'_>, u: &CohereUsage) -> Result<Extraction, ExtractError> {
     let billed = u.billed_units.as_ref().ok_or_else(|| cx.no_usage())?;
-    Ok(Extraction {
-        model: None,
-        usage: Usage::tokens(
-            cx.count("billed_units.input_tokens", billed.input_tokens)?,
-            cx.count("billed_units.output_tokens", billed.output_tokens)?,
-        ),
-        provider_cost: None,
-        is_byok: None,
-    })
+    let usage = Usage::tokens(
+        cx.count("billed_units.input_tokens", billed.input_tokens)?,
+        cx.count("billed_units.output_tokens", billed.output_tokens)?,
+    );
+    Ok(Extraction::new(None, usage))
 }

@@ -38,6 +38,18 @@ pub struct Extraction {
     pub is_byok: Option<bool>,
 }
 
+impl Extraction {
+    /// A usage, and the model the response names, with nothing else reported.
+    pub fn new(model: Option<String>, usage: Usage) -> Extraction {
+        Extraction {
+            model,
+            usage,
+            provider_cost: None,
+            is_byok: None,
+        }
+    }
+}
+
 /// A response that cannot be turned into a usage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -426,12 +426,7 @@ fn normalise(provider: &Provider, snapshot: &Snapshot) -> Result<Extraction, Ext
                 cx.count("cacheReadInputTokenCount", m.cache_read_input_token_count)?;
             usage.cache_write_5m_tokens =
                 cx.count("cacheWriteInputTokenCount", m.cache_write_input_token_count)?;
-            Ok(Extraction {
-                model: None,
-                usage,
-                provider_cost: None,
-                is_byok: None,
-            })
+            Ok(Extraction::new(None, usage))
         });
     }
     Err(ExtractError::NoUsage {
