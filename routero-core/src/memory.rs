@@ -503,16 +503,8 @@ impl SpendStore for MemoryStore {
     async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError> {
         let mut state = lock(&self.state);
         let current = state.drain.get(&apply.shard).copied().unwrap_or_default();
-        if let Some(newest) = current.fencing_token.filter(|t| *t > apply.token) {
-            return Ok(ApplyOutcome::StaleLeader { current: newest });
-        }
-        if current.watermark.is_some_and(|w| w >= apply.through) {
-            return Ok(ApplyOutcome::AlreadyApplied);
-        }
-        if current.watermark != apply.expected {
-            return Ok(ApplyOutcome::WatermarkMoved {
-                current: current.watermark,
-            });
+        if let Some(refused) = current.refuse(&apply) {
+            return Ok(refused);
         }
         // All or nothing: sum into a copy, swap it in only when every sum fits.
         let mut rollups = state.rollups.clone();

@@ -190,6 +190,28 @@ pub struct DrainState {
     pub fencing_token: Option<FencingToken>,
 }
 
+impl DrainState {
+    /// Why `apply` must not be committed over this state, checked in the protocol's
+    /// order: a newer leader's token ([`ApplyOutcome::StaleLeader`]), a watermark at or
+    /// past `through` ([`ApplyOutcome::AlreadyApplied`]), a watermark other than the
+    /// one the drainer read ([`ApplyOutcome::WatermarkMoved`]). `None`: commit it. Every
+    /// store runs this under its own lock or transaction.
+    pub fn refuse(&self, apply: &DrainApply<'_>) -> Option<ApplyOutcome> {
+        if let Some(newest) = self.fencing_token.filter(|t| *t > apply.token) {
+            return Some(ApplyOutcome::StaleLeader { current: newest });
+        }
+        if self.watermark.is_some_and(|w| w >= apply.through) {
+            return Some(ApplyOutcome::AlreadyApplied);
+        }
+        if self.watermark != apply.expected {
+            return Some(ApplyOutcome::WatermarkMoved {
+                current: self.watermark,
+            });
+        }
+        None
+    }
+}
+
 /// One drain step for [`SpendStore::apply`].
 #[derive(Debug, Clone, Copy)]
 pub struct DrainApply<'a> {

@@ -88,17 +88,9 @@ impl SpendStore for PgStore {
             .await
             .map_err(backend)?;
         let current = state_from(row.get(0), row.get(1), row.get(2))?;
-        // The checks, in the order every store applies them (see the port's docs).
-        if let Some(newest) = current.fencing_token.filter(|t| *t > apply.token) {
-            return Ok(ApplyOutcome::StaleLeader { current: newest });
-        }
-        if current.watermark.is_some_and(|w| w >= apply.through) {
-            return Ok(ApplyOutcome::AlreadyApplied);
-        }
-        if current.watermark != apply.expected {
-            return Ok(ApplyOutcome::WatermarkMoved {
-                current: current.watermark,
-            });
+        // The protocol's checks (DrainState::refuse), under the row lock.
+        if let Some(refused) = current.refuse(&apply) {
+            return Ok(refused);
         }
         upsert_rollups(&tx, &apply).await?;
         debit_wallets(&tx, &apply).await?;
