@@ -1,16 +1,16 @@
 //! Every provider fixture body against its hand-derived expected usage.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use routero_core::extract::{self, ExtractError};
 use routero_core::{Provider, ServiceTier};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers")
-}
+mod common;
+
+use common::{count, fixtures};
 
 fn provider_of(dir: &str, name: &str) -> Provider {
     match dir {
@@ -38,120 +38,97 @@ fn read_body(path: &Path) -> (Vec<u8>, Vec<(String, String)>) {
     }
 }
 
-fn count(expected: &Value, key: &str) -> Option<u64> {
-    expected.get(key).and_then(Value::as_u64)
-}
-
 #[test]
 fn every_json_fixture_extracts_its_expected_usage() {
     let mut checked = 0;
-    let mut dirs: Vec<_> = fs::read_dir(fixtures())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .collect();
-    dirs.sort_by_key(|e| e.path());
-    for dir in dirs {
-        let dir_name = dir.file_name().to_string_lossy().into_owned();
-        let mut files: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        for path in files {
-            let file = path.file_name().unwrap().to_string_lossy().into_owned();
-            if !file.ends_with(".json")
-                || file.ends_with(".expected.json")
-                || file.ends_with(".events.json")
-            {
-                continue;
-            }
-            let stem = file
-                .trim_end_matches(".http.json")
-                .trim_end_matches(".json");
-            let expected: Value = serde_json::from_slice(
-                &fs::read(dir.path().join(format!("{stem}.expected.json"))).unwrap(),
-            )
-            .unwrap();
-            let provider = provider_of(&dir_name, stem);
-            let (body, headers) = read_body(&path);
-            let headers: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let got = extract::from_body(&provider, &body, &headers)
-                .unwrap_or_else(|e| panic!("{dir_name}/{file}: {e}"));
-            let u = got.usage;
-            let what = format!("{dir_name}/{file}");
-            assert_eq!(
-                Some(u.input_tokens),
-                count(&expected, "input_tokens"),
-                "{what} input"
-            );
-            assert_eq!(
-                Some(u.cache_read_tokens),
-                count(&expected, "cache_read_tokens"),
-                "{what} cache read"
-            );
-            assert_eq!(
-                Some(u.cache_write_tokens()),
-                count(&expected, "cache_write_tokens"),
-                "{what} cache write"
-            );
-            assert_eq!(
-                Some(u.output_tokens),
-                count(&expected, "output_tokens"),
-                "{what} output"
-            );
-            assert_eq!(
-                Some(u.total_input_tokens()),
-                count(&expected, "total_input_tokens"),
-                "{what} total input"
-            );
-            match expected.get("reasoning_tokens") {
-                Some(Value::Null) | None => {
-                    assert_eq!(u.reasoning_tokens, None, "{what} reasoning")
-                }
-                Some(v) => assert_eq!(
-                    u.reasoning_tokens.unwrap_or(0),
-                    v.as_u64().unwrap(),
-                    "{what} reasoning"
-                ),
-            }
-            for (key, value) in [
-                ("cache_write_5m_tokens", u.cache_write_5m_tokens),
-                ("cache_write_1h_tokens", u.cache_write_1h_tokens),
-                ("web_search_requests", u.web_search_requests),
-                ("web_search_calls", u.web_search_requests),
-                ("audio_input_tokens", u.audio_input_tokens),
-                ("audio_output_tokens", u.audio_output_tokens),
-                ("image_input_tokens", u.image_input_tokens),
-            ] {
-                if let Some(want) = count(&expected, key) {
-                    assert_eq!(value, want, "{what} {key}");
-                }
-            }
-            if let Some(tier) = expected
-                .get("service_tier")
-                .or_else(|| expected.get("traffic_type"))
-                .and_then(Value::as_str)
-            {
-                assert_eq!(
-                    Some(u.service_tier),
-                    ServiceTier::from_provider(tier),
-                    "{what} tier"
-                );
-            }
-            if let Some(cost) = expected.get("provider_reported_cost_usd") {
-                let want = Decimal::from_str_exact(&cost.to_string()).unwrap();
-                assert_eq!(got.provider_cost, Some(want), "{what} provider cost");
-            }
-            if let Some(byok) = expected.get("is_byok").and_then(Value::as_bool) {
-                assert_eq!(got.is_byok, Some(byok), "{what} byok");
-            }
-            checked += 1;
+    for (dir_name, file, path) in common::fixture_files() {
+        if !file.ends_with(".json")
+            || file.ends_with(".expected.json")
+            || file.ends_with(".events.json")
+        {
+            continue;
         }
+        let stem = file
+            .trim_end_matches(".http.json")
+            .trim_end_matches(".json");
+        let expected: Value = common::expected(&path, stem);
+        let provider = provider_of(&dir_name, stem);
+        let (body, headers) = read_body(&path);
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let got = extract::from_body(&provider, &body, &headers)
+            .unwrap_or_else(|e| panic!("{dir_name}/{file}: {e}"));
+        let u = got.usage;
+        let what = format!("{dir_name}/{file}");
+        assert_eq!(
+            Some(u.input_tokens),
+            count(&expected, "input_tokens"),
+            "{what} input"
+        );
+        assert_eq!(
+            Some(u.cache_read_tokens),
+            count(&expected, "cache_read_tokens"),
+            "{what} cache read"
+        );
+        assert_eq!(
+            Some(u.cache_write_tokens()),
+            count(&expected, "cache_write_tokens"),
+            "{what} cache write"
+        );
+        assert_eq!(
+            Some(u.output_tokens),
+            count(&expected, "output_tokens"),
+            "{what} output"
+        );
+        assert_eq!(
+            Some(u.total_input_tokens()),
+            count(&expected, "total_input_tokens"),
+            "{what} total input"
+        );
+        match expected.get("reasoning_tokens") {
+            Some(Value::Null) | None => {
+                assert_eq!(u.reasoning_tokens, None, "{what} reasoning")
+            }
+            Some(v) => assert_eq!(
+                u.reasoning_tokens.unwrap_or(0),
+                v.as_u64().unwrap(),
+                "{what} reasoning"
+            ),
+        }
+        for (key, value) in [
+            ("cache_write_5m_tokens", u.cache_write_5m_tokens),
+            ("cache_write_1h_tokens", u.cache_write_1h_tokens),
+            ("web_search_requests", u.web_search_requests),
+            ("web_search_calls", u.web_search_requests),
+            ("audio_input_tokens", u.audio_input_tokens),
+            ("audio_output_tokens", u.audio_output_tokens),
+            ("image_input_tokens", u.image_input_tokens),
+        ] {
+            if let Some(want) = count(&expected, key) {
+                assert_eq!(value, want, "{what} {key}");
+            }
+        }
+        if let Some(tier) = expected
+            .get("service_tier")
+            .or_else(|| expected.get("traffic_type"))
+            .and_then(Value::as_str)
+        {
+            assert_eq!(
+                Some(u.service_tier),
+                ServiceTier::from_provider(tier),
+                "{what} tier"
+            );
+        }
+        if let Some(cost) = expected.get("provider_reported_cost_usd") {
+            let want = Decimal::from_str_exact(&cost.to_string()).unwrap();
+            assert_eq!(got.provider_cost, Some(want), "{what} provider cost");
+        }
+        if let Some(byok) = expected.get("is_byok").and_then(Value::as_bool) {
+            assert_eq!(got.is_byok, Some(byok), "{what} byok");
+        }
+        checked += 1;
     }
     assert_eq!(checked, 23, "every JSON fixture is checked");
 }

@@ -2,16 +2,16 @@
 //! hand-derived expected usage; hostile streams never panic.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use proptest::prelude::*;
 use routero_core::extract::{ExtractError, Extraction, StreamExtractor, eventstream};
 use routero_core::{Provider, ServiceTier};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers")
-}
+mod common;
+
+use common::count;
 
 fn provider_of(dir: &str) -> Provider {
     match dir {
@@ -53,40 +53,21 @@ fn encode_events(path: &Path) -> Vec<u8> {
 
 fn samples() -> Vec<Sample> {
     let mut out = Vec::new();
-    let mut dirs: Vec<_> = fs::read_dir(fixtures())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .collect();
-    dirs.sort_by_key(|e| e.path());
-    for dir in dirs {
-        let dir_name = dir.file_name().to_string_lossy().into_owned();
-        let mut files: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        for path in files {
-            let file = path.file_name().unwrap().to_string_lossy().into_owned();
-            let (stem, bytes) = if let Some(stem) = file.strip_suffix(".sse") {
-                (stem.to_owned(), fs::read(&path).unwrap())
-            } else if let Some(stem) = file.strip_suffix(".events.json") {
-                (stem.to_owned(), encode_events(&path))
-            } else {
-                continue;
-            };
-            let expected = serde_json::from_slice(
-                &fs::read(dir.path().join(format!("{stem}.expected.json"))).unwrap(),
-            )
-            .unwrap();
-            out.push(Sample {
-                name: format!("{dir_name}/{file}"),
-                provider: provider_of(&dir_name),
-                bytes,
-                expected,
-            });
-        }
+    for (dir_name, file, path) in common::fixture_files() {
+        let (stem, bytes) = if let Some(stem) = file.strip_suffix(".sse") {
+            (stem.to_owned(), fs::read(&path).unwrap())
+        } else if let Some(stem) = file.strip_suffix(".events.json") {
+            (stem.to_owned(), encode_events(&path))
+        } else {
+            continue;
+        };
+        let expected = common::expected(&path, &stem);
+        out.push(Sample {
+            name: format!("{dir_name}/{file}"),
+            provider: provider_of(&dir_name),
+            bytes,
+            expected,
+        });
     }
     out
 }
@@ -100,10 +81,6 @@ fn run(
         stream.push(&chunk)?;
     }
     stream.finish()
-}
-
-fn count(expected: &Value, key: &str) -> Option<u64> {
-    expected.get(key).and_then(Value::as_u64)
 }
 
 fn check(sample: &Sample, got: Result<Extraction, ExtractError>) {
