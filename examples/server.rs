@@ -7,7 +7,8 @@
 //! By default the API runs over the in-memory store, filled with the quickstart's demo
 //! traffic spread over the last fourteen days and with two topped-up Acme wallets. With
 //! `ROUTERO_DATABASE_URL` set it serves that PostgreSQL database instead (migrated on
-//! connect; fill it with `examples/coworker`, which drains Redis into it). It listens
+//! connect), and with `ROUTERO_REDIS_URL` set as well it also drains the spend the
+//! gateways record in Redis into it, as one more coworker. It listens
 //! on `ROUTERO_LISTEN` (default `127.0.0.1:8080`; port 0 picks a free one) and prints a demo bearer token, the
 //! Acme admin's, and a curl line to try. Ctrl-C stops it.
 
@@ -25,11 +26,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use routero::Currency;
 use routero::attribution::{OrgId, WorkspaceId};
+use routero::drainer::{Drainer, DrainerConfig};
 use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
 use routero::invoice::InvoiceStore;
 use routero::memory::MemoryStore;
 use routero::port::{Clock, DrainApply, FencingToken, SpendReader, SpendStore};
 use routero::postgres::{PgConfig, PgStore};
+use routero::redis::{Redis, RedisConfig};
 use routero::spend::{QueuePosition, Rollups, ShardId};
 use routero::wallet::Wallets;
 use rust_decimal::Decimal;
@@ -142,22 +145,43 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), Error> {
+    let mut drain = None;
     let api = match std::env::var("ROUTERO_DATABASE_URL") {
         Ok(url) => {
             println!("serving PostgreSQL at ROUTERO_DATABASE_URL");
-            api_over(Arc::new(PgStore::connect(PgConfig::new(url)).await?))
+            let store = Arc::new(PgStore::connect(PgConfig::new(url)).await?);
+            if let Ok(redis_url) = std::env::var("ROUTERO_REDIS_URL") {
+                // Drain the gateways' spend from Redis into the database served, as
+                // one more coworker: leases keep it exactly once beside the others.
+                let redis = Redis::connect(RedisConfig::new(redis_url)).await?;
+                println!("draining ROUTERO_REDIS_URL into it");
+                let drainer = Drainer::new(
+                    redis.queue(),
+                    redis.elector(),
+                    store.clone(),
+                    DrainerConfig::new(format!("server-{}", std::process::id())),
+                );
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(async move {
+                    drainer
+                        .run(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                    redis.quit().await;
+                });
+                drain = Some((stop, task));
+            }
+            api_over(store)
         }
         Err(_) => {
             println!("serving the in-memory store with two weeks of demo traffic");
+            if std::env::var_os("ROUTERO_REDIS_URL").is_some() {
+                println!("ROUTERO_REDIS_URL is drained only with ROUTERO_DATABASE_URL set");
+            }
             api_over(demo_store().await?)
         }
     };
-    if std::env::var_os("ROUTERO_REDIS_URL").is_some() {
-        println!(
-            "the API reads PostgreSQL only; run `cargo run --example coworker` to drain \
-             ROUTERO_REDIS_URL into it"
-        );
-    }
     let api = Arc::new(api);
     let principal = Arc::new(Principal {
         org: "acme".parse::<OrgId>()?,
@@ -179,7 +203,7 @@ async fn run() -> Result<(), Error> {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => accepted?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => break,
         };
         let (api, token, principal) = (api.clone(), token.clone(), principal.clone());
         tokio::spawn(async move {
@@ -194,4 +218,10 @@ async fn run() -> Result<(), Error> {
             }
         });
     }
+    if let Some((stop, task)) = drain {
+        // Stopping releases the drain leases for the other coworkers.
+        let _ = stop.send(());
+        task.await?;
+    }
+    Ok(())
 }

@@ -248,29 +248,19 @@ pub(crate) fn traffic(start: DateTime<Utc>, count: u32, spacing: Duration) -> Ve
         let event = match extract(response, &mut rng) {
             Ok(extraction) => {
                 let model = extraction.model.as_deref().unwrap_or(response.model);
-                match prices.cost(&response.provider, model, &extraction.usage, at) {
-                    Ok(cost) => SpendEvent::priced(
-                        request,
-                        at,
-                        caller.attribution.clone(),
-                        mode,
-                        response.provider.clone(),
-                        model,
-                        &cost,
-                    ),
-                    Err(e) => SpendEvent::unpriced(
-                        request,
-                        at,
-                        caller.attribution.clone(),
-                        mode,
-                        response.provider.clone(),
-                        model,
-                        Some(extraction.usage),
-                        e,
-                    ),
-                }
+                let cost = prices.cost(&response.provider, model, &extraction.usage, at);
+                SpendEvent::from_result(
+                    request,
+                    at,
+                    caller.attribution.clone(),
+                    mode,
+                    response.provider.clone(),
+                    model,
+                    Some(extraction.usage),
+                    cost.as_ref(),
+                )
             }
-            Err(e) => SpendEvent::unpriced(
+            Err(e) => SpendEvent::from_result(
                 request,
                 at,
                 caller.attribution.clone(),
@@ -278,7 +268,7 @@ pub(crate) fn traffic(start: DateTime<Utc>, count: u32, spacing: Duration) -> Ve
                 response.provider.clone(),
                 response.model,
                 None,
-                e,
+                Err::<&routero::Cost, _>(e),
             ),
         };
         out.push(if failed {

@@ -137,6 +137,44 @@ impl SpendEvent {
         }
     }
 
+    /// The spend of a request from what its response said: priced when `cost` is
+    /// known, else unpriced with the reason `cost` gives (an extraction or a pricing
+    /// error), keeping whatever `usage` was known. The one place that decides
+    /// between the two, so no caller turns an unknown into a zero.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_result<E: fmt::Display>(
+        request_id: RequestId,
+        event_time: DateTime<Utc>,
+        attribution: Attribution,
+        billing_mode: BillingMode,
+        provider: Provider,
+        model: &str,
+        usage: Option<Usage>,
+        cost: Result<&Cost, E>,
+    ) -> SpendEvent {
+        match cost {
+            Ok(cost) => SpendEvent::priced(
+                request_id,
+                event_time,
+                attribution,
+                billing_mode,
+                provider,
+                model,
+                cost,
+            ),
+            Err(reason) => SpendEvent::unpriced(
+                request_id,
+                event_time,
+                attribution,
+                billing_mode,
+                provider,
+                model,
+                usage,
+                reason,
+            ),
+        }
+    }
+
     /// The same event with another outcome.
     pub fn with_outcome(mut self, outcome: Outcome) -> SpendEvent {
         self.outcome = outcome;

@@ -17,7 +17,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use routero_core::attribution::{Attribution, BillingMode, RequestId};
 use routero_core::extract::{ExtractError, Extraction, StreamExtractor};
+use routero_core::spend::SpendEvent;
 use routero_core::{Cost, CostError, PriceTable, Provider};
 
 use crate::headers;
@@ -33,6 +35,91 @@ pub struct Captured {
     pub model: String,
     /// Whether the body reached its end (false: the client went away first).
     pub complete: bool,
+}
+
+impl Captured {
+    /// Prices an extraction: with the model the response names, else the one the
+    /// request asked for. A JSON response goes through here as well as a stream.
+    pub fn price(
+        extraction: Result<Extraction, ExtractError>,
+        provider: &Provider,
+        requested_model: &str,
+        prices: &PriceTable,
+        at: DateTime<Utc>,
+        complete: bool,
+    ) -> Captured {
+        let model = extraction
+            .as_ref()
+            .ok()
+            .and_then(|e| e.model.clone())
+            .unwrap_or_else(|| requested_model.to_owned());
+        let cost = extraction
+            .as_ref()
+            .ok()
+            .map(|e| prices.cost(provider, &model, &e.usage, at));
+        Captured {
+            extraction,
+            cost,
+            model,
+            complete,
+        }
+    }
+
+    /// The cost headers of the outcome: the `x-routero-cost` family when priced,
+    /// `x-routero-unpriced` with the reason otherwise.
+    pub fn insert_headers(&self, headers: &mut HeaderMap) {
+        match (&self.cost, &self.extraction) {
+            (Some(Ok(cost)), _) => headers::insert_cost(headers, cost),
+            (Some(Err(e)), _) => headers::insert_unpriced(headers, &e.to_string()),
+            (None, Err(e)) => headers::insert_unpriced(headers, &e.to_string()),
+            (None, Ok(_)) => headers::insert_unpriced(headers, "not priced"),
+        }
+    }
+
+    /// The spend event of the outcome: priced or unpriced with its reason, and
+    /// marked partial when the body did not reach its end.
+    pub fn into_event(
+        self,
+        request_id: RequestId,
+        at: DateTime<Utc>,
+        attribution: Attribution,
+        billing_mode: BillingMode,
+        provider: Provider,
+    ) -> SpendEvent {
+        let usage = self.extraction.as_ref().ok().map(|e| e.usage);
+        let event = match (&self.cost, &self.extraction) {
+            (Some(cost), _) => SpendEvent::from_result(
+                request_id,
+                at,
+                attribution,
+                billing_mode,
+                provider,
+                &self.model,
+                usage,
+                cost.as_ref(),
+            ),
+            (None, extraction) => SpendEvent::from_result(
+                request_id,
+                at,
+                attribution,
+                billing_mode,
+                provider,
+                &self.model,
+                usage,
+                Err::<&Cost, _>(
+                    extraction
+                        .as_ref()
+                        .err()
+                        .map_or_else(|| "not priced".to_owned(), ToString::to_string),
+                ),
+            ),
+        };
+        if self.complete {
+            event
+        } else {
+            event.into_partial()
+        }
+    }
 }
 
 /// Where a captured outcome goes (a closure that records the spend).
@@ -100,22 +187,15 @@ impl<B> CostCapture<B> {
     }
 
     fn outcome(&self, extraction: Result<Extraction, ExtractError>, complete: bool) -> Captured {
-        let model = extraction
-            .as_ref()
-            .ok()
-            .and_then(|e| e.model.clone())
-            .unwrap_or_else(|| self.config.requested_model.clone());
-        let cost = extraction.as_ref().ok().map(|e| {
-            self.config
-                .prices
-                .cost(&self.config.provider, &model, &e.usage, self.config.at)
-        });
-        Captured {
+        let c = &self.config;
+        Captured::price(
             extraction,
-            cost,
-            model,
+            &c.provider,
+            &c.requested_model,
+            &c.prices,
+            c.at,
             complete,
-        }
+        )
     }
 
     /// The inner body ended: price it, queue the comment and trailers, tell the sink.
@@ -128,18 +208,7 @@ impl<B> CostCapture<B> {
             return;
         };
         let captured = self.outcome(extractor.finish(), true);
-        match &captured.cost {
-            Some(Ok(cost)) => headers::insert_cost(&mut trailers, cost),
-            Some(Err(e)) => headers::insert_unpriced(&mut trailers, &e.to_string()),
-            None => {
-                let reason = captured
-                    .extraction
-                    .as_ref()
-                    .err()
-                    .map_or_else(String::new, ToString::to_string);
-                headers::insert_unpriced(&mut trailers, &reason);
-            }
-        }
+        captured.insert_headers(&mut trailers);
         self.push_tail(trailers);
         if let Some(sink) = self.sink.take() {
             sink(captured);

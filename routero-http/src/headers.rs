@@ -27,6 +27,41 @@ use routero_core::Cost;
 /// The headers' common prefix.
 pub const PREFIX: &str = "x-routero-";
 
+/// Every header name this module sets.
+pub const NAMES: [&str; 14] = [
+    "x-routero-cost",
+    "x-routero-currency",
+    "x-routero-provider",
+    "x-routero-model",
+    "x-routero-price-version",
+    "x-routero-input-tokens",
+    "x-routero-cache-read-tokens",
+    "x-routero-cache-write-5m-tokens",
+    "x-routero-cache-write-1h-tokens",
+    "x-routero-output-tokens",
+    "x-routero-reasoning-tokens",
+    "x-routero-web-search-requests",
+    "x-routero-service-tier",
+    "x-routero-unpriced",
+];
+
+/// Declares the cost names as trailers (`Trailer: x-routero-cost, …`) on the head of
+/// a response whose cost arrives at its end ([`crate::capture::CostCapture`]).
+/// HTTP/1.1 servers such as hyper send only declared trailers, and only to a client
+/// that asked for them with `TE: trailers`.
+pub fn declare_trailers(headers: &mut HeaderMap) {
+    headers.insert(
+        http::header::TRAILER,
+        HeaderValue::from_static(
+            "x-routero-cost, x-routero-currency, x-routero-provider, x-routero-model, \
+             x-routero-price-version, x-routero-input-tokens, x-routero-cache-read-tokens, \
+             x-routero-cache-write-5m-tokens, x-routero-cache-write-1h-tokens, \
+             x-routero-output-tokens, x-routero-reasoning-tokens, \
+             x-routero-web-search-requests, x-routero-service-tier, x-routero-unpriced",
+        ),
+    );
+}
+
 /// Percent-encodes every byte outside a conservative set of header-safe characters.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -172,6 +207,21 @@ mod tests {
             "not reported, not zero"
         );
         assert!(h.keys().all(|k| k.as_str().starts_with(PREFIX)));
+        assert!(h.keys().all(|k| NAMES.contains(&k.as_str())), "{h:?}");
+    }
+
+    #[test]
+    fn the_trailer_declaration_names_every_header() {
+        let mut headers = HeaderMap::new();
+        declare_trailers(&mut headers);
+        let declared: Vec<&str> = headers
+            .get(http::header::TRAILER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split(", ")
+            .collect();
+        assert_eq!(declared, NAMES);
     }
 
     #[test]
@@ -189,5 +239,6 @@ mod tests {
             "never a silent zero"
         );
         assert_eq!(escape("openai/gpt-4o:2024"), "openai/gpt-4o:2024");
+        assert!(headers.keys().all(|k| NAMES.contains(&k.as_str())));
     }
 }

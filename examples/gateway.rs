@@ -1,0 +1,847 @@
+//! An OpenAI- and Anthropic-compatible reverse proxy that costs every request.
+//!
+//! ```text
+//! cargo run --example gateway -- examples/gateway.toml
+//! ```
+//!
+//! The gateway listens on `ROUTERO_LISTEN` (else the config's `listen`, else
+//! `127.0.0.1:8090`; port 0 picks a free one) and serves
+//!
+//! - `POST /v1/chat/completions`, `/v1/completions`, `/v1/responses` and `/v1/embeddings`
+//!   in OpenAI's dialect, forwarded to the `[openai]` upstream (any OpenAI-compatible
+//!   provider: set its `provider` to price and extract it as that provider);
+//! - `POST /v1/messages` in Anthropic's dialect, forwarded to the `[anthropic]` upstream.
+//!
+//! For every request it
+//!
+//! 1. resolves the caller's key (`Authorization: Bearer …` or `x-api-key`) to its
+//!    attribution and billing mode from the config file (unknown key: 401);
+//! 2. asks the spend control to reserve the request's maximum cost
+//!    ([`max_cost`]: every byte of the request body counted as a prompt token, which
+//!    bounds any byte-level tokenizer, and the request's `max_tokens`, else the
+//!    config's `default_max_tokens`), against the workspace's wallet (managed keys) and
+//!    every budget of its key, team and customer (denied: 402 or 429, and nothing is
+//!    forwarded). A managed key asking for a model without a price is refused (400):
+//!    it could not be billed. A BYOK key is forwarded and its spend recorded unpriced;
+//! 3. forwards the request with the upstream's own credential, asking for an
+//!    uncompressed response, and for an OpenAI chat stream with
+//!    `stream_options.include_usage` set, since a stream without usage cannot be
+//!    priced;
+//! 4. prices the response: a JSON body at once, with the `x-routero-…` headers; a
+//!    stream as it passes through ([`CostCapture`]), the cost arriving as trailers and
+//!    as a final `: x-routero-cost=…` SSE comment. A client that goes away mid-stream
+//!    leaves the known part of the usage, recorded as partial;
+//! 5. settles the reservation at the actual cost (an unpriced response keeps its
+//!    estimate: unknown is never zero) and records the spend event, printing it as one
+//!    `spend {json}` line.
+//!
+//! A response with an error status is passed through and its reservation released.
+//!
+//! Recording goes to Redis when `ROUTERO_REDIS_URL` is set (drain it into PostgreSQL
+//! with `examples/coworker`), else to the in-memory queue drained into the in-memory
+//! store. Wallet balances come from the config file; a production gateway refreshes
+//! them from its [`Wallets`](routero::wallet::Wallets) ledger. Ctrl-C or SIGTERM
+//! stops accepting, lets open responses finish (up to 30 s), flushes the recorder and
+//! exits.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use routero::attribution::{
+    ApiKeyId, Attribution, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
+};
+use routero::control::{
+    Budget, BudgetScope, Decision, Denial, MemoryControl, Period, Reservation, SpendControl,
+    SpendRequest, max_cost,
+};
+use routero::drainer::{Drainer, DrainerConfig};
+use routero::extract;
+use routero::http::capture::{CaptureConfig, Captured, CostCapture};
+use routero::http::headers;
+use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
+use routero::port::{Clock, SpendQueue};
+use routero::recorder::{RecordError, Recorder, RecorderConfig};
+use routero::redis::{Redis, RedisConfig};
+use routero::{PriceTable, Provider};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of every response the gateway sends.
+type Out = UnsyncBoxBody<Bytes, Error>;
+
+/// The largest request body forwarded.
+const MAX_REQUEST: usize = 32 * 1024 * 1024;
+/// The largest JSON response priced (streams are not buffered).
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+/// How long the upstream may take to send its response headers.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long open responses may run on after a stop signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// The config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    listen: Option<String>,
+    #[serde(default = "default_max_tokens")]
+    default_max_tokens: u64,
+    openai: Option<UpstreamConfig>,
+    anthropic: Option<UpstreamConfig>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+    #[serde(default)]
+    wallets: Vec<WalletConfig>,
+    #[serde(default)]
+    budgets: Vec<BudgetConfig>,
+}
+
+fn default_max_tokens() -> u64 {
+    4096
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamConfig {
+    base_url: String,
+    provider: Option<String>,
+    /// The environment variable holding the upstream's API key (none: no credential).
+    api_key_env: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyConfig {
+    /// The secret the caller presents.
+    key: String,
+    /// The key's id in the spend records.
+    id: String,
+    org: String,
+    workspace: String,
+    team: Option<String>,
+    user: Option<String>,
+    customer: Option<String>,
+    #[serde(default = "managed")]
+    billing_mode: String,
+}
+
+fn managed() -> String {
+    "managed".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WalletConfig {
+    org: String,
+    workspace: String,
+    balance: Decimal,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetConfig {
+    api_key: Option<String>,
+    team: Option<String>,
+    customer: Option<String>,
+    period: String,
+    limit: Decimal,
+}
+
+/// The request dialects the gateway speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+#[derive(Debug)]
+struct Upstream {
+    dialect: Dialect,
+    provider: Provider,
+    base_url: String,
+    credential: Option<HeaderValue>,
+}
+
+#[derive(Debug)]
+struct Caller {
+    attribution: Attribution,
+    mode: BillingMode,
+}
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+struct Gateway {
+    keys: HashMap<String, Caller>,
+    openai: Option<Upstream>,
+    anthropic: Option<Upstream>,
+    prices: Arc<PriceTable>,
+    control: MemoryControl,
+    budgets: Vec<Budget>,
+    recorder: Recorder,
+    client: HttpsClient,
+    default_max_tokens: u64,
+}
+
+/// An error answer in the caller's dialect.
+fn error(dialect: Dialect, status: StatusCode, kind: &str, message: &str) -> Response<Out> {
+    let body = match dialect {
+        Dialect::OpenAi => serde_json::json!({
+            "error": { "message": message, "type": kind, "code": kind }
+        }),
+        Dialect::Anthropic => serde_json::json!({
+            "type": "error", "error": { "type": kind, "message": message }
+        }),
+    };
+    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn full(bytes: Bytes) -> Out {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Headers that belong to one connection, never forwarded.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+/// The caller's key: `Authorization: Bearer …`, else `x-api-key`.
+fn caller_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+}
+
+/// The output ceiling the request sets, in any dialect's name for it.
+fn max_tokens(request: &serde_json::Value) -> Option<u64> {
+    ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|name| request.get(name).and_then(serde_json::Value::as_u64))
+}
+
+impl Gateway {
+    fn route(&self, path: &str) -> Option<&Upstream> {
+        match path {
+            "/v1/messages" => self.anthropic.as_ref(),
+            "/v1/chat/completions" | "/v1/completions" | "/v1/responses" | "/v1/embeddings" => {
+                self.openai.as_ref()
+            }
+            _ => None,
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Out>, Infallible> {
+        let at = Utc::now();
+        let path = request.uri().path().to_owned();
+        let Some(upstream) = self.route(&path) else {
+            let message = format!("no route for {}", path.escape_debug());
+            return Ok(error(
+                Dialect::OpenAi,
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &message,
+            ));
+        };
+        let dialect = upstream.dialect;
+        let Some(caller) = caller_key(request.headers()).and_then(|k| self.keys.get(k)) else {
+            return Ok(error(
+                dialect,
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "unknown API key",
+            ));
+        };
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, MAX_REQUEST).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let message = format!("request body: {e}");
+                return Ok(error(
+                    dialect,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request_too_large",
+                    &message,
+                ));
+            }
+        };
+        let mut json: serde_json::Value = match serde_json::from_slice(&body) {
+            Ok(json) => json,
+            Err(e) => {
+                let message = format!("the request body is not JSON: {e}");
+                return Ok(error(
+                    dialect,
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &message,
+                ));
+            }
+        };
+        let Some(model) = json
+            .get("model")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+        else {
+            return Ok(error(
+                dialect,
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "the request names no model",
+            ));
+        };
+        let streamed = json.get("stream") == Some(&serde_json::Value::Bool(true));
+        let body = if streamed && path == "/v1/chat/completions" {
+            json["stream_options"]["include_usage"] = serde_json::Value::Bool(true);
+            Bytes::from(json.to_string())
+        } else {
+            body
+        };
+        let output = if path == "/v1/embeddings" {
+            0
+        } else {
+            max_tokens(&json).unwrap_or(self.default_max_tokens)
+        };
+        let prompt = u64::try_from(body.len()).unwrap_or(u64::MAX);
+        let estimate = match max_cost(&self.prices, &upstream.provider, &model, prompt, output, at)
+        {
+            Ok(estimate) => estimate,
+            Err(e) if caller.mode == BillingMode::Managed => {
+                let message = format!("a managed key cannot be billed for this model: {e}");
+                return Ok(error(
+                    dialect,
+                    StatusCode::BAD_REQUEST,
+                    "model_not_priced",
+                    &message,
+                ));
+            }
+            // BYOK spend is tracked, not charged: forward it, record it unpriced.
+            Err(_) => Decimal::ZERO,
+        };
+        let ask = SpendRequest {
+            attribution: &caller.attribution,
+            billing_mode: caller.mode,
+            estimate,
+            at,
+        };
+        let reservation = match self.control.reserve(&ask, &self.budgets).await {
+            Ok(Decision::Allowed(reservation)) => reservation,
+            Ok(Decision::Denied(denial)) => {
+                let (status, kind) = match denial {
+                    Denial::WalletExhausted { .. } => {
+                        (StatusCode::PAYMENT_REQUIRED, "insufficient_quota")
+                    }
+                    _ => (StatusCode::TOO_MANY_REQUESTS, "budget_exceeded"),
+                };
+                return Ok(error(dialect, status, kind, &denial.to_string()));
+            }
+            Err(e) => {
+                let message = format!("spend control: {e}");
+                return Ok(error(
+                    dialect,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "spend_control_unavailable",
+                    &message,
+                ));
+            }
+        };
+
+        let mut forward = Request::new(Full::new(body));
+        *forward.method_mut() = parts.method.clone();
+        let target = format!(
+            "{}{}",
+            upstream.base_url,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        *forward.uri_mut() = match target.parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                self.release(&reservation).await;
+                let message = format!("upstream address {target}: {e}");
+                return Ok(error(
+                    dialect,
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    &message,
+                ));
+            }
+        };
+        for (name, value) in &parts.headers {
+            let credential = name == header::AUTHORIZATION || name.as_str() == "x-api-key";
+            if !hop_by_hop(name) && !credential && name != header::ACCEPT_ENCODING {
+                forward.headers_mut().append(name, value.clone());
+            }
+        }
+        if let Some(credential) = &upstream.credential {
+            let name = match dialect {
+                Dialect::OpenAi => header::AUTHORIZATION,
+                Dialect::Anthropic => HeaderName::from_static("x-api-key"),
+            };
+            forward.headers_mut().insert(name, credential.clone());
+        }
+        let response =
+            match tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(forward)).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    self.release(&reservation).await;
+                    let message = format!("upstream: {e}");
+                    return Ok(error(
+                        dialect,
+                        StatusCode::BAD_GATEWAY,
+                        "bad_gateway",
+                        &message,
+                    ));
+                }
+                Err(_) => {
+                    self.release(&reservation).await;
+                    return Ok(error(
+                        dialect,
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        "the upstream did not answer in time",
+                    ));
+                }
+            };
+
+        let request_id = RequestId::new(&format!("req-{}", uuid::Uuid::new_v4().simple()))
+            .expect("a uuid is a valid id");
+        let (mut head, body) = response.into_parts();
+        head.headers.retain_hop_by_hop();
+        if let Ok(id) = HeaderValue::from_str(request_id.as_str()) {
+            head.headers.insert("x-routero-request-id", id);
+        }
+        if !head.status.is_success() {
+            // Not served, not billed.
+            self.release(&reservation).await;
+            let body = body.map_err(Error::from).boxed_unsync();
+            return Ok(Response::from_parts(head, body));
+        }
+        let event_stream = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let spent = Spent {
+            gateway: self.clone(),
+            reservation,
+            request_id,
+            at,
+            caller: caller.attribution.clone(),
+            mode: caller.mode,
+            provider: upstream.provider.clone(),
+        };
+        if event_stream {
+            let config = CaptureConfig {
+                provider: upstream.provider.clone(),
+                requested_model: model,
+                prices: self.prices.clone(),
+                at,
+                sse_comment: true,
+            };
+            headers::declare_trailers(&mut head.headers);
+            head.headers.remove(header::CONTENT_LENGTH);
+            let body = CostCapture::new(body, config, Box::new(move |c| spent.record(c)));
+            return Ok(Response::from_parts(
+                head,
+                body.map_err(Error::from).boxed_unsync(),
+            ));
+        }
+        let body = match Limited::new(body, MAX_RESPONSE).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                // The upstream served (and may bill) it: keep the estimate.
+                let message = format!("upstream response: {e}");
+                spent.settle(spent.reservation.amount);
+                return Ok(error(
+                    dialect,
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    &message,
+                ));
+            }
+        };
+        let header_pairs: Vec<(&str, &str)> = head
+            .headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+            .collect();
+        let extraction = extract::from_body(&upstream.provider, &body, &header_pairs);
+        drop(header_pairs);
+        let captured = Captured::price(
+            extraction,
+            &upstream.provider,
+            &model,
+            &self.prices,
+            at,
+            true,
+        );
+        captured.insert_headers(&mut head.headers);
+        spent.record(captured);
+        Ok(Response::from_parts(head, full(body)))
+    }
+
+    async fn release(&self, reservation: &Reservation) {
+        if let Err(e) = self.control.release(reservation).await {
+            eprintln!("gateway: releasing a reservation: {e}");
+        }
+    }
+}
+
+/// Strips the connection-level headers of an upstream response.
+trait RetainHopByHop {
+    fn retain_hop_by_hop(&mut self);
+}
+
+impl RetainHopByHop for HeaderMap {
+    fn retain_hop_by_hop(&mut self) {
+        let names: Vec<HeaderName> = self.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+        for name in names {
+            self.remove(name);
+        }
+    }
+}
+
+/// A forwarded request waiting for its outcome.
+struct Spent {
+    gateway: Arc<Gateway>,
+    reservation: Reservation,
+    request_id: RequestId,
+    at: DateTime<Utc>,
+    caller: Attribution,
+    mode: BillingMode,
+    provider: Provider,
+}
+
+impl Spent {
+    /// Records the outcome and settles the reservation: at the cost, or at the
+    /// estimate when the cost is unknown.
+    fn record(self, captured: Captured) {
+        let event = captured.into_event(
+            self.request_id.clone(),
+            self.at,
+            self.caller.clone(),
+            self.mode,
+            self.provider.clone(),
+        );
+        let actual = event.cost().unwrap_or(self.reservation.amount);
+        match serde_json::to_string(&event) {
+            Ok(line) => println!("spend {line}"),
+            Err(e) => eprintln!("gateway: {e}"),
+        }
+        let recorder = self.gateway.recorder.clone();
+        if let Err(e) = recorder.record(event) {
+            // A full buffer hands the event back: keep offering it while the queue
+            // catches up rather than lose it.
+            let mut event = e.into_event();
+            spawn(async move {
+                for _ in 0..1000 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    match recorder.record(event) {
+                        Ok(()) => return,
+                        Err(RecordError::Closed(back)) => {
+                            event = *back;
+                            break;
+                        }
+                        Err(e) => event = e.into_event(),
+                    }
+                }
+                eprintln!(
+                    "gateway: not recorded: {}",
+                    serde_json::to_string(&event).unwrap_or_default()
+                );
+            });
+        }
+        self.settle(actual);
+    }
+
+    fn settle(&self, actual: Decimal) {
+        let gateway = self.gateway.clone();
+        let reservation = self.reservation.clone();
+        spawn(async move {
+            if let Err(e) = gateway.control.settle(&reservation, actual).await {
+                eprintln!("gateway: settling a reservation: {e}");
+            }
+        });
+    }
+}
+
+/// Runs `task` on the runtime; a body dropped while the runtime itself shuts down has
+/// none, and says so.
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn(task)),
+        Err(_) => eprintln!("gateway: the runtime is gone; a spend was not settled"),
+    }
+}
+
+fn budget(config: &BudgetConfig) -> Result<Budget, Error> {
+    let scope = match (&config.api_key, &config.team, &config.customer) {
+        (Some(k), None, None) => BudgetScope::ApiKey(ApiKeyId::new(k)?),
+        (None, Some(t), None) => BudgetScope::Team(TeamId::new(t)?),
+        (None, None, Some(c)) => BudgetScope::Customer(CustomerId::new(c)?),
+        _ => return Err("a budget names exactly one of api_key, team or customer".into()),
+    };
+    let period = match config.period.as_str() {
+        "day" => Period::Day,
+        "week" => Period::Week,
+        "month" => Period::Month,
+        other => {
+            return Err(format!("unknown budget period {other:?} (day, week or month)").into());
+        }
+    };
+    Ok(Budget {
+        scope,
+        period,
+        limit: config.limit,
+    })
+}
+
+fn upstream(config: Option<UpstreamConfig>, dialect: Dialect) -> Result<Option<Upstream>, Error> {
+    let Some(config) = config else {
+        return Ok(None);
+    };
+    let provider = match (&config.provider, dialect) {
+        (Some(name), _) => name.parse()?,
+        (None, Dialect::OpenAi) => Provider::OpenAi,
+        (None, Dialect::Anthropic) => Provider::Anthropic,
+    };
+    let credential = match &config.api_key_env {
+        None => None,
+        Some(name) => {
+            let key = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
+            let value = match dialect {
+                Dialect::OpenAi => format!("Bearer {key}"),
+                Dialect::Anthropic => key,
+            };
+            let mut value = HeaderValue::from_str(&value)?;
+            value.set_sensitive(true);
+            Some(value)
+        }
+    };
+    Ok(Some(Upstream {
+        dialect,
+        provider,
+        base_url: config.base_url.trim_end_matches('/').to_owned(),
+        credential,
+    }))
+}
+
+fn callers(keys: &[KeyConfig]) -> Result<HashMap<String, Caller>, Error> {
+    let mut out = HashMap::new();
+    for k in keys {
+        let mut attribution =
+            Attribution::new(OrgId::new(&k.org)?, WorkspaceId::new(&k.workspace)?)
+                .with_api_key(ApiKeyId::new(&k.id)?);
+        if let Some(team) = &k.team {
+            attribution = attribution.with_team(TeamId::new(team)?);
+        }
+        if let Some(user) = &k.user {
+            attribution = attribution.with_user(UserId::new(user)?);
+        }
+        if let Some(customer) = &k.customer {
+            attribution = attribution.with_customer(CustomerId::new(customer)?);
+        }
+        let mode = k.billing_mode.parse::<BillingMode>()?;
+        if out
+            .insert(k.key.clone(), Caller { attribution, mode })
+            .is_some()
+        {
+            return Err(format!("key {} is configured twice", k.id).into());
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug)]
+struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Error> {
+    let path: PathBuf = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .ok_or("usage: gateway CONFIG.toml")?;
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+
+    // Spend goes to Redis (a coworker drains it) or to the in-memory pipeline.
+    let redis = match std::env::var("ROUTERO_REDIS_URL") {
+        Ok(url) => Some(Redis::connect(RedisConfig::new(url)).await?),
+        Err(_) => None,
+    };
+    let (queue, drainer): (Arc<dyn SpendQueue>, _) = match &redis {
+        Some(redis) => (Arc::new(redis.queue()), None),
+        None => {
+            let queue = Arc::new(MemoryQueue::new(4));
+            let drainer = Drainer::new(
+                queue.clone(),
+                Arc::new(MemoryElector::new(Arc::new(SystemClock))),
+                Arc::new(MemoryStore::new()),
+                DrainerConfig::new("gateway"),
+            );
+            (queue, Some(drainer))
+        }
+    };
+    let (recorder, recorder_handle) = Recorder::spawn(queue, RecorderConfig::default());
+    let (stop_drainer, drainer_stopped) = tokio::sync::oneshot::channel::<()>();
+    let drainer = drainer.map(|d| {
+        tokio::spawn(async move {
+            d.run(async {
+                let _ = drainer_stopped.await;
+            })
+            .await
+        })
+    });
+
+    let control = MemoryControl::new();
+    for w in &config.wallets {
+        let (org, workspace) = (OrgId::new(&w.org)?, WorkspaceId::new(&w.workspace)?);
+        control
+            .refresh_wallet(&org, &workspace, w.balance, Decimal::ZERO)
+            .await?;
+    }
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let gateway = Arc::new(Gateway {
+        keys: callers(&config.keys)?,
+        openai: upstream(config.openai, Dialect::OpenAi)?,
+        anthropic: upstream(config.anthropic, Dialect::Anthropic)?,
+        prices: PriceTable::bundled(),
+        control,
+        budgets: config
+            .budgets
+            .iter()
+            .map(budget)
+            .collect::<Result<_, _>>()?,
+        recorder,
+        client: Client::builder(TokioExecutor::new()).build(https),
+        default_max_tokens: config.default_max_tokens,
+    });
+
+    let listen = std::env::var("ROUTERO_LISTEN")
+        .ok()
+        .or(config.listen)
+        .unwrap_or_else(|| "127.0.0.1:8090".to_owned());
+    let listener = tokio::net::TcpListener::bind(&listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    eprintln!("gateway: accept: {e}");
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let gateway = gateway.clone();
+        let service = service_fn(move |request| gateway.clone().handle(request));
+        let connection = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                eprintln!("gateway: connection: {e}");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        eprintln!("gateway: open responses cut after {GRACE:?}");
+    }
+    drop(gateway);
+    let counts = recorder_handle.shutdown().await;
+    let _ = stop_drainer.send(());
+    if let Some(drainer) = drainer {
+        let stats = drainer.await?;
+        println!(
+            "stopped: {} events recorded, {} drained",
+            counts.recorded, stats.events
+        );
+    } else {
+        println!("stopped: {} events recorded into Redis", counts.recorded);
+    }
+    if let Some(redis) = redis {
+        redis.quit().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,554 @@
+//! The `gateway` example end to end: a real process between a real HTTP client and a
+//! fake upstream that replays the provider fixtures, JSON and streamed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use routero::extract::{self, StreamExtractor};
+use routero::{PriceTable, Provider};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+const FIXTURES: &str = "routero-core/tests/data/providers";
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(FIXTURES)
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// What the fake upstream received.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+/// A fake provider: replays the fixture the request's `x-fixture` header names, as
+/// JSON or, for `.sse`, as an event stream written an event at a time; with
+/// `x-pause-after-events: N` it stops for a second after N events.
+fn fake_upstream() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let log = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let _ = replay(stream, &log);
+            });
+        }
+    });
+    (addr, received)
+}
+
+fn replay(stream: TcpStream, log: &Mutex<Vec<Received>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let mut headers = HashMap::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            break;
+        };
+        headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
+    }
+    let length = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    log.lock().unwrap().push(Received {
+        path,
+        headers: headers.clone(),
+        body,
+    });
+    let mut out = stream;
+    if let Some(status) = headers.get("x-status") {
+        let body = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+        write!(
+            out,
+            "HTTP/1.1 {status} Oops\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )?;
+        return Ok(());
+    }
+    let name = headers.get("x-fixture").cloned().unwrap_or_default();
+    let content = fixture(&name);
+    if !name.ends_with(".sse") {
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            content.len()
+        )?;
+        return out.write_all(&content);
+    }
+    let pause_after: Option<usize> = headers
+        .get("x-pause-after-events")
+        .and_then(|n| n.parse().ok());
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+    )?;
+    let text = String::from_utf8(content).unwrap();
+    for (i, event) in text.split_inclusive("\n\n").enumerate() {
+        if pause_after == Some(i) {
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+        out.write_all(event.as_bytes())?;
+        out.flush()?;
+        if pause_after.is_some() && pause_after < Some(i) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// The gateway process, killed when the test ends; its `spend` lines by request id.
+struct Gateway {
+    child: Child,
+    addr: String,
+    spends: mpsc::Receiver<Value>,
+    _config: TempFile,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Gateway {
+    /// The next spend line the gateway printed.
+    fn next_spend(&self) -> Value {
+        self.spends
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the gateway records the spend")
+    }
+}
+
+fn start_gateway(upstream: &str) -> Gateway {
+    let config = format!(
+        r#"
+default_max_tokens = 1000
+[openai]
+base_url = "http://{upstream}"
+api_key_env = "GATEWAY_TEST_OPENAI_KEY"
+[anthropic]
+base_url = "http://{upstream}/"
+api_key_env = "GATEWAY_TEST_ANTHROPIC_KEY"
+
+[[keys]]
+key = "caller-acme"
+id = "acme-support-key"
+org = "acme"
+workspace = "acme-prod"
+team = "support"
+customer = "initech"
+
+[[keys]]
+key = "caller-globex"
+id = "globex-key"
+org = "globex"
+workspace = "globex-main"
+billing_mode = "byok"
+
+[[keys]]
+key = "caller-poor"
+id = "poor-key"
+org = "acme"
+workspace = "acme-poor"
+
+[[wallets]]
+org = "acme"
+workspace = "acme-prod"
+balance = "25.00"
+
+[[wallets]]
+org = "acme"
+workspace = "acme-poor"
+balance = "0.0001"
+
+[[budgets]]
+customer = "initech"
+period = "day"
+limit = "20.00"
+"#
+    );
+    let path = std::env::temp_dir().join(format!("routero-gateway-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let binary = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo test` without a target filter",
+        binary.display()
+    );
+    let mut child = Command::new(&binary)
+        .arg(&path)
+        .env("ROUTERO_LISTEN", "127.0.0.1:0")
+        .env("GATEWAY_TEST_OPENAI_KEY", "sk-upstream-openai")
+        .env("GATEWAY_TEST_ANTHROPIC_KEY", "sk-upstream-anthropic")
+        .env_remove("ROUTERO_REDIS_URL")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (spend_tx, spends) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = addr_tx.send(addr.to_owned());
+            } else if let Some(json) = line.strip_prefix("spend ") {
+                let _ = spend_tx.send(serde_json::from_str::<Value>(json).unwrap());
+            }
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the gateway says where it listens");
+    Gateway {
+        child,
+        addr,
+        spends,
+        _config: TempFile(path),
+    }
+}
+
+type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+fn post(
+    gateway: &Gateway,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> Request<Full<Bytes>> {
+    let mut request = Request::post(format!("http://{}{path}", gateway.addr))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    request
+}
+
+/// The fixture's own cost, computed here from its usage and the bundled prices.
+fn fixture_cost(provider: &Provider, name: &str, requested_model: &str) -> Decimal {
+    let bytes = fixture(name);
+    let extraction = if name.ends_with(".sse") {
+        let mut stream = StreamExtractor::new(provider);
+        stream.push(&bytes).unwrap();
+        stream.finish().unwrap()
+    } else {
+        extract::from_body(provider, &bytes, &[]).unwrap()
+    };
+    let model = extraction.model.as_deref().unwrap_or(requested_model);
+    PriceTable::bundled()
+        .cost(provider, model, &extraction.usage, Utc::now())
+        .unwrap()
+        .total()
+}
+
+fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_costs_records_and_controls_every_request() {
+    let (upstream, received) = fake_upstream();
+    let gateway = start_gateway(&upstream);
+    let client: TestClient = Client::builder(TokioExecutor::new()).build_http();
+    let upstream_calls = || received.lock().unwrap().len();
+
+    // An unknown key is refused before anything is forwarded.
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer nobody")],
+            serde_json::json!({"model": "gpt-4o-mini"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(upstream_calls(), 0);
+
+    // OpenAI JSON: the body passes unchanged, the cost is on the headers, the upstream
+    // sees its own credential and no compression.
+    let name = "openai_chat/chat_completion_reasoning_cached.json";
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer caller-acme"), ("x-fixture", name)],
+            serde_json::json!({"model": "o4-mini", "max_completion_tokens": 2000,
+                "messages": [{"role": "user", "content": "hi"}]}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cost = fixture_cost(&Provider::OpenAi, name, "o4-mini");
+    assert_eq!(
+        header(response.headers(), "x-routero-cost"),
+        cost.normalize().to_string()
+    );
+    let request_id = header(response.headers(), "x-routero-request-id").to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, fixture(name));
+    let seen = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.headers["authorization"], "Bearer sk-upstream-openai");
+    assert!(!seen.headers.contains_key("accept-encoding"));
+    let spend = gateway.next_spend();
+    assert_eq!(spend["request_id"], request_id);
+    assert_eq!(spend["pricing"]["cost"], cost.to_string());
+    assert_eq!(spend["attribution"]["team"], "support");
+    assert_eq!(spend["attribution"]["customer"], "initech");
+    assert_eq!(spend["billing_mode"], "managed");
+    assert_eq!(spend["partial"], false);
+
+    // An OpenAI stream: include_usage is asked for, every byte passes, and the cost
+    // follows as a final SSE comment and as trailers.
+    let name = "openai_chat/chat_stream_include_usage.sse";
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[
+                ("authorization", "Bearer caller-acme"),
+                ("x-fixture", name),
+                ("te", "trailers"),
+            ],
+            serde_json::json!({"model": "gpt-4o-mini", "stream": true, "max_tokens": 100}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
+    let original = fixture(name);
+    assert_eq!(&body[..original.len()], original.as_slice());
+    let cost = fixture_cost(&Provider::OpenAi, name, "gpt-4o-mini");
+    let tail = std::str::from_utf8(&body[original.len()..]).unwrap();
+    assert_eq!(tail, format!(": x-routero-cost={}\n\n", cost.normalize()));
+    let trailers = trailers.expect("a client that accepts trailers gets them");
+    assert_eq!(
+        header(&trailers, "x-routero-cost"),
+        cost.normalize().to_string()
+    );
+    let seen = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.body["stream_options"]["include_usage"], true);
+    assert_eq!(gateway.next_spend()["pricing"]["cost"], cost.to_string());
+
+    // An Anthropic stream, keyed by x-api-key, is priced from its own events.
+    let name = "anthropic/message_stream.sse";
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/messages",
+            &[("x-api-key", "caller-acme"), ("x-fixture", name)],
+            serde_json::json!({"model": "claude-sonnet-4-5", "stream": true, "max_tokens": 500}),
+        ))
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let cost = fixture_cost(&Provider::Anthropic, name, "claude-sonnet-4-5");
+    assert!(body.ends_with(format!(": x-routero-cost={}\n\n", cost.normalize()).as_bytes()));
+    let seen = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.headers["x-api-key"], "sk-upstream-anthropic");
+    assert_eq!(gateway.next_spend()["pricing"]["cost"], cost.to_string());
+
+    // A BYOK Anthropic JSON response: priced and recorded as BYOK.
+    let name = "anthropic/message_thinking.json";
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/messages",
+            &[("x-api-key", "caller-globex"), ("x-fixture", name)],
+            serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 2000}),
+        ))
+        .await
+        .unwrap();
+    let cost = fixture_cost(&Provider::Anthropic, name, "claude-sonnet-4-5");
+    assert_eq!(
+        header(response.headers(), "x-routero-cost"),
+        cost.normalize().to_string()
+    );
+    let spend = gateway.next_spend();
+    assert_eq!(spend["billing_mode"], "byok");
+    assert_eq!(spend["attribution"]["org"], "globex");
+
+    // A stream without usage is recorded unpriced, never as zero.
+    let name = "openai_chat/chat_stream_no_usage.sse";
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer caller-acme"), ("x-fixture", name)],
+            serde_json::json!({"model": "gpt-4o-mini", "stream": true}),
+        ))
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains(": x-routero-unpriced="));
+    let spend = gateway.next_spend();
+    assert_eq!(spend["pricing"]["state"], "unpriced");
+    assert!(
+        spend["pricing"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("usage")
+    );
+
+    // A client that goes away mid-stream leaves a partial spend: the prompt the
+    // stream had reported, priced.
+    let name = "anthropic/message_stream.sse";
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/messages",
+            &[
+                ("x-api-key", "caller-acme"),
+                ("x-fixture", name),
+                ("x-pause-after-events", "3"),
+            ],
+            serde_json::json!({"model": "claude-sonnet-4-5", "stream": true, "max_tokens": 500}),
+        ))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.data_ref().is_some_and(|d| !d.is_empty()));
+    drop(body);
+    let spend = gateway.next_spend();
+    assert_eq!(spend["partial"], true);
+    assert_eq!(spend["pricing"]["state"], "priced");
+    assert_eq!(spend["usage"]["input_tokens"], 472);
+    let partial: Decimal = spend["pricing"]["cost"].as_str().unwrap().parse().unwrap();
+    assert!(
+        partial > Decimal::ZERO && partial <= cost_of_full_stream(),
+        "{partial}"
+    );
+
+    // A wallet that cannot cover the estimate: 402, nothing forwarded.
+    let before = upstream_calls();
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/messages",
+            &[("x-api-key", "caller-poor"), ("x-fixture", name)],
+            serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 500}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "insufficient_quota");
+
+    // The customer's budget: a request whose estimate exceeds it is refused with 429.
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer caller-acme"), ("x-fixture", name)],
+            serde_json::json!({"model": "o4-mini", "max_completion_tokens": 5_000_000}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // A managed key asking for a model without a price cannot be billed: 400.
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer caller-acme")],
+            serde_json::json!({"model": "no-such-model-anywhere"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(upstream_calls(), before);
+
+    // An upstream error passes through, unbilled.
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer caller-acme"), ("x-status", "529")],
+            serde_json::json!({"model": "gpt-4o-mini"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 529);
+    assert_eq!(upstream_calls(), before + 1);
+    assert!(
+        gateway
+            .spends
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "an upstream error records no spend"
+    );
+}
+
+fn cost_of_full_stream() -> Decimal {
+    fixture_cost(
+        &Provider::Anthropic,
+        "anthropic/message_stream.sse",
+        "claude-sonnet-4-5",
+    )
+}
