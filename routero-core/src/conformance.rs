@@ -1402,3 +1402,180 @@ pub async fn control_budgets_hold_per_period(control: Arc<dyn crate::control::Sp
         "a new day, a new budget"
     );
 }
+
+/// A month's chargeback and FOCUS exports read back (RFC 4180) to the exact totals of
+/// the month's events: the org's only, the month's days only, a quoted model name
+/// intact, unpriced requests counted, the team filter applied.
+pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(store: &S) {
+    use crate::export::{CsvExport, ExportFormat, ExportRequest};
+    use crate::invoice::Month;
+
+    let november = |day: u32, seq: u64| {
+        NaiveDate::from_ymd_opt(2026, 11, day)
+            .unwrap_or_default()
+            .and_hms_opt(12, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+            + chrono::Duration::seconds(i64::try_from(seq).unwrap_or(0))
+    };
+    let mut events = Vec::new();
+    let (mut cost, mut team_cost, mut requests, mut unpriced) =
+        (Decimal::ZERO, Decimal::ZERO, 0u64, 0u64);
+    for seq in 0..300u64 {
+        let price = format!("0.{:07}", (seq * 7_919) % 10_000_000);
+        let mut event = sample_event("acme", seq, &price);
+        let day = u32::try_from(seq % 30).unwrap_or(0) + 1;
+        event.event_time = november(day, seq);
+        if seq % 29 == 0 {
+            event.pricing = Pricing::Unpriced {
+                reason: "unknown model".to_owned(),
+            };
+            unpriced += 1;
+        }
+        if seq == 7 {
+            event.model = "weird \"model\", v2".to_owned();
+        }
+        if let Some(c) = event.cost() {
+            cost += c;
+            if event.attribution.team.as_ref().map(TeamId::as_str) == Some("team-0") {
+                team_cost += c;
+            }
+        }
+        requests += 1;
+        events.push(event);
+    }
+    // Another org in the month, and the org's spend either side of it.
+    events.push(sample_event("globex", 1, "5.00"));
+    let mut before = sample_event("acme", 1_000, "7.00");
+    before.event_time = NaiveDate::from_ymd_opt(2026, 10, 31)
+        .unwrap_or_default()
+        .and_hms_opt(23, 59, 59)
+        .unwrap_or_default()
+        .and_utc();
+    let mut after = sample_event("acme", 1_001, "11.00");
+    after.event_time = NaiveDate::from_ymd_opt(2026, 12, 1)
+        .unwrap_or_default()
+        .and_hms_opt(0, 0, 0)
+        .unwrap_or_default()
+        .and_utc();
+    events.push(before);
+    events.push(after);
+    apply_first_step(store, &events, november(30, 0)).await;
+
+    let org = OrgId::new("acme").unwrap_or_else(|e| panic!("{e}"));
+    let month = Month::parse("2026-11").unwrap_or_else(|| panic!("month"));
+    let request = |format, teams: Option<Vec<TeamId>>| ExportRequest {
+        org: org.clone(),
+        workspaces: None,
+        teams,
+        month,
+        format,
+        invoice_issuer: "Routero".to_owned(),
+    };
+    let export = |request: ExportRequest| async move {
+        let mut out = Vec::new();
+        let summary = CsvExport::new(store, request)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .write_to(&mut out)
+            .await
+            .unwrap_or_else(|e| panic!("export: {e}"));
+        (summary, out)
+    };
+    let column = |headers: &csv::StringRecord, name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let dec = |text: &str| Decimal::from_str_exact(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+
+    // Chargeback.
+    let (summary, file) = export(request(ExportFormat::Chargeback, None)).await;
+    assert_eq!(summary.cost, cost);
+    assert_eq!(summary.requests, requests);
+    assert_eq!(summary.unpriced_requests, unpriced);
+    let mut reader = csv::Reader::from_reader(file.as_slice());
+    let headers = reader.headers().unwrap_or_else(|e| panic!("{e}")).clone();
+    let (c_cost, c_requests, c_unpriced, c_org, c_date, c_model) = (
+        column(&headers, "cost"),
+        column(&headers, "requests"),
+        column(&headers, "unpriced_requests"),
+        column(&headers, "org"),
+        column(&headers, "date"),
+        column(&headers, "model"),
+    );
+    let (mut sum, mut sum_requests, mut sum_unpriced, mut rows, mut weird) =
+        (Decimal::ZERO, 0u64, 0u64, 0u64, false);
+    for record in reader.records() {
+        let record = record.unwrap_or_else(|e| panic!("{e}"));
+        rows += 1;
+        sum += dec(&record[c_cost]);
+        sum_requests += record[c_requests].parse::<u64>().unwrap_or(0);
+        sum_unpriced += record[c_unpriced].parse::<u64>().unwrap_or(0);
+        assert_eq!(&record[c_org], "acme");
+        assert!(
+            record[c_date].starts_with("2026-11-"),
+            "{:?}",
+            &record[c_date]
+        );
+        weird |= &record[c_model] == "weird \"model\", v2";
+    }
+    assert_eq!(
+        (sum, sum_requests, sum_unpriced, rows),
+        (cost, requests, unpriced, summary.rows)
+    );
+    assert!(weird, "a quoted model name reads back intact");
+
+    // FOCUS: the same totals in BilledCost and x_Requests, a day per charge period.
+    let (focus, file) = export(request(ExportFormat::Focus, None)).await;
+    assert_eq!(focus, summary);
+    let mut reader = csv::Reader::from_reader(file.as_slice());
+    let headers = reader.headers().unwrap_or_else(|e| panic!("{e}")).clone();
+    for required in [
+        "BilledCost",
+        "BillingAccountId",
+        "BillingCurrency",
+        "BillingPeriodStart",
+        "BillingPeriodEnd",
+        "ChargeCategory",
+        "ChargePeriodStart",
+        "ChargePeriodEnd",
+        "EffectiveCost",
+        "ListCost",
+        "ContractedCost",
+        "InvoiceIssuerName",
+        "ProviderName",
+        "PublisherName",
+        "ServiceCategory",
+        "ServiceName",
+        "SubAccountId",
+    ] {
+        column(&headers, required);
+    }
+    let (f_cost, f_requests, f_issuer, f_mode, f_start) = (
+        column(&headers, "BilledCost"),
+        column(&headers, "x_Requests"),
+        column(&headers, "InvoiceIssuerName"),
+        column(&headers, "x_BillingMode"),
+        column(&headers, "BillingPeriodStart"),
+    );
+    let (mut sum, mut sum_requests) = (Decimal::ZERO, 0u64);
+    for record in reader.records() {
+        let record = record.unwrap_or_else(|e| panic!("{e}"));
+        sum += dec(&record[f_cost]);
+        sum_requests += record[f_requests].parse::<u64>().unwrap_or(0);
+        let issuer = if &record[f_mode] == "byok" {
+            "openai"
+        } else {
+            "Routero"
+        };
+        assert_eq!(&record[f_issuer], issuer);
+        assert_eq!(&record[f_start], "2026-11-01T00:00:00Z");
+    }
+    assert_eq!((sum, sum_requests), (cost, requests));
+
+    // One team's export holds that team's spend only.
+    let team = TeamId::new("team-0").unwrap_or_else(|e| panic!("{e}"));
+    let (summary, _) = export(request(ExportFormat::Chargeback, Some(vec![team]))).await;
+    assert_eq!(summary.cost, team_cost);
+}

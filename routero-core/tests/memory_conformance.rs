@@ -65,3 +65,8 @@ async fn wallet() {
 async fn invoices() {
     conformance::invoices_close_months_and_carry_late_spend(&MemoryStore::new()).await;
 }
+
+#[tokio::test]
+async fn export_round_trips_a_month() {
+    conformance::export_round_trips_a_month(&MemoryStore::new()).await;
+}

@@ -69,6 +69,12 @@ async fn conformance_store_and_reader() {
 }
 
 #[tokio::test]
+async fn conformance_export() {
+    let Some(url) = database_url() else { return };
+    conformance::export_round_trips_a_month(&store(&url, "export").await).await;
+}
+
+#[tokio::test]
 async fn conformance_wallet() {
     let Some(url) = database_url() else { return };
     conformance::wallet_top_ups_are_idempotent(&store(&url, "w1").await).await;
