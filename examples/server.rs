@@ -20,6 +20,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use http::{Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -106,14 +107,22 @@ where
     )
 }
 
+type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
 /// One request: the bearer token resolves to the principal (or none: 401), the body is
-/// read up to [`MAX_BODY`], and the API answers.
+/// read up to [`MAX_BODY`], and the API answers; the CSV export streams a day at a
+/// time.
 async fn serve(
     api: Arc<BillingApi>,
     token: Arc<str>,
     principal: Arc<Principal>,
     request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
+    let full = |bytes: Bytes| {
+        Full::new(bytes)
+            .map_err(|never| match never {})
+            .boxed_unsync()
+    };
     let (parts, body) = request.into_parts();
     let bearer = parts
         .headers
@@ -121,16 +130,23 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let caller = (bearer == Some(&*token)).then_some(&*principal);
+    if parts.uri.path() == "/billing/export.csv" {
+        let request = Request::from_parts(parts, ());
+        return Ok(match api.export(caller, &request).await {
+            Ok(export) => export.map(|body| body.map_err(Into::into).boxed_unsync()),
+            Err(refused) => refused.map(full),
+        });
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
-            let mut response = Response::new(Full::new(Bytes::from(format!("body: {e}\n"))));
+            let mut response = Response::new(full(Bytes::from(format!("body: {e}\n"))));
             *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
             return Ok(response);
         }
     };
     let response = api.handle(caller, Request::from_parts(parts, body)).await;
-    Ok(response.map(Full::new))
+    Ok(response.map(full))
 }
 
 #[tokio::main]

@@ -46,6 +46,21 @@ fn request(
     (status, body)
 }
 
+/// The payload of a `transfer-encoding: chunked` body.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    out
+}
+
 #[test]
 fn the_server_answers_with_its_token_and_refuses_without() {
     let exe = std::env::current_exe().unwrap();
@@ -121,6 +136,32 @@ fn the_server_answers_with_its_token_and_refuses_without() {
         &[],
         "",
     );
+    assert_eq!(status, 401);
+
+    // The month's chargeback CSV streams in chunks: Acme's rows only.
+    // Yesterday's month: the demo traffic of the last fortnight always reaches it.
+    let month = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m")
+        .to_string();
+    let export = format!("/billing/export.csv?month={month}");
+    let (status, body) = request(&addr, "GET", &export, &auth, "");
+    assert_eq!(status, 200, "{body}");
+    let csv = dechunk(&body);
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("date,org,workspace,team,"),
+        "{csv}"
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty(), "this month's demo traffic is exported");
+    assert!(
+        rows.iter().all(|r| r.split(',').nth(1) == Some("acme")),
+        "{csv}"
+    );
+    let (status, _) = request(&addr, "GET", &export, &[], "");
     assert_eq!(status, 401);
     let (status, _) = request(
         &addr,

@@ -32,6 +32,7 @@
 //! mode. Routero's dimensions follow in `x_`-prefixed columns, as FOCUS allows.
 
 use std::io::Write;
+use std::ops::Deref;
 
 use chrono::{Duration, NaiveDate};
 use rust_decimal::Decimal;
@@ -180,10 +181,12 @@ const FOCUS_HEADER: [&str; 53] = [
     "x_UnpricedRequests",
 ];
 
-/// A month's export, pulled a day at a time.
+/// A month's export, pulled a day at a time from a reader handle `R`: a reference
+/// (`&store`) or a shared pointer (`Arc<dyn SpendReader>`), so an export can outlive
+/// the call that started it (a streamed HTTP body).
 #[derive(Debug)]
-pub struct CsvExport<'r, R: ?Sized> {
-    reader: &'r R,
+pub struct CsvExport<R> {
+    reader: R,
     request: ExportRequest,
     /// The next day to read; `None` when the month is done.
     next: Option<NaiveDate>,
@@ -193,9 +196,13 @@ pub struct CsvExport<'r, R: ?Sized> {
     summary: ExportSummary,
 }
 
-impl<'r, R: SpendReader + ?Sized> CsvExport<'r, R> {
+impl<R> CsvExport<R>
+where
+    R: Deref,
+    R::Target: SpendReader,
+{
     /// An export of `request` read from `reader`.
-    pub fn new(reader: &'r R, request: ExportRequest) -> Result<CsvExport<'r, R>, ExportError> {
+    pub fn new(reader: R, request: ExportRequest) -> Result<CsvExport<R>, ExportError> {
         let month = request.month;
         let first = month.first_day().ok_or(ExportError::Month(month))?;
         let end = month.next().first_day().ok_or(ExportError::Month(month))?;

@@ -18,6 +18,7 @@
 //! | `GET /billing/spend-trend?start_date=&end_date=&…filters` | the range beside the period before |
 //! | `GET /billing/overview?workspace=` | balance, month to date, projected month |
 //! | `GET /{team,user,customer}/daily/activity?start_date=&end_date=&…` | LiteLLM's daily-activity shape |
+//! | `GET /billing/export.csv?month=YYYY-MM[&format=focus][&workspace=][&team_ids=]` | the month's chargeback or FOCUS CSV ([`BillingApi::export`] streams it) |
 //!
 //! Filters: `workspace`, `team_ids` (comma-separated), `api_key`, `user_id`,
 //! `end_user_ids` (comma-separated), `provider`, `model`, `billing_mode`; pages: `page`,
@@ -26,7 +27,10 @@
 //! principal lists.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -35,6 +39,7 @@ use routero_core::analytics::{self, Entity};
 use routero_core::attribution::{
     ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId,
 };
+use routero_core::export::{CsvExport, ExportError, ExportFormat, ExportRequest};
 use routero_core::invoice::{Billing, InvoiceError, InvoiceStore, Month};
 use routero_core::money::parse_decimal_exact;
 use routero_core::port::{BackendError, Clock, RollupFilter, SpendReader};
@@ -147,6 +152,87 @@ impl ProblemType {
     }
 }
 
+fn export_problem(e: ExportError) -> Problem {
+    match e {
+        ExportError::Backend(b) => b.into(),
+        ExportError::Month(m) => problem(ProblemType::UnknownMonth, m.to_string()),
+        other => problem(ProblemType::Unavailable, other.to_string()),
+    }
+}
+
+fn csv_response<B>(body: B) -> Response<B> {
+    let mut response = Response::new(body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    response
+}
+
+/// A streamed export's body: the header and a day's rows per data frame.
+pub struct ExportBody {
+    state: ExportState,
+}
+
+type Chunk = (
+    CsvExport<Arc<dyn SpendReader>>,
+    Result<Option<Vec<u8>>, ExportError>,
+);
+
+enum ExportState {
+    Idle(CsvExport<Arc<dyn SpendReader>>),
+    Reading(Pin<Box<dyn Future<Output = Chunk> + Send>>),
+    Done,
+}
+
+impl std::fmt::Debug for ExportBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportBody").finish_non_exhaustive()
+    }
+}
+
+impl http_body::Body for ExportBody {
+    type Data = Bytes;
+    type Error = ExportError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, ExportError>>> {
+        loop {
+            match std::mem::replace(&mut self.state, ExportState::Done) {
+                ExportState::Done => return Poll::Ready(None),
+                ExportState::Idle(mut export) => {
+                    self.state = ExportState::Reading(Box::pin(async move {
+                        let chunk = export.next_chunk().await;
+                        (export, chunk)
+                    }));
+                }
+                ExportState::Reading(mut reading) => match reading.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = ExportState::Reading(reading);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready((_, Ok(None))) => return Poll::Ready(None),
+                    Poll::Ready((_, Err(e))) => return Poll::Ready(Some(Err(e))),
+                    // A day without spend: read the next.
+                    Poll::Ready((export, Ok(Some(chunk)))) if chunk.is_empty() => {
+                        self.state = ExportState::Idle(export);
+                    }
+                    Poll::Ready((export, Ok(Some(chunk)))) => {
+                        self.state = ExportState::Idle(export);
+                        return Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from(chunk)))));
+                    }
+                },
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, ExportState::Done)
+    }
+}
+
 /// A problem to answer with.
 #[derive(Debug)]
 struct Problem {
@@ -197,6 +283,8 @@ pub struct ApiConfig {
     pub max_range_days: i64,
     /// Subscription prices per workspace (the plans).
     pub plans: HashMap<WorkspaceId, Decimal>,
+    /// Who invoices managed spend, as FOCUS exports name it (`InvoiceIssuerName`).
+    pub invoice_issuer: String,
 }
 
 impl Default for ApiConfig {
@@ -204,6 +292,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_range_days: 366,
             plans: HashMap::new(),
+            invoice_issuer: "Routero".to_owned(),
         }
     }
 }
@@ -383,6 +472,15 @@ impl BillingApi {
                 ))
             }
             (Method::GET, "/billing/overview") => self.overview(principal, &query).await,
+            (Method::GET, "/billing/export.csv") => {
+                // Buffered here; `BillingApi::export` streams the same file.
+                let mut export = self.csv_export(principal, &query)?;
+                let mut file = Vec::new();
+                while let Some(chunk) = export.next_chunk().await.map_err(export_problem)? {
+                    file.extend_from_slice(&chunk);
+                }
+                Ok(csv_response(Bytes::from(file)))
+            }
             (Method::GET, "/team/daily/activity") => {
                 self.activity(principal, &query, Entity::Team, 10).await
             }
@@ -401,6 +499,77 @@ impl BillingApi {
 
     fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// `GET /billing/export.csv` streamed: the month's export a day per body frame, so
+    /// a month of millions of rows never sits in memory. Any other request, or a
+    /// refused one, gets `Err` with the answer [`handle`](Self::handle) would give.
+    pub async fn export<B>(
+        &self,
+        principal: Option<&Principal>,
+        request: &Request<B>,
+    ) -> Result<Response<ExportBody>, Response<Bytes>> {
+        let principal = principal.ok_or_else(|| {
+            problem_response(&problem(
+                ProblemType::Unauthorized,
+                "no principal for this request",
+            ))
+        })?;
+        if request.method() != Method::GET
+            || request.uri().path().trim_end_matches('/') != "/billing/export.csv"
+        {
+            return Err(problem_response(&problem(
+                ProblemType::NotFound,
+                format!("no {} {}", request.method(), request.uri().path()),
+            )));
+        }
+        let query: Query =
+            form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let export = self
+            .csv_export(principal, &query)
+            .map_err(|p| problem_response(&p))?;
+        Ok(csv_response(ExportBody {
+            state: ExportState::Idle(export),
+        }))
+    }
+
+    /// The export a query asks for: `month` (`YYYY-MM`), `format` (`chargeback`, the
+    /// default, or `focus`), and the `workspace` and `team_ids` scoping of the
+    /// analytics.
+    fn csv_export(
+        &self,
+        principal: &Principal,
+        query: &Query,
+    ) -> Result<CsvExport<Arc<dyn SpendReader>>, Problem> {
+        let month = query
+            .get("month")
+            .and_then(|m| Month::parse(m))
+            .ok_or_else(|| problem(ProblemType::UnknownMonth, "month=YYYY-MM is required"))?;
+        let format = match query.get("format").map(String::as_str) {
+            None | Some("chargeback") => ExportFormat::Chargeback,
+            Some("focus") => ExportFormat::Focus,
+            Some(other) => {
+                return Err(problem(
+                    ProblemType::BadRequest,
+                    format!("format {other:?}: chargeback or focus"),
+                ));
+            }
+        };
+        let scope = self.filter(principal, query, false)?;
+        CsvExport::new(
+            self.reader.clone(),
+            ExportRequest {
+                org: principal.org.clone(),
+                workspaces: scope.workspaces,
+                teams: scope.teams,
+                month,
+                format,
+                invoice_issuer: self.config.invoice_issuer.clone(),
+            },
+        )
+        .map_err(export_problem)
     }
 
     /// The workspace a wallet or invoice request is about: the `workspace` parameter (or
@@ -631,12 +800,7 @@ impl BillingApi {
             .invoice(&principal.org, &workspace, month, plan, self.now())
             .await?;
         if query.get("format").map(String::as_str) == Some("csv") {
-            let mut response = Response::new(Bytes::from(invoice.to_csv()));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/csv; charset=utf-8"),
-            );
-            return Ok(response);
+            return Ok(csv_response(Bytes::from(invoice.to_csv())));
         }
         Ok(json(StatusCode::OK, &invoice))
     }

@@ -118,6 +118,7 @@ on_both_stores!(
     invoices_come_as_json_or_csv,
     the_overview_adds_balance_and_month_to_date,
     the_openapi_document_describes_every_response,
+    exports_are_a_months_csv_scoped_to_the_principal,
 );
 
 fn admin() -> Principal {
@@ -498,6 +499,102 @@ async fn the_overview_adds_balance_and_month_to_date(api: BillingApi) {
     assert_eq!(value["days_in_month"], 30);
 }
 
+/// The sum of a CSV export's cost column, and its rows.
+fn export_totals(csv: &[u8], cost_column: &str) -> (rust_decimal::Decimal, usize) {
+    let text = std::str::from_utf8(csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = header.iter().position(|h| *h == cost_column).unwrap();
+    let mut sum = rust_decimal::Decimal::ZERO;
+    let mut rows = 0;
+    for line in lines {
+        // The fixture's values hold no commas or quotes.
+        sum += line
+            .split(',')
+            .nth(at)
+            .unwrap()
+            .parse::<rust_decimal::Decimal>()
+            .unwrap();
+        rows += 1;
+    }
+    (sum, rows)
+}
+
+async fn exports_are_a_months_csv_scoped_to_the_principal(api: BillingApi) {
+    use http_body_util::BodyExt;
+    let p = admin();
+    let uri = "/billing/export.csv?month=2026-11";
+    let buffered = api.handle(Some(&p), get(uri)).await;
+    assert_eq!(buffered.status(), StatusCode::OK, "{:?}", buffered.body());
+    assert_eq!(
+        buffered.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    let (cost, rows) = export_totals(buffered.body(), "cost");
+    assert_eq!(cost.to_string(), "3.875", "acme's spend only");
+    assert_eq!(rows, 4);
+
+    // The streamed export is the same file, a day per frame.
+    let streamed = api.export(Some(&p), &get(uri)).await.unwrap();
+    let mut body = streamed.into_body();
+    let (mut file, mut frames) = (Vec::new(), 0);
+    while let Some(frame) = body.frame().await {
+        file.extend_from_slice(frame.unwrap().data_ref().unwrap());
+        frames += 1;
+    }
+    assert_eq!(file, buffered.body().to_vec());
+    assert_eq!(frames, 4, "the header, then the three days with spend");
+
+    let focus = api
+        .handle(
+            Some(&p),
+            get("/billing/export.csv?month=2026-11&format=focus"),
+        )
+        .await;
+    assert_eq!(
+        export_totals(focus.body(), "BilledCost").0.to_string(),
+        "3.875"
+    );
+
+    // Another org sees its own spend; acme's workspace is not found.
+    let other = Principal {
+        org: OrgId::new("other").unwrap(),
+        workspaces: Some(vec![ws("other-ws")]),
+        teams: None,
+        role: Role::Viewer,
+    };
+    let theirs = api.handle(Some(&other), get(uri)).await;
+    assert_eq!(export_totals(theirs.body(), "cost").0.to_string(), "100");
+    let response = api
+        .handle(
+            Some(&other),
+            get("/billing/export.csv?month=2026-11&workspace=acme-ws"),
+        )
+        .await;
+    assert_problem(&response, StatusCode::NOT_FOUND, "not-found");
+
+    // A principal limited to one team exports that team's rows.
+    let team = Principal {
+        teams: Some(vec![TeamId::new("team-0").unwrap()]),
+        ..admin()
+    };
+    let response = api.handle(Some(&team), get(uri)).await;
+    assert_eq!(
+        export_totals(response.body(), "cost").0.to_string(),
+        "1.625"
+    );
+
+    let response = api
+        .handle(
+            Some(&p),
+            get("/billing/export.csv?month=2026-11&format=xlsx"),
+        )
+        .await;
+    assert_problem(&response, StatusCode::BAD_REQUEST, "bad-request");
+    let refused = api.export(None, &get(uri)).await.unwrap_err();
+    assert_problem(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
 /// The OpenAPI document's schema for one answer: the response of `status` (or its
 /// `4XX`/`5XX` class) of the operation, for the content type the answer carries.
 fn documented_schema(
@@ -560,6 +657,9 @@ async fn the_openapi_document_describes_every_response(api: BillingApi) {
         ("get", format!("/billing/spend-trend?{range}"), "/billing/spend-trend", None, ""),
         ("get", "/billing/spend-trend?start_date=2026-11-11&end_date=2026-11-12".into(), "/billing/spend-trend", None, ""),
         ("get", "/billing/overview?workspace=acme-ws".into(), "/billing/overview", None, ""),
+        ("get", "/billing/export.csv?month=2026-11".into(), "/billing/export.csv", None, ""),
+        ("get", "/billing/export.csv?month=2026-11&format=focus&workspace=acme-ws".into(), "/billing/export.csv", None, ""),
+        ("get", "/billing/export.csv?month=11-2026".into(), "/billing/export.csv", None, ""),
         ("get", format!("/team/daily/activity?{activity_filters}"), "/team/daily/activity", None, ""),
         ("get", format!("/user/daily/activity?{range}&user_id=user-0"), "/user/daily/activity", None, ""),
         ("get", format!("/customer/daily/activity?{range}&end_user_ids=cust-1&api_key=key-1"), "/customer/daily/activity", None, ""),
