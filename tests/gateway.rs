@@ -1,6 +1,8 @@
 //! The `gateway` example end to end: a real process between a real HTTP client and a
 //! fake upstream that replays the provider fixtures, JSON and streamed.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -211,19 +213,7 @@ limit = "20.00"
     );
     let path = std::env::temp_dir().join(format!("routero-gateway-{}.toml", std::process::id()));
     std::fs::write(&path, config).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test` without a target filter",
-        binary.display()
-    );
+    let binary = common::example("gateway");
     let mut child = Command::new(&binary)
         .arg(&path)
         .env("ROUTERO_LISTEN", "127.0.0.1:0")

@@ -4,6 +4,8 @@
 //! `cargo test` builds the examples before the tests, so the binary sits beside the
 //! test executable's directory.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -11,17 +13,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let binary = dir
-        .join("examples")
-        .join(format!("routero-cost{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test` without a target filter, or `cargo build --examples` first",
-        binary.display()
-    );
-    binary
+    common::example("routero-cost")
 }
 
 fn fixtures() -> PathBuf {

@@ -1,6 +1,8 @@
 //! The `server` example run as a user runs it: it starts on a free port over the demo
 //! traffic, and its printed token and address answer real HTTP requests.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -63,19 +65,7 @@ fn dechunk(body: &str) -> String {
 
 #[test]
 fn the_server_answers_with_its_token_and_refuses_without() {
-    let exe = std::env::current_exe().unwrap();
-    let binary = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(format!("server{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test` without a target filter",
-        binary.display()
-    );
+    let binary = common::example("server");
     let mut child = Command::new(&binary)
         .env("ROUTERO_LISTEN", "127.0.0.1:0")
         .env_remove("ROUTERO_DATABASE_URL")

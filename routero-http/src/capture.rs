@@ -68,11 +68,19 @@ impl Captured {
     /// The cost headers of the outcome: the `x-routero-cost` family when priced,
     /// `x-routero-unpriced` with the reason otherwise.
     pub fn insert_headers(&self, headers: &mut HeaderMap) {
+        match self.priced() {
+            Ok(cost) => headers::insert_cost(headers, cost),
+            Err(reason) => headers::insert_unpriced(headers, &reason),
+        }
+    }
+
+    /// The cost, or why there is none (the pricing's or the extraction's reason).
+    fn priced(&self) -> Result<&Cost, String> {
         match (&self.cost, &self.extraction) {
-            (Some(Ok(cost)), _) => headers::insert_cost(headers, cost),
-            (Some(Err(e)), _) => headers::insert_unpriced(headers, &e.to_string()),
-            (None, Err(e)) => headers::insert_unpriced(headers, &e.to_string()),
-            (None, Ok(_)) => headers::insert_unpriced(headers, "not priced"),
+            (Some(Ok(cost)), _) => Ok(cost),
+            (Some(Err(e)), _) => Err(e.to_string()),
+            (None, Err(e)) => Err(e.to_string()),
+            (None, Ok(_)) => Err("not priced".to_owned()),
         }
     }
 
@@ -87,33 +95,17 @@ impl Captured {
         provider: Provider,
     ) -> SpendEvent {
         let usage = self.extraction.as_ref().ok().map(|e| e.usage);
-        let event = match (&self.cost, &self.extraction) {
-            (Some(cost), _) => SpendEvent::from_result(
-                request_id,
-                at,
-                attribution,
-                billing_mode,
-                provider,
-                &self.model,
-                usage,
-                cost.as_ref(),
-            ),
-            (None, extraction) => SpendEvent::from_result(
-                request_id,
-                at,
-                attribution,
-                billing_mode,
-                provider,
-                &self.model,
-                usage,
-                Err::<&Cost, _>(
-                    extraction
-                        .as_ref()
-                        .err()
-                        .map_or_else(|| "not priced".to_owned(), ToString::to_string),
-                ),
-            ),
-        };
+        let cost = self.priced();
+        let event = SpendEvent::from_result(
+            request_id,
+            at,
+            attribution,
+            billing_mode,
+            provider,
+            &self.model,
+            usage,
+            cost,
+        );
         if self.complete {
             event
         } else {
