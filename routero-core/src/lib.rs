@@ -8,6 +8,7 @@ pub mod control;
 pub mod cost;
 #[cfg(feature = "runtime")]
 pub mod drainer;
+pub mod erp;
 pub mod export;
 pub mod extract;
 pub mod invoice;

@@ -10,7 +10,10 @@
 //! - [`api`]: the billing REST API (wallet, top-ups, transactions, invoices, spend
 //!   analytics, daily activity) as a framework-free service from
 //!   `http::Request<Bytes>` to `http::Response<Bytes>`, scoped by a [`api::Principal`].
+//! - `erp` (feature `client`): the hyper transport ERP pushes go through.
 
 pub mod api;
 pub mod capture;
+#[cfg(feature = "client")]
+pub mod erp;
 pub mod headers;
