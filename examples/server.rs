@@ -18,25 +18,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use routero::Currency;
-use routero::attribution::{OrgId, WorkspaceId};
+use routero::attribution::OrgId;
 use routero::drainer::{Drainer, DrainerConfig};
 use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
 use routero::invoice::InvoiceStore;
-use routero::memory::MemoryStore;
-use routero::port::{Clock, DrainApply, FencingToken, SpendReader, SpendStore};
+use routero::port::{Clock, SpendReader};
 use routero::postgres::{PgConfig, PgStore};
 use routero::redis::{Redis, RedisConfig};
-use routero::spend::{QueuePosition, Rollups, ShardId};
 use routero::wallet::Wallets;
-use rust_decimal::Decimal;
 
 #[path = "demo/mod.rs"]
 mod demo;
@@ -54,45 +50,6 @@ impl Clock for SystemClock {
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// The in-memory store with two weeks of demo traffic drained into it.
-async fn demo_store() -> Result<Arc<MemoryStore>, Error> {
-    let store = Arc::new(MemoryStore::new());
-    let now = Utc::now();
-    for (workspace, top_up) in [("acme-prod", "50.00"), ("acme-labs", "20.00")] {
-        let workspace: WorkspaceId = workspace.parse()?;
-        store.open(&workspace, Currency::USD).await?;
-        let amount = Decimal::from_str_exact(top_up)?;
-        let key = format!("demo-top-up-{workspace}");
-        store
-            .top_up(
-                &workspace,
-                amount,
-                Currency::USD,
-                &key,
-                now - Duration::days(15),
-            )
-            .await?;
-    }
-    let start = now - Duration::days(14);
-    let events = demo::traffic(start, 400, Duration::seconds(14 * 86_400 / 400));
-    let mut rollups = Rollups::new();
-    for event in &events {
-        rollups.add_event(event)?;
-    }
-    store
-        .apply(DrainApply {
-            shard: ShardId(0),
-            token: FencingToken(1),
-            expected: None,
-            through: QueuePosition::new(1, 0),
-            rollups: &rollups,
-            events: &events,
-            at: now,
-        })
-        .await?;
-    Ok(store)
-}
 
 fn api_over<S>(store: Arc<S>) -> BillingApi
 where
@@ -195,7 +152,7 @@ async fn run() -> Result<(), Error> {
             if std::env::var_os("ROUTERO_REDIS_URL").is_some() {
                 println!("ROUTERO_REDIS_URL is drained only with ROUTERO_DATABASE_URL set");
             }
-            api_over(demo_store().await?)
+            api_over(demo::store().await?)
         }
     };
     let api = Arc::new(api);

@@ -279,3 +279,51 @@ pub(crate) fn traffic(start: DateTime<Utc>, count: u32, spacing: Duration) -> Ve
     }
     out
 }
+
+/// The in-memory store with two weeks of demo traffic up to now drained into it, and
+/// two topped-up Acme wallets (what the server and export examples serve).
+#[allow(dead_code)] // The quickstart records its own traffic.
+pub(crate) async fn store()
+-> Result<std::sync::Arc<routero::memory::MemoryStore>, Box<dyn std::error::Error + Send + Sync>> {
+    use routero::Currency;
+    use routero::attribution::WorkspaceId;
+    use routero::port::{DrainApply, FencingToken, SpendStore};
+    use routero::spend::{QueuePosition, Rollups, ShardId};
+    use routero::wallet::Wallets;
+
+    let store = std::sync::Arc::new(routero::memory::MemoryStore::new());
+    let now = Utc::now();
+    for (workspace, top_up) in [("acme-prod", "50.00"), ("acme-labs", "20.00")] {
+        let workspace: WorkspaceId = workspace.parse()?;
+        store.open(&workspace, Currency::USD).await?;
+        let amount = rust_decimal::Decimal::from_str_exact(top_up)?;
+        let key = format!("demo-top-up-{workspace}");
+        store
+            .top_up(
+                &workspace,
+                amount,
+                Currency::USD,
+                &key,
+                now - Duration::days(15),
+            )
+            .await?;
+    }
+    let start = now - Duration::days(14);
+    let events = traffic(start, 400, Duration::seconds(14 * 86_400 / 400));
+    let mut rollups = Rollups::new();
+    for event in &events {
+        rollups.add_event(event)?;
+    }
+    store
+        .apply(DrainApply {
+            shard: ShardId(0),
+            token: FencingToken(1),
+            expected: None,
+            through: QueuePosition::new(1, 0),
+            rollups: &rollups,
+            events: &events,
+            at: now,
+        })
+        .await?;
+    Ok(store)
+}
