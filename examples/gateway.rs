@@ -223,8 +223,9 @@ fn full(bytes: Bytes) -> Out {
         .boxed_unsync()
 }
 
-/// Headers that belong to one connection, never forwarded.
-fn hop_by_hop(name: &HeaderName) -> bool {
+/// Headers never forwarded: those of one connection (hop-by-hop), and the host and
+/// length, which the outgoing message sets for itself.
+fn unforwarded(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -407,7 +408,7 @@ impl Gateway {
         };
         for (name, value) in &parts.headers {
             let credential = name == header::AUTHORIZATION || name.as_str() == "x-api-key";
-            if !hop_by_hop(name) && !credential && name != header::ACCEPT_ENCODING {
+            if !unforwarded(name) && !credential && name != header::ACCEPT_ENCODING {
                 forward.headers_mut().append(name, value.clone());
             }
         }
@@ -445,7 +446,7 @@ impl Gateway {
         let request_id = RequestId::new(&format!("req-{}", uuid::Uuid::new_v4().simple()))
             .expect("a uuid is a valid id");
         let (mut head, body) = response.into_parts();
-        head.headers.retain_hop_by_hop();
+        strip_unforwarded(&mut head.headers);
         if let Ok(id) = HeaderValue::from_str(request_id.as_str()) {
             head.headers.insert("x-routero-request-id", id);
         }
@@ -478,7 +479,6 @@ impl Gateway {
                 sse_comment: true,
             };
             headers::declare_trailers(&mut head.headers);
-            head.headers.remove(header::CONTENT_LENGTH);
             let body = CostCapture::new(body, config, Box::new(move |c| spent.record(c)));
             return Ok(Response::from_parts(
                 head,
@@ -505,7 +505,6 @@ impl Gateway {
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
             .collect();
         let extraction = extract::from_body(&upstream.provider, &body, &header_pairs);
-        drop(header_pairs);
         let captured = Captured::price(
             extraction,
             &upstream.provider,
@@ -526,17 +525,11 @@ impl Gateway {
     }
 }
 
-/// Strips the connection-level headers of an upstream response.
-trait RetainHopByHop {
-    fn retain_hop_by_hop(&mut self);
-}
-
-impl RetainHopByHop for HeaderMap {
-    fn retain_hop_by_hop(&mut self) {
-        let names: Vec<HeaderName> = self.keys().filter(|n| hop_by_hop(n)).cloned().collect();
-        for name in names {
-            self.remove(name);
-        }
+/// Strips the headers of an upstream response that are not passed on.
+fn strip_unforwarded(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers.keys().filter(|n| unforwarded(n)).cloned().collect();
+    for name in names {
+        headers.remove(name);
     }
 }
 
@@ -742,25 +735,17 @@ async fn run() -> Result<(), Error> {
         Some(redis) => (Arc::new(redis.queue()), None),
         None => {
             let queue = Arc::new(MemoryQueue::new(4));
-            let drainer = Drainer::new(
+            let drainer = Arc::new(Drainer::new(
                 queue.clone(),
                 Arc::new(MemoryElector::new(Arc::new(SystemClock))),
                 Arc::new(MemoryStore::new()),
                 DrainerConfig::new("gateway"),
-            );
+            ));
             (queue, Some(drainer))
         }
     };
     let (recorder, recorder_handle) = Recorder::spawn(queue, RecorderConfig::default());
-    let (stop_drainer, drainer_stopped) = tokio::sync::oneshot::channel::<()>();
-    let drainer = drainer.map(|d| {
-        tokio::spawn(async move {
-            d.run(async {
-                let _ = drainer_stopped.await;
-            })
-            .await
-        })
-    });
+    let draining = drainer.clone().map(Drainer::spawn);
 
     let control = MemoryControl::new();
     for w in &config.wallets {
@@ -830,12 +815,12 @@ async fn run() -> Result<(), Error> {
     }
     drop(gateway);
     let counts = recorder_handle.shutdown().await;
-    let _ = stop_drainer.send(());
-    if let Some(drainer) = drainer {
-        let stats = drainer.await?;
+    if let (Some(drainer), Some(draining)) = (drainer, draining) {
+        // Drain what the recorder flushed last, so the count is the whole run's.
+        let events = draining.stop().await.events + drainer.drain_all().await?.events;
         println!(
-            "stopped: {} events recorded, {} drained",
-            counts.recorded, stats.events
+            "stopped: {} events recorded, {events} drained",
+            counts.recorded
         );
     } else {
         println!("stopped: {} events recorded into Redis", counts.recorded);

@@ -50,17 +50,7 @@ async fn main() -> ExitCode {
         store.clone(),
         DrainerConfig::new("quickstart"),
     ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let background = {
-        let drainer = drainer.clone();
-        tokio::spawn(async move {
-            drainer
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        })
-    };
+    let background = drainer.clone().spawn();
 
     let day: NaiveDate = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap_or_default();
     let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
@@ -86,8 +76,7 @@ async fn main() -> ExitCode {
 
     // Graceful shutdown: flush the recorder, drain what is left, stop the drainer.
     let flushed = recorder_handle.shutdown().await;
-    let _ = stop.send(());
-    let running = background.await.unwrap_or_default();
+    let running = background.stop().await;
     let last = match drainer.drain_all().await {
         Ok(stats) => stats,
         Err(e) => {

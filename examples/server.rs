@@ -128,22 +128,13 @@ async fn run() -> Result<(), Error> {
                 // one more coworker: leases keep it exactly once beside the others.
                 let redis = Redis::connect(RedisConfig::new(redis_url)).await?;
                 println!("draining ROUTERO_REDIS_URL into it");
-                let drainer = Drainer::new(
+                let drainer = Arc::new(Drainer::new(
                     redis.queue(),
                     redis.elector(),
                     store.clone(),
                     DrainerConfig::new(format!("server-{}", std::process::id())),
-                );
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(async move {
-                    drainer
-                        .run(async {
-                            let _ = stopped.await;
-                        })
-                        .await;
-                    redis.quit().await;
-                });
-                drain = Some((stop, task));
+                ));
+                drain = Some((drainer.spawn(), redis));
             }
             api_over(store)
         }
@@ -191,10 +182,10 @@ async fn run() -> Result<(), Error> {
             }
         });
     }
-    if let Some((stop, task)) = drain {
+    if let Some((draining, redis)) = drain {
         // Stopping releases the drain leases for the other coworkers.
-        let _ = stop.send(());
-        task.await?;
+        draining.stop().await;
+        redis.quit().await;
     }
     Ok(())
 }

@@ -11,8 +11,11 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::port::{
@@ -100,6 +103,24 @@ pub struct Drainer<Q, E, S> {
     config: DrainerConfig,
 }
 
+/// A drain loop running on its own task ([`Drainer::spawn`]).
+#[derive(Debug)]
+pub struct DrainerHandle {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<DrainStats>,
+}
+
+impl DrainerHandle {
+    /// Stops the loop, which releases its leases, and returns its counters.
+    pub async fn stop(self) -> DrainStats {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the drainer task failed");
+            DrainStats::default()
+        })
+    }
+}
+
 impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
     /// A drainer over the three ports.
     pub fn new(queue: Q, elector: E, store: S, config: DrainerConfig) -> Self {
@@ -114,6 +135,19 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
     /// The configuration.
     pub fn config(&self) -> &DrainerConfig {
         &self.config
+    }
+
+    /// Runs [`run`](Self::run) on a tokio task until the handle stops it; the
+    /// caller keeps its `Arc` for [`drain_all`](Self::drain_all) or steps.
+    pub fn spawn(self: Arc<Self>) -> DrainerHandle {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            self.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        DrainerHandle { stop, task }
     }
 
     /// One drain step of the shard `lease` is for.

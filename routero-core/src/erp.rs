@@ -161,10 +161,7 @@ impl<T: ErpTransport> Pusher<T> {
     /// out. A retry after a lost answer never posts twice (the upsert, or the
     /// existence check).
     pub async fn push(&self, request: &ErpRequest) -> Result<PushOutcome, ErpError> {
-        let body = serde_json::to_vec(&request.body).map_err(|e| ErpError::Rejected {
-            status: 0,
-            body: e.to_string(),
-        })?;
+        let body = request.body.to_string().into_bytes();
         let headers = [
             ("content-type", "application/json"),
             ("accept", "application/json"),

@@ -309,6 +309,18 @@ pub struct BillingApi {
 
 type Query = HashMap<String, String>;
 
+/// The query string's parameters, percent-decoded.
+fn query_of(uri: &http::Uri) -> Query {
+    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// The principal, or the 401 problem.
+fn authenticated(principal: Option<&Principal>) -> Result<&Principal, Problem> {
+    principal.ok_or_else(|| problem(ProblemType::Unauthorized, "no principal for this request"))
+}
+
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
     let (status, body) = match serde_json::to_vec(value) {
         Ok(body) => (status, body),
@@ -438,12 +450,8 @@ impl BillingApi {
         principal: Option<&Principal>,
         request: Request<Bytes>,
     ) -> Result<Response<Bytes>, Problem> {
-        let principal = principal
-            .ok_or_else(|| problem(ProblemType::Unauthorized, "no principal for this request"))?;
-        let query: Query =
-            form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect();
+        let principal = authenticated(principal)?;
+        let query = query_of(request.uri());
         let path = request.uri().path().trim_end_matches('/').to_owned();
         let method = request.method().clone();
         match (method, path.as_str()) {
@@ -509,12 +517,7 @@ impl BillingApi {
         principal: Option<&Principal>,
         request: &Request<B>,
     ) -> Result<Response<ExportBody>, Response<Bytes>> {
-        let principal = principal.ok_or_else(|| {
-            problem_response(&problem(
-                ProblemType::Unauthorized,
-                "no principal for this request",
-            ))
-        })?;
+        let principal = authenticated(principal).map_err(|p| problem_response(&p))?;
         if request.method() != Method::GET
             || request.uri().path().trim_end_matches('/') != "/billing/export.csv"
         {
@@ -523,10 +526,7 @@ impl BillingApi {
                 format!("no {} {}", request.method(), request.uri().path()),
             )));
         }
-        let query: Query =
-            form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect();
+        let query = query_of(request.uri());
         let export = self
             .csv_export(principal, &query)
             .map_err(|p| problem_response(&p))?;

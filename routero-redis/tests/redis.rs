@@ -322,17 +322,7 @@ async fn a_redis_crash_with_aof_loses_nothing() {
             ..DrainerConfig::new("restart")
         },
     ));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let drainer = drainer.clone();
-        tokio::spawn(async move {
-            drainer
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        })
-    };
+    let running = drainer.clone().spawn();
 
     let orgs = ["a", "b", "c", "d", "e", "f"];
     let mut expected = Decimal::ZERO;
@@ -371,8 +361,7 @@ async fn a_redis_crash_with_aof_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = stop.send(());
-    let stats = running.await.unwrap();
+    let stats = running.stop().await;
     assert_eq!(
         got, expected,
         "exact totals after a Redis crash ({stats:?}, recorder {flushed:?})"
