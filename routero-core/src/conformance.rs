@@ -5,6 +5,7 @@
 //! message on the first violation, like an assertion. Give each call fresh state (a
 //! new key prefix, a new schema).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -1403,48 +1404,35 @@ pub async fn control_budgets_hold_per_period(control: Arc<dyn crate::control::Sp
     );
 }
 
-/// A month's chargeback and FOCUS exports read back (RFC 4180) to the exact totals of
-/// the month's events: the org's only, the month's days only, a quoted model name
-/// intact, unpriced requests counted, the team filter applied.
-pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(store: &S) {
-    use crate::export::{CsvExport, ExportFormat, ExportRequest};
-    use crate::invoice::Month;
+/// Noon of a November 2026 day.
+fn november(day: u32) -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(2026, 11, day)
+        .unwrap_or_default()
+        .and_hms_opt(12, 0, 0)
+        .unwrap_or_default()
+        .and_utc()
+}
 
-    let november = |day: u32, seq: u64| {
-        NaiveDate::from_ymd_opt(2026, 11, day)
-            .unwrap_or_default()
-            .and_hms_opt(12, 0, 0)
-            .unwrap_or_default()
-            .and_utc()
-            + chrono::Duration::seconds(i64::try_from(seq).unwrap_or(0))
-    };
+/// A month of spend: 300 requests of `acme` over November 2026 (every 29th unpriced,
+/// one model name with quotes and a comma), one request of `globex`, and `acme`'s
+/// spend a second either side of the month.
+fn a_month_of_events() -> Vec<SpendEvent> {
     let mut events = Vec::new();
-    let (mut cost, mut team_cost, mut requests, mut unpriced) =
-        (Decimal::ZERO, Decimal::ZERO, 0u64, 0u64);
     for seq in 0..300u64 {
         let price = format!("0.{:07}", (seq * 7_919) % 10_000_000);
         let mut event = sample_event("acme", seq, &price);
         let day = u32::try_from(seq % 30).unwrap_or(0) + 1;
-        event.event_time = november(day, seq);
+        event.event_time = november(day) + chrono::Duration::seconds(i64::try_from(seq).unwrap_or(0));
         if seq % 29 == 0 {
             event.pricing = Pricing::Unpriced {
                 reason: "unknown model".to_owned(),
             };
-            unpriced += 1;
         }
         if seq == 7 {
             event.model = "weird \"model\", v2".to_owned();
         }
-        if let Some(c) = event.cost() {
-            cost += c;
-            if event.attribution.team.as_ref().map(TeamId::as_str) == Some("team-0") {
-                team_cost += c;
-            }
-        }
-        requests += 1;
         events.push(event);
     }
-    // Another org in the month, and the org's spend either side of it.
     events.push(sample_event("globex", 1, "5.00"));
     let mut before = sample_event("acme", 1_000, "7.00");
     before.event_time = NaiveDate::from_ymd_opt(2026, 10, 31)
@@ -1460,7 +1448,38 @@ pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(st
         .and_utc();
     events.push(before);
     events.push(after);
-    apply_first_step(store, &events, november(30, 0)).await;
+    events
+}
+
+fn in_acme_november(event: &SpendEvent) -> bool {
+    use chrono::Datelike;
+    let day = event.day();
+    event.attribution.org.as_str() == "acme" && day.year() == 2026 && day.month() == 11
+}
+
+/// A month's chargeback and FOCUS exports read back (RFC 4180) to the exact totals of
+/// the month's events: the org's only, the month's days only, a quoted model name
+/// intact, unpriced requests counted, the team filter applied.
+pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(store: &S) {
+    use crate::export::{CsvExport, ExportFormat, ExportRequest};
+    use crate::invoice::Month;
+
+    let events = a_month_of_events();
+    let (mut cost, mut team_cost, mut requests, mut unpriced) =
+        (Decimal::ZERO, Decimal::ZERO, 0u64, 0u64);
+    for event in events.iter().filter(|e| in_acme_november(e)) {
+        requests += 1;
+        match event.cost() {
+            Some(c) => {
+                cost += c;
+                if event.attribution.team.as_ref().map(TeamId::as_str) == Some("team-0") {
+                    team_cost += c;
+                }
+            }
+            None => unpriced += 1,
+        }
+    }
+    apply_first_step(store, &events, november(30)).await;
 
     let org = OrgId::new("acme").unwrap_or_else(|e| panic!("{e}"));
     let month = Month::parse("2026-11").unwrap_or_else(|| panic!("month"));
@@ -1578,4 +1597,553 @@ pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(st
     let team = TeamId::new("team-0").unwrap_or_else(|e| panic!("{e}"));
     let (summary, _) = export(request(ExportFormat::Chargeback, Some(vec![team]))).await;
     assert_eq!(summary.cost, team_cost);
+}
+
+// ---------------------------------------------------------------------------------
+// Warehouse sync
+
+/// Applies `events` as shard 0's drain step `step` (1, 2, …, token 1).
+async fn apply_step<S: SpendStore + ?Sized>(store: &S, step: u64, events: &[SpendEvent]) {
+    let rollups = rollups_of(events);
+    let outcome = store
+        .apply(DrainApply {
+            shard: ShardId(0),
+            token: FencingToken(1),
+            expected: (step > 1).then(|| QueuePosition::new(step - 1, 0)),
+            through: QueuePosition::new(step, 0),
+            rollups: &rollups,
+            events,
+            at: november(30),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("apply step {step}: {e}"));
+    assert_eq!(outcome, ApplyOutcome::Applied, "step {step}");
+}
+
+/// One exported row: column name to value, as NDJSON carries it (costs normalised).
+type ExportedRow = serde_json::Map<String, serde_json::Value>;
+
+fn parquet_field(field: &parquet::record::Field) -> serde_json::Value {
+    use parquet::record::Field;
+    use serde_json::Value;
+    match field {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Long(n) => Value::from(*n),
+        Field::Str(s) => Value::String(s.clone()),
+        Field::Date(days) => {
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+            Value::String((epoch + chrono::Duration::days(i64::from(*days))).to_string())
+        }
+        Field::TimestampMicros(micros) => Value::String(
+            DateTime::from_timestamp_micros(*micros)
+                .unwrap_or_else(|| panic!("timestamp {micros}"))
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string(),
+        ),
+        Field::Decimal(decimal) => {
+            let bytes: [u8; 16] = decimal
+                .data()
+                .try_into()
+                .unwrap_or_else(|_| panic!("a DECIMAL(38) is 16 bytes"));
+            let scale = u32::try_from(decimal.scale()).unwrap_or_else(|e| panic!("{e}"));
+            let value = Decimal::try_from_i128_with_scale(i128::from_be_bytes(bytes), scale)
+                .unwrap_or_else(|e| panic!("{e}"));
+            Value::String(value.normalize().to_string())
+        }
+        other => panic!("unexpected parquet field {other:?}"),
+    }
+}
+
+/// Every row of every committed `dataset` file of `format` in `sink`.
+fn exported_rows(
+    sink: &crate::warehouse::MemorySink,
+    dataset: crate::warehouse::Dataset,
+    format: crate::warehouse::FileFormat,
+) -> Vec<ExportedRow> {
+    use crate::warehouse::FileFormat;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let suffix = format!(".{}", format.extension());
+    let mut rows = Vec::new();
+    for (path, bytes) in sink.objects() {
+        if !path.contains(&format!("/{dataset}/")) || !path.ends_with(&suffix) {
+            continue;
+        }
+        match format {
+            FileFormat::Parquet => {
+                let reader = SerializedFileReader::new(bytes)
+                    .unwrap_or_else(|e| panic!("{path} is not Parquet: {e}"));
+                for row in reader
+                    .get_row_iter(None)
+                    .unwrap_or_else(|e| panic!("{path}: {e}"))
+                {
+                    let row = row.unwrap_or_else(|e| panic!("{path}: {e}"));
+                    rows.push(
+                        row.get_column_iter()
+                            .map(|(name, field)| (name.clone(), parquet_field(field)))
+                            .collect(),
+                    );
+                }
+            }
+            FileFormat::Ndjson => {
+                let text = std::str::from_utf8(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
+                for line in text.lines() {
+                    let mut row: ExportedRow = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("{path}: {e}: {line}"));
+                    if let Some(serde_json::Value::String(cost)) = row.get("cost").cloned() {
+                        let exact = Decimal::from_str_exact(&cost)
+                            .unwrap_or_else(|e| panic!("cost {cost}: {e}"));
+                        row.insert("cost".into(), exact.normalize().to_string().into());
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn text_of<'a>(row: &'a ExportedRow, column: &str) -> &'a str {
+    row.get(column).and_then(|v| v.as_str()).unwrap_or("")
+}
+
+fn count_of(row: &ExportedRow, column: &str) -> u64 {
+    row.get(column)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or_else(|| panic!("{column} of {row:?}"))
+}
+
+fn cost_of(row: &ExportedRow) -> Option<Decimal> {
+    row.get("cost")
+        .and_then(|v| v.as_str())
+        .map(|c| Decimal::from_str_exact(c).unwrap_or_else(|e| panic!("{c}: {e}")))
+}
+
+/// Per rollup key, the exported row with the highest version: the state a
+/// warehouse's `MERGE` keeps.
+fn latest_rollups(rows: Vec<ExportedRow>) -> BTreeMap<Vec<String>, ExportedRow> {
+    const KEY: [&str; 10] = [
+        "org",
+        "day",
+        "workspace",
+        "team",
+        "api_key",
+        "user_id",
+        "customer",
+        "provider",
+        "model",
+        "billing_mode",
+    ];
+    let mut latest: BTreeMap<Vec<String>, ExportedRow> = BTreeMap::new();
+    for row in rows {
+        let key: Vec<String> = KEY.iter().map(|c| text_of(&row, c).to_owned()).collect();
+        let newer = latest
+            .get(&key)
+            .is_none_or(|seen| count_of(seen, "version") < count_of(&row, "version"));
+        if newer {
+            latest.insert(key, row);
+        } else {
+            assert_ne!(
+                latest.get(&key).map(|seen| count_of(seen, "version")),
+                Some(count_of(&row, "version")),
+                "a rollup state exported twice: {row:?}"
+            );
+        }
+    }
+    latest
+}
+
+/// What the sink holds equals the store: Parquet and NDJSON agree row for row; the
+/// newest exported state of every rollup adds up, per org, to the store's exact
+/// totals; every logged request is exported exactly once.
+async fn assert_exported_once<S: SpendReader + ?Sized>(
+    store: &S,
+    sink: &crate::warehouse::MemorySink,
+    events: &[SpendEvent],
+) {
+    use crate::warehouse::{Dataset, FileFormat};
+
+    let sorted = |mut rows: Vec<ExportedRow>| {
+        rows.sort_by_cached_key(|r| serde_json::Value::Object(r.clone()).to_string());
+        rows
+    };
+    for dataset in Dataset::ALL {
+        let parquet = exported_rows(sink, dataset, FileFormat::Parquet);
+        let ndjson = exported_rows(sink, dataset, FileFormat::Ndjson);
+        assert_eq!(
+            parquet.first().map(|r| r.len()),
+            Some(dataset.columns().len()),
+            "{dataset}: every column"
+        );
+        let (parquet, ndjson) = (sorted(parquet), sorted(ndjson));
+        assert_eq!(parquet.len(), ndjson.len(), "{dataset}: Parquet and NDJSON rows");
+        if let Some((p, n)) = parquet.iter().zip(&ndjson).find(|(p, n)| p != n) {
+            panic!("{dataset}: Parquet row {p:?} against NDJSON row {n:?}");
+        }
+    }
+
+    let latest = latest_rollups(exported_rows(sink, Dataset::Rollups, FileFormat::Parquet));
+    for org in ["acme", "globex"] {
+        let filter = RollupFilter::new(
+            OrgId::new(org).unwrap_or_else(|e| panic!("{e}")),
+            NaiveDate::from_ymd_opt(2026, 10, 1).unwrap_or_default(),
+            NaiveDate::from_ymd_opt(2026, 12, 31).unwrap_or_default(),
+        );
+        let mut stored = RollupTotals::default();
+        for row in store
+            .rollups(&filter)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            stored.add(&row.totals).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (mut cost, mut requests, mut input, mut unpriced) = (Decimal::ZERO, 0, 0, 0);
+        for row in latest.values().filter(|r| text_of(r, "org") == org) {
+            cost += cost_of(row).unwrap_or_else(|| panic!("rollup cost of {row:?}"));
+            requests += count_of(row, "successes") + count_of(row, "failures");
+            input += count_of(row, "input_tokens");
+            unpriced += count_of(row, "unpriced");
+        }
+        assert_eq!(
+            (cost, requests, input, unpriced),
+            (
+                stored.cost,
+                stored.requests(),
+                stored.input_tokens,
+                stored.unpriced
+            ),
+            "{org}: exported rollups against the store"
+        );
+        let expected: Decimal = events
+            .iter()
+            .filter(|e| e.attribution.org.as_str() == org)
+            .filter_map(SpendEvent::cost)
+            .sum();
+        assert_eq!(cost, expected, "{org}: exported rollups against the events");
+    }
+
+    let log = exported_rows(sink, Dataset::RequestLog, FileFormat::Parquet);
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for row in &log {
+        *seen.entry(text_of(row, "request_id").to_owned()).or_default() += 1;
+    }
+    let doubled: Vec<&String> = seen.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    assert!(doubled.is_empty(), "requests exported twice: {doubled:?}");
+    let missing: Vec<&str> = events
+        .iter()
+        .map(|e| e.request_id.as_str())
+        .filter(|id| !seen.contains_key(*id))
+        .collect();
+    assert!(missing.is_empty(), "requests never exported: {missing:?}");
+    assert_eq!(log.len(), events.len(), "log rows");
+    let logged: Decimal = log.iter().filter_map(cost_of).sum();
+    let expected: Decimal = events.iter().filter_map(SpendEvent::cost).sum();
+    assert_eq!(logged, expected, "exported request-log cost");
+    let unpriced = log
+        .iter()
+        .filter(|r| cost_of(r).is_none())
+        .inspect(|r| assert_eq!(text_of(r, "unpriced_reason"), "unknown model", "{r:?}"))
+        .count();
+    assert_eq!(
+        unpriced,
+        events.iter().filter(|e| e.cost().is_none()).count(),
+        "unpriced log rows"
+    );
+}
+
+/// A month through the warehouse sync reads back the exact totals, in Parquet and
+/// NDJSON alike, equal to the chargeback CSV's; files land at their hourly paths; an
+/// hour is exported once however often it is synced.
+pub async fn warehouse_round_trips_a_month<S>(store: Arc<S>)
+where
+    S: SpendStore + SpendReader + crate::warehouse::WarehouseSource,
+{
+    use crate::export::{CsvExport, ExportFormat, ExportRequest};
+    use crate::warehouse::{MemorySink, WarehouseSync};
+
+    let events = a_month_of_events();
+    let (first, second) = events.split_at(events.len() / 2);
+    apply_step(&*store, 1, first).await;
+    apply_step(&*store, 2, second).await;
+
+    let sink = Arc::new(MemorySink::new());
+    let sync = WarehouseSync::new(Arc::clone(&store), Arc::clone(&sink), "warehouse")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .with_page_rows(64);
+    let ten = NaiveDate::from_ymd_opt(2026, 12, 1)
+        .unwrap_or_default()
+        .and_hms_opt(10, 17, 3)
+        .unwrap_or_default()
+        .and_utc();
+    let report = sync.sync(ten).await.unwrap_or_else(|e| panic!("sync: {e}"));
+    assert_eq!(report.runs.len(), 1, "{report:?}");
+    let run = &report.runs[0];
+    assert!(!run.resumed);
+    assert_eq!(run.rows.log, u64::try_from(events.len()).unwrap_or(0));
+    assert_eq!(
+        run.objects,
+        [
+            "warehouse/rollups/date=2026-12-01/hour=10/run-0000000001.parquet",
+            "warehouse/rollups/date=2026-12-01/hour=10/run-0000000001.ndjson",
+            "warehouse/request_log/date=2026-12-01/hour=10/run-0000000001.parquet",
+            "warehouse/request_log/date=2026-12-01/hour=10/run-0000000001.ndjson",
+        ]
+    );
+    assert_exported_once(&*store, &sink, &events).await;
+
+    // The chargeback CSV of November and the Parquet rollups of November agree.
+    let csv = CsvExport::new(
+        &*store,
+        ExportRequest {
+            org: OrgId::new("acme").unwrap_or_else(|e| panic!("{e}")),
+            workspaces: None,
+            teams: None,
+            month: crate::invoice::Month::parse("2026-11").unwrap_or_else(|| panic!("month")),
+            format: ExportFormat::Chargeback,
+            invoice_issuer: "Routero".to_owned(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+    .write_to(std::io::sink())
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let november_cost: Decimal = latest_rollups(exported_rows(
+        &sink,
+        crate::warehouse::Dataset::Rollups,
+        crate::warehouse::FileFormat::Parquet,
+    ))
+    .values()
+    .filter(|r| text_of(r, "org") == "acme" && text_of(r, "day").starts_with("2026-11-"))
+    .filter_map(cost_of)
+    .sum();
+    assert_eq!(november_cost, csv.cost, "Parquet and CSV totals of November");
+    let expected: Decimal = events
+        .iter()
+        .filter(|e| in_acme_november(e))
+        .filter_map(SpendEvent::cost)
+        .sum();
+    assert_eq!(csv.cost, expected);
+
+    // The same hour again: nothing new, the same files.
+    let before = sink.objects();
+    let again = sync.sync(ten).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(again.runs.is_empty(), "{again:?}");
+    assert_eq!(again.already_done.map(|r| r.run), Some(1));
+    assert_eq!(sink.objects(), before);
+
+    // The next hour with nothing drained: a run with empty files.
+    let report = sync
+        .sync(ten + chrono::Duration::hours(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.runs[0].rows, crate::warehouse::SyncedRows::default());
+    assert_exported_once(&*store, &sink, &events).await;
+}
+
+/// How [`FailingSink`] fails.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// The n-th object created fails on its first write.
+    Write(usize),
+    /// The n-th object created fails on its commit.
+    Commit(usize),
+}
+
+/// A sink that fails once, as a crash would stop the sync.
+#[derive(Debug)]
+struct FailingSink {
+    inner: crate::warehouse::MemorySink,
+    fault: Fault,
+    created: std::sync::atomic::AtomicUsize,
+}
+
+struct FailingObject {
+    inner: Box<dyn crate::warehouse::SinkObject>,
+    fail_write: bool,
+    fail_commit: bool,
+}
+
+#[async_trait::async_trait]
+impl crate::warehouse::Sink for FailingSink {
+    async fn create(
+        &self,
+        path: &str,
+    ) -> Result<Box<dyn crate::warehouse::SinkObject>, crate::warehouse::SinkError> {
+        let n = self
+            .created
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Box::new(FailingObject {
+            inner: self.inner.create(path).await?,
+            fail_write: matches!(self.fault, Fault::Write(at) if at == n),
+            fail_commit: matches!(self.fault, Fault::Commit(at) if at == n),
+        }))
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::warehouse::SinkObject for FailingObject {
+    async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), crate::warehouse::SinkError> {
+        if self.fail_write {
+            return Err(crate::warehouse::SinkError::new("injected write failure"));
+        }
+        self.inner.write(chunk).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<(), crate::warehouse::SinkError> {
+        if self.fail_commit {
+            return Err(crate::warehouse::SinkError::new("injected commit failure"));
+        }
+        self.inner.commit().await
+    }
+}
+
+/// A source whose first `finish_sync` fails: the files are out, the run is not
+/// marked done.
+#[derive(Debug)]
+struct FinishFails<S>(Arc<S>, std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl<S: crate::warehouse::WarehouseSource> crate::warehouse::WarehouseSource for FinishFails<S> {
+    async fn begin_sync(
+        &self,
+        sink: &str,
+        hour: DateTime<Utc>,
+    ) -> Result<crate::warehouse::SyncStart, crate::port::BackendError> {
+        self.0.begin_sync(sink, hour).await
+    }
+
+    async fn scan_rollups(
+        &self,
+        run: &crate::warehouse::SyncRun,
+    ) -> Result<
+        Box<dyn crate::warehouse::Scan<crate::warehouse::RollupChange> + '_>,
+        crate::port::BackendError,
+    > {
+        self.0.scan_rollups(run).await
+    }
+
+    async fn scan_log(
+        &self,
+        run: &crate::warehouse::SyncRun,
+    ) -> Result<
+        Box<dyn crate::warehouse::Scan<crate::warehouse::LogRecord> + '_>,
+        crate::port::BackendError,
+    > {
+        self.0.scan_log(run).await
+    }
+
+    async fn finish_sync(
+        &self,
+        run: &crate::warehouse::SyncRun,
+        rows: crate::warehouse::SyncedRows,
+    ) -> Result<(), crate::port::BackendError> {
+        if !self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::port::BackendError::new(
+                crate::port::ErrorKind::Unavailable,
+                "injected failure before the run was marked done",
+            ));
+        }
+        self.0.finish_sync(run, rows).await
+    }
+}
+
+/// Syncs that stop half-way — before any file, after some files, after every file
+/// but before the run is marked done — with spend draining in between, followed by
+/// reruns: every request-log row is exported exactly once and the newest rollup
+/// states add up to the store's totals.
+pub async fn warehouse_sync_survives_crashes<S>(store: Arc<S>)
+where
+    S: SpendStore + SpendReader + crate::warehouse::WarehouseSource,
+{
+    use crate::warehouse::{MemorySink, WarehouseError, WarehouseSync};
+
+    let events = a_month_of_events();
+    let chunks: Vec<&[SpendEvent]> = events.chunks(events.len() / 4 + 1).collect();
+    assert_eq!(chunks.len(), 4);
+    let sink = MemorySink::new();
+    let hour = NaiveDate::from_ymd_opt(2026, 12, 1)
+        .unwrap_or_default()
+        .and_hms_opt(10, 0, 0)
+        .unwrap_or_default()
+        .and_utc();
+    let failing = |fault| {
+        Arc::new(FailingSink {
+            inner: sink.clone(),
+            fault,
+            created: std::sync::atomic::AtomicUsize::new(0),
+        })
+    };
+    let sync_to = |sink: Arc<FailingSink>| {
+        WarehouseSync::new(Arc::clone(&store), sink, "wh")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .with_page_rows(16)
+    };
+
+    apply_step(&*store, 1, chunks[0]).await;
+    apply_step(&*store, 2, chunks[1]).await;
+    // Crash before anything is published: the run is planned over steps 1 and 2.
+    let crashed = sync_to(failing(Fault::Write(0))).sync(hour).await;
+    assert!(
+        matches!(crashed, Err(WarehouseError::Sink { .. })),
+        "{crashed:?}"
+    );
+    assert!(sink.objects().is_empty());
+
+    // More spend drains, into rollups the planned run holds.
+    apply_step(&*store, 3, chunks[2]).await;
+    // Crash after the rollup files are published, on the log's Parquet commit.
+    let crashed = sync_to(failing(Fault::Commit(2))).sync(hour).await;
+    assert!(
+        matches!(crashed, Err(WarehouseError::Sink { .. })),
+        "{crashed:?}"
+    );
+    assert_eq!(sink.objects().len(), 2, "the rollup files are out");
+
+    apply_step(&*store, 4, chunks[3]).await;
+    // Crash after every file is out, before the run is marked done.
+    let unfinishing = Arc::new(FinishFails(
+        Arc::clone(&store),
+        std::sync::atomic::AtomicBool::new(false),
+    ));
+    let crashed = WarehouseSync::new(unfinishing, Arc::new(sink.clone()), "wh")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .sync(hour)
+        .await;
+    assert!(
+        matches!(crashed, Err(WarehouseError::Backend(_))),
+        "{crashed:?}"
+    );
+    assert_eq!(sink.objects().len(), 4);
+
+    // The rerun finishes run 1 — the same paths, the same range — and the hour is done.
+    let sync = WarehouseSync::new(Arc::clone(&store), Arc::new(sink.clone()), "wh")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = sync.sync(hour).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.runs.len(), 1, "{report:?}");
+    assert!(report.runs[0].resumed);
+    assert_eq!(report.runs[0].run.run, 1);
+    assert_eq!(
+        report.runs[0].rows.log,
+        u64::try_from(chunks[0].len() + chunks[1].len()).unwrap_or(0),
+        "run 1 holds steps 1 and 2"
+    );
+    assert_eq!(sink.objects().len(), 4, "rewritten in place");
+    let again = sync.sync(hour).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(again.runs.is_empty() && again.already_done.is_some(), "{again:?}");
+
+    // The next hour carries steps 3 and 4.
+    let report = sync
+        .sync(hour + chrono::Duration::minutes(75))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.runs.len(), 1, "{report:?}");
+    assert_eq!(report.runs[0].run.run, 2);
+    assert_eq!(
+        report.runs[0].rows.log,
+        u64::try_from(chunks[2].len() + chunks[3].len()).unwrap_or(0)
+    );
+    assert_eq!(sink.objects().len(), 8);
+    assert_exported_once(&*store, &sink, &events).await;
 }

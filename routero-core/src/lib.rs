@@ -22,6 +22,7 @@ pub mod recorder;
 pub mod spend;
 pub mod usage;
 pub mod wallet;
+pub mod warehouse;
 
 pub use cost::{Cost, CostCategory, CostError, CostLine};
 pub use money::Currency;

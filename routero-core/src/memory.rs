@@ -18,11 +18,15 @@ use crate::port::{
     SpendStore,
 };
 use crate::spend::{
-    BatchId, QueuePosition, QueuedBatch, RollupTotals, Rollups, ShardId, SpendBatch, SpendEvent,
+    BatchId, QueuePosition, QueuedBatch, RollupKey, RollupTotals, Rollups, ShardId, SpendBatch,
+    SpendEvent,
 };
 use crate::wallet::{
     self, Allocation, Balance, EntryKind, LedgerEntry, Lot, LotKind, TransactionPage,
     TransactionQuery, WalletError, WalletWrite, Wallets,
+};
+use crate::warehouse::{
+    LogRecord, RollupChange, Scan, SyncRun, SyncStart, SyncedRows, VecScan, WarehouseSource,
 };
 use rust_decimal::Decimal;
 
@@ -267,6 +271,12 @@ struct StoreState {
     log: HashMap<RequestId, SpendEvent>,
     unpriced: Vec<SpendEvent>,
     applies: u64,
+    /// The version (drain step number) of each rollup's last change.
+    versions: HashMap<RollupKey, u64>,
+    /// The request log in the order it was written, with the version of the write.
+    log_order: Vec<(u64, RequestId)>,
+    /// The warehouse sync runs by sink, oldest first, with whether each is done.
+    sync_runs: HashMap<String, Vec<(SyncRun, bool)>>,
     wallets: HashMap<WorkspaceId, WalletBook>,
     invoices: Vec<Invoice>,
 }
@@ -539,14 +549,21 @@ impl SpendStore for MemoryStore {
                 vec![book.write(&write, apply.at, &key)]
             });
         }
+        // Each drain step is one version, as one transaction is in PostgreSQL.
+        let version = state.applies + 1;
+        for key in apply.rollups.iter().map(|(key, _)| key) {
+            state.versions.insert(key.clone(), version);
+        }
         for event in apply.events {
             if event.cost().is_none() {
                 state.unpriced.push(event.clone());
             }
-            state
-                .log
-                .entry(event.request_id.clone())
-                .or_insert_with(|| event.clone());
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                state.log.entry(event.request_id.clone())
+            {
+                entry.insert(event.clone());
+                state.log_order.push((version, event.request_id.clone()));
+            }
         }
         state.drain.insert(
             apply.shard,
@@ -557,6 +574,88 @@ impl SpendStore for MemoryStore {
         );
         state.applies += 1;
         Ok(ApplyOutcome::Applied)
+    }
+}
+
+#[async_trait]
+impl WarehouseSource for MemoryStore {
+    async fn begin_sync(&self, sink: &str, hour: DateTime<Utc>) -> Result<SyncStart, BackendError> {
+        let mut state = lock(&self.state);
+        // Every applied step is committed: the next version is the first not final.
+        let next = state.applies + 1;
+        let runs = state.sync_runs.entry(sink.to_owned()).or_default();
+        if let Some((run, _)) = runs.iter().find(|(_, done)| !done) {
+            return Ok(SyncStart::Resume(run.clone()));
+        }
+        if let Some((run, _)) = runs.iter().find(|(run, _)| run.hour == hour) {
+            return Ok(SyncStart::Done(run.clone()));
+        }
+        let (number, from) = runs
+            .last()
+            .map_or((1, 0), |(last, _)| (last.run + 1, last.to_version));
+        let run = SyncRun {
+            sink: sink.to_owned(),
+            run: number,
+            hour,
+            from_version: from,
+            to_version: next.max(from),
+        };
+        runs.push((run.clone(), false));
+        Ok(SyncStart::Planned(run))
+    }
+
+    async fn scan_rollups(
+        &self,
+        run: &SyncRun,
+    ) -> Result<Box<dyn Scan<RollupChange> + '_>, BackendError> {
+        let state = lock(&self.state);
+        let range = run.from_version..run.to_version;
+        let mut rows: Vec<RollupChange> = state
+            .rollups
+            .iter()
+            .filter_map(|(key, totals)| {
+                let version = *state.versions.get(key)?;
+                range.contains(&version).then(|| RollupChange {
+                    key: key.clone(),
+                    totals: *totals,
+                    version,
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Box::new(VecScan::new(rows)))
+    }
+
+    async fn scan_log(&self, run: &SyncRun) -> Result<Box<dyn Scan<LogRecord> + '_>, BackendError> {
+        let state = lock(&self.state);
+        let range = run.from_version..run.to_version;
+        let start = state
+            .log_order
+            .partition_point(|(version, _)| *version < run.from_version);
+        let rows = state.log_order[start..]
+            .iter()
+            .take_while(|(version, _)| range.contains(version))
+            .filter_map(|(version, id)| state.log.get(id).map(|e| LogRecord::of(e, *version)))
+            .collect();
+        Ok(Box::new(VecScan::new(rows)))
+    }
+
+    async fn finish_sync(&self, run: &SyncRun, _rows: SyncedRows) -> Result<(), BackendError> {
+        let mut state = lock(&self.state);
+        let planned = state
+            .sync_runs
+            .get_mut(&run.sink)
+            .and_then(|runs| runs.iter_mut().find(|(r, _)| r.run == run.run));
+        match planned {
+            Some((_, done)) => {
+                *done = true;
+                Ok(())
+            }
+            None => Err(BackendError::new(
+                ErrorKind::Invalid,
+                format!("run {} of sink {} was never planned", run.run, run.sink),
+            )),
+        }
     }
 }
 

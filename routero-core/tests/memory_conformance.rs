@@ -70,3 +70,13 @@ async fn invoices() {
 async fn export_round_trips_a_month() {
     conformance::export_round_trips_a_month(&MemoryStore::new()).await;
 }
+
+#[tokio::test]
+async fn warehouse_round_trips_a_month() {
+    conformance::warehouse_round_trips_a_month(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn warehouse_sync_survives_crashes() {
+    conformance::warehouse_sync_survives_crashes(Arc::new(MemoryStore::new())).await;
+}

@@ -1,0 +1,592 @@
+//! The sync loop, the Parquet and NDJSON encoders and the local-directory sink.
+
+use std::io::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use parquet::basic::Compression;
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, FixedLenByteArray, FixedLenByteArrayType, Int32Type,
+    Int64Type,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
+use parquet::schema::parser::parse_message_type;
+use tokio::io::AsyncWriteExt as _;
+
+use super::{
+    Column, Dataset, Exported, Get, Scan, Sink, SinkError, SinkObject,
+    SyncRun, SyncStart, SyncedRows, WarehouseError, WarehouseSource, int, scaled_cost,
+};
+
+/// A file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileFormat {
+    /// Apache Parquet, Snappy-compressed, one row group per page of rows.
+    Parquet,
+    /// Newline-delimited JSON, one object per row.
+    Ndjson,
+}
+
+impl FileFormat {
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Ndjson => "ndjson",
+        }
+    }
+}
+
+/// The objects a run writes to, by dataset and format.
+pub fn object_path(run: &SyncRun, dataset: Dataset, format: FileFormat) -> String {
+    format!(
+        "{}/{}/date={}/hour={:02}/run-{:010}.{}",
+        run.sink,
+        dataset,
+        run.hour.date_naive(),
+        run.hour.hour(),
+        run.run,
+        format.extension()
+    )
+}
+
+/// What one run exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunReport {
+    /// The run.
+    pub run: SyncRun,
+    /// Whether it was a crashed run finished now.
+    pub resumed: bool,
+    /// Its rows.
+    pub rows: SyncedRows,
+    /// The objects written, by path.
+    pub objects: Vec<String>,
+}
+
+/// What a call to [`WarehouseSync::sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// The runs exported, oldest first: unfinished ones, then the hour's.
+    pub runs: Vec<RunReport>,
+    /// The hour's run, when it was done before this call.
+    pub already_done: Option<SyncRun>,
+}
+
+/// The hourly warehouse sync of one sink. See the [module docs](super).
+#[derive(Debug)]
+pub struct WarehouseSync<S: ?Sized, K: ?Sized> {
+    source: Arc<S>,
+    sink: Arc<K>,
+    name: String,
+    formats: Vec<FileFormat>,
+    page_rows: usize,
+}
+
+impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
+    /// A sync from `source` to `sink`, both formats, pages of 65,536 rows. `name`
+    /// keys the watermark in the store and leads every object path: 1 to 64 of
+    /// `a-z`, `0-9`, `-` and `_`.
+    pub fn new(source: Arc<S>, sink: Arc<K>, name: &str) -> Result<Self, WarehouseError> {
+        let valid = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(WarehouseError::SinkName(name.to_owned()));
+        }
+        Ok(WarehouseSync {
+            source,
+            sink,
+            name: name.to_owned(),
+            formats: vec![FileFormat::Parquet, FileFormat::Ndjson],
+            page_rows: 65_536,
+        })
+    }
+
+    /// Writes only these formats (at least one).
+    pub fn with_formats(mut self, formats: &[FileFormat]) -> Self {
+        if !formats.is_empty() {
+            self.formats = formats.to_vec();
+            self.formats.dedup();
+        }
+        self
+    }
+
+    /// Rows read and encoded at a time (a Parquet row group each); at least 1.
+    pub fn with_page_rows(mut self, rows: usize) -> Self {
+        self.page_rows = rows.max(1);
+        self
+    }
+
+    /// Exports the UTC hour of `now`: finishes an unfinished run first, then plans
+    /// and exports the hour's run, or does nothing when it is done already. On an
+    /// error the run being exported stays planned; calling `sync` again finishes it.
+    pub async fn sync(&self, now: DateTime<Utc>) -> Result<SyncReport, WarehouseError> {
+        let hour = now
+            .with_minute(0)
+            .and_then(|t| t.with_second(0))
+            .and_then(|t| t.with_nanosecond(0))
+            .unwrap_or(now);
+        let mut report = SyncReport::default();
+        loop {
+            match self.source.begin_sync(&self.name, hour).await? {
+                SyncStart::Resume(run) => {
+                    if report.runs.last().is_some_and(|r| r.run.run == run.run) {
+                        return Err(WarehouseError::Plan(format!(
+                            "run {} of {} is still unfinished after it was finished",
+                            run.run, run.sink
+                        )));
+                    }
+                    report.runs.push(self.export(run, true).await?);
+                }
+                SyncStart::Planned(run) => {
+                    report.runs.push(self.export(run, false).await?);
+                    return Ok(report);
+                }
+                SyncStart::Done(run) => {
+                    if report.runs.last().is_none_or(|r| r.run.run != run.run) {
+                        report.already_done = Some(run);
+                    }
+                    return Ok(report);
+                }
+            }
+        }
+    }
+
+    async fn export(&self, run: SyncRun, resumed: bool) -> Result<RunReport, WarehouseError> {
+        if run.sink != self.name || run.to_version < run.from_version {
+            return Err(WarehouseError::Plan(format!(
+                "the store planned run {} of {} over [{}, {}) for sink {}",
+                run.run, run.sink, run.from_version, run.to_version, self.name
+            )));
+        }
+        let mut objects = Vec::new();
+        let rollups = self
+            .export_dataset(&run, self.source.scan_rollups(&run).await?, &mut objects)
+            .await?;
+        let log = self
+            .export_dataset(&run, self.source.scan_log(&run).await?, &mut objects)
+            .await?;
+        let rows = SyncedRows { rollups, log };
+        self.source.finish_sync(&run, rows).await?;
+        tracing::info!(
+            sink = %run.sink, run = run.run, hour = %run.hour, resumed,
+            rollups, log, "warehouse sync run exported"
+        );
+        Ok(RunReport {
+            run,
+            resumed,
+            rows,
+            objects,
+        })
+    }
+
+    async fn export_dataset<T: Exported>(
+        &self,
+        run: &SyncRun,
+        mut scan: Box<dyn Scan<T> + '_>,
+        objects: &mut Vec<String>,
+    ) -> Result<u64, WarehouseError> {
+        let mut files = Vec::with_capacity(self.formats.len());
+        for &format in &self.formats {
+            let path = object_path(run, T::DATASET, format);
+            let object = self.sink.create(&path).await.map_err(sink_error(&path))?;
+            files.push((path, object, Encoder::<T>::new(format)?));
+        }
+        let mut rows = 0u64;
+        loop {
+            let page = scan.next_page(self.page_rows).await?;
+            if page.is_empty() {
+                break;
+            }
+            rows += u64::try_from(page.len()).unwrap_or(u64::MAX);
+            for (path, object, encoder) in &mut files {
+                let chunk = encoder.encode(&page)?;
+                if !chunk.is_empty() {
+                    object.write(chunk).await.map_err(sink_error(path))?;
+                }
+            }
+        }
+        for (path, mut object, encoder) in files {
+            let tail = encoder.finish()?;
+            if !tail.is_empty() {
+                object.write(tail).await.map_err(sink_error(&path))?;
+            }
+            object.commit().await.map_err(sink_error(&path))?;
+            objects.push(path);
+        }
+        Ok(rows)
+    }
+}
+
+fn sink_error(path: &str) -> impl Fn(SinkError) -> WarehouseError + '_ {
+    move |source| WarehouseError::Sink {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Encoders
+
+enum Encoder<T: 'static> {
+    Parquet(Box<SerializedFileWriter<Vec<u8>>>),
+    Ndjson(std::marker::PhantomData<fn(&T)>),
+}
+
+impl<T: Exported> Encoder<T> {
+    fn new(format: FileFormat) -> Result<Encoder<T>, WarehouseError> {
+        Ok(match format {
+            FileFormat::Parquet => {
+                let schema = Arc::new(parse_message_type(&parquet_schema(
+                    T::DATASET,
+                    T::columns(),
+                ))?);
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_created_by(format!("routero {}", env!("CARGO_PKG_VERSION")))
+                    .build();
+                Encoder::Parquet(Box::new(SerializedFileWriter::new(
+                    Vec::new(),
+                    schema,
+                    Arc::new(properties),
+                )?))
+            }
+            FileFormat::Ndjson => Encoder::Ndjson(std::marker::PhantomData),
+        })
+    }
+
+    /// The bytes of `rows` ready to be written (a whole row group for Parquet).
+    fn encode(&mut self, rows: &[T]) -> Result<Bytes, WarehouseError> {
+        match self {
+            Encoder::Parquet(writer) => {
+                let mut group = writer.next_row_group()?;
+                for column in T::columns() {
+                    let mut out = group.next_column()?.ok_or_else(|| {
+                        WarehouseError::Plan(format!("parquet schema lacks column {}", column.name))
+                    })?;
+                    write_parquet_column(column, rows, &mut out)?;
+                    out.close()?;
+                }
+                group.close()?;
+                writer.flush().map_err(parquet::errors::ParquetError::from)?;
+                // The writer counts offsets itself: handing out what it has written
+                // so far keeps the file whole and the memory to one row group.
+                Ok(Bytes::from(std::mem::take(writer.inner_mut())))
+            }
+            Encoder::Ndjson(_) => {
+                let mut out = Vec::with_capacity(rows.len() * 512);
+                for row in rows {
+                    ndjson_row(T::columns(), row, &mut out)?;
+                }
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    /// The file's last bytes (Parquet's footer).
+    fn finish(self) -> Result<Bytes, WarehouseError> {
+        match self {
+            Encoder::Parquet(writer) => Ok(Bytes::from(writer.into_inner()?)),
+            Encoder::Ndjson(_) => Ok(Bytes::new()),
+        }
+    }
+}
+
+fn parquet_schema<T>(dataset: Dataset, columns: &[Column<T>]) -> String {
+    let mut schema = format!("message routero_{dataset} {{\n");
+    for column in columns {
+        let repetition = if column.nullable {
+            "optional"
+        } else {
+            "required"
+        };
+        let name = column.name;
+        let field = match column.get {
+            Get::Text(_) => format!("binary {name} (STRING)"),
+            Get::Int(_) => format!("int64 {name}"),
+            Get::Date(_) => format!("int32 {name} (DATE)"),
+            Get::Timestamp(_) => format!("int64 {name} (TIMESTAMP(MICROS,true))"),
+            Get::Bool(_) => format!("boolean {name}"),
+            Get::Cost(_) => format!(
+                "fixed_len_byte_array(16) {name} (DECIMAL(38,{}))",
+                super::COST_SCALE
+            ),
+        };
+        schema.push_str(&format!("  {repetition} {field};\n"));
+    }
+    schema.push('}');
+    schema
+}
+
+/// A column's present values and, for a nullable column, its definition levels.
+fn gather<T, V>(
+    column: &Column<T>,
+    rows: &[T],
+    mut value: impl FnMut(&T) -> Result<Option<V>, WarehouseError>,
+) -> Result<(Vec<V>, Vec<i16>), WarehouseError> {
+    let mut values = Vec::with_capacity(rows.len());
+    let mut levels = Vec::with_capacity(if column.nullable { rows.len() } else { 0 });
+    for row in rows {
+        match value(row)? {
+            Some(v) => {
+                values.push(v);
+                if column.nullable {
+                    levels.push(1);
+                }
+            }
+            None if column.nullable => levels.push(0),
+            None => return Err(WarehouseError::Missing(column.name)),
+        }
+    }
+    Ok((values, levels))
+}
+
+fn days_since_epoch(day: NaiveDate) -> i32 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    // chrono's dates span ±262,143 years: their day numbers fit an i32.
+    i32::try_from((day - epoch).num_days()).unwrap_or(i32::MAX)
+}
+
+fn write_parquet_column<T>(
+    column: &Column<T>,
+    rows: &[T],
+    out: &mut SerializedColumnWriter<'_>,
+) -> Result<(), WarehouseError> {
+    let nullable = column.nullable;
+    let levels = |levels| nullable.then_some(levels);
+    match column.get {
+        Get::Text(get) => {
+            let (values, defs) = gather(column, rows, |r| Ok(get(r).map(|s| ByteArray::from(s.as_bytes()))))?;
+            out.typed::<ByteArrayType>()
+                .write_batch(&values, levels(defs.as_slice()), None)?;
+        }
+        Get::Int(get) => {
+            let (values, defs) = gather(column, rows, |r| {
+                get(r).map(|v| int(v, column.name)).transpose()
+            })?;
+            out.typed::<Int64Type>()
+                .write_batch(&values, levels(defs.as_slice()), None)?;
+        }
+        Get::Date(get) => {
+            let (values, defs) = gather(column, rows, |r| Ok(Some(days_since_epoch(get(r)))))?;
+            out.typed::<Int32Type>()
+                .write_batch(&values, levels(defs.as_slice()), None)?;
+        }
+        Get::Timestamp(get) => {
+            let (values, defs) = gather(column, rows, |r| Ok(Some(get(r).timestamp_micros())))?;
+            out.typed::<Int64Type>()
+                .write_batch(&values, levels(defs.as_slice()), None)?;
+        }
+        Get::Bool(get) => {
+            let (values, defs) = gather(column, rows, |r| Ok(Some(get(r))))?;
+            out.typed::<BoolType>()
+                .write_batch(&values, levels(defs.as_slice()), None)?;
+        }
+        Get::Cost(get) => {
+            let (values, defs) = gather(column, rows, |r| {
+                get(r)
+                    .map(|cost| {
+                        scaled_cost(cost)
+                            .map(|v| FixedLenByteArray::from(v.to_be_bytes().to_vec()))
+                    })
+                    .transpose()
+            })?;
+            out.typed::<FixedLenByteArrayType>()
+                .write_batch(&values, levels(defs.as_slice()), None)?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends `text` as a JSON string.
+fn json_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    for c in text.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => {
+                let mut buffer = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn ndjson_row<T>(columns: &[Column<T>], row: &T, out: &mut Vec<u8>) -> Result<(), WarehouseError> {
+    out.push(b'{');
+    for (i, column) in columns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_string(out, column.name);
+        out.push(b':');
+        // Writing to a Vec cannot fail.
+        let present = match column.get {
+            Get::Text(get) => get(row).map(|text| json_string(out, text)).is_some(),
+            Get::Int(get) => match get(row) {
+                Some(v) => {
+                    let _ = write!(out, "{}", int(v, column.name)?);
+                    true
+                }
+                None => false,
+            },
+            Get::Date(get) => {
+                let _ = write!(out, "\"{}\"", get(row));
+                true
+            }
+            Get::Timestamp(get) => {
+                let _ = write!(out, "\"{}\"", get(row).format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+                true
+            }
+            Get::Bool(get) => {
+                out.extend_from_slice(if get(row) { b"true" } else { b"false" });
+                true
+            }
+            Get::Cost(get) => match get(row) {
+                Some(cost) => {
+                    // The same bound as Parquet's, so both files hold the same rows.
+                    scaled_cost(cost)?;
+                    let _ = write!(out, "\"{cost}\"");
+                    true
+                }
+                None => false,
+            },
+        };
+        if !present {
+            if !column.nullable {
+                return Err(WarehouseError::Missing(column.name));
+            }
+            out.extend_from_slice(b"null");
+        }
+    }
+    out.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Local directory
+
+/// A sink writing under a local directory. Each object is written to a hidden
+/// temporary file beside its path, flushed to disk, and renamed into place on
+/// commit, so a reader never sees half a file and a crash leaves only a temporary
+/// file (`.name.*.tmp`), which the next write of the path does not reuse.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+impl LocalDir {
+    /// A sink under `root` (created on the first write).
+    pub fn new(root: impl Into<PathBuf>) -> LocalDir {
+        LocalDir { root: root.into() }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+#[async_trait]
+impl Sink for LocalDir {
+    async fn create(&self, path: &str) -> Result<Box<dyn SinkObject>, SinkError> {
+        let relative = Path::new(path);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        let (Some(name), true) = (relative.file_name(), plain) else {
+            return Err(SinkError::new(format!("object path {path:?} is not a relative file path")));
+        };
+        let target = self.root.join(relative);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| SinkError::with_source(format!("creating {}", dir.display()), e))?;
+        let temp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = tokio::fs::File::create(&temp)
+            .await
+            .map_err(|e| SinkError::with_source(format!("creating {}", temp.display()), e))?;
+        Ok(Box::new(LocalObject {
+            file: Some(tokio::io::BufWriter::new(file)),
+            temp,
+            target,
+            dir,
+        }))
+    }
+}
+
+struct LocalObject {
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    temp: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+}
+
+impl LocalObject {
+    fn failed<'a>(&'a self, what: &'a str) -> impl Fn(std::io::Error) -> SinkError + 'a {
+        move |e| SinkError::with_source(format!("{what} {}", self.temp.display()), e)
+    }
+}
+
+#[async_trait]
+impl SinkObject for LocalObject {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), SinkError> {
+        let Some(file) = self.file.as_mut() else {
+            return Err(SinkError::new("write after commit"));
+        };
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| SinkError::with_source(format!("writing {}", self.temp.display()), e))
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), SinkError> {
+        let Some(mut file) = self.file.take() else {
+            return Err(SinkError::new("committed twice"));
+        };
+        file.flush().await.map_err(self.failed("flushing"))?;
+        file.get_ref()
+            .sync_all()
+            .await
+            .map_err(self.failed("syncing"))?;
+        drop(file);
+        tokio::fs::rename(&self.temp, &self.target)
+            .await
+            .map_err(self.failed("renaming"))?;
+        // The rename is durable once the directory is.
+        let dir = tokio::fs::File::open(&self.dir)
+            .await
+            .map_err(self.failed("opening the directory of"))?;
+        dir.sync_all()
+            .await
+            .map_err(self.failed("syncing the directory of"))?;
+        self.temp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for LocalObject {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            // Never committed: the temporary file goes. A failure leaves a hidden
+            // file no reader looks at.
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
