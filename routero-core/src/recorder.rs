@@ -197,7 +197,7 @@ impl Recorder {
         match &result {
             Ok(()) => {
                 shared.stats.recorded.fetch_add(1, Ordering::Relaxed);
-                if shared.buffer.len() % shared.batch_events == 0 {
+                if shared.buffer.len().is_multiple_of(shared.batch_events) {
                     shared.full_batch.notify_one();
                 }
             }

@@ -219,11 +219,9 @@ async fn run(seed: u64) {
                 let shard = u16::try_from(dice.roll(4)).unwrap_or(0);
                 for lease_map in &mut leases {
                     if let std::collections::btree_map::Entry::Vacant(slot) = lease_map.entry(shard)
+                        && let Ok(Some(lease)) = elector.acquire(ShardId(shard), "late", ttl).await
                     {
-                        if let Ok(Some(lease)) = elector.acquire(ShardId(shard), "late", ttl).await
-                        {
-                            slot.insert(lease);
-                        }
+                        slot.insert(lease);
                     }
                 }
                 let holders: Vec<(usize, Lease)> = leases

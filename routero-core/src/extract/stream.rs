@@ -271,10 +271,10 @@ fn on_sse(
         }
         Provider::Cohere => {
             let [kind, delta] = fields(data, ["type", "delta"])?;
-            if field::<Cow<'_, str>>(kind)?.as_deref() == Some("message-end") {
-                if let Some(usage) = field::<CohereDelta>(delta)?.and_then(|d| d.usage) {
-                    snapshot.cohere = Some(usage);
-                }
+            if field::<Cow<'_, str>>(kind)?.as_deref() == Some("message-end")
+                && let Some(usage) = field::<CohereDelta>(delta)?.and_then(|d| d.usage)
+            {
+                snapshot.cohere = Some(usage);
             }
         }
         _ => openai_chunk(snapshot, data)?,

@@ -118,13 +118,12 @@ fn split_field(field: &str) -> (&str, Option<u64>, ServiceTier) {
         }
     }
     let mut threshold = None;
-    if let Some(head) = rest.strip_suffix("k_tokens") {
-        if let Some((base, digits)) = head.rsplit_once("_above_") {
-            if let Ok(k) = digits.parse::<u64>() {
-                threshold = k.checked_mul(1000);
-                rest = base;
-            }
-        }
+    if let Some(head) = rest.strip_suffix("k_tokens")
+        && let Some((base, digits)) = head.rsplit_once("_above_")
+        && let Ok(k) = digits.parse::<u64>()
+    {
+        threshold = k.checked_mul(1000);
+        rest = base;
     }
     (rest, threshold, tier)
 }
