@@ -93,7 +93,7 @@ pub fn sample_event(org: &str, seq: u64, cost: &str) -> SpendEvent {
             price_version: Arc::from("conformance"),
             priced_model: Arc::from("gpt-4o"),
         },
-        billing_mode: if seq % 2 == 0 {
+        billing_mode: if seq.is_multiple_of(2) {
             BillingMode::Managed
         } else {
             BillingMode::Byok
@@ -1422,7 +1422,8 @@ fn a_month_of_events() -> Vec<SpendEvent> {
         let price = format!("0.{:07}", (seq * 7_919) % 10_000_000);
         let mut event = sample_event("acme", seq, &price);
         let day = u32::try_from(seq % 30).unwrap_or(0) + 1;
-        event.event_time = november(day) + chrono::Duration::seconds(i64::try_from(seq).unwrap_or(0));
+        event.event_time =
+            november(day) + chrono::Duration::seconds(i64::try_from(seq).unwrap_or(0));
         if seq % 29 == 0 {
             event.pricing = Pricing::Unpriced {
                 reason: "unknown model".to_owned(),
@@ -1777,7 +1778,11 @@ async fn assert_exported_once<S: SpendReader + ?Sized>(
             "{dataset}: every column"
         );
         let (parquet, ndjson) = (sorted(parquet), sorted(ndjson));
-        assert_eq!(parquet.len(), ndjson.len(), "{dataset}: Parquet and NDJSON rows");
+        assert_eq!(
+            parquet.len(),
+            ndjson.len(),
+            "{dataset}: Parquet and NDJSON rows"
+        );
         if let Some((p, n)) = parquet.iter().zip(&ndjson).find(|(p, n)| p != n) {
             panic!("{dataset}: Parquet row {p:?} against NDJSON row {n:?}");
         }
@@ -1826,9 +1831,15 @@ async fn assert_exported_once<S: SpendReader + ?Sized>(
     let log = exported_rows(sink, Dataset::RequestLog, FileFormat::Parquet);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for row in &log {
-        *seen.entry(text_of(row, "request_id").to_owned()).or_default() += 1;
+        *seen
+            .entry(text_of(row, "request_id").to_owned())
+            .or_default() += 1;
     }
-    let doubled: Vec<&String> = seen.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id).collect();
+    let doubled: Vec<&String> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
     assert!(doubled.is_empty(), "requests exported twice: {doubled:?}");
     let missing: Vec<&str> = events
         .iter()
@@ -1917,7 +1928,10 @@ where
     .filter(|r| text_of(r, "org") == "acme" && text_of(r, "day").starts_with("2026-11-"))
     .filter_map(cost_of)
     .sum();
-    assert_eq!(november_cost, csv.cost, "Parquet and CSV totals of November");
+    assert_eq!(
+        november_cost, csv.cost,
+        "Parquet and CSV totals of November"
+    );
     let expected: Decimal = events
         .iter()
         .filter(|e| in_acme_november(e))
@@ -2131,7 +2145,10 @@ where
     );
     assert_eq!(sink.objects().len(), 4, "rewritten in place");
     let again = sync.sync(hour).await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(again.runs.is_empty() && again.already_done.is_some(), "{again:?}");
+    assert!(
+        again.runs.is_empty() && again.already_done.is_some(),
+        "{again:?}"
+    );
 
     // The next hour carries steps 3 and 4.
     let report = sync

@@ -120,10 +120,10 @@ impl SpendQueue for MemoryQueue {
             return Ok(AppendOutcome::Duplicate);
         }
         state.seen_order.push_back(batch.id.clone());
-        if state.seen_order.len() > MEMORY_DEDUP_WINDOW {
-            if let Some(old) = state.seen_order.pop_front() {
-                state.seen.remove(&old);
-            }
+        if state.seen_order.len() > MEMORY_DEDUP_WINDOW
+            && let Some(old) = state.seen_order.pop_front()
+        {
+            state.seen.remove(&old);
         }
         state.next += 1;
         let position = QueuePosition::new(state.next, 0);
@@ -524,16 +524,16 @@ impl SpendStore for MemoryStore {
         let debits = wallet::usage_debits(apply.events)
             .map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
         for (workspace, debit) in &debits {
-            if let Some(book) = state.wallets.get(workspace) {
-                if book.currency != debit.currency {
-                    return Err(BackendError::new(
-                        ErrorKind::Invalid,
-                        format!(
-                            "the wallet of {workspace} is in {}, its spend in {}",
-                            book.currency, debit.currency
-                        ),
-                    ));
-                }
+            if let Some(book) = state.wallets.get(workspace)
+                && book.currency != debit.currency
+            {
+                return Err(BackendError::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "the wallet of {workspace} is in {}, its spend in {}",
+                        book.currency, debit.currency
+                    ),
+                ));
             }
         }
         state.rollups = rollups;

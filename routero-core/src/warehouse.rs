@@ -203,8 +203,7 @@ pub trait Scan<T: Send>: Send {
 pub trait WarehouseSource: fmt::Debug + Send + Sync + 'static {
     /// For `sink` at `hour` (a whole UTC hour): the unfinished run if there is one,
     /// else the hour's finished run, else a new run planned and committed.
-    async fn begin_sync(&self, sink: &str, hour: DateTime<Utc>)
-    -> Result<SyncStart, BackendError>;
+    async fn begin_sync(&self, sink: &str, hour: DateTime<Utc>) -> Result<SyncStart, BackendError>;
 
     /// The rollup rows whose version is in the run's range.
     async fn scan_rollups(
@@ -213,8 +212,7 @@ pub trait WarehouseSource: fmt::Debug + Send + Sync + 'static {
     ) -> Result<Box<dyn Scan<RollupChange> + '_>, BackendError>;
 
     /// The request-log rows whose version is in the run's range.
-    async fn scan_log(&self, run: &SyncRun)
-    -> Result<Box<dyn Scan<LogRecord> + '_>, BackendError>;
+    async fn scan_log(&self, run: &SyncRun) -> Result<Box<dyn Scan<LogRecord> + '_>, BackendError>;
 
     /// Marks the run done. Finishing a run twice is not an error.
     async fn finish_sync(&self, run: &SyncRun, rows: SyncedRows) -> Result<(), BackendError>;
@@ -464,7 +462,11 @@ static ROLLUP_COLUMNS: [Column<RollupChange>; 22] = [
         "provider",
         Get::Text(|r| Some(r.key.provider.as_str())),
     ),
-    required("model", "model as requested", Get::Text(|r| Some(&r.key.model))),
+    required(
+        "model",
+        "model as requested",
+        Get::Text(|r| Some(&r.key.model)),
+    ),
     required(
         "billing_mode",
         "managed or byok",
@@ -569,7 +571,11 @@ static LOG_COLUMNS: [Column<LogRecord>; 24] = [
         "end-customer id",
         Get::Text(|r| r.customer.as_ref().map(CustomerId::as_str)),
     ),
-    required("provider", "provider", Get::Text(|r| Some(r.provider.as_str()))),
+    required(
+        "provider",
+        "provider",
+        Get::Text(|r| Some(r.provider.as_str())),
+    ),
     required("model", "model as requested", Get::Text(|r| Some(&r.model))),
     required(
         "billing_mode",
@@ -823,9 +829,7 @@ pub enum WarehouseError {
     #[error("warehouse sync: required column {0} is empty")]
     Missing(&'static str),
     /// The sink name is not usable as a path segment.
-    #[error(
-        "warehouse sync: sink name {0:?} must be 1 to 64 of a-z, 0-9, '-' and '_'"
-    )]
+    #[error("warehouse sync: sink name {0:?} must be 1 to 64 of a-z, 0-9, '-' and '_'")]
     SinkName(String),
     /// The store's plan is inconsistent.
     #[error("warehouse sync: {0}")]
@@ -873,8 +877,8 @@ mod tests {
             names.sort_unstable();
             names.dedup();
             assert_eq!(names.len(), columns.len(), "{dataset}");
-            let schema: serde_json::Value = serde_json::from_str(&dataset.bigquery_schema())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let schema: serde_json::Value =
+                serde_json::from_str(&dataset.bigquery_schema()).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
                 schema.as_array().map(Vec::len),
                 Some(columns.len()),

@@ -21,4 +21,5 @@ DO UPDATE SET
     successes             = r.successes + EXCLUDED.successes,
     failures              = r.failures + EXCLUDED.failures,
     unpriced              = r.unpriced + EXCLUDED.unpriced,
-    cost                  = r.cost + EXCLUDED.cost
+    cost                  = r.cost + EXCLUDED.cost,
+    version               = pg_current_xact_id()::text::bigint

@@ -1,8 +1,9 @@
 //! Routero on PostgreSQL, the system of record: what it holds is what customers are
 //! billed.
 //!
-//! [`PgStore`] implements [`routero_core::port::SpendStore`] (the atomic drain step)
-//! and [`routero_core::port::SpendReader`] (rollup reads for the analytics) with
+//! [`PgStore`] implements [`routero_core::port::SpendStore`] (the atomic drain step),
+//! [`routero_core::port::SpendReader`] (rollup reads for the analytics) and
+//! [`routero_core::warehouse::WarehouseSource`] (the warehouse sync's watermark) with
 //! `tokio-postgres` on a `deadpool-postgres` pool.
 //!
 //! # Schema
@@ -17,6 +18,7 @@
 //! | `routero_daily_rollups` | per UTC day, org, workspace, team, API key, user, customer, provider, model and billing mode: token sums, successes, failures, unpriced count, exact cost |
 //! | `routero_unpriced` | every request that could not be priced, with its usage and reason, to be repriced later |
 //! | `routero_spend_log` | optional request-level log, partitioned by month, with a retention setting |
+//! | `routero_sync_runs` | the warehouse sync's runs per sink: the version range each exports, and whether it finished |
 //!
 //! # The drain step
 //!
@@ -30,6 +32,7 @@ mod drain;
 mod invoice;
 mod read;
 mod wallet;
+mod warehouse;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -33,12 +33,12 @@ fn dimensions(filter: &RollupFilter) -> [(&'static str, bool); 8] {
     ]
 }
 
-fn corrupt(what: &str, value: &str, e: impl std::fmt::Display) -> BackendError {
+pub(crate) fn corrupt(what: &str, value: &str, e: impl std::fmt::Display) -> BackendError {
     BackendError::new(ErrorKind::Corrupt, format!("stored {what} {value:?}: {e}"))
 }
 
 /// An optional id column: '' is "none".
-fn optional<T>(
+pub(crate) fn optional<T>(
     value: Option<String>,
     parse: impl Fn(&str) -> Result<T, routero_core::attribution::InvalidId>,
     what: &str,
@@ -47,6 +47,28 @@ fn optional<T>(
         None | Some("") => Ok(None),
         Some(text) => parse(text).map(Some).map_err(|e| corrupt(what, text, e)),
     }
+}
+
+/// The ten counts and the cost of a rollup, from column `first` on.
+pub(crate) fn totals_from(
+    row: &tokio_postgres::Row,
+    first: usize,
+) -> Result<RollupTotals, BackendError> {
+    let sum =
+        |i: usize, what: &str| count(row.try_get::<_, i64>(first + i).map_err(backend)?, what);
+    Ok(RollupTotals {
+        input_tokens: sum(0, "input_tokens")?,
+        cache_read_tokens: sum(1, "cache_read_tokens")?,
+        cache_write_5m_tokens: sum(2, "cache_write_5m_tokens")?,
+        cache_write_1h_tokens: sum(3, "cache_write_1h_tokens")?,
+        output_tokens: sum(4, "output_tokens")?,
+        reasoning_tokens: sum(5, "reasoning_tokens")?,
+        web_search_requests: sum(6, "web_search_requests")?,
+        successes: sum(7, "successes")?,
+        failures: sum(8, "failures")?,
+        unpriced: sum(9, "unpriced")?,
+        cost: row.try_get::<_, Decimal>(first + 10).map_err(backend)?,
+    })
 }
 
 #[async_trait]
@@ -137,20 +159,7 @@ impl SpendReader for PgStore {
                 model: text(7),
                 billing_mode,
             };
-            let sum = |i: usize, what: &str| count(row.get::<_, i64>(i), what);
-            let totals = RollupTotals {
-                input_tokens: sum(9, "input_tokens")?,
-                cache_read_tokens: sum(10, "cache_read_tokens")?,
-                cache_write_5m_tokens: sum(11, "cache_write_5m_tokens")?,
-                cache_write_1h_tokens: sum(12, "cache_write_1h_tokens")?,
-                output_tokens: sum(13, "output_tokens")?,
-                reasoning_tokens: sum(14, "reasoning_tokens")?,
-                web_search_requests: sum(15, "web_search_requests")?,
-                successes: sum(16, "successes")?,
-                failures: sum(17, "failures")?,
-                unpriced: sum(18, "unpriced")?,
-                cost: row.get::<_, Decimal>(19),
-            };
+            let totals = totals_from(&row, 9)?;
             out.push(RollupRow { key, totals });
         }
         // Byte order of the keys, whatever the database's collation.

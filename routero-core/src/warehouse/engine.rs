@@ -18,8 +18,8 @@ use parquet::schema::parser::parse_message_type;
 use tokio::io::AsyncWriteExt as _;
 
 use super::{
-    Column, Dataset, Exported, Get, Scan, Sink, SinkError, SinkObject,
-    SyncRun, SyncStart, SyncedRows, WarehouseError, WarehouseSource, int, scaled_cost,
+    Column, Dataset, Exported, Get, Scan, Sink, SinkError, SinkObject, SyncRun, SyncStart,
+    SyncedRows, WarehouseError, WarehouseSource, int, scaled_cost,
 };
 
 /// A file format.
@@ -273,7 +273,9 @@ impl<T: Exported> Encoder<T> {
                     out.close()?;
                 }
                 group.close()?;
-                writer.flush().map_err(parquet::errors::ParquetError::from)?;
+                writer
+                    .flush()
+                    .map_err(parquet::errors::ParquetError::from)?;
                 // The writer counts offsets itself: handing out what it has written
                 // so far keeps the file whole and the memory to one row group.
                 Ok(Bytes::from(std::mem::take(writer.inner_mut())))
@@ -361,7 +363,9 @@ fn write_parquet_column<T>(
     let levels = |levels| nullable.then_some(levels);
     match column.get {
         Get::Text(get) => {
-            let (values, defs) = gather(column, rows, |r| Ok(get(r).map(|s| ByteArray::from(s.as_bytes()))))?;
+            let (values, defs) = gather(column, rows, |r| {
+                Ok(get(r).map(|s| ByteArray::from(s.as_bytes())))
+            })?;
             out.typed::<ByteArrayType>()
                 .write_batch(&values, levels(defs.as_slice()), None)?;
         }
@@ -391,13 +395,15 @@ fn write_parquet_column<T>(
             let (values, defs) = gather(column, rows, |r| {
                 get(r)
                     .map(|cost| {
-                        scaled_cost(cost)
-                            .map(|v| FixedLenByteArray::from(v.to_be_bytes().to_vec()))
+                        scaled_cost(cost).map(|v| FixedLenByteArray::from(v.to_be_bytes().to_vec()))
                     })
                     .transpose()
             })?;
-            out.typed::<FixedLenByteArrayType>()
-                .write_batch(&values, levels(defs.as_slice()), None)?;
+            out.typed::<FixedLenByteArrayType>().write_batch(
+                &values,
+                levels(defs.as_slice()),
+                None,
+            )?;
         }
     }
     Ok(())
@@ -508,7 +514,9 @@ impl Sink for LocalDir {
             .components()
             .all(|c| matches!(c, Component::Normal(_)));
         let (Some(name), true) = (relative.file_name(), plain) else {
-            return Err(SinkError::new(format!("object path {path:?} is not a relative file path")));
+            return Err(SinkError::new(format!(
+                "object path {path:?} is not a relative file path"
+            )));
         };
         let target = self.root.join(relative);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
