@@ -1621,40 +1621,7 @@ async fn apply_step<S: SpendStore + ?Sized>(store: &S, step: u64, events: &[Spen
     assert_eq!(outcome, ApplyOutcome::Applied, "step {step}");
 }
 
-/// One exported row: column name to value, as NDJSON carries it (costs normalised).
-type ExportedRow = serde_json::Map<String, serde_json::Value>;
-
-fn parquet_field(field: &parquet::record::Field) -> serde_json::Value {
-    use parquet::record::Field;
-    use serde_json::Value;
-    match field {
-        Field::Null => Value::Null,
-        Field::Bool(b) => Value::Bool(*b),
-        Field::Long(n) => Value::from(*n),
-        Field::Str(s) => Value::String(s.clone()),
-        Field::Date(days) => {
-            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-            Value::String((epoch + chrono::Duration::days(i64::from(*days))).to_string())
-        }
-        Field::TimestampMicros(micros) => Value::String(
-            DateTime::from_timestamp_micros(*micros)
-                .unwrap_or_else(|| panic!("timestamp {micros}"))
-                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
-                .to_string(),
-        ),
-        Field::Decimal(decimal) => {
-            let bytes: [u8; 16] = decimal
-                .data()
-                .try_into()
-                .unwrap_or_else(|_| panic!("a DECIMAL(38) is 16 bytes"));
-            let scale = u32::try_from(decimal.scale()).unwrap_or_else(|e| panic!("{e}"));
-            let value = Decimal::try_from_i128_with_scale(i128::from_be_bytes(bytes), scale)
-                .unwrap_or_else(|e| panic!("{e}"));
-            Value::String(value.normalize().to_string())
-        }
-        other => panic!("unexpected parquet field {other:?}"),
-    }
-}
+use crate::warehouse::ExportedRow;
 
 /// Every row of every committed `dataset` file of `format` in `sink`.
 fn exported_rows(
@@ -1662,8 +1629,7 @@ fn exported_rows(
     dataset: crate::warehouse::Dataset,
     format: crate::warehouse::FileFormat,
 ) -> Vec<ExportedRow> {
-    use crate::warehouse::FileFormat;
-    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use crate::warehouse::{FileFormat, read_ndjson, read_parquet};
 
     let suffix = format!(".{}", format.extension());
     let mut rows = Vec::new();
@@ -1671,36 +1637,11 @@ fn exported_rows(
         if !path.contains(&format!("/{dataset}/")) || !path.ends_with(&suffix) {
             continue;
         }
-        match format {
-            FileFormat::Parquet => {
-                let reader = SerializedFileReader::new(bytes)
-                    .unwrap_or_else(|e| panic!("{path} is not Parquet: {e}"));
-                for row in reader
-                    .get_row_iter(None)
-                    .unwrap_or_else(|e| panic!("{path}: {e}"))
-                {
-                    let row = row.unwrap_or_else(|e| panic!("{path}: {e}"));
-                    rows.push(
-                        row.get_column_iter()
-                            .map(|(name, field)| (name.clone(), parquet_field(field)))
-                            .collect(),
-                    );
-                }
-            }
-            FileFormat::Ndjson => {
-                let text = std::str::from_utf8(&bytes).unwrap_or_else(|e| panic!("{path}: {e}"));
-                for line in text.lines() {
-                    let mut row: ExportedRow = serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("{path}: {e}: {line}"));
-                    if let Some(serde_json::Value::String(cost)) = row.get("cost").cloned() {
-                        let exact = Decimal::from_str_exact(&cost)
-                            .unwrap_or_else(|e| panic!("cost {cost}: {e}"));
-                        row.insert("cost".into(), exact.normalize().to_string().into());
-                    }
-                    rows.push(row);
-                }
-            }
-        }
+        let read = match format {
+            FileFormat::Parquet => read_parquet(bytes),
+            FileFormat::Ndjson => read_ndjson(&bytes),
+        };
+        rows.extend(read.unwrap_or_else(|e| panic!("{path}: {e}")));
     }
     rows
 }
@@ -1901,6 +1842,8 @@ where
             "warehouse/request_log/date=2026-12-01/hour=10/run-0000000001.ndjson",
         ]
     );
+    assert_eq!(run.manifest, "warehouse/_runs/run-0000000001.json");
+    assert!(sink.objects().contains_key(&run.manifest));
     assert_exported_once(&*store, &sink, &events).await;
 
     // The chargeback CSV of November and the Parquet rollups of November agree.
@@ -1994,6 +1937,10 @@ impl crate::warehouse::Sink for FailingSink {
             fail_commit: matches!(self.fault, Fault::Commit(at) if at == n),
         }))
     }
+
+    async fn read(&self, path: &str) -> Result<Option<bytes::Bytes>, crate::warehouse::SinkError> {
+        self.inner.read(path).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -2064,8 +2011,9 @@ impl<S: crate::warehouse::WarehouseSource> crate::warehouse::WarehouseSource for
 }
 
 /// Syncs that stop half-way — before any file, after some files, after every file
-/// but before the run is marked done — with spend draining in between, followed by
-/// reruns: every request-log row is exported exactly once and the newest rollup
+/// but before the manifest, after the manifest but before the run is marked done —
+/// with spend draining in between, followed by reruns: every request-log row is
+/// exported exactly once, a manifested file is never rewritten, and the newest rollup
 /// states add up to the store's totals.
 pub async fn warehouse_sync_survives_crashes<S>(store: Arc<S>)
 where
@@ -2114,9 +2062,16 @@ where
         "{crashed:?}"
     );
     assert_eq!(sink.objects().len(), 2, "the rollup files are out");
+    // Crash on the manifest: every file is out, the manifest is not.
+    let crashed = sync_to(failing(Fault::Commit(4))).sync(hour).await;
+    assert!(
+        matches!(crashed, Err(WarehouseError::Sink { .. })),
+        "{crashed:?}"
+    );
+    assert_eq!(sink.objects().len(), 4, "the files without their manifest");
 
     apply_step(&*store, 4, chunks[3]).await;
-    // Crash after every file is out, before the run is marked done.
+    // Crash after the manifest, before the run is marked done.
     let unfinishing = Arc::new(FinishFails(
         Arc::clone(&store),
         std::sync::atomic::AtomicBool::new(false),
@@ -2129,21 +2084,24 @@ where
         matches!(crashed, Err(WarehouseError::Backend(_))),
         "{crashed:?}"
     );
-    assert_eq!(sink.objects().len(), 4);
+    let published = sink.objects();
+    assert_eq!(published.len(), 5, "four files and the manifest");
 
-    // The rerun finishes run 1 — the same paths, the same range — and the hour is done.
+    // The rerun finishes run 1 from its manifest, leaving the files loaders may
+    // have taken untouched, and the hour is done.
     let sync = WarehouseSync::new(Arc::clone(&store), Arc::new(sink.clone()), "wh")
         .unwrap_or_else(|e| panic!("{e}"));
     let report = sync.sync(hour).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.runs.len(), 1, "{report:?}");
     assert!(report.runs[0].resumed);
     assert_eq!(report.runs[0].run.run, 1);
+    assert_eq!(report.runs[0].objects.len(), 4);
     assert_eq!(
         report.runs[0].rows.log,
         u64::try_from(chunks[0].len() + chunks[1].len()).unwrap_or(0),
         "run 1 holds steps 1 and 2"
     );
-    assert_eq!(sink.objects().len(), 4, "rewritten in place");
+    assert_eq!(sink.objects(), published, "nothing rewritten");
     let again = sync.sync(hour).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         again.runs.is_empty() && again.already_done.is_some(),
@@ -2161,6 +2119,6 @@ where
         report.runs[0].rows.log,
         u64::try_from(chunks[2].len() + chunks[3].len()).unwrap_or(0)
     );
-    assert_eq!(sink.objects().len(), 8);
+    assert_eq!(sink.objects().len(), 10);
     assert_exported_once(&*store, &sink, &events).await;
 }

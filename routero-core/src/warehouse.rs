@@ -16,13 +16,17 @@
 //!    change their membership after planning.
 //! 2. The run's files are written to fixed paths (the sink name, dataset, hour and run
 //!    number), each object published whole (a temporary object renamed into place).
-//! 3. [`WarehouseSource::finish_sync`] marks the run done.
+//! 3. The run's **manifest** (`{sink}/_runs/run-{run:010}.json`: its range, row counts
+//!    and files) is written after every file.
+//! 4. [`WarehouseSource::finish_sync`] marks the run done.
 //!
-//! A run that crashes anywhere before step 3 stays planned; the next sync finishes
-//! it first, rewriting the same paths over whatever the crashed attempt left, and
-//! only then plans the next hour. Re-running an hour whose run is done exports
-//! nothing. Ranges never overlap and leave no gap, so every request-log row lands in
-//! exactly one file.
+//! A run that crashes anywhere before step 4 stays planned; the next sync finishes
+//! it first and only then plans the next hour. Without a manifest, it rewrites the
+//! same paths over whatever the crashed attempt left; with one, the files are whole
+//! and are left as they are, since loaders may have taken them. Re-running an hour
+//! whose run is done exports nothing. Ranges never overlap and leave no gap, so every
+//! request-log row lands in exactly one run. **Loaders load a run once its manifest
+//! exists**, in run order.
 //!
 //! **Rollups are state, not deltas.** A rollup row is updated in place as spend
 //! drains; each change gives it a new version and the next run exports it again
@@ -61,7 +65,7 @@ use crate::spend::{Outcome, Pricing, RollupKey, RollupTotals, SpendEvent};
 pub const COST_SCALE: u32 = 12;
 
 /// One planned export: the rows whose version is in `[from_version, to_version)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyncRun {
     /// The sink the run exports to (each sink keeps its own watermark).
     pub sink: String,
@@ -219,7 +223,7 @@ pub trait WarehouseSource: fmt::Debug + Send + Sync + 'static {
 }
 
 /// How many rows a run exported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SyncedRows {
     /// Rollup rows.
     pub rollups: u64,
@@ -720,6 +724,10 @@ impl SinkError {
 pub trait Sink: fmt::Debug + Send + Sync + 'static {
     /// Starts writing the object at `path` (`/`-separated, relative).
     async fn create(&self, path: &str) -> Result<Box<dyn SinkObject>, SinkError>;
+
+    /// The object at `path`, if one was committed. The sync reads only its small
+    /// run manifests.
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, SinkError>;
 }
 
 /// An object being written. It becomes visible at [`SinkObject::commit`], whole,
@@ -761,6 +769,15 @@ impl Sink for MemorySink {
             buffer: Vec::new(),
             objects: Arc::clone(&self.objects),
         }))
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, SinkError> {
+        Ok(self
+            .objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(path)
+            .cloned())
     }
 }
 
@@ -831,13 +848,19 @@ pub enum WarehouseError {
     /// The sink name is not usable as a path segment.
     #[error("warehouse sync: sink name {0:?} must be 1 to 64 of a-z, 0-9, '-' and '_'")]
     SinkName(String),
+    /// A file read back is not what this sync writes.
+    #[error("warehouse sync: reading a file back: {0}")]
+    Read(String),
     /// The store's plan is inconsistent.
     #[error("warehouse sync: {0}")]
     Plan(String),
 }
 
 #[cfg(feature = "warehouse")]
-pub use self::engine::{FileFormat, LocalDir, RunReport, SyncReport, WarehouseSync, object_path};
+pub use self::engine::{
+    ExportedRow, FileFormat, LocalDir, RunReport, SyncReport, WarehouseSync, manifest_path,
+    object_path, read_ndjson, read_parquet,
+};
 
 #[cfg(feature = "warehouse")]
 mod engine;

@@ -54,6 +54,22 @@ pub fn object_path(run: &SyncRun, dataset: Dataset, format: FileFormat) -> Strin
     )
 }
 
+/// The manifest of a run: `{sink}/_runs/run-{run:010}.json`, written after every
+/// file of the run and before the run is marked done. Load a run's files once its
+/// manifest exists; until then a rerun may still rewrite them.
+pub fn manifest_path(run: &SyncRun) -> String {
+    format!("{}/_runs/run-{:010}.json", run.sink, run.run)
+}
+
+/// What a manifest holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct RunManifest {
+    #[serde(flatten)]
+    run: SyncRun,
+    rows: SyncedRows,
+    objects: Vec<String>,
+}
+
 /// What one run exported.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunReport {
@@ -63,8 +79,10 @@ pub struct RunReport {
     pub resumed: bool,
     /// Its rows.
     pub rows: SyncedRows,
-    /// The objects written, by path.
+    /// Its data files, by path.
     pub objects: Vec<String>,
+    /// Its manifest, written after the files.
+    pub manifest: String,
 }
 
 /// What a call to [`WarehouseSync::sync`] did.
@@ -164,6 +182,34 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
                 run.run, run.sink, run.from_version, run.to_version, self.name
             )));
         }
+        let manifest = manifest_path(&run);
+        if resumed {
+            // A manifest is written after every file of its run: the crash came
+            // later, and the files, which loaders may have taken, stay as they are.
+            let written = self
+                .sink
+                .read(&manifest)
+                .await
+                .map_err(sink_error(&manifest))?;
+            if let Some(bytes) = written {
+                let written: RunManifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| WarehouseError::Read(format!("{manifest}: {e}")))?;
+                if written.run != run {
+                    return Err(WarehouseError::Plan(format!(
+                        "{manifest} describes another run than the store's run {}",
+                        run.run
+                    )));
+                }
+                self.source.finish_sync(&run, written.rows).await?;
+                return Ok(RunReport {
+                    run,
+                    resumed,
+                    rows: written.rows,
+                    objects: written.objects,
+                    manifest,
+                });
+            }
+        }
         let mut objects = Vec::new();
         let rollups = self
             .export_dataset(&run, self.source.scan_rollups(&run).await?, &mut objects)
@@ -172,6 +218,23 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
             .export_dataset(&run, self.source.scan_log(&run).await?, &mut objects)
             .await?;
         let rows = SyncedRows { rollups, log };
+        let body = RunManifest {
+            run: run.clone(),
+            rows,
+            objects: objects.clone(),
+        };
+        let mut object = self
+            .sink
+            .create(&manifest)
+            .await
+            .map_err(sink_error(&manifest))?;
+        let json = serde_json::to_vec_pretty(&body)
+            .map_err(|e| WarehouseError::Read(format!("{manifest}: {e}")))?;
+        object
+            .write(Bytes::from(json))
+            .await
+            .map_err(sink_error(&manifest))?;
+        object.commit().await.map_err(sink_error(&manifest))?;
         self.source.finish_sync(&run, rows).await?;
         tracing::info!(
             sink = %run.sink, run = run.run, hour = %run.hour, resumed,
@@ -182,6 +245,7 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
             resumed,
             rows,
             objects,
+            manifest,
         })
     }
 
@@ -483,6 +547,88 @@ fn ndjson_row<T>(columns: &[Column<T>], row: &T, out: &mut Vec<u8>) -> Result<()
 }
 
 // ---------------------------------------------------------------------------------
+// Reading back
+
+/// One row of an exported file: column name to value.
+pub type ExportedRow = serde_json::Map<String, serde_json::Value>;
+
+/// The rows of a Parquet file this sync wrote, in the shape its NDJSON twin has:
+/// dates `YYYY-MM-DD`, instants RFC 3339 in microseconds, costs exact decimal
+/// strings (trailing zeros dropped). For checks of what a sink holds.
+pub fn read_parquet(file: impl Into<Bytes>) -> Result<Vec<ExportedRow>, WarehouseError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let reader = SerializedFileReader::new(file.into())?;
+    let mut rows = Vec::new();
+    for row in reader.get_row_iter(None)? {
+        rows.push(
+            row?.get_column_iter()
+                .map(|(name, field)| Ok((name.clone(), parquet_value(field)?)))
+                .collect::<Result<ExportedRow, WarehouseError>>()?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The rows of an NDJSON file this sync wrote, costs with trailing zeros dropped.
+pub fn read_ndjson(file: &[u8]) -> Result<Vec<ExportedRow>, WarehouseError> {
+    let invalid = |e: &dyn std::fmt::Display| WarehouseError::Read(e.to_string());
+    let text = std::str::from_utf8(file).map_err(|e| invalid(&e))?;
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let mut row: ExportedRow = serde_json::from_str(line).map_err(|e| invalid(&e))?;
+        if let Some(serde_json::Value::String(cost)) = row.get("cost") {
+            let exact = rust_decimal::Decimal::from_str_exact(cost).map_err(|e| invalid(&e))?;
+            row.insert("cost".into(), exact.normalize().to_string().into());
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn parquet_value(field: &parquet::record::Field) -> Result<serde_json::Value, WarehouseError> {
+    use parquet::record::Field;
+    use serde_json::Value;
+    let invalid = |what: String| WarehouseError::Read(what);
+    Ok(match field {
+        Field::Null => Value::Null,
+        Field::Bool(b) => Value::Bool(*b),
+        Field::Long(n) => Value::from(*n),
+        Field::Str(s) => Value::String(s.clone()),
+        Field::Date(days) => {
+            let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+            let day = epoch
+                .checked_add_signed(chrono::Duration::days(i64::from(*days)))
+                .ok_or_else(|| invalid(format!("date {days}")))?;
+            Value::String(day.to_string())
+        }
+        Field::TimestampMicros(micros) => Value::String(
+            DateTime::from_timestamp_micros(*micros)
+                .ok_or_else(|| invalid(format!("timestamp {micros}")))?
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string(),
+        ),
+        Field::Decimal(decimal) => {
+            let bytes: [u8; 16] = decimal
+                .data()
+                .try_into()
+                .map_err(|_| invalid("a DECIMAL(38) that is not 16 bytes".into()))?;
+            let scale = u32::try_from(decimal.scale())
+                .map_err(|_| invalid(format!("decimal scale {}", decimal.scale())))?;
+            let value =
+                rust_decimal::Decimal::try_from_i128_with_scale(i128::from_be_bytes(bytes), scale)
+                    .map_err(|e| invalid(e.to_string()))?;
+            Value::String(value.normalize().to_string())
+        }
+        other => {
+            return Err(invalid(format!(
+                "a {other:?} column this sync does not write"
+            )));
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------
 // Local directory
 
 /// A sink writing under a local directory. Each object is written to a hidden
@@ -504,30 +650,34 @@ impl LocalDir {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// The file of an object path, and its name; only plain relative paths.
+    fn resolve(&self, path: &str) -> Result<(PathBuf, String), SinkError> {
+        let relative = Path::new(path);
+        let plain = relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        match (relative.file_name(), plain) {
+            (Some(name), true) => Ok((
+                self.root.join(relative),
+                name.to_string_lossy().into_owned(),
+            )),
+            _ => Err(SinkError::new(format!(
+                "object path {path:?} is not a relative file path"
+            ))),
+        }
+    }
 }
 
 #[async_trait]
 impl Sink for LocalDir {
     async fn create(&self, path: &str) -> Result<Box<dyn SinkObject>, SinkError> {
-        let relative = Path::new(path);
-        let plain = relative
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
-        let (Some(name), true) = (relative.file_name(), plain) else {
-            return Err(SinkError::new(format!(
-                "object path {path:?} is not a relative file path"
-            )));
-        };
-        let target = self.root.join(relative);
+        let (target, name) = self.resolve(path)?;
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| SinkError::with_source(format!("creating {}", dir.display()), e))?;
-        let temp = dir.join(format!(
-            ".{}.{}.tmp",
-            name.to_string_lossy(),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let temp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
         let file = tokio::fs::File::create(&temp)
             .await
             .map_err(|e| SinkError::with_source(format!("creating {}", temp.display()), e))?;
@@ -537,6 +687,18 @@ impl Sink for LocalDir {
             target,
             dir,
         }))
+    }
+
+    async fn read(&self, path: &str) -> Result<Option<Bytes>, SinkError> {
+        let (file, _) = self.resolve(path)?;
+        match tokio::fs::read(&file).await {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(SinkError::with_source(
+                format!("reading {}", file.display()),
+                e,
+            )),
+        }
     }
 }
 
@@ -595,6 +757,112 @@ impl Drop for LocalObject {
             // Never committed: the temporary file goes. A failure leaves a hidden
             // file no reader looks at.
             let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch() -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "routero-localdir-{}",
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            names.push(entry.unwrap().file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn local_dir_publishes_whole_objects_only() {
+        let root = scratch();
+        let sink = LocalDir::new(&root);
+
+        let mut object = sink.create("a/b/run-1.ndjson").await.unwrap();
+        object.write(Bytes::from_static(b"one\n")).await.unwrap();
+        object.write(Bytes::from_static(b"two\n")).await.unwrap();
+        let dir = root.join("a/b");
+        assert_eq!(listing(&dir).len(), 1, "only the temporary file");
+        assert!(listing(&dir)[0].starts_with(".run-1.ndjson."));
+        object.commit().await.unwrap();
+        assert_eq!(listing(&dir), ["run-1.ndjson"]);
+        assert_eq!(
+            std::fs::read(dir.join("run-1.ndjson")).unwrap(),
+            b"one\ntwo\n"
+        );
+
+        // A rewrite replaces the object; an abandoned one never appears.
+        let mut again = sink.create("a/b/run-1.ndjson").await.unwrap();
+        again.write(Bytes::from_static(b"three\n")).await.unwrap();
+        again.commit().await.unwrap();
+        let mut abandoned = sink.create("a/b/run-2.ndjson").await.unwrap();
+        abandoned.write(Bytes::from_static(b"half")).await.unwrap();
+        drop(abandoned);
+        assert_eq!(listing(&dir), ["run-1.ndjson"]);
+        assert_eq!(std::fs::read(dir.join("run-1.ndjson")).unwrap(), b"three\n");
+        assert_eq!(
+            sink.read("a/b/run-1.ndjson").await.unwrap().as_deref(),
+            Some(&b"three\n"[..])
+        );
+        assert_eq!(sink.read("a/b/run-2.ndjson").await.unwrap(), None);
+
+        for bad in ["../escape", "/abs/path", "a/../../b", ""] {
+            assert!(sink.create(bad).await.is_err(), "{bad:?}");
+        }
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn both_formats_carry_nulls_escapes_and_exact_costs() {
+        use crate::conformance::sample_event;
+        use crate::spend::Pricing;
+        use crate::warehouse::LogRecord;
+
+        let mut unpriced = sample_event("acme", 1, "0");
+        unpriced.pricing = Pricing::Unpriced {
+            reason: "no \"price\"\n\u{1}".to_owned(),
+        };
+        unpriced.usage = None;
+        unpriced.attribution.team = None;
+        let rows = [
+            LogRecord::of(&sample_event("acme", 2, "0.000000000123"), 7),
+            LogRecord::of(&unpriced, 8),
+        ];
+        let mut parquet = Encoder::<LogRecord>::new(FileFormat::Parquet).unwrap();
+        let mut file = parquet.encode(&rows[..1]).unwrap().to_vec();
+        file.extend_from_slice(&parquet.encode(&rows[1..]).unwrap());
+        file.extend_from_slice(&parquet.finish().unwrap());
+        let mut ndjson = Encoder::<LogRecord>::new(FileFormat::Ndjson).unwrap();
+        let lines = ndjson.encode(&rows).unwrap();
+
+        let from_parquet = read_parquet(file).unwrap();
+        let from_ndjson = read_ndjson(&lines).unwrap();
+        assert_eq!(from_parquet, from_ndjson);
+        assert_eq!(from_parquet[0]["cost"], "0.000000000123");
+        assert_eq!(from_parquet[0]["version"], 7);
+        assert_eq!(from_parquet[1]["cost"], serde_json::Value::Null);
+        assert_eq!(from_parquet[1]["team"], serde_json::Value::Null);
+        assert_eq!(from_parquet[1]["input_tokens"], serde_json::Value::Null);
+        assert_eq!(from_parquet[1]["unpriced_reason"], "no \"price\"\n\u{1}");
+
+        let too_fine = LogRecord::of(&sample_event("acme", 3, "0.0000000000001"), 9);
+        for format in [FileFormat::Parquet, FileFormat::Ndjson] {
+            let mut encoder = Encoder::<LogRecord>::new(format).unwrap();
+            assert!(
+                matches!(
+                    encoder.encode(std::slice::from_ref(&too_fine)),
+                    Err(WarehouseError::CostScale(_))
+                ),
+                "{format:?}"
+            );
         }
     }
 }
