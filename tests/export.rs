@@ -70,3 +70,39 @@ fn the_export_example_writes_csv_and_warehouse_files_equal_to_the_analytics() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The README's warehouse tables list every exported column, with its types, as the
+/// files carry them.
+#[test]
+fn the_readme_documents_every_warehouse_column() {
+    use routero::warehouse::Dataset;
+
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for dataset in Dataset::ALL {
+        let section = readme
+            .split_once(&format!("`{dataset}`: one row per"))
+            .unwrap_or_else(|| panic!("no table for {dataset}"))
+            .1;
+        let table: Vec<&str> = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .collect();
+        let columns = dataset.columns();
+        assert_eq!(table.len(), columns.len(), "{dataset}: {table:#?}");
+        for (line, column) in table.iter().zip(&columns) {
+            let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+            assert_eq!(cells[0], format!("`{}`", column.name), "{line}");
+            assert_eq!(cells[2], column.kind.bigquery_type(), "{line}");
+            assert_eq!(cells[3], column.kind.snowflake_type(), "{line}");
+            assert_eq!(
+                cells[4],
+                if column.nullable { "yes" } else { "no" },
+                "{line}"
+            );
+            assert_eq!(cells[5], column.doc, "{line}");
+        }
+    }
+}

@@ -289,7 +289,7 @@ impl Dataset {
             .map(|c| {
                 serde_json::json!({
                     "name": c.name,
-                    "type": c.kind.bigquery(),
+                    "type": c.kind.bigquery_type(),
                     "mode": if c.nullable { "NULLABLE" } else { "REQUIRED" },
                     "description": c.doc,
                 })
@@ -307,7 +307,7 @@ impl Dataset {
                 format!(
                     "    {} {}{}",
                     c.name,
-                    c.kind.snowflake(),
+                    c.kind.snowflake_type(),
                     if c.nullable { "" } else { " NOT NULL" }
                 )
             })
@@ -344,7 +344,8 @@ pub enum ColumnKind {
 }
 
 impl ColumnKind {
-    fn bigquery(self) -> &'static str {
+    /// The BigQuery column type.
+    pub fn bigquery_type(self) -> &'static str {
         match self {
             ColumnKind::Text => "STRING",
             ColumnKind::Int => "INTEGER",
@@ -355,7 +356,8 @@ impl ColumnKind {
         }
     }
 
-    fn snowflake(self) -> &'static str {
+    /// The Snowflake column type.
+    pub fn snowflake_type(self) -> &'static str {
         match self {
             ColumnKind::Text => "VARCHAR",
             ColumnKind::Int => "NUMBER(19, 0)",
