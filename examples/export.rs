@@ -19,7 +19,6 @@
 //! It prints each total and exits non-zero unless all three equal the month's total
 //! from the daily-spend analytics to the last digit.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,7 +30,7 @@ use routero::export::{CsvExport, ExportFormat, ExportRequest};
 use routero::invoice::Month;
 use routero::port::{RollupFilter, SpendReader};
 use routero::postgres::{PgConfig, PgStore};
-use routero::warehouse::{Dataset, ExportedRow, LocalDir, WarehouseSource, WarehouseSync};
+use routero::warehouse::{Dataset, LocalDir, WarehouseSource, WarehouseSync};
 use rust_decimal::Decimal;
 
 #[path = "demo/mod.rs"]
@@ -178,35 +177,13 @@ async fn export<S: SpendReader + WarehouseSource>(
         )?;
     }
 
-    let mut newest: BTreeMap<Vec<String>, ExportedRow> = BTreeMap::new();
+    let mut rows = Vec::new();
     let mut files = 0;
     for path in files_under(&dir.join("warehouse").join("rollups"), "parquet")? {
         files += 1;
-        for row in routero::warehouse::read_parquet(std::fs::read(&path)?)? {
-            let text = |c: &str| row.get(c).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            let key = [
-                "org",
-                "day",
-                "workspace",
-                "team",
-                "api_key",
-                "user_id",
-                "customer",
-                "provider",
-                "model",
-                "billing_mode",
-            ]
-            .map(text)
-            .to_vec();
-            let version = |r: &ExportedRow| r.get("version").and_then(|v| v.as_u64());
-            if newest
-                .get(&key)
-                .is_none_or(|seen| version(seen) < version(&row))
-            {
-                newest.insert(key, row);
-            }
-        }
+        rows.extend(routero::warehouse::read_parquet(std::fs::read(&path)?)?);
     }
+    let newest = routero::warehouse::newest_rollups(rows);
     let month_prefix = format!("{}-{:02}-", first.year(), first.month());
     let mut synced = Decimal::ZERO;
     for row in newest.values() {

@@ -1662,38 +1662,17 @@ fn cost_of(row: &ExportedRow) -> Option<Decimal> {
         .map(|c| Decimal::from_str_exact(c).unwrap_or_else(|e| panic!("{c}: {e}")))
 }
 
-/// Per rollup key, the exported row with the highest version: the state a
-/// warehouse's `MERGE` keeps.
+/// Per rollup key, the exported row with the highest version; no rollup state is
+/// exported twice.
 fn latest_rollups(rows: Vec<ExportedRow>) -> BTreeMap<Vec<String>, ExportedRow> {
-    const KEY: [&str; 10] = [
-        "org",
-        "day",
-        "workspace",
-        "team",
-        "api_key",
-        "user_id",
-        "customer",
-        "provider",
-        "model",
-        "billing_mode",
-    ];
-    let mut latest: BTreeMap<Vec<String>, ExportedRow> = BTreeMap::new();
-    for row in rows {
-        let key: Vec<String> = KEY.iter().map(|c| text_of(&row, c).to_owned()).collect();
-        let newer = latest
-            .get(&key)
-            .is_none_or(|seen| count_of(seen, "version") < count_of(&row, "version"));
-        if newer {
-            latest.insert(key, row);
-        } else {
-            assert_ne!(
-                latest.get(&key).map(|seen| count_of(seen, "version")),
-                Some(count_of(&row, "version")),
-                "a rollup state exported twice: {row:?}"
-            );
-        }
+    let mut states = BTreeMap::new();
+    for row in &rows {
+        let state = (crate::warehouse::rollup_key(row), count_of(row, "version"));
+        let n: &mut usize = states.entry(state).or_default();
+        *n += 1;
+        assert_eq!(*n, 1, "a rollup state exported twice: {row:?}");
     }
-    latest
+    crate::warehouse::newest_rollups(rows)
 }
 
 /// What the sink holds equals the store: Parquet and NDJSON agree row for row; the
@@ -1804,6 +1783,37 @@ async fn assert_exported_once<S: SpendReader + ?Sized>(
     );
 }
 
+/// Syncs the hours after `after`, one by one, until the sink holds `events`
+/// request-log rows; returns the last hour synced. In memory the first run holds
+/// everything drained; a PostgreSQL run ends below any write transaction open on
+/// the server (other tests' included), so the rest may take more runs.
+async fn sync_until_exported<S, K>(
+    sync: &crate::warehouse::WarehouseSync<S, K>,
+    sink: &crate::warehouse::MemorySink,
+    events: usize,
+    after: DateTime<Utc>,
+) -> DateTime<Utc>
+where
+    S: crate::warehouse::WarehouseSource + ?Sized,
+    K: crate::warehouse::Sink + ?Sized,
+{
+    use crate::warehouse::{Dataset, FileFormat};
+    let started = std::time::Instant::now();
+    let mut hour = after;
+    while exported_rows(sink, Dataset::RequestLog, FileFormat::Ndjson).len() < events {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "rows still unexported after two minutes of runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hour += chrono::Duration::hours(1);
+        sync.sync(hour)
+            .await
+            .unwrap_or_else(|e| panic!("sync: {e}"));
+    }
+    hour
+}
+
 /// A month through the warehouse sync reads back the exact totals, in Parquet and
 /// NDJSON alike, equal to the chargeback CSV's; files land at their hourly paths; an
 /// hour is exported once however often it is synced.
@@ -1832,7 +1842,7 @@ where
     assert_eq!(report.runs.len(), 1, "{report:?}");
     let run = &report.runs[0];
     assert!(!run.resumed);
-    assert_eq!(run.rows.log, u64::try_from(events.len()).unwrap_or(0));
+    assert!(run.rows.log <= u64::try_from(events.len()).unwrap_or(0));
     assert_eq!(
         run.objects,
         [
@@ -1844,6 +1854,7 @@ where
     );
     assert_eq!(run.manifest, "warehouse/_runs/run-0000000001.json");
     assert!(sink.objects().contains_key(&run.manifest));
+    let last = sync_until_exported(&sync, &sink, events.len(), ten).await;
     assert_exported_once(&*store, &sink, &events).await;
 
     // The chargeback CSV of November and the Parquet rollups of November agree.
@@ -1891,7 +1902,7 @@ where
 
     // The next hour with nothing drained: a run with empty files.
     let report = sync
-        .sync(ten + chrono::Duration::hours(1))
+        .sync(last + chrono::Duration::hours(1))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(report.runs.len(), 1);
@@ -2096,10 +2107,9 @@ where
     assert!(report.runs[0].resumed);
     assert_eq!(report.runs[0].run.run, 1);
     assert_eq!(report.runs[0].objects.len(), 4);
-    assert_eq!(
-        report.runs[0].rows.log,
-        u64::try_from(chunks[0].len() + chunks[1].len()).unwrap_or(0),
-        "run 1 holds steps 1 and 2"
+    assert!(
+        report.runs[0].rows.log <= u64::try_from(chunks[0].len() + chunks[1].len()).unwrap_or(0),
+        "run 1 holds steps 1 and 2 at most"
     );
     assert_eq!(sink.objects(), published, "nothing rewritten");
     let again = sync.sync(hour).await.unwrap_or_else(|e| panic!("{e}"));
@@ -2108,17 +2118,22 @@ where
         "{again:?}"
     );
 
-    // The next hour carries steps 3 and 4.
-    let report = sync
-        .sync(hour + chrono::Duration::minutes(75))
+    // The next hours carry the rest.
+    let last = sync_until_exported(&sync, &sink, events.len(), hour).await;
+    let runs = match sync
+        .sync(last)
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(report.runs.len(), 1, "{report:?}");
-    assert_eq!(report.runs[0].run.run, 2);
+        .unwrap_or_else(|e| panic!("{e}"))
+        .already_done
+    {
+        Some(run) => run.run,
+        None => panic!("the last hour is done"),
+    };
+    assert!(runs >= 2);
     assert_eq!(
-        report.runs[0].rows.log,
-        u64::try_from(chunks[2].len() + chunks[3].len()).unwrap_or(0)
+        sink.objects().len(),
+        usize::try_from(runs * 5).unwrap_or(0),
+        "four files and a manifest per run"
     );
-    assert_eq!(sink.objects().len(), 10);
     assert_exported_once(&*store, &sink, &events).await;
 }

@@ -860,8 +860,8 @@ pub enum WarehouseError {
 
 #[cfg(feature = "warehouse")]
 pub use self::engine::{
-    ExportedRow, FileFormat, LocalDir, RunReport, SyncReport, WarehouseSync, manifest_path,
-    object_path, read_ndjson, read_parquet,
+    ExportedRow, FileFormat, LocalDir, ROLLUP_KEY, RunReport, SyncReport, WarehouseSync,
+    manifest_path, newest_rollups, object_path, read_ndjson, read_parquet, rollup_key,
 };
 
 #[cfg(feature = "warehouse")]

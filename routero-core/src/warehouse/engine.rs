@@ -570,6 +570,51 @@ pub fn read_parquet(file: impl Into<Bytes>) -> Result<Vec<ExportedRow>, Warehous
     Ok(rows)
 }
 
+/// The columns that key a rollup row.
+pub const ROLLUP_KEY: [&str; 10] = [
+    "org",
+    "day",
+    "workspace",
+    "team",
+    "api_key",
+    "user_id",
+    "customer",
+    "provider",
+    "model",
+    "billing_mode",
+];
+
+/// The key of an exported rollup row: its [`ROLLUP_KEY`] cells as text, `""` for null.
+pub fn rollup_key(row: &ExportedRow) -> Vec<String> {
+    ROLLUP_KEY
+        .iter()
+        .map(|c| {
+            row.get(*c)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// What a warehouse's `MERGE` keeps of exported rollup rows: per key, the row with
+/// the highest `version`. Rows of one key and version are one state (a file loaded
+/// twice); the first is kept.
+pub fn newest_rollups(
+    rows: impl IntoIterator<Item = ExportedRow>,
+) -> std::collections::BTreeMap<Vec<String>, ExportedRow> {
+    let version = |row: &ExportedRow| row.get("version").and_then(serde_json::Value::as_u64);
+    let mut newest = std::collections::BTreeMap::new();
+    for row in rows {
+        let key = rollup_key(&row);
+        let seen: Option<&ExportedRow> = newest.get(&key);
+        if seen.is_none_or(|seen| version(seen) < version(&row)) {
+            newest.insert(key, row);
+        }
+    }
+    newest
+}
+
 /// The rows of an NDJSON file this sync wrote, costs with trailing zeros dropped.
 pub fn read_ndjson(file: &[u8]) -> Result<Vec<ExportedRow>, WarehouseError> {
     let invalid = |e: &dyn std::fmt::Display| WarehouseError::Read(e.to_string());
