@@ -10,15 +10,24 @@
 //! Optional: `ROUTERO_SHARDS` (16; every recorder and coworker must agree),
 //! `ROUTERO_REDIS_PREFIX` (`routero`), `ROUTERO_DB_SCHEMA`, `ROUTERO_HOLDER` (this
 //! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS` (months of the
-//! request log to keep before the current one; checked hourly), `RUST_LOG` (`info`).
+//! request log to keep before the current one), `ROUTERO_WAREHOUSE_DIR` (run the
+//! warehouse sync into this directory), `RUST_LOG` (`info`).
+//!
+//! Every five minutes a coworker applies the log retention and, with
+//! `ROUTERO_WAREHOUSE_DIR`, runs the warehouse sync of the current hour: each hour is
+//! exported once, by whichever coworker holds the sink; the others find it busy. A
+//! coworker stopped in the middle of a sync leaves its run to the next one.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use routero::drainer::{Drainer, DrainerConfig};
 use routero::port::BackendError;
 use routero::postgres::{PgConfig, PgStore};
 use routero::redis::{Redis, RedisConfig};
+use routero::warehouse::{LocalDir, WarehouseSync};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -62,6 +71,45 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The log retention and, with a directory, the warehouse sync, every five minutes.
+async fn housekeeping(store: PgStore, warehouse: Option<String>) {
+    let sync = warehouse.and_then(|dir| {
+        WarehouseSync::new(
+            Arc::new(store.clone()),
+            Arc::new(LocalDir::new(dir)),
+            "warehouse",
+        )
+        .inspect_err(|e| tracing::error!(error = %e, "no warehouse sync"))
+        .ok()
+    });
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        match store.apply_log_retention(Utc::now().date_naive()).await {
+            Ok(dropped) if !dropped.is_empty() => {
+                tracing::info!(?dropped, "request-log months dropped");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "log retention failed; next time"),
+        }
+        let Some(sync) = &sync else { continue };
+        match sync.sync(Utc::now()).await {
+            Ok(report) if report.busy => tracing::debug!("warehouse sink busy"),
+            Ok(report) => {
+                for run in report.runs {
+                    tracing::info!(
+                        run = run.run.run, resumed = run.resumed, rollups = run.rows.rollups,
+                        log = run.rows.log, manifest = %run.manifest, "warehouse run exported"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "warehouse sync stopped; the next one finishes it")
+            }
+        }
     }
 }
 
@@ -109,6 +157,7 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     };
     tracing::info!(%holder, shards = redis_config.shards, "draining");
+    let housekeeping = tokio::spawn(housekeeping(store.clone(), env("ROUTERO_WAREHOUSE_DIR")));
     let drainer = Drainer::new(
         redis.queue(),
         redis.elector(),
@@ -116,6 +165,8 @@ async fn main() -> ExitCode {
         DrainerConfig::new(holder),
     );
     let stats = drainer.run(shutdown_signal()).await;
+    // A sync cut here is finished by the next one.
+    housekeeping.abort();
     tracing::info!(
         batches = stats.batches,
         events = stats.events,

@@ -1816,7 +1816,8 @@ where
 
 /// A month through the warehouse sync reads back the exact totals, in Parquet and
 /// NDJSON alike, equal to the chargeback CSV's; files land at their hourly paths; an
-/// hour is exported once however often it is synced.
+/// hour is exported once however often it is synced; a sink held by another exporter
+/// is left alone.
 pub async fn warehouse_round_trips_a_month<S>(store: Arc<S>)
 where
     S: SpendStore + SpendReader + crate::warehouse::WarehouseSource,
@@ -1838,6 +1839,25 @@ where
         .and_hms_opt(10, 17, 3)
         .unwrap_or_default()
         .and_utc();
+    // Another exporter holds the sink: nothing happens until it lets go.
+    let held = store
+        .lock_sink("warehouse")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("a free sink locks"));
+    assert!(
+        store
+            .lock_sink("warehouse")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_none(),
+        "a held sink does not lock twice"
+    );
+    let busy = sync.sync(ten).await.unwrap_or_else(|e| panic!("sync: {e}"));
+    assert!(busy.busy && busy.runs.is_empty(), "{busy:?}");
+    assert!(sink.objects().is_empty());
+    drop(held);
+
     let report = sync.sync(ten).await.unwrap_or_else(|e| panic!("sync: {e}"));
     assert_eq!(report.runs.len(), 1, "{report:?}");
     let run = &report.runs[0];
@@ -1978,6 +1998,13 @@ struct FinishFails<S>(Arc<S>, std::sync::atomic::AtomicBool);
 
 #[async_trait::async_trait]
 impl<S: crate::warehouse::WarehouseSource> crate::warehouse::WarehouseSource for FinishFails<S> {
+    async fn lock_sink(
+        &self,
+        sink: &str,
+    ) -> Result<Option<crate::warehouse::SinkLock>, crate::port::BackendError> {
+        self.0.lock_sink(sink).await
+    }
+
     async fn begin_sync(
         &self,
         sink: &str,

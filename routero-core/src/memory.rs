@@ -26,7 +26,8 @@ use crate::wallet::{
     TransactionQuery, WalletError, WalletWrite, Wallets,
 };
 use crate::warehouse::{
-    LogRecord, RollupChange, Scan, SyncRun, SyncStart, SyncedRows, VecScan, WarehouseSource,
+    LogRecord, RollupChange, Scan, SinkLock, SyncRun, SyncStart, SyncedRows, VecScan,
+    WarehouseSource,
 };
 use rust_decimal::Decimal;
 
@@ -454,6 +455,20 @@ impl WalletBook {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     state: Mutex<StoreState>,
+    /// The warehouse sinks an exporter holds.
+    sync_locks: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Releases a sink of the in-memory store.
+struct MemorySinkLock {
+    sink: String,
+    held: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Drop for MemorySinkLock {
+    fn drop(&mut self) {
+        lock(&self.held).remove(&self.sink);
+    }
 }
 
 impl MemoryStore {
@@ -579,6 +594,16 @@ impl SpendStore for MemoryStore {
 
 #[async_trait]
 impl WarehouseSource for MemoryStore {
+    async fn lock_sink(&self, sink: &str) -> Result<Option<SinkLock>, BackendError> {
+        if !lock(&self.sync_locks).insert(sink.to_owned()) {
+            return Ok(None);
+        }
+        Ok(Some(SinkLock::new(MemorySinkLock {
+            sink: sink.to_owned(),
+            held: Arc::clone(&self.sync_locks),
+        })))
+    }
+
     async fn begin_sync(&self, sink: &str, hour: DateTime<Utc>) -> Result<SyncStart, BackendError> {
         let mut state = lock(&self.state);
         // Every applied step is committed: the next version is the first not final.

@@ -202,9 +202,31 @@ pub trait Scan<T: Send>: Send {
     async fn next_page(&mut self, limit: usize) -> Result<Vec<T>, BackendError>;
 }
 
+/// A sink held by one exporter; dropping it lets the next one in.
+pub struct SinkLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl SinkLock {
+    /// A lock released when `guard` drops.
+    pub fn new(guard: impl Send + Sync + 'static) -> SinkLock {
+        SinkLock(Box::new(guard))
+    }
+}
+
+impl fmt::Debug for SinkLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SinkLock")
+    }
+}
+
 /// A store the warehouse sync reads: plans runs, scans their rows, marks them done.
 #[async_trait]
 pub trait WarehouseSource: fmt::Debug + Send + Sync + 'static {
+    /// Holds `sink` for one exporter until the lock drops, or `None` while another
+    /// holds it: replicas that all call the sync export each run once, one at a time.
+    /// A lock held by a process that dies must be released (PostgreSQL: a session
+    /// advisory lock on a connection of its own).
+    async fn lock_sink(&self, sink: &str) -> Result<Option<SinkLock>, BackendError>;
+
     /// For `sink` at `hour` (a whole UTC hour): the unfinished run if there is one,
     /// else the hour's finished run, else a new run planned and committed.
     async fn begin_sync(&self, sink: &str, hour: DateTime<Utc>) -> Result<SyncStart, BackendError>;

@@ -10,7 +10,7 @@ use routero_core::attribution::{
 use routero_core::port::{BackendError, ErrorKind};
 use routero_core::spend::RollupKey;
 use routero_core::warehouse::{
-    LogRecord, RollupChange, Scan, SyncRun, SyncStart, SyncedRows, WarehouseSource,
+    LogRecord, RollupChange, Scan, SinkLock, SyncRun, SyncStart, SyncedRows, WarehouseSource,
 };
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
@@ -179,8 +179,34 @@ fn in_run(run: &SyncRun) -> String {
     )
 }
 
+/// A session advisory lock on a connection of its own. Dropped, the connection is
+/// closed, which releases the lock; so does the death of the process.
+struct PgSinkLock(Option<deadpool_postgres::Object>);
+
+impl Drop for PgSinkLock {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
 #[async_trait]
 impl WarehouseSource for PgStore {
+    async fn lock_sink(&self, sink: &str) -> Result<Option<SinkLock>, BackendError> {
+        let client = self.client().await?;
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended($1, 7317020261131))",
+                &[&sink],
+            )
+            .await
+            .map_err(backend)?
+            .try_get(0)
+            .map_err(backend)?;
+        Ok(locked.then(|| SinkLock::new(PgSinkLock(Some(client)))))
+    }
+
     async fn begin_sync(&self, sink: &str, hour: DateTime<Utc>) -> Result<SyncStart, BackendError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;

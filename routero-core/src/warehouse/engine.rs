@@ -92,6 +92,8 @@ pub struct SyncReport {
     pub runs: Vec<RunReport>,
     /// The hour's run, when it was done before this call.
     pub already_done: Option<SyncRun>,
+    /// Another exporter held the sink: this call did nothing.
+    pub busy: bool,
 }
 
 /// The hourly warehouse sync of one sink. See the [module docs](super).
@@ -141,8 +143,9 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
     }
 
     /// Exports the UTC hour of `now`: finishes an unfinished run first, then plans
-    /// and exports the hour's run, or does nothing when it is done already. On an
-    /// error the run being exported stays planned; calling `sync` again finishes it.
+    /// and exports the hour's run, or does nothing when it is done already or when
+    /// another exporter holds the sink ([`SyncReport::busy`]). On an error the run
+    /// being exported stays planned; calling `sync` again finishes it.
     pub async fn sync(&self, now: DateTime<Utc>) -> Result<SyncReport, WarehouseError> {
         let hour = now
             .with_minute(0)
@@ -150,6 +153,10 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
             .and_then(|t| t.with_nanosecond(0))
             .unwrap_or(now);
         let mut report = SyncReport::default();
+        let Some(_lock) = self.source.lock_sink(&self.name).await? else {
+            report.busy = true;
+            return Ok(report);
+        };
         loop {
             match self.source.begin_sync(&self.name, hour).await? {
                 SyncStart::Resume(run) => {
