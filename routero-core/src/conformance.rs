@@ -1937,6 +1937,8 @@ enum Fault {
     Write(usize),
     /// The n-th object created fails on its commit.
     Commit(usize),
+    /// The n-th object created never finishes its first write.
+    Stall(usize),
 }
 
 /// A sink that fails once, as a crash would stop the sync.
@@ -1951,6 +1953,7 @@ struct FailingObject {
     inner: Box<dyn crate::warehouse::SinkObject>,
     fail_write: bool,
     fail_commit: bool,
+    stall: bool,
 }
 
 #[async_trait::async_trait]
@@ -1966,6 +1969,7 @@ impl crate::warehouse::Sink for FailingSink {
             inner: self.inner.create(path).await?,
             fail_write: matches!(self.fault, Fault::Write(at) if at == n),
             fail_commit: matches!(self.fault, Fault::Commit(at) if at == n),
+            stall: matches!(self.fault, Fault::Stall(at) if at == n),
         }))
     }
 
@@ -1979,6 +1983,9 @@ impl crate::warehouse::SinkObject for FailingObject {
     async fn write(&mut self, chunk: bytes::Bytes) -> Result<(), crate::warehouse::SinkError> {
         if self.fail_write {
             return Err(crate::warehouse::SinkError::new("injected write failure"));
+        }
+        if self.stall {
+            std::future::pending::<()>().await;
         }
         self.inner.write(chunk).await
     }
@@ -2048,8 +2055,9 @@ impl<S: crate::warehouse::WarehouseSource> crate::warehouse::WarehouseSource for
     }
 }
 
-/// Syncs that stop half-way — before any file, after some files, after every file
-/// but before the manifest, after the manifest but before the run is marked done —
+/// Syncs that stop half-way — before any file, cut off in the middle of a scan,
+/// after some files, after every file but before the manifest, after the manifest
+/// but before the run is marked done —
 /// with spend draining in between, followed by reruns: every request-log row is
 /// exported exactly once, a manifested file is never rewritten, and the newest rollup
 /// states add up to the store's totals.
@@ -2090,6 +2098,15 @@ where
         "{crashed:?}"
     );
     assert!(sink.objects().is_empty());
+    // The process stops mid-scan (the sync's future dropped while the request log is
+    // being read): whatever it held is let go.
+    let stalled = tokio::time::timeout(
+        Duration::from_millis(200),
+        sync_to(failing(Fault::Stall(2))).sync(hour),
+    )
+    .await;
+    assert!(stalled.is_err(), "the stalled sync was cut");
+    assert_eq!(sink.objects().len(), 2, "the rollup files are out");
 
     // More spend drains, into rollups the planned run holds.
     apply_step(&*store, 3, chunks[2]).await;
