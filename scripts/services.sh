@@ -1,0 +1,161 @@
+# Throwaway Redis and PostgreSQL servers for the scripts: sourced, not run.
+#
+# Set before sourcing: `require` (1: a server that cannot be installed or started is
+# fatal) and `work` (a private directory for the servers' files). Provides:
+#   start_redis      start redis-server (AOF on) on a free port, or on the same port
+#                    and data again after stop_redis; sets redis_url
+#   stop_redis       stop it gracefully (the AOF is flushed)
+#   start_postgres   initdb once, then start PostgreSQL on a free port (the same one
+#                    after stop_postgres); sets database_url
+#   stop_postgres    stop it (fast shutdown)
+#   services_cleanup stop both and remove `work` (install it as the EXIT trap)
+# Functions log to stderr with the script's name.
+
+redis_pid=""
+redis_port=""
+redis_url=""
+pg_bin=""
+pg_ctl=""
+pg_data=""
+pg_port=""
+pg_user=""
+database_url=""
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+
+missing_service() {
+  if [ "$require" = "1" ]; then
+    log "FATAL: $1 (ROUTERO_TEST_REQUIRE_SERVICES=1)"
+    exit 1
+  fi
+  log "warning: $1; the tests that need it will skip"
+}
+
+services_cleanup() {
+  set +e
+  stop_redis
+  if [ -n "$pg_ctl" ] && [ -n "$pg_data" ]; then
+    as_pg "$pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1
+  fi
+  rm -rf "$work"
+}
+
+apt_updated=0
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || return 1
+  [ "$(id -u)" = "0" ] || return 1
+  if [ "$apt_updated" = "0" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || return 1
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+# A TCP port on 127.0.0.1 that nothing listens on.
+free_port() {
+  local port
+  for _ in $(seq 1 200); do
+    port=$(( 20000 + RANDOM % 30000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# Runs a command as the unprivileged PostgreSQL user (initdb and pg_ctl refuse root).
+as_pg() {
+  if [ -n "$pg_user" ]; then
+    runuser -u "$pg_user" -- "$@"
+  else
+    "$@"
+  fi
+}
+
+start_redis() {
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "installing redis-server"
+    apt_install redis-server || { missing_service "redis-server is not installed and could not be"; return 0; }
+  fi
+  if [ -z "$redis_port" ]; then
+    redis_port="$(free_port)" || { missing_service "no free port for Redis"; return 0; }
+  fi
+  mkdir -p "$work/redis"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
+    --appendonly yes --appendfsync everysec --save "" \
+    --logfile "$work/redis/redis.log" &
+  redis_pid=$!
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null; then
+      redis_url="redis://127.0.0.1:$redis_port"
+      log "redis-server on $redis_url"
+      return 0
+    fi
+    sleep 0.1
+  done
+  missing_service "redis-server did not start (see its log above)"
+  cat "$work/redis/redis.log" >&2 || true
+}
+
+stop_redis() {
+  if [ -n "$redis_pid" ]; then
+    kill "$redis_pid" 2>/dev/null
+    wait "$redis_pid" 2>/dev/null
+    redis_pid=""
+  fi
+  return 0
+}
+
+find_pg_bin() {
+  local dir
+  for dir in /usr/local/bin /usr/lib/postgresql/*/bin; do
+    if [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+      echo "$dir"
+      return 0
+    fi
+  done
+  return 1
+}
+
+start_postgres() {
+  if [ -n "$pg_data" ] && [ -d "$pg_data" ]; then
+    as_pg "$pg_ctl" -D "$pg_data" -l "$work/pg/server.log" -w -t 60 \
+      -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+    return $?
+  fi
+  if ! pg_bin="$(find_pg_bin)"; then
+    log "installing PostgreSQL"
+    apt_install postgresql || true
+    pg_bin="$(find_pg_bin)" || { missing_service "PostgreSQL is not installed and could not be"; return 0; }
+  fi
+  if [ "$(id -u)" = "0" ]; then
+    pg_user=postgres
+    if ! id "$pg_user" >/dev/null 2>&1; then
+      useradd --system --no-create-home --shell /usr/sbin/nologin "$pg_user" 2>/dev/null ||
+        { missing_service "cannot create the unprivileged postgres user"; return 0; }
+    fi
+  fi
+  pg_port="$(free_port)" || { missing_service "no free port for PostgreSQL"; return 0; }
+  mkdir -p "$work/pg"
+  [ -n "$pg_user" ] && chown -R "$pg_user" "$work/pg"
+  if ! as_pg "$pg_bin/initdb" -D "$work/pg/data" -U routero --auth=trust -E UTF8 --no-locale >"$work/pg/initdb.log" 2>&1; then
+    cat "$work/pg/initdb.log" >&2
+    missing_service "initdb failed"
+    return 0
+  fi
+  pg_data="$work/pg/data"
+  pg_ctl="$pg_bin/pg_ctl"
+  if ! as_pg "$pg_ctl" -D "$pg_data" -l "$work/pg/server.log" -w -t 60 \
+      -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null; then
+    cat "$work/pg/server.log" >&2 || true
+    missing_service "PostgreSQL did not start"
+    return 0
+  fi
+  database_url="postgres://routero@127.0.0.1:$pg_port/postgres"
+  log "PostgreSQL on $database_url"
+}
+
+stop_postgres() {
+  as_pg "$pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null
+}
