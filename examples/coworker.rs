@@ -10,8 +10,10 @@
 //! Optional: `ROUTERO_SHARDS` (16; every recorder and coworker must agree),
 //! `ROUTERO_REDIS_PREFIX` (`routero`), `ROUTERO_DB_SCHEMA`, `ROUTERO_HOLDER` (this
 //! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS` (months of the
-//! request log to keep before the current one), `ROUTERO_WAREHOUSE_DIR` (run the
-//! warehouse sync into this directory), `RUST_LOG` (`info`).
+//! request log to keep before the current one), `ROUTERO_SPEND_LOG` (`0`: do not
+//! write the request log), `ROUTERO_MAX_BATCHES` (the most queued batches one drain
+//! step applies; 512), `ROUTERO_WAREHOUSE_DIR` (run the warehouse sync into this
+//! directory), `RUST_LOG` (`info`).
 //!
 //! Every five minutes a coworker applies the log retention and, with
 //! `ROUTERO_WAREHOUSE_DIR`, runs the warehouse sync of the current hour: each hour is
@@ -145,8 +147,19 @@ async fn main() -> ExitCode {
     pg_config.pool_size = 4;
     pg_config.log_retention_months =
         env("ROUTERO_LOG_RETENTION_MONTHS").and_then(|m| m.parse().ok());
-    let holder =
-        env("ROUTERO_HOLDER").unwrap_or_else(|| format!("coworker-{}", std::process::id()));
+    pg_config.spend_log = env("ROUTERO_SPEND_LOG").is_none_or(|v| v != "0");
+    let mut drainer_config = DrainerConfig::new(
+        env("ROUTERO_HOLDER").unwrap_or_else(|| format!("coworker-{}", std::process::id())),
+    );
+    if let Some(max) = env("ROUTERO_MAX_BATCHES") {
+        match max.parse() {
+            Ok(n) if n > 0 => drainer_config.max_batches = n,
+            _ => {
+                eprintln!("coworker: ROUTERO_MAX_BATCHES must be a positive number");
+                return ExitCode::from(2);
+            }
+        }
+    }
 
     let Some(redis) = until_connected("Redis", || Redis::connect(redis_config.clone())).await
     else {
@@ -156,14 +169,9 @@ async fn main() -> ExitCode {
     else {
         return ExitCode::SUCCESS;
     };
-    tracing::info!(%holder, shards = redis_config.shards, "draining");
+    tracing::info!(holder = %drainer_config.holder, shards = redis_config.shards, "draining");
     let housekeeping = tokio::spawn(housekeeping(store.clone(), env("ROUTERO_WAREHOUSE_DIR")));
-    let drainer = Drainer::new(
-        redis.queue(),
-        redis.elector(),
-        store,
-        DrainerConfig::new(holder),
-    );
+    let drainer = Drainer::new(redis.queue(), redis.elector(), store, drainer_config);
     let stats = drainer.run(shutdown_signal()).await;
     // A sync cut here is finished by the next one.
     housekeeping.abort();
