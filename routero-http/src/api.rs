@@ -799,10 +799,14 @@ impl BillingApi {
             .billing()
             .invoice(&principal.org, &workspace, month, plan, self.now())
             .await?;
-        if query.get("format").map(String::as_str) == Some("csv") {
-            return Ok(csv_response(Bytes::from(invoice.to_csv())));
+        match query.get("format").map(String::as_str) {
+            None | Some("json") => Ok(json(StatusCode::OK, &invoice)),
+            Some("csv") => Ok(csv_response(Bytes::from(invoice.to_csv()))),
+            Some(other) => Err(problem(
+                ProblemType::BadRequest,
+                format!("format {other:?}: json or csv"),
+            )),
         }
-        Ok(json(StatusCode::OK, &invoice))
     }
 
     async fn overview(

@@ -119,6 +119,7 @@ on_both_stores!(
     the_overview_adds_balance_and_month_to_date,
     the_openapi_document_describes_every_response,
     exports_are_a_months_csv_scoped_to_the_principal,
+    hostile_requests_get_problems_and_change_nothing,
 );
 
 fn admin() -> Principal {
@@ -712,4 +713,98 @@ async fn the_openapi_document_describes_every_response(api: BillingApi) {
             );
         }
     }
+}
+
+/// Malformed and adversarial requests: each gets a problem response (4xx, never a
+/// 5xx or a panic), and the wallet, the ledger and the analytics are as they were.
+async fn hostile_requests_get_problems_and_change_nothing(api: BillingApi) {
+    let p = admin();
+    let state = |api: &BillingApi| {
+        let api = api.clone();
+        let p = p.clone();
+        async move {
+            let mut out = Vec::new();
+            for uri in [
+                "/billing/wallet?workspace=acme-ws",
+                "/billing/transactions?workspace=acme-ws",
+                "/billing/daily-spend?start_date=2026-10-01&end_date=2026-12-31",
+            ] {
+                let response = api.handle(Some(&p), get(uri)).await;
+                assert_eq!(response.status(), StatusCode::OK, "{uri}");
+                out.push(response.body().clone());
+            }
+            out
+        }
+    };
+    let before = state(&api).await;
+
+    let big = format!(
+        r#"{{"amount": "5", "currency": "USD", "pad": "{}"}}"#,
+        "x".repeat(2 << 20)
+    );
+    let bodies = [
+        r#"{"amount": "1e400", "currency": "USD"}"#.to_owned(),
+        r#"{"amount": "NaN", "currency": "USD"}"#.to_owned(),
+        r#"{"amount": "0", "currency": "USD"}"#.to_owned(),
+        r#"{"amount": "-0", "currency": "USD"}"#.to_owned(),
+        r#"{"amount": "99999999999999999999999999999999999", "currency": "USD"}"#.to_owned(),
+        r#"{"amount": "5.001", "currency": "USD"}"#.to_owned(),
+        r#"{"amount": {"$gt": 0}, "currency": "USD"}"#.to_owned(),
+        r#"{"amount": "5", "currency": "USD'; DROP TABLE routero_wallet_entries; --"}"#.to_owned(),
+        "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[".repeat(2_000),
+        "\u{0}\u{1}\u{2}not json".to_owned(),
+        String::new(),
+        big,
+    ];
+    for (i, text) in bodies.iter().enumerate() {
+        let response = api
+            .handle(Some(&p), top_up(Some(&format!("hostile-{i}")), text))
+            .await;
+        assert_hostile(&response, &text.chars().take(80).collect::<String>());
+    }
+    for key in ["", "a\r\nX-Injected: 1", "tab\tkey", &"k".repeat(4_096)] {
+        let mut request = top_up(None, r#"{"amount": "5", "currency": "USD"}"#);
+        if let Ok(value) = http::HeaderValue::from_str(key) {
+            request.headers_mut().insert("idempotency-key", value);
+        }
+        let response = api.handle(Some(&p), request).await;
+        assert_hostile(&response, key);
+    }
+    for uri in [
+        "/billing/wallet?workspace=acme-ws%27%20OR%201%3D1%20--",
+        "/billing/wallet?workspace=acme-ws%0d%0aX-Injected:%201",
+        "/billing/wallet?workspace=%00",
+        "/billing/daily-spend?start_date=2026-13-45&end_date=2026-12-31",
+        "/billing/daily-spend?start_date=2026-10-01&end_date=99999-12-31",
+        "/billing/daily-spend?start_date=2026-10-01&end_date=2026-12-31&team_ids=%27%3BDROP%0aTABLE%20x%3B--",
+        "/billing/daily-spend?start_date=2026-10-01&end_date=2026-12-31&exclude_team_ids=a",
+        "/team/daily/activity?start_date=2026-10-01&end_date=2026-12-31&page_size=-1",
+        "/team/daily/activity?start_date=2026-10-01&end_date=2026-12-31&page=99999999999999999999999",
+        "/billing/invoices/..%2F..%2Fetc%2Fpasswd?workspace=acme-ws",
+        "/billing/invoices/2026-11?workspace=acme-ws&format=%0d%0a",
+        "/billing/export.csv?month=2026-99",
+    ] {
+        let response = api.handle(Some(&p), get(uri)).await;
+        assert_hostile(&response, uri);
+    }
+    assert_eq!(
+        state(&api).await,
+        before,
+        "a hostile request changed something"
+    );
+}
+
+fn assert_hostile(response: &Response<Bytes>, what: &str) {
+    assert!(
+        response.status().is_client_error(),
+        "{what:?}: {} {:?}",
+        response.status(),
+        String::from_utf8_lossy(&response.body()[..response.body().len().min(300)])
+    );
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json",
+        "{what:?}"
+    );
+    body(response);
 }
