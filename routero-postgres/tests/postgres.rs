@@ -565,3 +565,70 @@ async fn warehouse_waits_for_transactions_in_flight() {
     ids.sort();
     assert_eq!(ids, ["acme-late", "acme-req-1", "acme-req-2"], "each once");
 }
+
+/// The request log is written with `COPY`; a request id logged before (the caller
+/// recorded it twice) fails the copy, and the step writes the log again with
+/// `ON CONFLICT DO NOTHING`: the first row stays, the step's other requests are
+/// logged, the step commits.
+#[tokio::test]
+async fn a_request_logged_twice_keeps_the_first_and_the_step_commits() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "logtwice").await;
+    let at = sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc();
+    let first = [sample_event("twice", 1, "0.10")];
+    assert_eq!(
+        apply_first_step(&pg, &first, at).await,
+        ApplyOutcome::Applied
+    );
+    let mut unpriced = sample_event("twice", 3, "0");
+    unpriced.usage = None;
+    unpriced.pricing = Pricing::Unpriced {
+        reason: "no usage".into(),
+    };
+    let second = vec![
+        sample_event("twice", 2, "0.20"),
+        sample_event("twice", 1, "9.99"),
+        unpriced,
+    ];
+    let outcome = pg
+        .apply(DrainApply {
+            shard: ShardId(0),
+            token: FencingToken(1),
+            expected: Some(QueuePosition::new(1, 0)),
+            through: QueuePosition::new(2, 0),
+            rollups: &rollups_of(&second),
+            events: &second,
+            at,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, ApplyOutcome::Applied);
+    let client = pg.client().await.unwrap();
+    let rows = client
+        .query(
+            "SELECT request_id, cost, input_tokens FROM routero_spend_log ORDER BY request_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let logged: Vec<(String, Option<Decimal>, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (
+                "twice-req-1".to_owned(),
+                Some(Decimal::new(10, 2)),
+                Some(101)
+            ),
+            (
+                "twice-req-2".to_owned(),
+                Some(Decimal::new(20, 2)),
+                Some(102)
+            ),
+            ("twice-req-3".to_owned(), None, None),
+        ]
+    );
+}
