@@ -26,7 +26,8 @@
 //! than the stored one; recognise a range at or below the stored watermark as a
 //! replay; refuse a watermark that moved; upsert the rollups with one
 //! `INSERT … SELECT FROM UNNEST(…) ON CONFLICT DO UPDATE`; keep the unpriced events;
-//! write the spend log; advance the watermark and store the token.
+//! write the spend log (`COPY … BINARY`; on a request id logged before, again from a
+//! savepoint with `ON CONFLICT DO NOTHING`); advance the watermark and store the token.
 
 mod drain;
 mod invoice;
