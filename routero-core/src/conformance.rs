@@ -1603,8 +1603,10 @@ pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(st
 // ---------------------------------------------------------------------------------
 // Warehouse sync
 
-/// Applies `events` as shard 0's drain step `step` (1, 2, …, token 1).
-async fn apply_step<S: SpendStore + ?Sized>(store: &S, step: u64, events: &[SpendEvent]) {
+/// Applies `events` as shard 0's drain step `step` (1, 2, …, token 1, through
+/// `step-0`, dated November 30th 2026), after step `step - 1`. Panics unless it is
+/// applied.
+pub async fn apply_step<S: SpendStore + ?Sized>(store: &S, step: u64, events: &[SpendEvent]) {
     let rollups = rollups_of(events);
     let outcome = store
         .apply(DrainApply {

@@ -195,6 +195,34 @@ impl SpendEvent {
         }
     }
 
+    /// The token counts the request log keeps: uncached input, cache read, cache
+    /// write 5 min and 1 h, output, reasoning; `None` where unknown.
+    pub fn logged_tokens(&self) -> [Option<u64>; 6] {
+        let u = self.usage.as_ref();
+        [
+            u.map(|u| u.input_tokens),
+            u.map(|u| u.cache_read_tokens),
+            u.map(|u| u.cache_write_5m_tokens),
+            u.map(|u| u.cache_write_1h_tokens),
+            u.map(|u| u.output_tokens),
+            u.and_then(|u| u.reasoning_tokens),
+        ]
+    }
+
+    /// The pricing as the request log keeps it: the cost, the price version and the
+    /// model priced, or the reason it is unpriced.
+    pub fn logged_pricing(&self) -> (Option<Decimal>, Option<&str>, Option<&str>, Option<&str>) {
+        match &self.pricing {
+            Pricing::Priced {
+                cost,
+                price_version,
+                priced_model,
+                ..
+            } => (Some(*cost), Some(price_version), Some(priced_model), None),
+            Pricing::Unpriced { reason } => (None, None, None, Some(reason)),
+        }
+    }
+
     /// The UTC day the event counts in.
     pub fn day(&self) -> NaiveDate {
         self.event_time.date_naive()

@@ -59,7 +59,7 @@ use crate::attribution::{
 };
 use crate::port::BackendError;
 use crate::provider::Provider;
-use crate::spend::{Outcome, Pricing, RollupKey, RollupTotals, SpendEvent};
+use crate::spend::{Outcome, RollupKey, RollupTotals, SpendEvent};
 
 /// The decimal scale of exported costs.
 pub const COST_SCALE: u32 = 12;
@@ -149,21 +149,7 @@ impl LogRecord {
     /// The log row of an event, as the drain writes it.
     pub fn of(event: &SpendEvent, version: u64) -> LogRecord {
         let a = &event.attribution;
-        let u = event.usage.as_ref();
-        let (cost, price_version, priced_model, unpriced_reason) = match &event.pricing {
-            Pricing::Priced {
-                cost,
-                price_version,
-                priced_model,
-                ..
-            } => (
-                Some(*cost),
-                Some(price_version.to_string()),
-                Some(priced_model.to_string()),
-                None,
-            ),
-            Pricing::Unpriced { reason } => (None, None, None, Some(reason.clone())),
-        };
+        let (cost, price_version, priced_model, unpriced_reason) = event.logged_pricing();
         LogRecord {
             request_id: event.request_id.clone(),
             event_time: event.event_time,
@@ -178,18 +164,11 @@ impl LogRecord {
             billing_mode: event.billing_mode,
             success: event.outcome == Outcome::Success,
             partial: event.partial,
-            tokens: [
-                u.map(|u| u.input_tokens),
-                u.map(|u| u.cache_read_tokens),
-                u.map(|u| u.cache_write_5m_tokens),
-                u.map(|u| u.cache_write_1h_tokens),
-                u.map(|u| u.output_tokens),
-                u.and_then(|u| u.reasoning_tokens),
-            ],
+            tokens: event.logged_tokens(),
             cost,
-            price_version,
-            priced_model,
-            unpriced_reason,
+            price_version: price_version.map(str::to_owned),
+            priced_model: priced_model.map(str::to_owned),
+            unpriced_reason: unpriced_reason.map(str::to_owned),
             version,
         }
     }

@@ -183,34 +183,26 @@ async fn bad_requests_cost_the_good_ones_nothing() {
         let bytes = std::fs::read(format!("{DIR}/{}", case.file)).unwrap();
         let provider = Provider::parse(&case.provider).unwrap();
         let extracted = extract(case, &bytes).remove(0);
-        let event = match extracted {
+        let (usage, cost) = match extracted {
             Ok(extraction) => {
                 let cost = prices.cost(&provider, "gpt-4o", &extraction.usage, at);
-                SpendEvent::from_result(
-                    RequestId::new(&format!("hostile-{i}")).unwrap(),
-                    at,
-                    attribution.clone(),
-                    BillingMode::Managed,
-                    provider,
-                    "gpt-4o",
-                    Some(extraction.usage),
-                    cost.as_ref(),
-                )
+                (Some(extraction.usage), cost.map_err(|e| e.to_string()))
             }
             Err(e) => {
                 hostile += 1;
-                SpendEvent::from_result(
-                    RequestId::new(&format!("hostile-{i}")).unwrap(),
-                    at,
-                    attribution.clone(),
-                    BillingMode::Managed,
-                    provider,
-                    "gpt-4o",
-                    None,
-                    Err::<&routero_core::Cost, _>(e),
-                )
+                (None, Err(e.to_string()))
             }
         };
+        let event = SpendEvent::from_result(
+            RequestId::new(&format!("hostile-{i}")).unwrap(),
+            at,
+            attribution.clone(),
+            BillingMode::Managed,
+            provider,
+            "gpt-4o",
+            usage,
+            cost.as_ref(),
+        );
         events.push(event);
     }
     let store = Arc::new(MemoryStore::new());

@@ -337,17 +337,8 @@ async fn insert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
     }
     let mut tokens = Vec::with_capacity(events.len());
     for event in events {
-        let u = event.usage.as_ref();
-        let values = [
-            u.map(|u| u.input_tokens),
-            u.map(|u| u.cache_read_tokens),
-            u.map(|u| u.cache_write_5m_tokens),
-            u.map(|u| u.cache_write_1h_tokens),
-            u.map(|u| u.output_tokens),
-            u.and_then(|u| u.reasoning_tokens),
-        ];
         let mut row = [None; 6];
-        for (slot, value) in row.iter_mut().zip(values) {
+        for (slot, value) in row.iter_mut().zip(event.logged_tokens()) {
             *slot = value.map(|v| big(v, "tokens")).transpose()?;
         }
         tokens.push(row);
@@ -450,37 +441,14 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
         dims[8].push(event.billing_mode.as_str());
         success.push(event.outcome == Outcome::Success);
         partial.push(event.partial);
-        let u = event.usage.as_ref();
-        let values = [
-            u.map(|u| u.input_tokens),
-            u.map(|u| u.cache_read_tokens),
-            u.map(|u| u.cache_write_5m_tokens),
-            u.map(|u| u.cache_write_1h_tokens),
-            u.map(|u| u.output_tokens),
-            u.and_then(|u| u.reasoning_tokens),
-        ];
-        for (column, value) in tokens.iter_mut().zip(values) {
+        for (column, value) in tokens.iter_mut().zip(event.logged_tokens()) {
             column.push(value.map(|v| big(v, "tokens")).transpose()?);
         }
-        match &event.pricing {
-            Pricing::Priced {
-                cost: amount,
-                price_version,
-                priced_model,
-                ..
-            } => {
-                cost.push(Some(*amount));
-                labels[0].push(Some(price_version));
-                labels[1].push(Some(priced_model));
-                labels[2].push(None);
-            }
-            Pricing::Unpriced { reason } => {
-                cost.push(None);
-                labels[0].push(None);
-                labels[1].push(None);
-                labels[2].push(Some(reason));
-            }
-        }
+        let (amount, price_version, priced_model, reason) = event.logged_pricing();
+        cost.push(amount);
+        labels[0].push(price_version);
+        labels[1].push(priced_model);
+        labels[2].push(reason);
     }
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request, &time];
     for column in &dims {

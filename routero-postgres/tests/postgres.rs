@@ -511,20 +511,7 @@ async fn warehouse_waits_for_transactions_in_flight() {
         .unwrap();
 
     // A later transaction commits first.
-    let second = [sample_event("acme", 2, "2.00")];
-    let outcome = store
-        .apply(DrainApply {
-            shard: ShardId(0),
-            token: FencingToken(1),
-            expected: Some(QueuePosition::new(1, 0)),
-            through: QueuePosition::new(2, 0),
-            rollups: &rollups_of(&second),
-            events: &second,
-            at,
-        })
-        .await
-        .unwrap();
-    assert_eq!(outcome, ApplyOutcome::Applied);
+    conformance::apply_step(&*store, 2, &[sample_event("acme", 2, "2.00")]).await;
 
     let sink = Arc::new(MemorySink::new());
     let sync = WarehouseSync::new(Arc::clone(&store), Arc::clone(&sink), "flight").unwrap();
@@ -590,19 +577,7 @@ async fn a_request_logged_twice_keeps_the_first_and_the_step_commits() {
         sample_event("twice", 1, "9.99"),
         unpriced,
     ];
-    let outcome = pg
-        .apply(DrainApply {
-            shard: ShardId(0),
-            token: FencingToken(1),
-            expected: Some(QueuePosition::new(1, 0)),
-            through: QueuePosition::new(2, 0),
-            rollups: &rollups_of(&second),
-            events: &second,
-            at,
-        })
-        .await
-        .unwrap();
-    assert_eq!(outcome, ApplyOutcome::Applied);
+    conformance::apply_step(&pg, 2, &second).await;
     let client = pg.client().await.unwrap();
     let rows = client
         .query(
