@@ -130,8 +130,12 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
     /// Writes only these formats (at least one).
     pub fn with_formats(mut self, formats: &[FileFormat]) -> Self {
         if !formats.is_empty() {
-            self.formats = formats.to_vec();
-            self.formats.dedup();
+            self.formats.clear();
+            for format in formats {
+                if !self.formats.contains(format) {
+                    self.formats.push(*format);
+                }
+            }
         }
         self
     }
