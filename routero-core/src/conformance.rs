@@ -1858,7 +1858,7 @@ where
     let busy = sync.sync(ten).await.unwrap_or_else(|e| panic!("sync: {e}"));
     assert!(busy.busy && busy.runs.is_empty(), "{busy:?}");
     assert!(sink.objects().is_empty());
-    drop(held);
+    held.release().await;
 
     let report = sync.sync(ten).await.unwrap_or_else(|e| panic!("sync: {e}"));
     assert_eq!(report.runs.len(), 1, "{report:?}");
@@ -2109,6 +2109,23 @@ where
     .await;
     assert!(stalled.is_err(), "the stalled sync was cut");
     assert_eq!(sink.objects().len(), 2, "the rollup files are out");
+    // Its lock, dropped unreleased, goes with its connection: soon, not at once.
+    let cut = std::time::Instant::now();
+    loop {
+        if let Some(lock) = store
+            .lock_sink("wh")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        {
+            lock.release().await;
+            break;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(30),
+            "the cut sync's lock is never let go"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // More spend drains, into rollups the planned run holds.
     apply_step(&*store, 3, chunks[2]).await;

@@ -26,7 +26,7 @@ use crate::wallet::{
     TransactionQuery, WalletError, WalletWrite, Wallets,
 };
 use crate::warehouse::{
-    LogRecord, RollupChange, Scan, SinkLock, SyncRun, SyncStart, SyncedRows, VecScan,
+    LogRecord, RollupChange, Scan, SinkGuard, SinkLock, SyncRun, SyncStart, SyncedRows, VecScan,
     WarehouseSource,
 };
 use rust_decimal::Decimal;
@@ -469,6 +469,11 @@ impl Drop for MemorySinkLock {
     fn drop(&mut self) {
         lock(&self.held).remove(&self.sink);
     }
+}
+
+#[async_trait]
+impl SinkGuard for MemorySinkLock {
+    async fn release(self: Box<Self>) {}
 }
 
 impl MemoryStore {

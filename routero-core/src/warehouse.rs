@@ -181,13 +181,28 @@ pub trait Scan<T: Send>: Send {
     async fn next_page(&mut self, limit: usize) -> Result<Vec<T>, BackendError>;
 }
 
-/// A sink held by one exporter; dropping it lets the next one in.
-pub struct SinkLock(#[allow(dead_code)] Box<dyn Send + Sync>);
+/// What holds a sink for one exporter.
+#[async_trait]
+pub trait SinkGuard: Send + Sync {
+    /// Lets the next exporter in, now. Dropped without it, a guard must still let
+    /// go, if later (PostgreSQL: its connection is closed).
+    async fn release(self: Box<Self>);
+}
+
+/// A sink held by one exporter; [`SinkLock::release`] (or a drop) lets the next in.
+pub struct SinkLock(Option<Box<dyn SinkGuard>>);
 
 impl SinkLock {
-    /// A lock released when `guard` drops.
-    pub fn new(guard: impl Send + Sync + 'static) -> SinkLock {
-        SinkLock(Box::new(guard))
+    /// A lock held by `guard`.
+    pub fn new(guard: impl SinkGuard + 'static) -> SinkLock {
+        SinkLock(Some(Box::new(guard)))
+    }
+
+    /// Releases the sink before returning.
+    pub async fn release(mut self) {
+        if let Some(guard) = self.0.take() {
+            guard.release().await;
+        }
     }
 }
 
@@ -200,10 +215,10 @@ impl fmt::Debug for SinkLock {
 /// A store the warehouse sync reads: plans runs, scans their rows, marks them done.
 #[async_trait]
 pub trait WarehouseSource: fmt::Debug + Send + Sync + 'static {
-    /// Holds `sink` for one exporter until the lock drops, or `None` while another
-    /// holds it: replicas that all call the sync export each run once, one at a time.
-    /// A lock held by a process that dies must be released (PostgreSQL: a session
-    /// advisory lock on a connection of its own).
+    /// Holds `sink` for one exporter until the lock is released, or `None` while
+    /// another holds it: replicas that all call the sync export each run once, one at
+    /// a time. A lock dropped unreleased, or held by a process that dies, must still
+    /// be let go (PostgreSQL: a session advisory lock on a connection of its own).
     async fn lock_sink(&self, sink: &str) -> Result<Option<SinkLock>, BackendError>;
 
     /// For `sink` at `hour` (a whole UTC hour): the unfinished run if there is one,

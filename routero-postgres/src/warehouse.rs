@@ -10,7 +10,8 @@ use routero_core::attribution::{
 use routero_core::port::{BackendError, ErrorKind};
 use routero_core::spend::RollupKey;
 use routero_core::warehouse::{
-    LogRecord, RollupChange, Scan, SinkLock, SyncRun, SyncStart, SyncedRows, WarehouseSource,
+    LogRecord, RollupChange, Scan, SinkGuard, SinkLock, SyncRun, SyncStart, SyncedRows,
+    WarehouseSource,
 };
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
@@ -179,13 +180,38 @@ fn in_run(run: &SyncRun) -> String {
     )
 }
 
-/// A session advisory lock on a connection of its own. Dropped, the connection is
-/// closed, which releases the lock; so does the death of the process.
-struct PgSinkLock(Option<deadpool_postgres::Object>);
+/// A session advisory lock on a connection of its own: released with
+/// `pg_advisory_unlock`, and the connection goes back to the pool; dropped unreleased,
+/// the connection is closed, which releases the lock too (so does the death of the
+/// process).
+struct PgSinkLock {
+    client: Option<deadpool_postgres::Object>,
+    sink: String,
+}
+
+const SINK_LOCK: &str = "hashtextextended($1, 7317020261131)";
+
+#[async_trait]
+impl SinkGuard for PgSinkLock {
+    async fn release(mut self: Box<Self>) {
+        if let Some(client) = self.client.take() {
+            let unlocked = client
+                .query_one(
+                    &format!("SELECT pg_advisory_unlock({SINK_LOCK})"),
+                    &[&self.sink],
+                )
+                .await
+                .is_ok_and(|row| row.get::<_, bool>(0));
+            if !unlocked {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+    }
+}
 
 impl Drop for PgSinkLock {
     fn drop(&mut self) {
-        if let Some(client) = self.0.take() {
+        if let Some(client) = self.client.take() {
             drop(deadpool_postgres::Object::take(client));
         }
     }
@@ -197,14 +223,19 @@ impl WarehouseSource for PgStore {
         let client = self.client().await?;
         let locked: bool = client
             .query_one(
-                "SELECT pg_try_advisory_lock(hashtextextended($1, 7317020261131))",
+                &format!("SELECT pg_try_advisory_lock({SINK_LOCK})"),
                 &[&sink],
             )
             .await
             .map_err(backend)?
             .try_get(0)
             .map_err(backend)?;
-        Ok(locked.then(|| SinkLock::new(PgSinkLock(Some(client)))))
+        Ok(locked.then(|| {
+            SinkLock::new(PgSinkLock {
+                client: Some(client),
+                sink: sink.to_owned(),
+            })
+        }))
     }
 
     async fn begin_sync(&self, sink: &str, hour: DateTime<Utc>) -> Result<SyncStart, BackendError> {

@@ -156,11 +156,20 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
             .and_then(|t| t.with_second(0))
             .and_then(|t| t.with_nanosecond(0))
             .unwrap_or(now);
-        let mut report = SyncReport::default();
-        let Some(_lock) = self.source.lock_sink(&self.name).await? else {
-            report.busy = true;
-            return Ok(report);
+        let Some(lock) = self.source.lock_sink(&self.name).await? else {
+            return Ok(SyncReport {
+                busy: true,
+                ..SyncReport::default()
+            });
         };
+        let report = self.sync_held(hour).await;
+        lock.release().await;
+        report
+    }
+
+    /// [`WarehouseSync::sync`] with the sink held.
+    async fn sync_held(&self, hour: DateTime<Utc>) -> Result<SyncReport, WarehouseError> {
+        let mut report = SyncReport::default();
         loop {
             match self.source.begin_sync(&self.name, hour).await? {
                 SyncStart::Resume(run) => {
