@@ -13,10 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use routero::conformance::sample_event;
+use routero::conformance::{apply_first_step, sample_event};
 use routero::memory::MemoryStore;
-use routero::port::{DrainApply, FencingToken, SpendStore};
-use routero::spend::{QueuePosition, Rollups, ShardId};
 use routero::warehouse::{FileFormat, Sink, SinkError, SinkObject, WarehouseSync};
 
 const EVENTS: u64 = 100_000;
@@ -58,21 +56,7 @@ fn warehouse(c: &mut Criterion) {
     let events: Vec<_> = (0..EVENTS)
         .map(|seq| sample_event(&format!("org-{}", seq % 7), seq, "0.000123456"))
         .collect();
-    let mut rollups = Rollups::new();
-    for event in &events {
-        rollups.add_event(event).expect("rollup");
-    }
-    runtime
-        .block_on(store.apply(DrainApply {
-            shard: ShardId(0),
-            token: FencingToken(1),
-            expected: None,
-            through: QueuePosition::new(1, 0),
-            rollups: &rollups,
-            events: &events,
-            at: chrono::Utc::now(),
-        }))
-        .expect("apply");
+    runtime.block_on(apply_first_step(&*store, &events, chrono::Utc::now()));
 
     // A new sink name each time starts from version 0: every row, every run.
     let next = AtomicU64::new(0);
