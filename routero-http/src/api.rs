@@ -9,6 +9,7 @@
 //!
 //! | endpoint | answers |
 //! |---|---|
+//! | `GET /billing/principal` | who the caller is: org, visible workspaces and teams, role |
 //! | `GET /billing/wallet?workspace=` | the wallet's balance and open lots |
 //! | `POST /billing/wallet/topup?workspace=` | a top-up: `Idempotency-Key` header, body `{"amount": "1000.00", "currency": "USD"}` |
 //! | `GET /billing/transactions?workspace=&type=&start_date=&end_date=&cursor=&limit=` | ledger entries, newest first |
@@ -49,7 +50,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 /// What the caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Read and top up.
     Admin,
@@ -57,8 +59,9 @@ pub enum Role {
     Viewer,
 }
 
-/// The caller, as the embedding gateway resolved it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The caller, as the embedding gateway resolved it (`GET /billing/principal` answers
+/// it, so a front end knows which workspaces and teams to offer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Principal {
     /// The org: nothing outside it is ever visible.
     pub org: OrgId,
@@ -455,6 +458,7 @@ impl BillingApi {
         let path = request.uri().path().trim_end_matches('/').to_owned();
         let method = request.method().clone();
         match (method, path.as_str()) {
+            (Method::GET, "/billing/principal") => Ok(json(StatusCode::OK, principal)),
             (Method::GET, "/billing/wallet") => self.wallet(principal, &query).await,
             (Method::POST, "/billing/wallet/topup") => {
                 self.top_up(principal, &query, &request).await

@@ -110,6 +110,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     no_principal_is_401_everywhere,
+    the_principal_is_told_who_it_is,
     a_top_up_is_created_once_per_key,
     bad_top_ups_are_refused_with_their_reason,
     another_tenant_is_not_found,
@@ -177,6 +178,7 @@ fn assert_problem(response: &Response<Bytes>, status: StatusCode, id: &str) {
 
 async fn no_principal_is_401_everywhere(api: BillingApi) {
     for uri in [
+        "/billing/principal",
         "/billing/wallet",
         "/billing/daily-spend",
         "/team/daily/activity",
@@ -185,6 +187,26 @@ async fn no_principal_is_401_everywhere(api: BillingApi) {
         let response = api.handle(None, get(uri)).await;
         assert_problem(&response, StatusCode::UNAUTHORIZED, "unauthorized");
     }
+}
+
+async fn the_principal_is_told_who_it_is(api: BillingApi) {
+    let response = api.handle(Some(&admin()), get("/billing/principal")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        body(&response),
+        serde_json::json!({"org": "acme", "workspaces": ["acme-ws"], "teams": null, "role": "admin"})
+    );
+    let viewer = Principal {
+        teams: Some(vec![TeamId::new("team-1").unwrap()]),
+        workspaces: None,
+        role: Role::Viewer,
+        ..admin()
+    };
+    let response = api.handle(Some(&viewer), get("/billing/principal")).await;
+    assert_eq!(
+        body(&response),
+        serde_json::json!({"org": "acme", "workspaces": null, "teams": ["team-1"], "role": "viewer"})
+    );
 }
 
 async fn a_top_up_is_created_once_per_key(api: BillingApi) {
@@ -646,6 +668,7 @@ async fn the_openapi_document_describes_every_response(api: BillingApi) {
         ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-1"), topup),
         ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-1"), r#"{"amount": "1", "currency": "USD"}"#),
         ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-2"), r#"{"amount": "0", "currency": "USD"}"#),
+        ("get", "/billing/principal".into(), "/billing/principal", None, ""),
         ("get", "/billing/wallet?workspace=acme-ws".into(), "/billing/wallet", None, ""),
         ("get", "/billing/transactions?workspace=acme-ws&limit=1".into(), "/billing/transactions", None, ""),
         ("get", "/billing/transactions?workspace=acme-ws&type=top_up,usage_debit&start_date=2026-11-01&end_date=2026-11-30".into(), "/billing/transactions", None, ""),
