@@ -4,8 +4,14 @@
 //! cargo run --example server
 //! ```
 //!
+//! It also serves the spend dashboard at `/`: three static files compiled into the
+//! binary (`examples/dashboard/`), a page that signs in with the printed token and
+//! reads everything it shows from the API below.
+//!
 //! By default the API runs over the in-memory store, filled with the quickstart's demo
-//! traffic spread over the last fourteen days and with two topped-up Acme wallets. With
+//! traffic spread over the last fourteen days and with two topped-up Acme wallets;
+//! `ROUTERO_DEMO_EVERY_MS=N` keeps demo requests arriving, one every N milliseconds,
+//! through the recorder, the in-memory queue and a drainer, as a gateway's would. With
 //! `ROUTERO_DATABASE_URL` set it serves that PostgreSQL database instead (migrated on
 //! connect), and with `ROUTERO_REDIS_URL` set as well it also drains the spend the
 //! gateways record in Redis into it, as one more coworker. It listens
@@ -16,6 +22,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -26,11 +33,13 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use routero::attribution::OrgId;
-use routero::drainer::{Drainer, DrainerConfig};
+use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
 use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
 use routero::invoice::InvoiceStore;
+use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::port::{Clock, SpendReader};
 use routero::postgres::{PgConfig, PgStore};
+use routero::recorder::{Recorder, RecorderConfig, RecorderHandle};
 use routero::redis::{Redis, RedisConfig};
 use routero::wallet::Wallets;
 
@@ -39,6 +48,42 @@ mod demo;
 
 /// The largest request body the server reads (a top-up is a few dozen bytes).
 const MAX_BODY: usize = 64 * 1024;
+
+/// The dashboard's files: (path, content type, content).
+const DASHBOARD: [(&str, &str, &str); 3] = [
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("dashboard/index.html"),
+    ),
+    (
+        "/dashboard.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/dashboard.js"),
+    ),
+    (
+        "/dashboard.css",
+        "text/css; charset=utf-8",
+        include_str!("dashboard/dashboard.css"),
+    ),
+];
+
+/// One of the dashboard's files, with headers that keep it to its own origin.
+fn dashboard_file(path: &str) -> Option<Response<Bytes>> {
+    let path = if path == "/index.html" { "/" } else { path };
+    let (_, content_type, text) = DASHBOARD.iter().find(|(p, _, _)| *p == path)?;
+    Response::builder()
+        .header(http::header::CONTENT_TYPE, *content_type)
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        .header(
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        )
+        .header("x-content-type-options", "nosniff")
+        .header("referrer-policy", "no-referrer")
+        .body(Bytes::from_static(text.as_bytes()))
+        .ok()
+}
 
 #[derive(Debug)]
 struct SystemClock;
@@ -87,6 +132,11 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let caller = (bearer == Some(&*token)).then_some(&*principal);
+    if parts.method == http::Method::GET
+        && let Some(file) = dashboard_file(parts.uri.path())
+    {
+        return Ok(file.map(full));
+    }
     if parts.uri.path() == "/billing/export.csv" {
         let request = Request::from_parts(parts, ());
         return Ok(match api.export(caller, &request).await {
@@ -117,8 +167,36 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Demo requests recorded one every `every`, through the recorder and the in-memory
+/// queue, and drained into `store` by a drainer, as a gateway's and a coworker's would.
+fn live_traffic(store: Arc<MemoryStore>, every: Duration) -> (DrainerHandle, RecorderHandle) {
+    let queue = Arc::new(MemoryQueue::new(1));
+    let drainer = Arc::new(Drainer::new(
+        queue.clone(),
+        Arc::new(MemoryElector::new(Arc::new(SystemClock))),
+        store,
+        DrainerConfig::new("server-demo"),
+    ));
+    let (recorder, handle) = Recorder::spawn(queue, RecorderConfig::default());
+    tokio::spawn(async move {
+        let seed = u64::try_from(Utc::now().timestamp_micros()).unwrap_or(7);
+        let mut traffic = demo::Traffic::new(seed);
+        let mut tick = tokio::time::interval(every);
+        for n in 0u64.. {
+            tick.tick().await;
+            let event = traffic.event(demo::id(&format!("live-{seed}-{n}")), Utc::now());
+            if let Err(e) = recorder.record(event) {
+                eprintln!("server: demo traffic: {e}");
+                return;
+            }
+        }
+    });
+    (drainer.spawn(), handle)
+}
+
 async fn run() -> Result<(), Error> {
     let mut drain = None;
+    let mut live = None;
     let api = match std::env::var("ROUTERO_DATABASE_URL") {
         Ok(url) => {
             println!("serving PostgreSQL at ROUTERO_DATABASE_URL");
@@ -143,7 +221,18 @@ async fn run() -> Result<(), Error> {
             if std::env::var_os("ROUTERO_REDIS_URL").is_some() {
                 println!("ROUTERO_REDIS_URL is drained only with ROUTERO_DATABASE_URL set");
             }
-            api_over(demo::store().await?)
+            let store = demo::store().await?;
+            let every = match std::env::var("ROUTERO_DEMO_EVERY_MS") {
+                Ok(ms) => ms
+                    .parse::<u64>()
+                    .map_err(|e| format!("ROUTERO_DEMO_EVERY_MS={ms}: {e}"))?,
+                Err(_) => 0,
+            };
+            if every > 0 {
+                println!("a demo request arrives every {every} ms");
+                live = Some(live_traffic(store.clone(), Duration::from_millis(every)));
+            }
+            api_over(store)
         }
     };
     let api = Arc::new(api);
@@ -160,6 +249,7 @@ async fn run() -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     println!("listening on http://{addr}  (Acme admin token: {token})");
+    println!("dashboard: http://{addr}/  (sign in with the token)");
     println!(
         "try: curl -s -H 'authorization: Bearer {token}' \
          'http://{addr}/billing/overview?workspace=acme-prod'"
@@ -181,6 +271,10 @@ async fn run() -> Result<(), Error> {
                 eprintln!("server: connection: {e}");
             }
         });
+    }
+    if let Some((draining, recording)) = live {
+        recording.shutdown().await;
+        draining.stop().await;
     }
     if let Some((draining, redis)) = drain {
         // Stopping releases the drain leases for the other coworkers.

@@ -3,95 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-
+use common::{exchange, request, server};
 use serde_json::Value;
-
-/// Kills the server when the test ends, passed or not.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.1 request; the status and the body.
-fn request(
-    addr: &str,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    let mut text = format!(
-        "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str("\r\n");
-    text.push_str(body);
-    stream.write_all(text.as_bytes()).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().unwrap();
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// The payload of a `transfer-encoding: chunked` body.
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        if size == 0 {
-            break;
-        }
-        out.push_str(&tail[..size]);
-        rest = &tail[size + 2..];
-    }
-    out
-}
 
 #[test]
 fn the_server_answers_with_its_token_and_refuses_without() {
-    let binary = common::example("server");
-    let mut child = Command::new(&binary)
-        .env("ROUTERO_LISTEN", "127.0.0.1:0")
-        .env_remove("ROUTERO_DATABASE_URL")
-        .env_remove("ROUTERO_REDIS_URL")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _server = Server(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let listening = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find(|l| l.starts_with("listening on "))
-        .expect("the server says where it listens");
-    let addr = listening["listening on http://".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    let token = listening
-        .rsplit(": ")
-        .next()
-        .unwrap()
-        .trim_end_matches(')')
-        .to_owned();
+    let (_server, addr, token) = server(&[]);
     let bearer = format!("Bearer {token}");
     let auth = [("authorization", bearer.as_str())];
 
@@ -136,7 +53,7 @@ fn the_server_answers_with_its_token_and_refuses_without() {
     let export = format!("/billing/export.csv?month={month}");
     let (status, body) = request(&addr, "GET", &export, &auth, "");
     assert_eq!(status, 200, "{body}");
-    let csv = dechunk(&body);
+    let csv = body;
     let mut lines = csv.lines();
     assert!(
         lines
@@ -185,4 +102,48 @@ fn the_server_answers_with_its_token_and_refuses_without() {
     let wallet: Value = serde_json::from_str(&body).unwrap();
     let after: rust_decimal::Decimal = wallet["balance"].as_str().unwrap().parse().unwrap();
     assert_eq!(after, balance + rust_decimal::Decimal::TEN);
+}
+
+#[test]
+fn the_dashboard_is_served_to_anyone_and_its_data_to_the_token_only() {
+    let (_server, addr, _) = server(&[]);
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/dashboard.js", "text/javascript"),
+        ("/dashboard.css", "text/css"),
+    ] {
+        let (status, head, body) = exchange(&addr, "GET", path, &[], "");
+        assert_eq!(status, 200, "{path}");
+        assert!(!body.is_empty(), "{path}");
+        assert!(head.contains(&format!("content-type: {kind}")), "{head}");
+        assert!(
+            head.contains("content-security-policy: default-src 'self'"),
+            "{head}"
+        );
+    }
+    let (status, _) = request(&addr, "GET", "/billing/principal", &[], "");
+    assert_eq!(status, 401);
+}
+
+#[test]
+fn demo_requests_keep_arriving_when_asked() {
+    let (_server, addr, token) = server(&[("ROUTERO_DEMO_EVERY_MS", "20")]);
+    let bearer = format!("Bearer {token}");
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let requests = || {
+        let target = format!("/billing/daily-spend?start_date={today}&end_date={today}");
+        let (status, body) = request(&addr, "GET", &target, &[("authorization", &bearer)], "");
+        assert_eq!(status, 200, "{body}");
+        let days: Value = serde_json::from_str(&body).unwrap();
+        days[0]["api_requests"].as_u64().unwrap_or(0)
+    };
+    let first = requests();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while requests() < first + 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new request drained"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -227,28 +227,42 @@ pub(crate) fn policy() -> BillingPolicy {
     policy
 }
 
-/// `count` requests, one every `spacing` from `start`, each priced (or unpriced, with
-/// its reason); about one in fifty failed.
-pub(crate) fn traffic(start: DateTime<Utc>, count: u32, spacing: Duration) -> Vec<SpendEvent> {
-    let prices = PriceTable::bundled();
-    let policy = policy();
-    let responses = responses();
-    let callers = callers();
-    let mut rng = Lcg(7);
-    let mut out = Vec::new();
-    for i in 0..count {
-        let response = &responses[rng.next(responses.len())];
-        let caller = &callers[rng.next(callers.len())];
-        let at = start + spacing * i32::try_from(i).unwrap_or(i32::MAX);
-        let mode = policy
+/// An endless stream of demo requests: each a random response shape from a random
+/// caller, priced (or unpriced, with its reason); about one in fifty failed.
+pub(crate) struct Traffic {
+    prices: std::sync::Arc<PriceTable>,
+    policy: BillingPolicy,
+    responses: Vec<Response>,
+    callers: Vec<Caller>,
+    rng: Lcg,
+}
+
+impl Traffic {
+    pub(crate) fn new(seed: u64) -> Traffic {
+        Traffic {
+            prices: PriceTable::bundled(),
+            policy: policy(),
+            responses: responses(),
+            callers: callers(),
+            rng: Lcg(seed),
+        }
+    }
+
+    /// The next request, answered at `at`.
+    pub(crate) fn event(&mut self, request: RequestId, at: DateTime<Utc>) -> SpendEvent {
+        let response = &self.responses[self.rng.next(self.responses.len())];
+        let caller = &self.callers[self.rng.next(self.callers.len())];
+        let mode = self
+            .policy
             .mode_for(&caller.attribution.workspace, caller.credential.as_ref())
             .unwrap_or(BillingMode::Managed);
-        let request = id::<RequestId>(&format!("req-{i:04}"));
-        let failed = rng.next(50) == 0;
-        let event = match extract(response, &mut rng) {
+        let failed = self.rng.next(50) == 0;
+        let event = match extract(response, &mut self.rng) {
             Ok(extraction) => {
                 let model = extraction.model.as_deref().unwrap_or(response.model);
-                let cost = prices.cost(&response.provider, model, &extraction.usage, at);
+                let cost = self
+                    .prices
+                    .cost(&response.provider, model, &extraction.usage, at);
                 SpendEvent::from_result(
                     request,
                     at,
@@ -271,13 +285,23 @@ pub(crate) fn traffic(start: DateTime<Utc>, count: u32, spacing: Duration) -> Ve
                 Err::<&routero::Cost, _>(e),
             ),
         };
-        out.push(if failed {
+        if failed {
             event.with_outcome(Outcome::Failure)
         } else {
             event
-        });
+        }
     }
-    out
+}
+
+/// `count` requests, one every `spacing` from `start` (always the same ones).
+pub(crate) fn traffic(start: DateTime<Utc>, count: u32, spacing: Duration) -> Vec<SpendEvent> {
+    let mut traffic = Traffic::new(7);
+    (0..count)
+        .map(|i| {
+            let at = start + spacing * i32::try_from(i).unwrap_or(i32::MAX);
+            traffic.event(id::<RequestId>(&format!("req-{i:04}")), at)
+        })
+        .collect()
 }
 
 /// The in-memory store with two weeks of demo traffic up to now drained into it, and
@@ -316,7 +340,9 @@ pub(crate) async fn store()
     }
     store
         .apply(DrainApply {
-            shard: ShardId(0),
+            // A shard of its own: a live queue drained into the same store starts
+            // its shards from nothing.
+            shard: ShardId(u16::MAX),
             token: FencingToken(1),
             expected: None,
             through: QueuePosition::new(1, 0),

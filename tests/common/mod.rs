@@ -1,6 +1,11 @@
 //! What the tests that run the examples as processes share.
+// Each test crate uses some of these.
+#![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 
 /// The built example `name`, beside the test binary (`cargo test` builds the
 /// examples before it runs the tests).
@@ -19,4 +24,111 @@ pub(crate) fn example(name: &str) -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// A child process, killed when the test ends, passed or not.
+pub(crate) struct Process(pub(crate) Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `server` example over the in-memory demo store on a free port, with `env`
+/// added: the process, its address and its bearer token.
+pub(crate) fn server(env: &[(&str, &str)]) -> (Process, String, String) {
+    let mut command = Command::new(example("server"));
+    command
+        .env("ROUTERO_LISTEN", "127.0.0.1:0")
+        .env_remove("ROUTERO_DATABASE_URL")
+        .env_remove("ROUTERO_REDIS_URL")
+        .env_remove("ROUTERO_DEMO_EVERY_MS")
+        .stdout(Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let process = Process(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let listening = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("listening on "))
+        .expect("the server says where it listens");
+    // The rest of its output is read and dropped: a closed pipe would fail its prints.
+    std::thread::spawn(move || lines.for_each(drop));
+    let addr = listening["listening on http://".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let token = listening
+        .rsplit(": ")
+        .next()
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    (process, addr, token)
+}
+
+/// One HTTP/1.1 request; the status and the body.
+pub(crate) fn request(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let (status, _, body) = exchange(addr, method, target, headers, body);
+    (status, body)
+}
+
+/// One HTTP/1.1 request; the status, the response head (lower-cased) and the body.
+pub(crate) fn exchange(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut text = format!(
+        "{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, head, body)
+}
+
+/// The payload of a `transfer-encoding: chunked` body.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = &tail[size + 2..];
+    }
+    out
 }
