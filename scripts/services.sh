@@ -9,6 +9,8 @@
 #                    after stop_postgres); sets database_url
 #   stop_postgres    stop it (fast shutdown)
 #   services_cleanup stop both and remove `work` (install it as the EXIT trap)
+#   ensure_browser   install Debian's chromium and chromium-driver when missing (the
+#                    dashboard's browser test)
 # Functions log to stderr with the script's name.
 
 redis_pid=""
@@ -49,6 +51,15 @@ apt_install() {
     apt_updated=1
   fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+ensure_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    return 0
+  fi
+  log "installing chromium and chromium-driver"
+  apt_install chromium chromium-driver ||
+    missing_service "chromium and chromium-driver are not installed and could not be"
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against throwaway Redis and PostgreSQL servers.
 #
-# On a fresh Debian machine it installs what is missing (redis-server, PostgreSQL),
+# On a fresh Debian machine it installs what is missing (redis-server, PostgreSQL,
+# Chromium and ChromeDriver for the dashboard's browser test),
 # starts one instance of each on free loopback ports in a temporary directory, exports
 # ROUTERO_TEST_REDIS_URL and ROUTERO_TEST_DATABASE_URL, runs `cargo test --workspace`,
 # and stops both servers whatever happens.
@@ -11,6 +12,8 @@
 #                                    the run (CI sets it); otherwise the adapter tests
 #                                    that need it skip with a notice.
 #   ROUTERO_LITELLM_PRICES=PATH      also check the community LiteLLM price map.
+#   ROUTERO_TEST_ARTEFACTS=DIR       where the dashboard test writes its screenshots
+#                                    (default: target/test-artefacts).
 #   Extra arguments are passed to `cargo test`.
 set -euo pipefail
 
@@ -26,6 +29,8 @@ start_redis
 [ -n "$redis_url" ] && export ROUTERO_TEST_REDIS_URL="$redis_url"
 start_postgres
 [ -n "$database_url" ] && export ROUTERO_TEST_DATABASE_URL="$database_url"
+ensure_browser
+export ROUTERO_TEST_ARTEFACTS="${ROUTERO_TEST_ARTEFACTS:-$PWD/target/test-artefacts}"
 
 if [ -n "${ROUTERO_LITELLM_PRICES:-}" ] && [ ! -f "$ROUTERO_LITELLM_PRICES" ]; then
   log "FATAL: ROUTERO_LITELLM_PRICES=$ROUTERO_LITELLM_PRICES is not a file"
