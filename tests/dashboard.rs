@@ -500,6 +500,32 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     })
     .await;
 
+    // A shorter date range: three days of bars, rows and totals.
+    let end = chrono::NaiveDate::parse_from_str(page["end"].as_str().unwrap(), "%Y-%m-%d").unwrap();
+    let start = (end - chrono::Duration::days(2)).to_string();
+    client
+        .execute(
+            "const input = document.getElementById('start-date'); \
+             input.value = arguments[0]; \
+             input.dispatchEvent(new Event('change'));",
+            vec![json!(start)],
+        )
+        .await
+        .unwrap();
+    let short = api(
+        &addr,
+        &token,
+        &format!(
+            "/team/daily/activity?start_date={start}&end_date={end}&workspace=acme-prod&page_size=1000"
+        ),
+    );
+    let page = until(client, "the last three days", |p| {
+        p["chart"].as_array().map(Vec::len) == Some(3)
+            && p["totalSpend"] == short["metadata"]["total_spend"]
+    })
+    .await;
+    assert_eq!(shown_rows(&page), expected_rows(&short, "entities"));
+
     // The month's CSV downloads, byte for byte the API's.
     let month = page["end"].as_str().unwrap()[..7].to_owned();
     click(client, "download-csv").await;
