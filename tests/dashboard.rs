@@ -304,6 +304,7 @@ async fn the_dashboard_shows_what_the_api_answers() {
 
 async fn dashboard_checks(client: &Client, downloads: &Path) {
     let (_server, addr, token) = server(&[]);
+    let bearer = format!("Bearer {token}");
 
     // A wrong token is refused with a message; the right one signs in.
     sign_in(client, &addr, "", "demo-wrong").await;
@@ -539,7 +540,6 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let bearer = format!("Bearer {token}");
     let (_, csv) = request(
         &addr,
         "GET",
@@ -549,7 +549,19 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), csv);
 
-    // The wallet page: balance, transactions and this month's invoice, as the API has them.
+    // The wallet page: balance, transactions and this month's invoice, as the API has
+    // them. Twenty-two more top-ups make the ledger longer than the page's first 20.
+    for i in 0..22 {
+        let key = format!("seed-{i:02}");
+        let (status, body) = request(
+            &addr,
+            "POST",
+            "/billing/wallet/topup?workspace=acme-prod",
+            &[("authorization", &bearer), ("idempotency-key", &key)],
+            r#"{"amount": "1.00", "currency": "USD"}"#,
+        );
+        assert_eq!(status, 201, "{body}");
+    }
     click(client, "nav-wallet").await;
     let wallet = api(&addr, &token, "/billing/wallet?workspace=acme-prod");
     let page = until(client, "the wallet is loaded", |p| {
@@ -558,25 +570,27 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     })
     .await;
     assert_eq!(page["wallet"]["debited"], wallet["usage_debited"]);
-    let ledger = api(
-        &addr,
-        &token,
-        "/billing/transactions?workspace=acme-prod&limit=20",
-    );
-    let entries: Vec<(String, String)> = ledger["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["idempotency_key"].as_str().unwrap().to_owned(),
-                e["amount"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    let shown: Vec<(String, String)> =
-        serde_json::from_value(page["transactions"].clone()).unwrap();
-    assert_eq!(shown, entries);
+    let ledger = |limit: u32| -> Value {
+        let ledger = api(
+            &addr,
+            &token,
+            &format!("/billing/transactions?workspace=acme-prod&limit={limit}"),
+        );
+        ledger["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| json!([e["idempotency_key"], e["amount"]]))
+            .collect()
+    };
+    assert_eq!(page["transactions"], ledger(20));
+    click(client, "more-transactions").await;
+    let whole = ledger(100);
+    assert_eq!(whole.as_array().map(Vec::len), Some(24));
+    until(client, "the older transactions are loaded", |p| {
+        p["transactions"] == whole
+    })
+    .await;
     let invoice = api(
         &addr,
         &token,

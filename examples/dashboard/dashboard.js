@@ -26,6 +26,7 @@ const state = {
   page: 1,
   timer: null,
   cursor: null,
+  olderLoaded: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -163,6 +164,7 @@ function signOut(message) {
 
 function route() {
   if (!state.principal) return;
+  state.olderLoaded = false;
   const page = location.hash === "#wallet" ? "wallet" : "overview";
   $("overview").hidden = page !== "overview";
   $("wallet").hidden = page !== "wallet";
@@ -461,8 +463,11 @@ async function refreshWallet() {
     const admin = state.principal.role === "admin";
     $("top-up-submit").disabled = !admin;
     if (!admin) message("top-up-message", "Only an admin may top up this wallet.", false);
-    $("transactions").tBodies[0].replaceChildren();
-    appendTransactions(page);
+    // A refresh keeps the older transactions the reader has loaded.
+    if (!state.olderLoaded) {
+      $("transactions").tBodies[0].replaceChildren();
+      appendTransactions(page);
+    }
     const invoices = [...finals.filter((i) => i.month !== draft.month), draft]
       .sort((a, b) => (a.month < b.month ? 1 : -1));
     renderInvoices(invoices);
@@ -495,6 +500,7 @@ async function moreTransactions() {
   try {
     const q = workspaceQuery(new URLSearchParams({ limit: "20", cursor: state.cursor }));
     appendTransactions(await api(`/billing/transactions?${q}`));
+    state.olderLoaded = true;
   } catch (e) {
     showError(e);
   }
@@ -577,6 +583,7 @@ async function topUp(event) {
     );
     $("top-up-amount").value = "";
     $("top-up-key").value = newKey();
+    state.olderLoaded = false;
     await refreshWallet();
   } catch (e) {
     message("top-up-message", e.message, false);
@@ -608,6 +615,7 @@ function start() {
     state.teams.clear();
     state.models.clear();
     $("top-up-key").value = "";
+    state.olderLoaded = false;
     route();
   });
   const refilter = () => {
