@@ -267,6 +267,20 @@ async fn click(client: &Client, id: &str) {
         .unwrap();
 }
 
+/// The text of a downloaded file, once the browser has finished writing it.
+async fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never arrived",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::read_to_string(path).unwrap()
+}
+
 async fn write_screenshot(client: &Client, name: &str) -> PathBuf {
     let dir = std::env::var_os("ROUTERO_TEST_ARTEFACTS")
         .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from);
@@ -530,16 +544,7 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     // The month's CSV downloads, byte for byte the API's.
     let month = page["end"].as_str().unwrap()[..7].to_owned();
     click(client, "download-csv").await;
-    let file = downloads.join(format!("routero-acme-prod-{month}.csv"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !file.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never arrived",
-            file.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let file = wait_for_file(&downloads.join(format!("routero-acme-prod-{month}.csv"))).await;
     let (_, csv) = request(
         &addr,
         "GET",
@@ -547,7 +552,7 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
         &[("authorization", &bearer)],
         "",
     );
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), csv);
+    assert_eq!(file, csv);
 
     // The wallet page: balance, transactions and this month's invoice, as the API has
     // them. Twenty-two more top-ups make the ledger longer than the page's first 20.
@@ -658,6 +663,27 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     })
     .await;
     write_screenshot(client, "dashboard-wallet.png").await;
+
+    // This month's invoice downloads as the API's CSV.
+    client
+        .find(Locator::Css(&format!(
+            "#invoices tr[data-month='{month}'] button"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let invoice_csv =
+        wait_for_file(&downloads.join(format!("invoice-acme-prod-{month}.csv"))).await;
+    let (_, expected) = request(
+        &addr,
+        "GET",
+        &format!("/billing/invoices/{month}?workspace=acme-prod&format=csv"),
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(invoice_csv, expected);
     assert_eq!(
         decimal(&api(&addr, &token, "/billing/wallet?workspace=acme-prod")["balance"]),
         after

@@ -418,19 +418,23 @@ function renderTable() {
   }
 }
 
+/// Hands a fetched file to the browser's downloads.
+function save(blob, name) {
+  const link = element("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+}
+
 async function downloadCsv() {
   const month = $("end-date").value.slice(0, 7);
   try {
     const q = workspaceQuery(new URLSearchParams({ month }));
     const response = await api(`/billing/export.csv?${q}`, { raw: true });
-    const blob = await response.blob();
-    const link = element("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = `routero-${state.workspace || "org"}-${month}.csv`;
-    document.body.append(link);
-    link.click();
-    link.remove();
-    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+    save(await response.blob(), `routero-${state.workspace || "org"}-${month}.csv`);
   } catch (e) {
     showError(e);
   }
@@ -534,13 +538,8 @@ function renderInvoices(invoices) {
 async function downloadInvoice(month) {
   try {
     const q = workspaceQuery(new URLSearchParams({ format: "csv" }));
-    const blob = await (await api(`/billing/invoices/${month}?${q}`, { raw: true })).blob();
-    const link = element("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = `invoice-${state.workspace}-${month}.csv`;
-    document.body.append(link);
-    link.click();
-    link.remove();
+    const response = await api(`/billing/invoices/${month}?${q}`, { raw: true });
+    save(await response.blob(), `invoice-${state.workspace}-${month}.csv`);
   } catch (e) {
     showError(e);
   }
