@@ -199,15 +199,19 @@ async function refreshOverview() {
   const run = ++overviewRun;
   try {
     const range = rangeQuery();
+    // Wallets are kept by workspace: a principal that lists none (the whole org)
+    // gets the org's analytics without the cards.
     const [overview, trend, activity] = await Promise.all([
-      api(`/billing/overview?${workspaceQuery(new URLSearchParams())}`),
+      state.workspace ? api(`/billing/overview?${workspaceQuery(new URLSearchParams())}`) : null,
       api(`/billing/spend-trend?${range}`),
       dailyActivity(range),
     ]);
     if (run !== overviewRun) return; // A newer refresh has started.
     clearError();
-    state.currency = overview.currency;
-    renderCards(overview);
+    if (overview) {
+      state.currency = overview.currency;
+      renderCards(overview);
+    }
     renderTrend(trend);
     collectOptions(activity.results);
     state.rows = rowsOf(activity.results);
