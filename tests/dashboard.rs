@@ -718,7 +718,7 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
         p["signedIn"] == true && p["updates"].as_u64() >= Some(1)
     })
     .await;
-    let first = decimal(&json!(page["totalSpend"].as_str().unwrap_or("0")));
+    let first = decimal(&page["totalSpend"]);
     let requests = |p: &Value| -> u64 {
         p["rows"]
             .as_array()
@@ -733,6 +733,6 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     })
     .await;
     assert!(page["updates"].as_u64() > Some(1));
-    let now = decimal(&json!(page["totalSpend"].as_str().unwrap()));
+    let now = decimal(&page["totalSpend"]);
     assert!(now >= first, "spend only grows: {first} then {now}");
 }

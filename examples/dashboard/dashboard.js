@@ -171,9 +171,15 @@ function route() {
   $("nav-overview").classList.toggle("active", page === "overview");
   $("nav-wallet").classList.toggle("active", page === "wallet");
   clearInterval(state.timer);
-  const refresh = page === "overview" ? refreshOverview : refreshWallet;
-  refresh();
-  state.timer = setInterval(refresh, REFRESH_MS);
+  if (page === "overview") {
+    refreshOverview();
+    state.timer = setInterval(refreshOverview, REFRESH_MS);
+  } else {
+    // The invoices are read when the page opens and after a top-up, not on every tick.
+    refreshWallet();
+    refreshInvoices();
+    state.timer = setInterval(refreshWallet, REFRESH_MS);
+  }
 }
 
 function workspaceQuery(q) {
@@ -448,16 +454,36 @@ async function downloadCsv() {
 
 let walletRun = 0;
 
+let invoicesRun = 0;
+
+/// The final invoices and this month's draft, newest first.
+async function refreshInvoices() {
+  const run = ++invoicesRun;
+  try {
+    const q = workspaceQuery(new URLSearchParams());
+    const month = isoDate(new Date()).slice(0, 7);
+    const [finals, draft] = await Promise.all([
+      api(`/billing/invoices?${q}`),
+      api(`/billing/invoices/${month}?${q}`),
+    ]);
+    if (run !== invoicesRun) return;
+    renderInvoices(
+      [...finals.filter((i) => i.month !== draft.month), draft]
+        .sort((a, b) => (a.month < b.month ? 1 : -1)),
+    );
+  } catch (e) {
+    if (run === invoicesRun) showError(e);
+  }
+}
+
 async function refreshWallet() {
   const run = ++walletRun;
   try {
     const q = workspaceQuery(new URLSearchParams());
-    const month = isoDate(new Date()).slice(0, 7);
-    const [wallet, page, finals, draft] = await Promise.all([
+    // A refresh keeps the older transactions the reader has loaded.
+    const [wallet, page] = await Promise.all([
       api(`/billing/wallet?${q}`),
-      api(`/billing/transactions?${q}&limit=20`),
-      api(`/billing/invoices?${q}`),
-      api(`/billing/invoices/${month}?${q}`),
+      state.olderLoaded ? null : api(`/billing/transactions?${q}&limit=20`),
     ]);
     if (run !== walletRun) return;
     clearError();
@@ -471,14 +497,10 @@ async function refreshWallet() {
     const admin = state.principal.role === "admin";
     $("top-up-submit").disabled = !admin;
     if (!admin) message("top-up-message", "Only an admin may top up this wallet.", false);
-    // A refresh keeps the older transactions the reader has loaded.
-    if (!state.olderLoaded) {
+    if (page) {
       $("transactions").tBodies[0].replaceChildren();
       appendTransactions(page);
     }
-    const invoices = [...finals.filter((i) => i.month !== draft.month), draft]
-      .sort((a, b) => (a.month < b.month ? 1 : -1));
-    renderInvoices(invoices);
   } catch (e) {
     if (run === walletRun) showError(e);
   }
@@ -587,7 +609,7 @@ async function topUp(event) {
     $("top-up-amount").value = "";
     $("top-up-key").value = newKey();
     state.olderLoaded = false;
-    await refreshWallet();
+    await Promise.all([refreshWallet(), refreshInvoices()]);
   } catch (e) {
     message("top-up-message", e.message, false);
   } finally {
