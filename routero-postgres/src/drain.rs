@@ -374,20 +374,7 @@ async fn copy_spend_log(
     let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &LOG_TYPES));
     for (event, tokens) in events.iter().zip(tokens) {
         let [org, workspace, team, api_key, user, customer] = who(event);
-        let (cost, price_version, priced_model, reason) = match &event.pricing {
-            Pricing::Priced {
-                cost,
-                price_version,
-                priced_model,
-                ..
-            } => (
-                Some(*cost),
-                Some(&**price_version),
-                Some(&**priced_model),
-                None,
-            ),
-            Pricing::Unpriced { reason } => (None, None, None, Some(reason.as_str())),
-        };
+        let (cost, price_version, priced_model, reason) = event.logged_pricing();
         let success = event.outcome == Outcome::Success;
         let row: [&(dyn ToSql + Sync); 23] = [
             &event.request_id.as_str(),
