@@ -296,10 +296,10 @@ function collectOptions(results) {
 
 function fillSelect(select, values, all) {
   const chosen = select.value;
-  const wanted = ["", ...[...values].sort()];
+  const sorted = [...values].sort();
   const have = [...select.options].map((o) => o.value);
-  if (wanted.join("\n") === have.join("\n")) return;
-  select.replaceChildren(new Option(all, ""), ...[...values].sort().map((v) => new Option(v, v)));
+  if (["", ...sorted].join("\n") === have.join("\n")) return;
+  select.replaceChildren(new Option(all, ""), ...sorted.map((v) => new Option(v, v)));
   select.value = chosen;
 }
 
