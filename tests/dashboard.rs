@@ -601,7 +601,11 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
         &token,
         &format!("/billing/invoices/{month}?workspace=acme-prod"),
     );
-    assert_eq!(page["invoices"][0], json!([month, invoice["total"]]));
+    // The invoices load beside the balance, on their own request.
+    let page = until(client, "this month's invoice is listed", |p| {
+        p["invoices"][0] == json!([month, invoice["total"]])
+    })
+    .await;
 
     // A top-up shows in the balance, and at the head of the transactions.
     let key = page["topUpKey"].as_str().unwrap().to_owned();
