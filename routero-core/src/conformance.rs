@@ -653,17 +653,20 @@ pub async fn wallet_top_ups_are_idempotent<W: crate::wallet::Wallets + ?Sized>(w
     let attempts =
         (0..8).map(|_| wallets.top_up(&w, money("1000.00"), Currency::USD, "topup-1", day(1)));
     let results = futures::future::join_all(attempts).await;
-    let first = results[0]
-        .as_ref()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .clone();
-    for result in &results {
-        assert_eq!(
-            result.as_ref().unwrap_or_else(|e| panic!("{e}")),
-            &first,
-            "every replay returns the first result"
-        );
+    let written: Vec<crate::wallet::Written> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let first = written[0].entry.clone();
+    for w in &written {
+        assert_eq!(w.entry, first, "every replay returns the first result");
     }
+    assert_eq!(
+        written.iter().filter(|w| !w.replayed).count(),
+        1,
+        "exactly one of the eight wrote; the others say they were replays"
+    );
+    assert_eq!(first.amount.to_string(), "1000.00", "stored at the currency's scale");
     let conflict = wallets
         .top_up(&w, money("999.00"), Currency::USD, "topup-1", day(1))
         .await;
@@ -671,15 +674,19 @@ pub async fn wallet_top_ups_are_idempotent<W: crate::wallet::Wallets + ?Sized>(w
         matches!(conflict, Err(WalletError::IdempotencyConflict { .. })),
         "{conflict:?}"
     );
-    wallets
-        .top_up(&w, money("0.50"), Currency::USD, "topup-2", day(2))
+    // Trailing zeros beyond the minor unit are not kept: the entry and every balance
+    // read back are at the currency's scale.
+    let half = wallets
+        .top_up(&w, money("0.5000000"), Currency::USD, "topup-2", day(2))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(half.entry.amount.to_string(), "0.50");
     let balance = wallets
         .balance(&w, day(3))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(balance.balance, money("1000.50"));
+    assert_eq!(balance.balance.to_string(), "1000.50");
     let page = wallets
         .transactions(
             &w,
@@ -751,8 +758,8 @@ pub async fn wallet_refuses_invalid_credits<W: crate::wallet::Wallets + ?Sized>(
 pub async fn wallet_lots_and_history<W: crate::wallet::Wallets + ?Sized>(wallets: &W) {
     use crate::wallet::{EntryKind, TransactionQuery};
     let w = ws("ws-lots");
-    let ok = |r: Result<crate::wallet::LedgerEntry, crate::wallet::WalletError>| {
-        r.unwrap_or_else(|e| panic!("{e}"))
+    let ok = |r: Result<crate::wallet::Written, crate::wallet::WalletError>| {
+        r.unwrap_or_else(|e| panic!("{e}")).entry
     };
     ok(wallets
         .top_up(&w, money("100.00"), Currency::USD, "paid", day(1))
@@ -1088,22 +1095,32 @@ where
         .iter()
         .map(|l| (format!("{:?}", l.kind), l.exact_amount, l.amount))
         .collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines.len(), 4, "{lines:?}");
     assert_eq!(
-        (lines[0].1, lines[0].2),
-        (money("0.5"), money("0.50")),
-        "anthropic claude-x"
+        (lines[0].1, lines[0].2.to_string()),
+        (money("0.5"), "0.5000".to_owned()),
+        "anthropic claude-x, shown at $0.0001"
     );
     assert_eq!(
-        (lines[1].1, lines[1].2),
-        (money("3.234568"), money("3.23")),
+        (lines[1].1, lines[1].2.to_string()),
+        (money("3.234568"), "3.2346".to_owned()),
         "openai gpt-4o, BYOK excluded"
     );
     assert_eq!(draft.lines[2].kind, LineKind::Subscription);
+    assert_eq!(draft.lines[3].kind, LineKind::Rounding);
     assert_eq!(
-        draft.total,
-        money("52.73"),
-        "the shown lines add up to the total"
+        draft.lines[3].amount.to_string(),
+        "-0.0046",
+        "52.7346 shown, 52.73 billed"
+    );
+    assert_eq!(
+        draft.total.to_string(),
+        "52.73",
+        "the exact total rounded once; the shown lines add up to it"
+    );
+    assert_eq!(
+        draft.lines.iter().map(|l| l.amount).sum::<Decimal>(),
+        draft.total
     );
     assert_eq!(draft.exact_total, money("52.734568"));
     assert_eq!(draft.payments.len(), 1);

@@ -6,9 +6,16 @@
 //! month's invoice was finalised, the month's top-ups as payments, and the wallet's
 //! opening and closing balances.
 //!
-//! **Rounding.** Each line's exact amount is kept; its shown amount is rounded half to
-//! even at the currency's minor unit; the invoice total is the sum of the shown lines,
-//! so the lines always add up to the total. The exact total is kept beside it.
+//! **Rounding.** Nothing is rounded but what is shown, and the total is rounded once:
+//! - the total is the exact sum of the lines rounded half to even at the currency's
+//!   minor unit, so it is within half a minor unit of what was spent, however many
+//!   lines there are;
+//! - each line keeps its exact amount and is shown at two digits past the minor unit
+//!   (the product page's $0.0001), rounded on the running sum so that the shown lines
+//!   add up to the exact total so rounded, each within one such digit of its own exact
+//!   amount;
+//! - when the shown lines do not add up to the total, one `rounding` line (exact
+//!   amount zero) makes them; it is less than one minor unit.
 //!
 //! **Finalising** a month numbers the invoice and freezes it; spend that arrives for
 //! that month later never edits it and appears as an adjustment line on the next
@@ -131,6 +138,9 @@ pub enum LineKind {
         /// That month.
         month: Month,
     },
+    /// What makes the shown lines add up to the total: less than one minor unit, with
+    /// an exact amount of zero.
+    Rounding,
 }
 
 /// One invoice line.
@@ -144,7 +154,8 @@ pub struct InvoiceLine {
     /// The exact amount.
     #[serde(with = "rust_decimal::serde::str")]
     pub exact_amount: Decimal,
-    /// The amount shown: the exact one rounded half to even at the currency's minor unit.
+    /// The amount shown, at two digits past the currency's minor unit (see the module's
+    /// rounding rules).
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
 }
@@ -190,7 +201,8 @@ pub struct Invoice {
     pub currency: Currency,
     /// The lines.
     pub lines: Vec<InvoiceLine>,
-    /// The sum of the lines' shown amounts.
+    /// What is billed: the exact total rounded once, half to even, at the currency's
+    /// minor unit; the sum of the lines' shown amounts.
     #[serde(with = "rust_decimal::serde::str")]
     pub total: Decimal,
     /// The sum of the lines' exact amounts.
@@ -237,19 +249,51 @@ pub trait InvoiceStore: std::fmt::Debug + Send + Sync + 'static {
 }
 
 fn shown(amount: Decimal, currency: Currency) -> Decimal {
-    amount.round_dp_with_strategy(
-        currency.minor_digits(),
-        RoundingStrategy::MidpointNearestEven,
-    )
+    round(amount, currency.minor_digits())
 }
 
-fn line(kind: LineKind, description: String, exact: Decimal, currency: Currency) -> InvoiceLine {
+fn round(amount: Decimal, digits: u32) -> Decimal {
+    let mut out = amount.round_dp_with_strategy(digits, RoundingStrategy::MidpointNearestEven);
+    out.rescale(digits);
+    out
+}
+
+/// How many digits past the minor unit a line is shown with (the product page's
+/// resolution: $0.0001).
+pub const LINE_EXTRA_DIGITS: u32 = 2;
+
+fn line(kind: LineKind, description: String, exact: Decimal) -> InvoiceLine {
     InvoiceLine {
         kind,
         description,
         exact_amount: exact,
-        amount: shown(exact, currency),
+        amount: exact,
     }
+}
+
+/// Sets the shown amounts of `lines` from their exact ones, appends a rounding line
+/// where one is needed, and answers the total and the exact total (the module's
+/// rounding rules).
+pub fn settle(lines: &mut Vec<InvoiceLine>, currency: Currency) -> (Decimal, Decimal) {
+    let digits = currency.minor_digits() + LINE_EXTRA_DIGITS;
+    let mut exact_total = Decimal::ZERO;
+    let mut shown_so_far = round(Decimal::ZERO, digits);
+    for l in lines.iter_mut() {
+        exact_total += l.exact_amount;
+        let running = round(exact_total, digits);
+        l.amount = running - shown_so_far;
+        shown_so_far = running;
+    }
+    let total = shown(exact_total, currency);
+    if shown_so_far != total {
+        lines.push(InvoiceLine {
+            kind: LineKind::Rounding,
+            description: format!("Rounding to the {currency} minor unit"),
+            exact_amount: Decimal::ZERO,
+            amount: round(total - shown_so_far, digits),
+        });
+    }
+    (total, currency.canonical(exact_total))
 }
 
 async fn managed_spend(
@@ -376,7 +420,6 @@ impl Billing<'_> {
                 },
                 format!("{provider} {model}: {requests} requests, {tokens} tokens, at list price"),
                 cost,
-                currency,
             ));
         }
         if let Some(price) = subscription {
@@ -384,7 +427,6 @@ impl Billing<'_> {
                 LineKind::Subscription,
                 format!("Control-plane subscription, {month}"),
                 price,
-                currency,
             ));
         }
         // Spend of finalised months that arrived after their invoice.
@@ -413,7 +455,6 @@ impl Billing<'_> {
                         earlier.number.as_deref().unwrap_or("")
                     ),
                     late,
-                    currency,
                 ));
             }
         }
@@ -438,6 +479,7 @@ impl Billing<'_> {
                 reference: e.idempotency_key,
             })
             .collect();
+        let (total, exact_total) = settle(&mut lines, currency);
         Ok(Invoice {
             org: org.clone(),
             workspace: workspace.clone(),
@@ -446,12 +488,14 @@ impl Billing<'_> {
             number: None,
             finalized_at: None,
             currency,
-            total: lines.iter().map(|l| l.amount).sum(),
-            exact_total: lines.iter().map(|l| l.exact_amount).sum(),
+            total,
+            exact_total,
             lines,
             payments,
-            opening_balance: balance_before(wallets, workspace, start).await?,
-            closing_balance: balance_before(wallets, workspace, now.min(end)).await?,
+            opening_balance: currency
+                .canonical(balance_before(wallets, workspace, start).await?),
+            closing_balance: currency
+                .canonical(balance_before(wallets, workspace, now.min(end)).await?),
             managed_spend: managed,
         })
     }
@@ -518,6 +562,7 @@ impl Invoice {
                 LineKind::Usage { .. } => "usage",
                 LineKind::Subscription => "subscription",
                 LineKind::LateSpend { .. } => "late_spend",
+                LineKind::Rounding => "rounding",
             };
             row(
                 kind,
@@ -553,5 +598,86 @@ impl Invoice {
             shown(self.closing_balance, self.currency).to_string(),
         );
         String::from_utf8(writer.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn usage(exact: Decimal) -> InvoiceLine {
+        line(LineKind::Subscription, String::new(), exact)
+    }
+
+    /// The rules every settled invoice keeps.
+    fn check(exact: &[Decimal], currency: Currency) {
+        let mut lines: Vec<InvoiceLine> = exact.iter().copied().map(usage).collect();
+        let (total, exact_total) = settle(&mut lines, currency);
+        let sum: Decimal = exact.iter().copied().sum();
+        assert_eq!(exact_total, sum);
+        let unit = currency.minor_unit();
+        assert!(
+            (total - sum).abs() * Decimal::TWO <= unit,
+            "total {total} vs exact {sum}"
+        );
+        assert_eq!(total.scale(), currency.minor_digits());
+        assert_eq!(lines.iter().map(|l| l.amount).sum::<Decimal>(), total);
+        assert_eq!(lines.iter().map(|l| l.exact_amount).sum::<Decimal>(), sum);
+        let resolution = Decimal::new(1, currency.minor_digits() + LINE_EXTRA_DIGITS);
+        for l in &lines[..exact.len()] {
+            assert!((l.amount - l.exact_amount).abs() <= resolution, "{l:?}");
+        }
+        let rounding: Vec<_> = lines
+            .iter()
+            .filter(|l| l.kind == LineKind::Rounding)
+            .collect();
+        assert!(rounding.len() <= 1);
+        if let Some(r) = rounding.first() {
+            assert!(r.amount.abs() < unit, "{r:?}");
+            assert_eq!(r.exact_amount, Decimal::ZERO);
+        }
+    }
+
+    #[test]
+    fn ten_thousand_small_lines_bill_what_was_spent() {
+        let d = |s: &str| Decimal::from_str_exact(s).unwrap();
+        let exact = vec![d("0.004"); 10_000];
+        check(&exact, Currency::USD);
+        let mut lines: Vec<InvoiceLine> = exact.into_iter().map(usage).collect();
+        let (total, exact_total) = settle(&mut lines, Currency::USD);
+        assert_eq!(total.to_string(), "40.00", "not 0.00 from 10,000 lines of 0.00");
+        assert_eq!(exact_total.to_string(), "40.00");
+        assert_eq!(lines[0].amount.to_string(), "0.0040");
+        assert_eq!(lines.len(), 10_000, "no rounding line is needed");
+    }
+
+    #[test]
+    fn the_demo_months_are_no_longer_under_billed() {
+        let d = |s: &str| Decimal::from_str_exact(s).unwrap();
+        // Lines whose per-line rounding used to lose a cent or more.
+        let mut lines = vec![
+            usage(d("0.004799")),
+            usage(d("0.0049")),
+            usage(d("0.103401698")),
+        ];
+        let (total, exact) = settle(&mut lines, Currency::USD);
+        assert_eq!(exact.to_string(), "0.113100698");
+        assert_eq!(total.to_string(), "0.11");
+        let shown: Vec<String> = lines.iter().map(|l| l.amount.to_string()).collect();
+        assert_eq!(shown, ["0.0048", "0.0049", "0.1034", "-0.0031"]);
+        assert_eq!(lines[3].kind, LineKind::Rounding);
+    }
+
+    proptest! {
+        #[test]
+        fn any_lines_settle_within_the_bounds(
+            cents in proptest::collection::vec(-5_000_000_000i64..5_000_000_000, 0..300),
+            scale in 0u32..12,
+            jpy in any::<bool>(),
+        ) {
+            let exact: Vec<Decimal> = cents.iter().map(|&m| Decimal::new(m, scale)).collect();
+            check(&exact, if jpy { Currency::JPY } else { Currency::USD });
+        }
     }
 }

@@ -23,7 +23,7 @@ use crate::spend::{
 };
 use crate::wallet::{
     self, Allocation, Balance, EntryKind, LedgerEntry, Lot, LotKind, TransactionPage,
-    TransactionQuery, WalletError, WalletWrite, Wallets,
+    TransactionQuery, WalletError, WalletWrite, Wallets, Written,
 };
 use crate::warehouse::{
     LogRecord, RollupChange, Scan, SinkGuard, SinkLock, SyncRun, SyncStart, SyncedRows, VecScan,
@@ -325,24 +325,25 @@ impl WalletBook {
         key: &str,
         fingerprint: String,
         write: impl FnOnce(&mut WalletBook) -> Vec<LedgerEntry>,
-    ) -> Result<Vec<LedgerEntry>, WalletError> {
+    ) -> Result<(Vec<LedgerEntry>, bool), WalletError> {
         if let Some((seen, ids)) = self.keys.get(key) {
             if *seen != fingerprint {
                 return Err(WalletError::IdempotencyConflict {
                     key: key.to_owned(),
                 });
             }
-            return Ok(ids
+            let first = ids
                 .iter()
                 .filter_map(|id| self.entries.get(usize::try_from(*id).ok()? - 1).cloned())
-                .collect());
+                .collect();
+            return Ok((first, true));
         }
         let written = write(self);
         self.keys.insert(
             key.to_owned(),
             (fingerprint, written.iter().map(|e| e.id).collect()),
         );
-        Ok(written)
+        Ok((written, false))
     }
 
     fn push(&mut self, entry: LedgerEntry) -> LedgerEntry {
@@ -713,18 +714,22 @@ impl Wallets for MemoryStore {
         write: &WalletWrite<'_>,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
+    ) -> Result<Written, WalletError> {
         wallet::validate_key(key)?;
         let mut state = lock(&self.state);
         let book = book_for(&mut state.wallets, workspace, currency)?;
         book.expire(at);
-        let written = book.once(key, write.fingerprint(currency), |book| {
+        let (written, replayed) = book.once(key, write.fingerprint(currency), |book| {
             vec![book.write(write, at, key)]
         })?;
-        written
+        let entry = written
             .into_iter()
             .next()
-            .ok_or_else(|| WalletError::Invalid("no entry written".into()))
+            .ok_or_else(|| WalletError::Invalid("no entry written".into()))?;
+        Ok(Written {
+            entry: entry.canonical(),
+            replayed,
+        })
     }
 
     async fn expire(
@@ -737,7 +742,10 @@ impl Wallets for MemoryStore {
             .wallets
             .get_mut(workspace)
             .map(|book| book.expire(at))
-            .unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .map(LedgerEntry::canonical)
+            .collect())
     }
 
     async fn balance(
@@ -751,7 +759,7 @@ impl Wallets for MemoryStore {
             .entry(workspace.clone())
             .or_insert_with(|| WalletBook::new(workspace.clone(), Currency::USD));
         book.expire(at);
-        Ok(book.balance())
+        Ok(book.balance().canonical())
     }
 
     async fn transactions(
@@ -768,7 +776,12 @@ impl Wallets for MemoryStore {
             });
         };
         let mut matching = book.entries.iter().rev().filter(|e| query.matches(e));
-        let entries: Vec<LedgerEntry> = matching.by_ref().take(limit).cloned().collect();
+        let entries: Vec<LedgerEntry> = matching
+            .by_ref()
+            .take(limit)
+            .cloned()
+            .map(LedgerEntry::canonical)
+            .collect();
         let next_cursor = if matching.next().is_some() {
             entries.last().map(|e| e.id)
         } else {

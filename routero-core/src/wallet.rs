@@ -161,6 +161,28 @@ pub struct LedgerEntry {
     pub memo: Option<String>,
 }
 
+impl LedgerEntry {
+    /// The entry with its amount and allocations written at the currency's scale
+    /// ([`Currency::canonical`]): what every store answers with.
+    pub fn canonical(mut self) -> LedgerEntry {
+        self.amount = self.currency.canonical(self.amount);
+        for allocation in &mut self.allocations {
+            allocation.amount = self.currency.canonical(allocation.amount);
+        }
+        self
+    }
+}
+
+/// A ledger write's answer: the entry, and whether the idempotency key had already
+/// written it (a replay changes nothing and answers the first entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Written {
+    /// The entry the key wrote.
+    pub entry: LedgerEntry,
+    /// `true` when this request was a replay of an earlier one with the same key.
+    pub replayed: bool,
+}
+
 /// A wallet's balance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Balance {
@@ -183,6 +205,23 @@ pub struct Balance {
     pub usage_debited: Decimal,
     /// The lots with something left.
     pub open_lots: Vec<Lot>,
+}
+
+impl Balance {
+    /// The balance with every amount written at the currency's scale
+    /// ([`Currency::canonical`]): what every store answers with.
+    pub fn canonical(mut self) -> Balance {
+        let c = self.currency;
+        self.balance = c.canonical(self.balance);
+        self.paid_remaining = c.canonical(self.paid_remaining);
+        self.granted_remaining = c.canonical(self.granted_remaining);
+        self.usage_debited = c.canonical(self.usage_debited);
+        for lot in &mut self.open_lots {
+            lot.amount = c.canonical(lot.amount);
+            lot.remaining = c.canonical(lot.remaining);
+        }
+        self
+    }
 }
 
 /// A write the wallet refuses.
@@ -220,8 +259,9 @@ pub enum WalletError {
 }
 
 /// Checks a credit: positive, at most [`MAX_CREDIT`], no more decimals than the
-/// currency's minor unit.
-pub fn validate_credit(amount: Decimal, currency: Currency) -> Result<(), WalletError> {
+/// currency's minor unit; answers it at the currency's scale (`1000.00`, never
+/// `1000.000000000`), as it is stored.
+pub fn validate_credit(amount: Decimal, currency: Currency) -> Result<Decimal, WalletError> {
     let invalid = |reason: String| WalletError::InvalidAmount {
         amount: amount.to_string(),
         reason,
@@ -238,7 +278,7 @@ pub fn validate_credit(amount: Decimal, currency: Currency) -> Result<(), Wallet
             currency.minor_digits()
         )));
     }
-    Ok(())
+    Ok(currency.canonical(amount))
 }
 
 /// Checks an idempotency key: 1 to 128 printable characters.
@@ -289,7 +329,7 @@ pub enum WalletWrite<'a> {
 impl<'a> WalletWrite<'a> {
     /// A paid top-up.
     pub fn top_up(amount: Decimal, currency: Currency) -> Result<WalletWrite<'a>, WalletError> {
-        validate_credit(amount, currency)?;
+        let amount = validate_credit(amount, currency)?;
         Ok(WalletWrite::Credit {
             kind: EntryKind::TopUp,
             lot: LotKind::Paid,
@@ -306,7 +346,7 @@ impl<'a> WalletWrite<'a> {
         expires_at: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     ) -> Result<WalletWrite<'a>, WalletError> {
-        validate_credit(amount, currency)?;
+        let amount = validate_credit(amount, currency)?;
         if expires_at.is_some_and(|e| e <= at) {
             return Err(WalletError::Invalid(
                 "a credit's expiry must be after its grant".into(),
@@ -328,6 +368,11 @@ impl<'a> WalletWrite<'a> {
         currency: Currency,
         memo: &'a str,
     ) -> Result<WalletWrite<'a>, WalletError> {
+        let amount = if amount.is_sign_negative() {
+            -validate_credit(-amount, currency)?
+        } else {
+            validate_credit(amount, currency)?
+        };
         let write = match kind {
             EntryKind::Refund | EntryKind::Adjustment if amount > Decimal::ZERO => {
                 WalletWrite::Credit {
@@ -349,7 +394,6 @@ impl<'a> WalletWrite<'a> {
                 )));
             }
         };
-        validate_credit(amount.abs(), currency)?;
         Ok(write)
     }
 
@@ -535,9 +579,11 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
     async fn open(&self, workspace: &WorkspaceId, currency: Currency) -> Result<(), WalletError>;
 
     /// Carries out one ledger write, once per idempotency key: a replay of `key` with
-    /// the same write returns the first entry, with another write is
-    /// [`WalletError::IdempotencyConflict`]. `top_up`, `grant` and `adjust` build their
-    /// [`WalletWrite`] and come here.
+    /// the same write returns the first entry (with [`Written::replayed`] set), with
+    /// another write is [`WalletError::IdempotencyConflict`]. A write in another
+    /// currency than the wallet's is [`WalletError::CurrencyMismatch`]; a wallet that
+    /// was never opened is opened in `currency`. `top_up`, `grant` and `adjust` build
+    /// their [`WalletWrite`] and come here.
     async fn write(
         &self,
         workspace: &WorkspaceId,
@@ -545,7 +591,7 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
         write: &WalletWrite<'_>,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError>;
+    ) -> Result<Written, WalletError>;
 
     /// A paid top-up: a new paid lot.
     async fn top_up(
@@ -555,7 +601,7 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
         currency: Currency,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
+    ) -> Result<Written, WalletError> {
         let write = WalletWrite::top_up(amount, currency)?;
         self.write(workspace, currency, &write, key, at).await
     }
@@ -569,7 +615,7 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
         expires_at: Option<DateTime<Utc>>,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
+    ) -> Result<Written, WalletError> {
         let write = WalletWrite::grant(amount, currency, expires_at, at)?;
         self.write(workspace, currency, &write, key, at).await
     }
@@ -585,7 +631,7 @@ pub trait Wallets: fmt::Debug + Send + Sync + 'static {
         memo: &str,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
+    ) -> Result<Written, WalletError> {
         let write = WalletWrite::adjustment(kind, amount, currency, memo)?;
         self.write(workspace, currency, &write, key, at).await
     }

@@ -9,7 +9,7 @@ use routero_core::attribution::WorkspaceId;
 use routero_core::port::{BackendError, ErrorKind};
 use routero_core::wallet::{
     self, Allocation, Balance, EntryKind, LedgerEntry, Lot, LotKind, TransactionPage,
-    TransactionQuery, WalletError, WalletWrite, Wallets,
+    TransactionQuery, WalletError, WalletWrite, Wallets, Written,
 };
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
@@ -74,7 +74,8 @@ fn entry_from(row: &Row, workspace: &WorkspaceId) -> Result<LedgerEntry, Backend
         allocations: serde_json::from_str::<Vec<Allocation>>(&allocations)
             .map_err(|_| corrupt("allocations"))?,
         memo: row.get("memo"),
-    })
+    }
+    .canonical())
 }
 
 const ENTRY_COLUMNS: &str =
@@ -301,7 +302,7 @@ impl PgStore {
         key: &str,
         at: DateTime<Utc>,
         write: WalletWrite<'_>,
-    ) -> Result<LedgerEntry, WalletError> {
+    ) -> Result<Written, WalletError> {
         wallet::validate_key(key)?;
         let fingerprint = write.fingerprint(currency);
         let fingerprint = fingerprint.as_str();
@@ -318,7 +319,10 @@ impl PgStore {
         }
         if let Some((seen, entry)) = by_key(&tx, workspace, key).await? {
             return if seen == fingerprint {
-                Ok(entry)
+                Ok(Written {
+                    entry,
+                    replayed: true,
+                })
             } else {
                 Err(WalletError::IdempotencyConflict {
                     key: key.to_owned(),
@@ -365,7 +369,10 @@ impl PgStore {
             }
         };
         tx.commit().await.map_err(backend)?;
-        Ok(entry)
+        Ok(Written {
+            entry,
+            replayed: false,
+        })
     }
 }
 
@@ -434,7 +441,7 @@ impl Wallets for PgStore {
         write: &WalletWrite<'_>,
         key: &str,
         at: DateTime<Utc>,
-    ) -> Result<LedgerEntry, WalletError> {
+    ) -> Result<Written, WalletError> {
         self.write_entry(workspace, currency, key, at, *write).await
     }
 
@@ -497,7 +504,8 @@ impl Wallets for PgStore {
             paid_remaining: sum(LotKind::Paid),
             granted_remaining: sum(LotKind::Granted),
             open_lots: lots,
-        })
+        }
+        .canonical())
     }
 
     async fn transactions(

@@ -56,7 +56,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::money::{Currency, parse_decimal_exact};
+use crate::money::{Currency, parse_rate};
 use crate::price::LoadError;
 use crate::price::model::{
     ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing,
@@ -274,16 +274,9 @@ fn reject_unknown(context: &str, unknown: &BTreeMap<String, toml::Value>) -> Res
     }
 }
 
+/// A price, in the money grammar ([`parse_rate`]): no sign, exponent or white space.
 fn decimal(context: &str, text: &str) -> Result<Decimal, LoadError> {
-    let value =
-        parse_decimal_exact(text).map_err(|e| LoadError::invalid(context, e.to_string()))?;
-    if value.is_sign_negative() {
-        return Err(LoadError::invalid(
-            context,
-            format!("\"{text}\" is negative"),
-        ));
-    }
-    Ok(value)
+    parse_rate(text).map_err(|e| LoadError::invalid(context, e.to_string()))
 }
 
 /// A per-million rate to a per-token rate, exactly.
