@@ -1241,8 +1241,8 @@ where
     assert!(csv.contains(&number));
     assert_eq!(
         csv.lines().count(),
-        1 + 3 + 1 + 1 + 2,
-        "header, lines, total, payment, balances"
+        1 + 4 + 1 + 1 + 2,
+        "header, lines (the rounding line among them), total, payment, balances"
     );
 }
 
