@@ -666,7 +666,11 @@ pub async fn wallet_top_ups_are_idempotent<W: crate::wallet::Wallets + ?Sized>(w
         1,
         "exactly one of the eight wrote; the others say they were replays"
     );
-    assert_eq!(first.amount.to_string(), "1000.00", "stored at the currency's scale");
+    assert_eq!(
+        first.amount.to_string(),
+        "1000.00",
+        "stored at the currency's scale"
+    );
     let conflict = wallets
         .top_up(&w, money("999.00"), Currency::USD, "topup-1", day(1))
         .await;

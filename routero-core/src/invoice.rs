@@ -222,6 +222,74 @@ pub struct Invoice {
     pub managed_spend: Decimal,
 }
 
+/// A workspace's billing configuration: the org it belongs to, the currency its
+/// wallet and invoices are kept in (fixed before any money moves), and its
+/// control-plane plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceBilling {
+    /// The org.
+    pub org: OrgId,
+    /// The billing currency (USD unless configured).
+    pub currency: Currency,
+    /// The subscription price per month, if the workspace has a plan.
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    pub plan: Option<Decimal>,
+}
+
+/// The billing configuration of every workspace a deployment bills: which org each
+/// belongs to, its currency and its plan. A workspace it does not name is billed in
+/// USD without a plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BillingDirectory {
+    workspaces: BTreeMap<WorkspaceId, WorkspaceBilling>,
+}
+
+impl BillingDirectory {
+    /// An empty directory: every workspace in USD, none with a plan.
+    pub fn new() -> BillingDirectory {
+        BillingDirectory::default()
+    }
+
+    /// Adds (or replaces) a workspace's configuration.
+    pub fn with(mut self, workspace: WorkspaceId, billing: WorkspaceBilling) -> BillingDirectory {
+        self.workspaces.insert(workspace, billing);
+        self
+    }
+
+    /// A workspace's configuration, if the directory names it.
+    pub fn get(&self, workspace: &WorkspaceId) -> Option<&WorkspaceBilling> {
+        self.workspaces.get(workspace)
+    }
+
+    /// The currency a workspace is billed in (USD when not configured).
+    pub fn currency(&self, workspace: &WorkspaceId) -> Currency {
+        self.get(workspace).map_or(Currency::USD, |b| b.currency)
+    }
+
+    /// A workspace's plan price, if it has a plan.
+    pub fn plan(&self, workspace: &WorkspaceId) -> Option<Decimal> {
+        self.get(workspace).and_then(|b| b.plan)
+    }
+
+    /// The workspaces configured for an org, in order.
+    pub fn workspaces_of<'a>(&'a self, org: &'a OrgId) -> impl Iterator<Item = &'a WorkspaceId> {
+        self.workspaces
+            .iter()
+            .filter(move |(_, b)| b.org == *org)
+            .map(|(w, _)| w)
+    }
+
+    /// Opens every configured workspace's wallet in its currency, so that the currency
+    /// is fixed before money moves; a wallet already kept in another currency is
+    /// [`WalletError::CurrencyMismatch`].
+    pub async fn open_wallets(&self, wallets: &dyn Wallets) -> Result<(), WalletError> {
+        for (workspace, billing) in &self.workspaces {
+            wallets.open(workspace, billing.currency).await?;
+        }
+        Ok(())
+    }
+}
+
 /// Why an invoice cannot be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -492,8 +560,7 @@ impl Billing<'_> {
             exact_total,
             lines,
             payments,
-            opening_balance: currency
-                .canonical(balance_before(wallets, workspace, start).await?),
+            opening_balance: currency.canonical(balance_before(wallets, workspace, start).await?),
             closing_balance: currency
                 .canonical(balance_before(wallets, workspace, now.min(end)).await?),
             managed_spend: managed,
@@ -646,7 +713,11 @@ mod tests {
         check(&exact, Currency::USD);
         let mut lines: Vec<InvoiceLine> = exact.into_iter().map(usage).collect();
         let (total, exact_total) = settle(&mut lines, Currency::USD);
-        assert_eq!(total.to_string(), "40.00", "not 0.00 from 10,000 lines of 0.00");
+        assert_eq!(
+            total.to_string(),
+            "40.00",
+            "not 0.00 from 10,000 lines of 0.00"
+        );
         assert_eq!(exact_total.to_string(), "40.00");
         assert_eq!(lines[0].amount.to_string(), "0.0040");
         assert_eq!(lines.len(), 10_000, "no rounding line is needed");

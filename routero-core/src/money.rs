@@ -201,7 +201,8 @@ fn grammar(text: &str, max_fraction: u32) -> Option<Decimal> {
 /// is allowed is the caller's rule.
 pub fn parse_amount(text: &str, currency: Currency) -> Result<Decimal, InvalidAmount> {
     let max = currency.minor_digits();
-    let mut value = grammar(text, max).ok_or_else(|| InvalidAmount::new(text, Some(currency), max))?;
+    let mut value =
+        grammar(text, max).ok_or_else(|| InvalidAmount::new(text, Some(currency), max))?;
     value.rescale(max);
     Ok(value)
 }
@@ -290,14 +291,35 @@ mod tests {
             assert_eq!(parse_amount(text, usd).unwrap().to_string(), want, "{text}");
         }
         for bad in [
-            "1_000", "1e2", "1E2", "+3.00", "-3.00", " 4.00", "4.00 ", "5.", ".5", "1.500",
-            "1,000.00", "", ".", "0x10", "1.5000000", "١٢", "NaN", "inf", "1..2", "1.2.3",
+            "1_000",
+            "1e2",
+            "1E2",
+            "+3.00",
+            "-3.00",
+            " 4.00",
+            "4.00 ",
+            "5.",
+            ".5",
+            "1.500",
+            "1,000.00",
+            "",
+            ".",
+            "0x10",
+            "1.5000000",
+            "١٢",
+            "NaN",
+            "inf",
+            "1..2",
+            "1.2.3",
             "99999999999999999999999999999",
         ] {
             let e = parse_amount(bad, usd).unwrap_err().to_string();
             assert!(e.contains("ASCII digits"), "{bad:?}: {e}");
         }
-        assert_eq!(parse_amount("1500", Currency::JPY).unwrap().to_string(), "1500");
+        assert_eq!(
+            parse_amount("1500", Currency::JPY).unwrap().to_string(),
+            "1500"
+        );
         assert!(parse_amount("1500.0", Currency::JPY).is_err());
         let kwd = "KWD".parse::<Currency>().unwrap();
         assert_eq!(parse_amount("1.5", kwd).unwrap().to_string(), "1.500");
@@ -317,7 +339,10 @@ mod tests {
         let usd = Currency::USD;
         let d = |s: &str| Decimal::from_str_exact(s).unwrap();
         assert_eq!(usd.canonical(d("1000.000000000")).to_string(), "1000.00");
-        assert_eq!(usd.canonical(d("1001163.5000000")).to_string(), "1001163.50");
+        assert_eq!(
+            usd.canonical(d("1001163.5000000")).to_string(),
+            "1001163.50"
+        );
         assert_eq!(usd.canonical(d("0.05533340")).to_string(), "0.0553334");
         assert_eq!(usd.canonical(d("-3")).to_string(), "-3.00");
         assert_eq!(Currency::JPY.canonical(d("1500.00")).to_string(), "1500");

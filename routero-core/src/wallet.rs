@@ -174,10 +174,12 @@ impl LedgerEntry {
 }
 
 /// A ledger write's answer: the entry, and whether the idempotency key had already
-/// written it (a replay changes nothing and answers the first entry).
+/// written it (a replay changes nothing and answers the first entry). It serialises
+/// as the entry's fields and `replayed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Written {
     /// The entry the key wrote.
+    #[serde(flatten)]
     pub entry: LedgerEntry,
     /// `true` when this request was a replay of an earlier one with the same key.
     pub replayed: bool,

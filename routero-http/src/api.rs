@@ -11,9 +11,12 @@
 //! |---|---|
 //! | `GET /billing/principal` | who the caller is: org, visible workspaces and teams, role |
 //! | `GET /billing/wallet?workspace=` | the wallet's balance and open lots |
-//! | `POST /billing/wallet/topup?workspace=` | a top-up: `Idempotency-Key` header, body `{"amount": "1000.00", "currency": "USD"}` |
+//! | `GET /billing/wallets` | the wallets of every workspace the principal sees |
+//! | `POST /billing/wallet/topup?workspace=` | a top-up: body `{"amount": 1000.00, "currency": "USD"}` |
+//! | `POST /billing/wallet/refund?workspace=` | a refund (admin): body `{"amount": "25.00", "currency": "USD", "memo": "…"}` |
+//! | `POST /billing/wallet/adjust?workspace=` | an adjustment (admin): body `{"amount": "5.00", "currency": "USD", "direction": "credit" or "debit", "memo": "…"}` |
 //! | `GET /billing/transactions?workspace=&type=&start_date=&end_date=&cursor=&limit=` | ledger entries, newest first |
-//! | `GET /billing/invoices?workspace=` | final invoices |
+//! | `GET /billing/invoices?workspace=` | final invoices (without `workspace`: of every workspace the principal sees) |
 //! | `GET /billing/invoices/{YYYY-MM}?workspace=[&format=csv]` | one month's invoice, JSON or CSV |
 //! | `GET /billing/daily-spend?start_date=&end_date=&…filters` | spend per day |
 //! | `GET /billing/spend-trend?start_date=&end_date=&…filters` | the range beside the period before |
@@ -25,7 +28,22 @@
 //! `end_user_ids` (comma-separated), `provider`, `model`, `billing_mode`; pages: `page`,
 //! `page_size`. LiteLLM's `exclude_team_ids` and `exclude_end_user_ids` are refused
 //! (400), not ignored. Wallet and invoice endpoints answer only for workspaces the
-//! principal lists.
+//! principal may see: those it lists, or for an org-wide principal (`workspaces:
+//! None`) those the [`BillingDirectory`] configures for its org. `workspace` may be
+//! left out when there is exactly one.
+//!
+//! **Money in.** Every amount follows one grammar ([`parse_amount`]): ASCII digits,
+//! optionally a dot and 1 to the currency's minor-unit digits; no sign, exponent,
+//! separator or white space. A JSON number is read by its literal text under the same
+//! grammar, never through a float, so `1000.00` and `"1000.00"` are the same amount.
+//! Currencies are upper-case ISO 4217 codes and must be the workspace's billing
+//! currency. Anything else is 422 with the rule in its detail.
+//!
+//! **Idempotency.** A write may carry an `Idempotency-Key` header (1 to 128
+//! characters). The first request with a key answers `201 Created`; a replay with the
+//! same key and body answers `200 OK` with the first entry, `"replayed": true` and an
+//! `Idempotent-Replayed: true` header, and changes nothing; the same key with another
+//! body is 409. Without the header every request is a new write.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -41,12 +59,11 @@ use routero_core::attribution::{
     ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId,
 };
 use routero_core::export::{CsvExport, ExportError, ExportFormat, ExportRequest};
-use routero_core::invoice::{Billing, InvoiceError, InvoiceStore, Month};
-use routero_core::money::parse_decimal_exact;
+use routero_core::invoice::{Billing, BillingDirectory, InvoiceError, InvoiceStore, Month};
+use routero_core::money::parse_amount;
 use routero_core::port::{BackendError, Clock, RollupFilter, SpendReader};
-use routero_core::wallet::{EntryKind, TransactionQuery, WalletError, Wallets};
+use routero_core::wallet::{EntryKind, TransactionQuery, WalletError, WalletWrite, Wallets};
 use routero_core::{Currency, Provider};
-use rust_decimal::Decimal;
 use serde::Serialize;
 
 /// What the caller may do.
@@ -284,8 +301,8 @@ impl From<InvoiceError> for Problem {
 pub struct ApiConfig {
     /// The longest date range a query may ask for, in days.
     pub max_range_days: i64,
-    /// Subscription prices per workspace (the plans).
-    pub plans: HashMap<WorkspaceId, Decimal>,
+    /// Each workspace's org, billing currency and plan.
+    pub billing: BillingDirectory,
     /// Who invoices managed spend, as FOCUS exports name it (`InvoiceIssuerName`).
     pub invoice_issuer: String,
 }
@@ -294,7 +311,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             max_range_days: 366,
-            plans: HashMap::new(),
+            billing: BillingDirectory::new(),
             invoice_issuer: "Routero".to_owned(),
         }
     }
@@ -418,6 +435,37 @@ fn number(query: &Query, name: &str, default: u32, max: u32) -> Result<u32, Prob
     }
 }
 
+/// What a money-in request writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MoneyIn {
+    TopUp,
+    Refund,
+    Adjust,
+}
+
+impl MoneyIn {
+    fn doing(self) -> &'static str {
+        match self {
+            MoneyIn::TopUp => "topping up",
+            MoneyIn::Refund => "a refund",
+            MoneyIn::Adjust => "an adjustment",
+        }
+    }
+}
+
+/// The body of a top-up, refund or adjustment.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoneyBody {
+    /// A JSON number or string, read by its text.
+    amount: serde_json::Value,
+    currency: String,
+    #[serde(default)]
+    direction: Option<String>,
+    #[serde(default)]
+    memo: Option<String>,
+}
+
 impl BillingApi {
     /// An API over the ports.
     pub fn new(
@@ -460,8 +508,18 @@ impl BillingApi {
         match (method, path.as_str()) {
             (Method::GET, "/billing/principal") => Ok(json(StatusCode::OK, principal)),
             (Method::GET, "/billing/wallet") => self.wallet(principal, &query).await,
+            (Method::GET, "/billing/wallets") => self.all_wallets(principal).await,
             (Method::POST, "/billing/wallet/topup") => {
-                self.top_up(principal, &query, &request).await
+                self.money_in(principal, &query, &request, MoneyIn::TopUp)
+                    .await
+            }
+            (Method::POST, "/billing/wallet/refund") => {
+                self.money_in(principal, &query, &request, MoneyIn::Refund)
+                    .await
+            }
+            (Method::POST, "/billing/wallet/adjust") => {
+                self.money_in(principal, &query, &request, MoneyIn::Adjust)
+                    .await
             }
             (Method::GET, "/billing/transactions") => self.transactions(principal, &query).await,
             (Method::GET, "/billing/invoices") => self.invoices(principal, &query).await,
@@ -576,18 +634,48 @@ impl BillingApi {
         .map_err(export_problem)
     }
 
-    /// The workspace a wallet or invoice request is about: the `workspace` parameter (or
-    /// the principal's only workspace). Wallets are kept by workspace, so the principal
-    /// must list the workspace among those it may see; any other is "not found".
+    /// The workspaces whose wallets and invoices the principal may see: those it lists,
+    /// or for an org-wide principal those the billing directory configures for its org.
+    fn visible(&self, principal: &Principal) -> Vec<WorkspaceId> {
+        match &principal.workspaces {
+            Some(list) => list.clone(),
+            None => self
+                .config
+                .billing
+                .workspaces_of(&principal.org)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The workspace a wallet or invoice request is about: the `workspace` parameter, or
+    /// the only workspace the principal sees. Wallets are kept by workspace, so it must
+    /// be one the principal may see; any other is "not found".
     fn workspace(&self, principal: &Principal, query: &Query) -> Result<WorkspaceId, Problem> {
         let named = one(query, "workspace", |v| {
             WorkspaceId::new(v).map_err(|e| e.to_string())
         })?;
-        let visible = principal.workspaces.as_deref().unwrap_or_default();
+        let visible = self.visible(principal);
         let workspace = match named {
             Some(w) => w,
             None if visible.len() == 1 => visible[0].clone(),
-            None => return Err(problem(ProblemType::BadRequest, "workspace is required")),
+            None if visible.is_empty() => {
+                return Err(problem(
+                    ProblemType::NotFound,
+                    "this principal sees no workspace with a wallet",
+                ));
+            }
+            None => {
+                let names: Vec<&str> = visible.iter().map(WorkspaceId::as_str).collect();
+                return Err(problem(
+                    ProblemType::BadRequest,
+                    format!(
+                        "workspace is required: this principal sees {} workspaces ({}); name one with ?workspace=",
+                        visible.len(),
+                        names.join(", ")
+                    ),
+                ));
+            }
         };
         if !visible.contains(&workspace) {
             return Err(problem(ProblemType::NotFound, "no such workspace"));
@@ -689,50 +777,130 @@ impl BillingApi {
         ))
     }
 
-    async fn top_up(
+    async fn all_wallets(&self, principal: &Principal) -> Result<Response<Bytes>, Problem> {
+        let now = self.now();
+        let mut wallets = Vec::new();
+        for workspace in self.visible(principal) {
+            wallets.push(self.wallets.balance(&workspace, now).await?);
+        }
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "wallets": wallets }),
+        ))
+    }
+
+    /// A top-up, refund or adjustment: admin only, the money grammar, the workspace's
+    /// currency, an optional idempotency key.
+    async fn money_in(
         &self,
         principal: &Principal,
         query: &Query,
         request: &Request<Bytes>,
+        what: MoneyIn,
     ) -> Result<Response<Bytes>, Problem> {
         if principal.role != Role::Admin {
             return Err(problem(
                 ProblemType::Forbidden,
-                "topping up needs the admin role",
+                format!("{} needs the admin role", what.doing()),
             ));
         }
         let workspace = self.workspace(principal, query)?;
-        let key = request
-            .headers()
-            .get("idempotency-key")
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                problem(
-                    ProblemType::BadRequest,
-                    "the Idempotency-Key header is required",
-                )
-            })?;
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct TopUp {
-            amount: String,
-            currency: String,
-        }
-        let body: TopUp = serde_json::from_slice(request.body())
+        let key = match request.headers().get("idempotency-key") {
+            None => format!("auto-{}", uuid::Uuid::new_v4().simple()),
+            Some(v) => v
+                .to_str()
+                .map_err(|_| {
+                    problem(
+                        ProblemType::BadRequest,
+                        "the Idempotency-Key header must be visible ASCII",
+                    )
+                })?
+                .to_owned(),
+        };
+        let body: MoneyBody = serde_json::from_slice(request.body())
             .map_err(|e| problem(ProblemType::BadRequest, format!("body: {e}")))?;
-        let amount = parse_decimal_exact(&body.amount)
-            .map_err(|e| problem(ProblemType::InvalidAmount, e.to_string()))?;
+        let expected = self.config.billing.currency(&workspace);
         let currency: Currency =
             body.currency
                 .parse()
                 .map_err(|e: routero_core::money::UnknownCurrency| {
                     problem(ProblemType::InvalidCurrency, e.to_string())
                 })?;
-        let entry = self
+        if currency != expected {
+            return Err(problem(
+                ProblemType::InvalidCurrency,
+                format!("{workspace} is billed in {expected}, not {currency}"),
+            ));
+        }
+        let text = match &body.amount {
+            serde_json::Value::String(s) => s.clone(),
+            // `arbitrary_precision`: the number's literal text, never a float.
+            serde_json::Value::Number(n) => n.to_string(),
+            other => {
+                return Err(problem(
+                    ProblemType::InvalidAmount,
+                    format!("amount must be a JSON number or string, not {other}"),
+                ));
+            }
+        };
+        let amount = parse_amount(&text, currency)
+            .map_err(|e| problem(ProblemType::InvalidAmount, e.to_string()))?;
+        let memo = body.memo.as_deref().map(str::trim).unwrap_or_default();
+        let write = match what {
+            MoneyIn::TopUp => {
+                if body.direction.is_some() || body.memo.is_some() {
+                    return Err(problem(
+                        ProblemType::BadRequest,
+                        "a top-up takes only amount and currency",
+                    ));
+                }
+                WalletWrite::top_up(amount, currency)?
+            }
+            MoneyIn::Refund | MoneyIn::Adjust => {
+                if memo.is_empty() || memo.chars().count() > 500 {
+                    return Err(problem(
+                        ProblemType::BadRequest,
+                        format!("{} needs a memo of 1 to 500 characters", what.doing()),
+                    ));
+                }
+                let (kind, signed) = match (what, body.direction.as_deref()) {
+                    (MoneyIn::Refund, None) => (EntryKind::Refund, amount),
+                    (MoneyIn::Adjust, Some("credit")) => (EntryKind::Adjustment, amount),
+                    (MoneyIn::Adjust, Some("debit")) => (EntryKind::Adjustment, -amount),
+                    (MoneyIn::Refund, Some(_)) => {
+                        return Err(problem(
+                            ProblemType::BadRequest,
+                            "a refund is always a credit: leave out direction",
+                        ));
+                    }
+                    _ => {
+                        return Err(problem(
+                            ProblemType::BadRequest,
+                            "direction must be \"credit\" or \"debit\"",
+                        ));
+                    }
+                };
+                WalletWrite::adjustment(kind, signed, currency, memo)?
+            }
+        };
+        self.wallets.open(&workspace, currency).await?;
+        let written = self
             .wallets
-            .top_up(&workspace, amount, currency, key, self.now())
+            .write(&workspace, currency, &write, &key, self.now())
             .await?;
-        Ok(json(StatusCode::CREATED, &entry))
+        let status = if written.replayed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        let mut response = json(status, &written);
+        if written.replayed {
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                header::HeaderValue::from_static("true"),
+            );
+        }
+        Ok(response)
     }
 
     async fn transactions(
@@ -782,11 +950,16 @@ impl BillingApi {
         principal: &Principal,
         query: &Query,
     ) -> Result<Response<Bytes>, Problem> {
-        let workspace = self.workspace(principal, query)?;
-        Ok(json(
-            StatusCode::OK,
-            &self.invoices.finalized(&workspace).await?,
-        ))
+        let workspaces = if query.contains_key("workspace") || self.visible(principal).len() == 1 {
+            vec![self.workspace(principal, query)?]
+        } else {
+            self.visible(principal)
+        };
+        let mut invoices = Vec::new();
+        for workspace in workspaces {
+            invoices.extend(self.invoices.finalized(&workspace).await?);
+        }
+        Ok(json(StatusCode::OK, &invoices))
     }
 
     async fn invoice(
@@ -798,7 +971,7 @@ impl BillingApi {
         let workspace = self.workspace(principal, query)?;
         let month = Month::parse(month)
             .ok_or_else(|| problem(ProblemType::UnknownMonth, "expected YYYY-MM"))?;
-        let plan = self.config.plans.get(&workspace).copied();
+        let plan = self.config.billing.plan(&workspace);
         let invoice = self
             .billing()
             .invoice(&principal.org, &workspace, month, plan, self.now())

@@ -8,7 +8,7 @@ use http::{Method, Request, Response, StatusCode};
 use routero_core::Currency;
 use routero_core::attribution::{OrgId, TeamId, WorkspaceId};
 use routero_core::conformance::{apply_first_step, sample_day, sample_event};
-use routero_core::invoice::InvoiceStore;
+use routero_core::invoice::{BillingDirectory, InvoiceStore, WorkspaceBilling};
 use routero_core::memory::{ManualClock, MemoryStore};
 use routero_core::port::{SpendReader, SpendStore};
 use routero_core::spend::SpendEvent;
@@ -39,9 +39,8 @@ where
         events.push(e);
     }
     events.push(sample_event("other", 9, "100"));
-    for w in ["acme-ws", "other-ws"] {
-        store.open(&ws(w), Currency::USD).await.unwrap();
-    }
+    let billing = directory();
+    billing.open_wallets(&*store).await.unwrap();
     apply_first_step(
         &*store,
         &events,
@@ -56,8 +55,24 @@ where
         store.clone(),
         store,
         clock,
-        ApiConfig::default(),
+        ApiConfig {
+            billing,
+            ..ApiConfig::default()
+        },
     )
+}
+
+/// Acme bills acme-ws in USD and acme-eu in EUR; the other org bills other-ws.
+fn directory() -> BillingDirectory {
+    let billing = |org: &str, currency: Currency| WorkspaceBilling {
+        org: OrgId::new(org).unwrap(),
+        currency,
+        plan: None,
+    };
+    BillingDirectory::new()
+        .with(ws("acme-ws"), billing("acme", Currency::USD))
+        .with(ws("acme-eu"), billing("acme", Currency::EUR))
+        .with(ws("other-ws"), billing("other", Currency::USD))
 }
 
 async fn memory_api() -> BillingApi {
@@ -121,6 +136,10 @@ on_both_stores!(
     the_openapi_document_describes_every_response,
     exports_are_a_months_csv_scoped_to_the_principal,
     hostile_requests_get_problems_and_change_nothing,
+    the_product_pages_top_up_works_as_written,
+    the_workspace_comes_from_the_principal_or_the_directory,
+    the_billing_currency_is_a_setting,
+    refunds_and_adjustments_are_admin_writes_with_a_memo,
 );
 
 fn admin() -> Principal {
@@ -218,17 +237,28 @@ async fn a_top_up_is_created_once_per_key(api: BillingApi) {
         )
         .await;
     assert_eq!(first.status(), StatusCode::CREATED, "{:?}", first.body());
+    assert!(!first.headers().contains_key("idempotent-replayed"));
     let replay = api
         .handle(
             Some(&p),
-            top_up(Some("k1"), r#"{"amount": "1000.00", "currency": "USD"}"#),
+            top_up(Some("k1"), r#"{"amount": 1000.00, "currency": "USD"}"#),
         )
         .await;
-    assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(
-        body(&first),
-        body(&replay),
-        "the replay answers the same entry"
+        replay.status(),
+        StatusCode::OK,
+        "a replay is not a creation: {:?}",
+        replay.body()
+    );
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let (mut first, mut replay) = (body(&first), body(&replay));
+    assert_eq!(first["replayed"], false);
+    assert_eq!(replay["replayed"], true);
+    first["replayed"] = Value::Null;
+    replay["replayed"] = Value::Null;
+    assert_eq!(
+        first, replay,
+        "the replay (the same amount, as a number) answers the same entry"
     );
 
     let conflict = api
@@ -249,47 +279,96 @@ async fn a_top_up_is_created_once_per_key(api: BillingApi) {
 
 async fn bad_top_ups_are_refused_with_their_reason(api: BillingApi) {
     let p = admin();
-    let cases = [
-        (
-            Some("a"),
-            r#"{"amount": "-5", "currency": "USD"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    // (body, status, problem type, what the detail must say)
+    let mut cases: Vec<(String, StatusCode, &str, &str)> = Vec::new();
+    // Every amount outside the grammar, as a string and (where JSON has it) a number.
+    for amount in [
+        "-5",
+        "ten",
+        "1_000",
+        "1e2",
+        "+3.00",
+        " 4.00 ",
+        "5.",
+        ".5",
+        "1.5000000",
+        "1,000.00",
+        "",
+    ] {
+        cases.push((
+            format!(r#"{{"amount": "{amount}", "currency": "USD"}}"#),
+            unprocessable,
             "invalid-amount",
-        ),
-        (
-            Some("b"),
-            r#"{"amount": "ten", "currency": "USD"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            "ASCII digits, optionally followed by '.' and 1 to 2 more digits",
+        ));
+    }
+    for number in ["1e2", "-3", "5.001", "1.5000000", "1E+2"] {
+        cases.push((
+            format!(r#"{{"amount": {number}, "currency": "USD"}}"#),
+            unprocessable,
             "invalid-amount",
-        ),
-        (
-            Some("c"),
-            r#"{"amount": "5", "currency": "EUR"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
+            "ASCII digits",
+        ));
+    }
+    for other in ["true", "null", "[5]", r#"{"$gt": 0}"#] {
+        cases.push((
+            format!(r#"{{"amount": {other}, "currency": "USD"}}"#),
+            unprocessable,
+            "invalid-amount",
+            "JSON number or string",
+        ));
+    }
+    for zero in [r#""0""#, r#""0.00""#, "0", "0.0"] {
+        cases.push((
+            format!(r#"{{"amount": {zero}, "currency": "USD"}}"#),
+            unprocessable,
+            "invalid-amount",
+            "must be positive",
+        ));
+    }
+    cases.push((
+        r#"{"amount": "1000000.01", "currency": "USD"}"#.to_owned(),
+        unprocessable,
+        "invalid-amount",
+        "at most 1000000",
+    ));
+    for currency in ["usd", "Usd", " USD", "XYZ", ""] {
+        cases.push((
+            format!(r#"{{"amount": "5", "currency": "{currency}"}}"#),
+            unprocessable,
             "invalid-currency",
-        ),
-        (
-            Some("d"),
-            r#"{"amount": "5", "currency": "XYZ"}"#,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-currency",
-        ),
-        (
-            Some("e"),
-            r#"{"amount": 5, "currency": "USD"}"#,
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-        ),
-        (
-            None,
-            r#"{"amount": "5", "currency": "USD"}"#,
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-        ),
-    ];
-    for (key, text, status, id) in cases {
-        let response = api.handle(Some(&p), top_up(key, text)).await;
-        assert_problem(&response, status, id);
+            "upper-case ISO 4217",
+        ));
+    }
+    cases.push((
+        r#"{"amount": "5", "currency": "EUR"}"#.to_owned(),
+        unprocessable,
+        "invalid-currency",
+        "acme-ws is billed in USD, not EUR",
+    ));
+    cases.push((
+        r#"{"amount": "5", "currency": "USD", "memo": "x"}"#.to_owned(),
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        "only amount and currency",
+    ));
+    cases.push((
+        r#"{"currency": "USD"}"#.to_owned(),
+        StatusCode::BAD_REQUEST,
+        "bad-request",
+        "amount",
+    ));
+    for (i, (text, status, id, says)) in cases.iter().enumerate() {
+        let response = api
+            .handle(Some(&p), top_up(Some(&format!("bad-{i}")), text))
+            .await;
+        assert_problem(&response, *status, id);
+        let detail = body(&response)["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.contains(says),
+            "{text}: {detail:?} should say {says:?}"
+        );
     }
     let viewer = Principal {
         role: Role::Viewer,
@@ -517,7 +596,10 @@ async fn the_overview_adds_balance_and_month_to_date(api: BillingApi) {
     assert_eq!(value["month_to_date"], "3.875", "{value}");
     assert_eq!(value["managed_month_to_date"], "3.5");
     assert_eq!(value["byok_month_to_date"], "0.375");
-    assert_eq!(value["balance"], "-3.5", "usage debited, nothing topped up");
+    assert_eq!(
+        value["balance"], "-3.50",
+        "usage debited, nothing topped up; at the currency's scale"
+    );
     assert_eq!(value["days_elapsed"], 10);
     assert_eq!(value["days_in_month"], 30);
 }
@@ -668,6 +750,12 @@ async fn the_openapi_document_describes_every_response(api: BillingApi) {
         ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-1"), topup),
         ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-1"), r#"{"amount": "1", "currency": "USD"}"#),
         ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-2"), r#"{"amount": "0", "currency": "USD"}"#),
+        ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", None, r#"{ "amount": 1000.00, "currency": "USD" }"#),
+        ("post", "/billing/wallet/refund?workspace=acme-ws".into(), "/billing/wallet/refund", Some("oa-3"), r#"{"amount": "2.50", "currency": "USD", "memo": "goodwill"}"#),
+        ("post", "/billing/wallet/adjust?workspace=acme-ws".into(), "/billing/wallet/adjust", Some("oa-4"), r#"{"amount": 1.25, "currency": "USD", "direction": "debit", "memo": "manual charge"}"#),
+        ("post", "/billing/wallet/adjust?workspace=acme-ws".into(), "/billing/wallet/adjust", Some("oa-4"), r#"{"amount": 1.25, "currency": "USD", "direction": "debit", "memo": "manual charge"}"#),
+        ("post", "/billing/wallet/adjust?workspace=acme-ws".into(), "/billing/wallet/adjust", Some("oa-5"), r#"{"amount": "1", "currency": "USD", "direction": "sideways", "memo": "x"}"#),
+        ("get", "/billing/wallets".into(), "/billing/wallets", None, ""),
         ("get", "/billing/principal".into(), "/billing/principal", None, ""),
         ("get", "/billing/wallet?workspace=acme-ws".into(), "/billing/wallet", None, ""),
         ("get", "/billing/transactions?workspace=acme-ws&limit=1".into(), "/billing/transactions", None, ""),
@@ -785,13 +873,13 @@ async fn hostile_requests_get_problems_and_change_nothing(api: BillingApi) {
             .await;
         assert_hostile(&response, &text.chars().take(80).collect::<String>());
     }
-    for key in ["", "a\r\nX-Injected: 1", "tab\tkey", &"k".repeat(4_096)] {
+    let keys: [&[u8]; 4] = [b"", b"tab\tkey", &[b'k'; 4_096], b"caf\xc3\xa9"];
+    for key in keys {
         let mut request = top_up(None, r#"{"amount": "5", "currency": "USD"}"#);
-        if let Ok(value) = http::HeaderValue::from_str(key) {
-            request.headers_mut().insert("idempotency-key", value);
-        }
+        let value = http::HeaderValue::from_bytes(key).unwrap();
+        request.headers_mut().insert("idempotency-key", value);
         let response = api.handle(Some(&p), request).await;
-        assert_hostile(&response, key);
+        assert_hostile(&response, &String::from_utf8_lossy(key));
     }
     for uri in [
         "/billing/wallet?workspace=acme-ws%27%20OR%201%3D1%20--",
@@ -830,4 +918,301 @@ fn assert_hostile(response: &Response<Bytes>, what: &str) {
         "{what:?}"
     );
     body(response);
+}
+
+fn post(uri: &str, key: Option<&str>, body: &str) -> Request<Bytes> {
+    let mut builder = Request::builder().method(Method::POST).uri(uri);
+    if let Some(key) = key {
+        builder = builder.header("idempotency-key", key);
+    }
+    builder.body(Bytes::from(body.to_owned())).unwrap()
+}
+
+/// The product page's request, byte for byte: a JSON number, no idempotency key.
+async fn the_product_pages_top_up_works_as_written(api: BillingApi) {
+    let p = admin();
+    let page = r#"{ "amount": 1000.00, "currency": "USD" }"#;
+    for _ in 0..2 {
+        let response = api
+            .handle(Some(&p), post("/billing/wallet/topup", None, page))
+            .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::CREATED,
+            "{:?}",
+            response.body()
+        );
+        let entry = body(&response);
+        assert_eq!(entry["amount"], "1000.00");
+        assert_eq!(entry["currency"], "USD");
+        assert_eq!(entry["replayed"], false);
+    }
+    let wallet = body(&api.handle(Some(&p), get("/billing/wallet")).await);
+    assert_eq!(
+        wallet["balance"], "1996.50",
+        "without a key every request is a new top-up: 2 × 1000.00 − 3.50 of usage"
+    );
+    assert_eq!(wallet["paid_remaining"], "2000.00");
+    let more_digits = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/wallet/topup",
+                None,
+                r#"{"amount": 0.1000000000000000055511151231257827, "currency": "USD"}"#,
+            ),
+        )
+        .await;
+    assert_problem(
+        &more_digits,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-amount",
+    );
+    let exact = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/wallet/topup",
+                None,
+                r#"{"amount": 0.10, "currency": "USD"}"#,
+            ),
+        )
+        .await;
+    assert_eq!(
+        body(&exact)["amount"],
+        "0.10",
+        "read by its text, not as a float"
+    );
+}
+
+async fn the_workspace_comes_from_the_principal_or_the_directory(api: BillingApi) {
+    let two = Principal {
+        workspaces: Some(vec![ws("acme-ws"), ws("acme-eu")]),
+        ..admin()
+    };
+    let response = api.handle(Some(&two), get("/billing/wallet")).await;
+    assert_problem(&response, StatusCode::BAD_REQUEST, "bad-request");
+    let detail = body(&response)["detail"].as_str().unwrap().to_owned();
+    assert!(
+        detail.contains("workspace is required") && detail.contains("acme-ws, acme-eu"),
+        "{detail}"
+    );
+    let response = api
+        .handle(
+            Some(&two),
+            post(
+                "/billing/wallet/topup",
+                None,
+                r#"{"amount": 5, "currency": "USD"}"#,
+            ),
+        )
+        .await;
+    assert_problem(&response, StatusCode::BAD_REQUEST, "bad-request");
+
+    // An org-wide principal sees every workspace the directory gives its org.
+    let org_wide = Principal {
+        workspaces: None,
+        ..admin()
+    };
+    let all = body(&api.handle(Some(&org_wide), get("/billing/wallets")).await);
+    let names: Vec<&str> = all["wallets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["workspace"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme-eu", "acme-ws"], "acme's, never other-ws");
+    let one = api
+        .handle(Some(&org_wide), get("/billing/wallet?workspace=acme-ws"))
+        .await;
+    assert_eq!(one.status(), StatusCode::OK, "not 404: {:?}", one.body());
+    assert_eq!(body(&one)["balance"], "-3.50");
+    for uri in [
+        "/billing/wallet?workspace=other-ws",
+        "/billing/transactions?workspace=other-ws",
+        "/billing/invoices?workspace=other-ws",
+    ] {
+        let response = api.handle(Some(&org_wide), get(uri)).await;
+        assert_problem(&response, StatusCode::NOT_FOUND, "not-found");
+    }
+    let invoices = api.handle(Some(&org_wide), get("/billing/invoices")).await;
+    assert_eq!(invoices.status(), StatusCode::OK, "{:?}", invoices.body());
+    assert_eq!(body(&invoices), serde_json::json!([]));
+    let overview = api
+        .handle(Some(&org_wide), get("/billing/overview?workspace=acme-ws"))
+        .await;
+    assert_eq!(overview.status(), StatusCode::OK);
+    let topped = api
+        .handle(
+            Some(&org_wide),
+            post(
+                "/billing/wallet/topup?workspace=acme-ws",
+                None,
+                r#"{"amount": 5, "currency": "USD"}"#,
+            ),
+        )
+        .await;
+    assert_eq!(topped.status(), StatusCode::CREATED);
+}
+
+async fn the_billing_currency_is_a_setting(api: BillingApi) {
+    let p = Principal {
+        workspaces: Some(vec![ws("acme-eu")]),
+        ..admin()
+    };
+    let before = body(&api.handle(Some(&p), get("/billing/wallet")).await);
+    assert_eq!(before["currency"], "EUR", "fixed before any money moves");
+    assert_eq!(before["balance"], "0.00");
+    let dollars = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/wallet/topup",
+                None,
+                r#"{"amount": 10, "currency": "USD"}"#,
+            ),
+        )
+        .await;
+    assert_problem(
+        &dollars,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-currency",
+    );
+    assert!(
+        body(&dollars)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("acme-eu is billed in EUR, not USD")
+    );
+    let euros = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/wallet/topup",
+                None,
+                r#"{"amount": 10, "currency": "EUR"}"#,
+            ),
+        )
+        .await;
+    assert_eq!(euros.status(), StatusCode::CREATED);
+    let after = body(&api.handle(Some(&p), get("/billing/wallet")).await);
+    assert_eq!(
+        (after["currency"].as_str(), after["balance"].as_str()),
+        (Some("EUR"), Some("10.00"))
+    );
+}
+
+async fn refunds_and_adjustments_are_admin_writes_with_a_memo(api: BillingApi) {
+    let p = admin();
+    let viewer = Principal {
+        role: Role::Viewer,
+        ..admin()
+    };
+    let refund = r#"{"amount": "2.50", "currency": "USD", "memo": "goodwill"}"#;
+    for uri in ["/billing/wallet/refund", "/billing/wallet/adjust"] {
+        let response = api.handle(Some(&viewer), post(uri, None, refund)).await;
+        assert_problem(&response, StatusCode::FORBIDDEN, "forbidden");
+    }
+    let refused = [
+        (
+            "/billing/wallet/refund",
+            r#"{"amount": "2.50", "currency": "USD"}"#,
+            "memo",
+        ),
+        (
+            "/billing/wallet/refund",
+            r#"{"amount": "2.50", "currency": "USD", "memo": "  "}"#,
+            "memo",
+        ),
+        (
+            "/billing/wallet/refund",
+            r#"{"amount": "2.50", "currency": "USD", "memo": "x", "direction": "debit"}"#,
+            "always a credit",
+        ),
+        (
+            "/billing/wallet/adjust",
+            r#"{"amount": "2.50", "currency": "USD", "memo": "x"}"#,
+            "direction",
+        ),
+        (
+            "/billing/wallet/adjust",
+            r#"{"amount": "-2.50", "currency": "USD", "memo": "x", "direction": "credit"}"#,
+            "ASCII digits",
+        ),
+        (
+            "/billing/wallet/adjust",
+            r#"{"amount": "2.50", "currency": "usd", "memo": "x", "direction": "credit"}"#,
+            "ISO 4217",
+        ),
+    ];
+    for (uri, text, says) in refused {
+        let response = api.handle(Some(&p), post(uri, None, text)).await;
+        assert!(response.status().is_client_error(), "{text}");
+        let detail = body(&response)["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains(says), "{text}: {detail}");
+    }
+    let first = api
+        .handle(
+            Some(&p),
+            post("/billing/wallet/refund", Some("r-1"), refund),
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let replay = api
+        .handle(
+            Some(&p),
+            post("/billing/wallet/refund", Some("r-1"), refund),
+        )
+        .await;
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(body(&replay)["replayed"], true);
+    let debit = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/wallet/adjust",
+                Some("a-1"),
+                r#"{"amount": 1, "currency": "USD", "direction": "debit", "memo": "manual charge"}"#,
+            ),
+        )
+        .await;
+    assert_eq!(debit.status(), StatusCode::CREATED);
+    let debit = body(&debit);
+    assert_eq!(
+        (debit["kind"].as_str(), debit["amount"].as_str()),
+        (Some("adjustment"), Some("-1.00"))
+    );
+    assert_eq!(debit["memo"], "manual charge");
+    let credit = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/wallet/adjust",
+                Some("a-2"),
+                r#"{"amount": "0.75", "currency": "USD", "direction": "credit", "memo": "fix"}"#,
+            ),
+        )
+        .await;
+    assert_eq!(body(&credit)["amount"], "0.75");
+    let conflict = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/wallet/adjust",
+                Some("a-2"),
+                r#"{"amount": "0.75", "currency": "USD", "direction": "debit", "memo": "fix"}"#,
+            ),
+        )
+        .await;
+    assert_problem(&conflict, StatusCode::CONFLICT, "idempotency-conflict");
+    let wallet = body(&api.handle(Some(&p), get("/billing/wallet")).await);
+    assert_eq!(wallet["balance"], "-1.25", "−3.50 + 2.50 − 1.00 + 0.75");
+    let ledger = body(&api.handle(Some(&p), get("/billing/transactions")).await);
+    let kinds: Vec<&str> = ledger["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["adjustment", "adjustment", "refund", "usage_debit"]);
 }
