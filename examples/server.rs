@@ -15,8 +15,10 @@
 //! `ROUTERO_DATABASE_URL` set it serves that PostgreSQL database instead (migrated on
 //! connect), and with `ROUTERO_REDIS_URL` set as well it also drains the spend the
 //! gateways record in Redis into it, as one more coworker. It listens
-//! on `ROUTERO_LISTEN` (default `127.0.0.1:8080`; port 0 picks a free one) and prints a demo bearer token, the
-//! Acme admin's, and a curl line to try. Ctrl-C stops it.
+//! on `ROUTERO_LISTEN` (default `127.0.0.1:8080`; port 0 picks a free one) and prints two
+//! demo bearer tokens: the Acme admin's, who lists Acme's two workspaces, and an
+//! org-wide Acme admin's, who sees every workspace the billing directory gives Acme
+//! (`ROUTERO_BILLING_FILE`, TOML, or the demo's), and a curl line to try. Ctrl-C stops it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use routero::attribution::OrgId;
 use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
 use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
-use routero::invoice::InvoiceStore;
+use routero::invoice::{BillingDirectory, InvoiceStore};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::port::{Clock, SpendReader};
 use routero::postgres::{PgConfig, PgStore};
@@ -96,17 +98,35 @@ impl Clock for SystemClock {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn api_over<S>(store: Arc<S>) -> BillingApi
+/// The billing directory: `ROUTERO_BILLING_FILE` (TOML, see
+/// `BillingDirectory::from_toml`), else the demo's workspaces.
+fn directory() -> Result<BillingDirectory, Error> {
+    match std::env::var("ROUTERO_BILLING_FILE") {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            Ok(BillingDirectory::from_toml(&text).map_err(|e| format!("{path}: {e}"))?)
+        }
+        Err(_) => Ok(demo::directory()),
+    }
+}
+
+/// The API over a store, its wallets opened in their billing currencies first.
+async fn api_over<S>(store: Arc<S>) -> Result<BillingApi, Error>
 where
     S: SpendReader + Wallets + InvoiceStore,
 {
-    BillingApi::new(
+    let billing = directory()?;
+    billing.open_wallets(&*store).await?;
+    Ok(BillingApi::new(
         store.clone(),
         store.clone(),
         store,
         Arc::new(SystemClock),
-        ApiConfig::default(),
-    )
+        ApiConfig {
+            billing,
+            ..ApiConfig::default()
+        },
+    ))
 }
 
 type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -116,8 +136,7 @@ type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 /// time.
 async fn serve(
     api: Arc<BillingApi>,
-    token: Arc<str>,
-    principal: Arc<Principal>,
+    tokens: Arc<[(String, Principal)]>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let full = |bytes: Bytes| {
@@ -131,7 +150,10 @@ async fn serve(
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let caller = (bearer == Some(&*token)).then_some(&*principal);
+    let caller = tokens
+        .iter()
+        .find(|(token, _)| Some(token.as_str()) == bearer)
+        .map(|(_, principal)| principal);
     if parts.method == http::Method::GET
         && let Some(file) = dashboard_file(parts.uri.path())
     {
@@ -214,7 +236,7 @@ async fn run() -> Result<(), Error> {
                 ));
                 drain = Some((drainer.spawn(), redis));
             }
-            api_over(store)
+            api_over(store).await?
         }
         Err(_) => {
             println!("serving the in-memory store with two weeks of demo traffic");
@@ -232,22 +254,33 @@ async fn run() -> Result<(), Error> {
                 println!("a demo request arrives every {every} ms");
                 live = Some(live_traffic(store.clone(), Duration::from_millis(every)));
             }
-            api_over(store)
+            api_over(store).await?
         }
     };
     let api = Arc::new(api);
-    let principal = Arc::new(Principal {
-        org: "acme".parse::<OrgId>()?,
+    let acme = "acme".parse::<OrgId>()?;
+    let principal = Principal {
+        org: acme.clone(),
         workspaces: Some(vec!["acme-prod".parse()?, "acme-labs".parse()?]),
         teams: None,
         role: Role::Admin,
-    });
-    let token: Arc<str> = Arc::from(format!("demo-{}", uuid::Uuid::new_v4().simple()));
+    };
+    let org_wide = Principal {
+        workspaces: None,
+        ..principal.clone()
+    };
+    let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let org_token = format!("demo-org-{}", uuid::Uuid::new_v4().simple());
+    let tokens: Arc<[(String, Principal)]> = Arc::from(vec![
+        (token.clone(), principal),
+        (org_token.clone(), org_wide),
+    ]);
     let addr: SocketAddr = std::env::var("ROUTERO_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
+    println!("org-wide admin token (every Acme workspace): {org_token}");
     println!("listening on http://{addr}  (Acme admin token: {token})");
     println!("dashboard: http://{addr}/  (sign in with the token)");
     println!(
@@ -259,11 +292,9 @@ async fn run() -> Result<(), Error> {
             accepted = listener.accept() => accepted?,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let (api, token, principal) = (api.clone(), token.clone(), principal.clone());
+        let (api, tokens) = (api.clone(), tokens.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                serve(api.clone(), token.clone(), principal.clone(), request)
-            });
+            let service = service_fn(move |request| serve(api.clone(), tokens.clone(), request));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await

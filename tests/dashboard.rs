@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Process, request, server};
+use common::{Process, request, server, server_with_org};
 use fantoccini::{Client, ClientBuilder, Locator};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -146,9 +146,46 @@ return {
   topUpMessage: shown("top-up-message"),
   transactions: rows("transactions").map((tr) => [tr.dataset.key, tr.cells[2].dataset.value]),
   invoices: rows("invoices").map((tr) => [tr.dataset.month, tr.cells[4].dataset.value]),
+  walletText: id("wallet-balance").textContent,
+  walletTitle: id("wallet-balance").title,
+  balanceCardText: id("card-balance").textContent,
+  trendText: id("trend").textContent,
+  trendComparable: id("trend").dataset.comparable || null,
+  yTicks: [...document.querySelectorAll("#chart .y-tick")].map((t) => t.textContent),
+  allWallets: rows("wallets").map((tr) => [tr.dataset.workspace, tr.cells[2].dataset.value, tr.cells[2].textContent]),
+  workspaces: [...id("workspace").options].map((o) => o.value),
+  sideways: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  keysOverflow: [...document.querySelectorAll("#transactions td.key")].filter((td) => td.scrollWidth > td.clientWidth + 1).length,
   text: document.body.innerText,
 };
 "##;
+
+/// An amount as the page shows it to people: half to even at `places`, thousands
+/// separators, the dollar sign.
+fn for_people(amount: Decimal, places: u32) -> String {
+    let rounded = amount
+        .round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointNearestEven)
+        .abs();
+    let text = format!("{rounded:.*}", places as usize);
+    let (whole, fraction) = text.split_once('.').unwrap_or((&text, ""));
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let sign = if amount.is_sign_negative() && !rounded.is_zero() {
+        "−"
+    } else {
+        ""
+    };
+    if fraction.is_empty() {
+        format!("{sign}${grouped}")
+    } else {
+        format!("{sign}${grouped}.{fraction}")
+    }
+}
 
 async fn snapshot(client: &Client) -> Value {
     client.execute(SNAPSHOT, vec![]).await.unwrap()
@@ -317,7 +354,7 @@ async fn the_dashboard_shows_what_the_api_answers() {
 }
 
 async fn dashboard_checks(client: &Client, downloads: &Path) {
-    let (_server, addr, token) = server(&[]);
+    let (_server, addr, token, org_token) = server_with_org(&[]);
     let bearer = format!("Bearer {token}");
 
     // A wrong token is refused with a message; the right one signs in.
@@ -352,6 +389,29 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     ] {
         assert_eq!(page["cards"][card], overview[card], "the {card} card");
     }
+    // Money for people: the currency's scale and separators, the exact string kept.
+    assert_eq!(
+        page["balanceCardText"],
+        for_people(decimal(&overview["balance"]), 2).as_str()
+    );
+    // The y-axis has round ticks from $0 up past the highest bar.
+    let ticks: Vec<String> = serde_json::from_value(page["yTicks"].clone()).unwrap();
+    assert!(ticks.len() >= 3 && ticks[0] == "$0", "{ticks:?}");
+    let values: Vec<Decimal> = ticks
+        .iter()
+        .map(|t| t.trim_start_matches('$').replace(',', "").parse().unwrap())
+        .collect();
+    assert!(values.windows(2).all(|w| w[0] < w[1]), "{ticks:?}");
+    let step = values[1];
+    assert!(
+        values
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == step * Decimal::from(i)),
+        "evenly spaced: {ticks:?}"
+    );
+    let mantissa = step.normalize().mantissa();
+    assert!([1, 2, 5].contains(&mantissa), "a 1, 2 or 5 step: {ticks:?}");
 
     write_screenshot(client, "dashboard-overview.png").await;
 
@@ -383,6 +443,19 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     }
     let trend = api(&addr, &token, &format!("/billing/spend-trend?{range}"));
     assert_eq!(page["trend"], trend["total"]);
+    // The demo's traffic starts inside the previous fortnight: one day of it is no
+    // base for a ratio.
+    assert_eq!(trend["previous_days_with_spend"], 1, "{trend}");
+    assert_eq!(page["trendComparable"], "false");
+    assert!(
+        page["trendText"]
+            .as_str()
+            .unwrap()
+            .contains("no earlier data to compare"),
+        "{}",
+        page["trendText"]
+    );
+    assert!(!page["trendText"].as_str().unwrap().contains('%'));
     let activity = api(
         &addr,
         &token,
@@ -630,9 +703,18 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     assert!(
         page["topUpMessage"]
             .as_str()
-            .is_some_and(|m| m.starts_with("Topped up 123.45 USD")),
+            .is_some_and(|m| m.starts_with("Topped up $123.45")),
         "{}",
         page["topUpMessage"]
+    );
+    assert_eq!(page["walletText"], for_people(after, 2).as_str());
+    assert!(
+        page["walletTitle"]
+            .as_str()
+            .unwrap()
+            .contains(&after.to_string()),
+        "the exact balance is kept: {}",
+        page["walletTitle"]
     );
     assert_eq!(page["transactions"][0], json!([key, "123.45"]));
     assert_ne!(
@@ -642,6 +724,33 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
     );
     let wallet = api(&addr, &token, "/billing/wallet?workspace=acme-prod");
     assert_eq!(decimal(&wallet["balance"]), after);
+
+    // The same key with the same amount is a replay: it says so, and adds nothing.
+    let field = client.find(Locator::Id("top-up-key")).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(&key).await.unwrap();
+    let amount = client.find(Locator::Id("top-up-amount")).await.unwrap();
+    amount.send_keys("123.45").await.unwrap();
+    click(client, "top-up-submit").await;
+    let page = until(client, "the replay is told apart", |p| {
+        p["topUpMessage"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Replayed"))
+    })
+    .await;
+    assert!(
+        page["topUpMessage"]
+            .as_str()
+            .unwrap()
+            .contains("the balance did not change"),
+        "{}",
+        page["topUpMessage"]
+    );
+    assert_eq!(decimal(&page["wallet"]["balance"]), after);
+    assert_eq!(
+        decimal(&api(&addr, &token, "/billing/wallet?workspace=acme-prod")["balance"]),
+        after
+    );
 
     // The API's refusals are shown as what they say, and change nothing.
     let amount = client.find(Locator::Id("top-up-amount")).await.unwrap();
@@ -693,6 +802,39 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
         after
     );
 
+    // On a 420 px screen nothing scrolls sideways, and a long idempotency key wraps
+    // inside its cell.
+    let long_key = format!("reconciliation-{}", "0123456789abcdef".repeat(7));
+    let (status, body) = request(
+        &addr,
+        "POST",
+        "/billing/wallet/topup?workspace=acme-prod",
+        &[("authorization", &bearer), ("idempotency-key", &long_key)],
+        r#"{ "amount": 1000.00, "currency": "USD" }"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    client.set_window_size(420, 900).await.unwrap();
+    client.refresh().await.unwrap();
+    let page = until(client, "the narrow wallet is loaded", |p| {
+        p["transactions"][0][0] == long_key.as_str()
+    })
+    .await;
+    assert_eq!(page["sideways"], 0, "the wallet page scrolls sideways");
+    assert_eq!(page["keysOverflow"], 0, "a key overflows its cell");
+    assert!(
+        page["walletText"].as_str().unwrap().starts_with("$1,"),
+        "thousands separated: {}",
+        page["walletText"]
+    );
+    write_screenshot(client, "dashboard-wallet-narrow.png").await;
+    click(client, "nav-overview").await;
+    let page = until(client, "the narrow overview is loaded", |p| {
+        p["cards"]["balance"].is_string()
+    })
+    .await;
+    assert_eq!(page["sideways"], 0, "the overview scrolls sideways");
+    client.set_window_size(1280, 1400).await.unwrap();
+
     // Another org's workspace: the page says so, it does not go blank.
     client
         .goto(&format!("http://{addr}/?workspace=globex-main#overview"))
@@ -710,6 +852,40 @@ async fn dashboard_checks(client: &Client, downloads: &Path) {
         Value::Null,
         "nothing of it is shown"
     );
+
+    // An org-wide principal: every Acme workspace to choose from, and their wallets.
+    client
+        .execute("sessionStorage.clear()", vec![])
+        .await
+        .unwrap();
+    sign_in(client, &addr, "#wallet", &org_token).await;
+    let wallets = api(&addr, &org_token, "/billing/wallets");
+    let expected: Vec<Value> = wallets["wallets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            json!([
+                w["workspace"],
+                w["balance"],
+                for_people(decimal(&w["balance"]), 2)
+            ])
+        })
+        .collect();
+    assert_eq!(expected.len(), 2, "{wallets}");
+    let page = until(client, "the org's wallets are listed", |p| {
+        p["allWallets"].as_array().is_some_and(|w| !w.is_empty())
+    })
+    .await;
+    assert_eq!(page["allWallets"], Value::Array(expected));
+    assert_eq!(page["workspaces"], json!(["", "acme-labs", "acme-prod"]));
+    assert_eq!(page["error"], Value::Null);
+    choose(client, "workspace", "acme-labs").await;
+    let labs = api(&addr, &org_token, "/billing/wallet?workspace=acme-labs");
+    until(client, "one of them is opened", |p| {
+        p["wallet"]["balance"] == labs["balance"]
+    })
+    .await;
 
     // Real time: with requests arriving, the open page shows them without a click.
     let (_live, live_addr, live_token) = server(&[("ROUTERO_DEMO_EVERY_MS", "100")]);

@@ -1,9 +1,10 @@
 // The Routero spend dashboard: plain browser JavaScript over the public billing API.
 //
 // Every number comes from the API as it answered: money is the API's decimal string,
-// shown and compared exactly (never through a float), and totals are the API's own.
-// Floats serve only the chart's geometry. Data is written with textContent, so ids
-// from the gateway are shown, never interpreted.
+// rounded for people by string arithmetic (never through a float), with the exact
+// string kept in `data-value` and the tooltip; totals are the API's own. Floats
+// serve only the chart's geometry. Data is written with textContent, so ids from the
+// gateway are shown, never interpreted.
 "use strict";
 
 const params = new URLSearchParams(location.search);
@@ -91,14 +92,69 @@ function compareDecimal(a, b) {
   return ap === bp ? 0 : sign * (ap < bp ? -1 : 1);
 }
 
-function money(value) {
-  return `${value} ${state.currency || ""}`.trim();
+// Currencies whose minor unit is not two digits (ISO 4217); the rest have two.
+const MINOR_DIGITS = { BIF: 0, CLP: 0, DJF: 0, GNF: 0, ISK: 0, JPY: 0, KMF: 0, KRW: 0, PYG: 0, RWF: 0, UGX: 0, VND: 0, VUV: 0, XAF: 0, XOF: 0, XPF: 0, BHD: 3, IQD: 3, JOD: 3, KWD: 3, LYD: 3, OMR: 3, TND: 3 };
+const SYMBOLS = { USD: "$", EUR: "€", GBP: "£", JPY: "¥" };
+
+function minorDigits() {
+  const digits = MINOR_DIGITS[state.currency];
+  return digits === undefined ? 2 : digits;
 }
 
-function setMoney(id, value) {
-  const element = $(id);
+/// A decimal string rounded half to even at `digits` places, by string arithmetic:
+/// its sign, whole digits and exactly `digits` fraction digits (fewer when it had fewer).
+function roundDecimal(value, digits) {
+  const negative = value.startsWith("-");
+  const [whole, fraction = ""] = value.replace(/^[-+]/, "").split(".");
+  if (fraction.length <= digits) return { negative, whole, fraction };
+  const rest = fraction.slice(digits);
+  const half = "5".padEnd(rest.length, "0");
+  let kept = (whole + fraction.slice(0, digits)).split("");
+  const odd = Number(kept[kept.length - 1]) % 2 === 1;
+  if (rest > half || (rest === half && odd)) {
+    let i = kept.length - 1;
+    for (; i >= 0 && kept[i] === "9"; i -= 1) kept[i] = "0";
+    if (i < 0) kept.unshift("1");
+    else kept[i] = String(Number(kept[i]) + 1);
+  }
+  kept = kept.join("");
+  return { negative, whole: kept.slice(0, kept.length - digits) || "0", fraction: kept.slice(kept.length - digits) };
+}
+
+/// An amount for people: thousands separators, the currency's symbol, between `least`
+/// and `most` fraction digits (rounded half to even, trailing zeros dropped to `least`).
+function formatAmount(value, least, most) {
+  const r = roundDecimal(String(value), most);
+  let fraction = r.fraction.replace(/0+$/, "");
+  if (fraction.length < least) fraction = fraction.padEnd(least, "0");
+  const whole = r.whole.replace(/^0+(?=\d)/, "").replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const zero = /^[0,]*$/.test(whole) && /^0*$/.test(fraction);
+  const sign = r.negative && !zero ? "−" : "";
+  const number = fraction ? `${whole}.${fraction}` : whole;
+  const symbol = SYMBOLS[state.currency];
+  return symbol ? `${sign}${symbol}${number}` : `${sign}${number} ${state.currency || ""}`.trim();
+}
+
+/// Spend: up to $0.0001 (two digits past the minor unit), the product page's resolution.
+function money(value) {
+  return formatAmount(value, minorDigits(), minorDigits() + 2);
+}
+
+/// A balance or an invoice total: at the currency's scale.
+function balanceMoney(value) {
+  return formatAmount(value, minorDigits(), minorDigits());
+}
+
+/// Writes an amount for people into `element`, keeping the exact string.
+function showMoney(element, value, format = money) {
   element.dataset.value = value;
-  element.textContent = money(value);
+  element.textContent = format(value);
+  element.title = `exactly ${value} ${state.currency || ""}`.trim();
+  return element;
+}
+
+function setMoney(id, value, format = money) {
+  showMoney($(id), value, format);
 }
 
 function count(n) {
@@ -131,10 +187,13 @@ async function signIn(token) {
   sessionStorage.setItem("routero-token", token);
   const select = $("workspace");
   select.replaceChildren();
-  for (const w of principal.workspaces || []) select.append(new Option(w, w));
-  if (!principal.workspaces || principal.workspaces.length === 0) {
+  let workspaces = principal.workspaces || [];
+  if (!principal.workspaces) {
+    // An org-wide principal: the org's analytics, and each of its wallets.
     select.append(new Option("(all of the org's)", ""));
+    workspaces = (await api("/billing/wallets")).wallets.map((w) => w.workspace);
   }
+  for (const w of workspaces) select.append(new Option(w, w));
   const wanted = params.get("workspace");
   state.workspace = wanted !== null ? wanted : select.value;
   if (wanted !== null && ![...select.options].some((o) => o.value === wanted)) {
@@ -176,8 +235,10 @@ function route() {
     state.timer = setInterval(refreshOverview, REFRESH_MS);
   } else {
     // The invoices are read when the page opens and after a top-up, not on every tick.
+    $("wallet-all").hidden = Boolean(state.workspace);
+    $("wallet-one").hidden = !state.workspace;
     refreshWallet();
-    refreshInvoices();
+    if (state.workspace) refreshInvoices();
     state.timer = setInterval(refreshWallet, REFRESH_MS);
   }
 }
@@ -245,7 +306,7 @@ async function dailyActivity(range) {
 }
 
 function renderCards(o) {
-  setMoney("card-balance", o.balance);
+  setMoney("card-balance", o.balance, balanceMoney);
   setMoney("card-mtd", o.month_to_date);
   setMoney("card-projected", o.projected_month);
   $("card-days").textContent = `day ${o.days_elapsed} of ${o.days_in_month}`;
@@ -265,9 +326,14 @@ function renderTrend(t) {
   const trend = $("trend");
   trend.dataset.total = t.total;
   trend.dataset.previous = t.previous_total;
-  const ratio = t.change_ratio === null || t.change_ratio === undefined
-    ? "no spend before"
-    : `${compareDecimal(t.change, "0") >= 0 ? "+" : ""}${(Number(t.change_ratio) * 100).toFixed(1)} %`;
+  // A previous period with far fewer days of spend than the range (the data starts
+  // inside it) is no base for a ratio.
+  const comparable = t.change_ratio !== null && t.change_ratio !== undefined
+    && 2 * t.previous_days_with_spend >= t.days_with_spend;
+  trend.dataset.comparable = String(comparable);
+  const ratio = comparable
+    ? `${compareDecimal(t.change, "0") >= 0 ? "+" : ""}${(Number(t.change_ratio) * 100).toFixed(1)} %`
+    : `no earlier data to compare (spend on ${t.previous_days_with_spend} of the days before)`;
   trend.textContent = `${money(t.total)} in range · ${money(t.previous_total)} in the ${t.previous_from} – ${t.previous_to} before · ${ratio}`;
 }
 
@@ -324,13 +390,18 @@ function renderChart(results) {
   const ranked = [...sums.entries()].sort((a, b) => b[1] - a[1]).map(([k]) => k);
   const named = ranked.slice(0, PALETTE.length - (ranked.length > PALETTE.length ? 1 : 0));
   const color = (key) => (named.includes(key) ? PALETTE[named.indexOf(key)] : OTHER_COLOR);
-  const max = Math.max(0, ...results.map((r) => Number(r.metrics.spend)));
+  const highest = Math.max(0, ...results.map((r) => Number(r.metrics.spend)));
+  const ticks = niceTicks(highest);
+  const max = ticks[ticks.length - 1];
   const plot = height - bottom - top;
   const step = (width - left) / Math.max(days.length, 1);
-  chart.append(svg("line", { x1: left, y1: top + plot, x2: width, y2: top + plot, class: "axis" }));
-  const label = svg("text", { x: left - 6, y: top + 10, class: "tick", "text-anchor": "end" });
-  label.textContent = max > 0 ? `$${max.toPrecision(3)}` : "$0";
-  chart.append(label);
+  for (const tick of ticks) {
+    const y = top + plot - (max > 0 ? (tick / max) * plot : 0);
+    chart.append(svg("line", { x1: left, y1: y, x2: width, y2: y, class: tick === 0 ? "axis" : "grid" }));
+    const label = svg("text", { x: left - 6, y: y + 4, class: "tick y-tick", "text-anchor": "end" });
+    label.textContent = tickLabel(tick, ticks[1] || 1);
+    chart.append(label);
+  }
   days.forEach((day, i) => {
     const result = byDate.get(day);
     const group = svg("g", { "data-date": day, "data-spend": result ? result.metrics.spend : "0" });
@@ -362,6 +433,25 @@ function renderChart(results) {
     item.prepend(svgSwatch(color(key)));
     legend.append(item);
   }
+}
+
+/// Round axis values from 0 past `highest`: steps of 1, 2 or 5 times a power of ten,
+/// four or five of them.
+function niceTicks(highest) {
+  if (!(highest > 0)) return [0, 1];
+  const rough = highest / 4;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  const step = [1, 2, 5, 10].map((m) => m * power).find((s) => s >= rough);
+  const out = [];
+  for (let i = 0; i * step < highest + step * 1e-9 || out.length < 2; i += 1) out.push(i * step);
+  if (out[out.length - 1] < highest) out.push(out.length * step);
+  return out;
+}
+
+/// An axis value with as many digits as its step needs ("$0.05", "$1,200").
+function tickLabel(value, step) {
+  const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  return formatAmount(value.toFixed(Math.min(digits, 10)), 0, Math.min(digits, 10));
 }
 
 function svgSwatch(fill) {
@@ -398,9 +488,7 @@ function renderTable() {
       td.dataset.value = String(row[n]);
       tr.append(td);
     }
-    const cost = element("td", row.spend, "num");
-    cost.dataset.value = row.spend;
-    tr.append(cost);
+    tr.append(showMoney(element("td", undefined, "num"), row.spend));
     body.append(tr);
   }
   if (rows.length === 0) {
@@ -415,8 +503,7 @@ function renderTable() {
   $("total-prompt").textContent = count(t.total_prompt_tokens);
   $("total-completion").textContent = count(t.total_completion_tokens);
   $("total-tokens").textContent = count(t.total_tokens);
-  $("total-spend").textContent = money(t.total_spend);
-  $("total-spend").dataset.value = t.total_spend;
+  setMoney("total-spend", t.total_spend);
   $("page-info").textContent = `Page ${state.page} of ${pages} · ${rows.length} rows`;
   $("page-info").dataset.rows = String(rows.length);
   $("prev-page").disabled = state.page <= 1;
@@ -476,7 +563,35 @@ async function refreshInvoices() {
   }
 }
 
+/// The org's wallets, for an org-wide principal with no workspace chosen.
+async function refreshAllWallets() {
+  const run = ++walletRun;
+  try {
+    const { wallets } = await api("/billing/wallets");
+    if (run !== walletRun) return;
+    clearError();
+    const body = $("wallets").tBodies[0];
+    body.replaceChildren();
+    for (const w of wallets) {
+      state.currency = w.currency;
+      const tr = element("tr");
+      tr.dataset.workspace = w.workspace;
+      tr.append(
+        element("td", w.workspace),
+        element("td", w.currency),
+        showMoney(element("td", undefined, "num"), w.balance, balanceMoney),
+        showMoney(element("td", undefined, "num"), w.paid_remaining, balanceMoney),
+        showMoney(element("td", undefined, "num"), w.usage_debited),
+      );
+      body.append(tr);
+    }
+  } catch (e) {
+    if (run === walletRun) showError(e);
+  }
+}
+
 async function refreshWallet() {
+  if (!state.workspace) return refreshAllWallets();
   const run = ++walletRun;
   try {
     const q = workspaceQuery(new URLSearchParams());
@@ -488,9 +603,9 @@ async function refreshWallet() {
     if (run !== walletRun) return;
     clearError();
     state.currency = wallet.currency;
-    setMoney("wallet-balance", wallet.balance);
-    setMoney("wallet-paid", wallet.paid_remaining);
-    setMoney("wallet-granted", wallet.granted_remaining);
+    setMoney("wallet-balance", wallet.balance, balanceMoney);
+    setMoney("wallet-paid", wallet.paid_remaining, balanceMoney);
+    setMoney("wallet-granted", wallet.granted_remaining, balanceMoney);
     setMoney("wallet-debited", wallet.usage_debited);
     $("top-up-currency").value = wallet.currency;
     if (!$("top-up-key").value) $("top-up-key").value = newKey();
@@ -511,8 +626,7 @@ function appendTransactions(page) {
   for (const entry of page.entries) {
     const tr = element("tr");
     tr.dataset.key = entry.idempotency_key;
-    const amount = element("td", money(entry.amount), "num");
-    amount.dataset.value = entry.amount;
+    const amount = showMoney(element("td", undefined, "num"), entry.amount);
     tr.append(
       element("td", entry.at.replace("T", " ").slice(0, 19)),
       element("td", entry.kind.replace(/_/g, " ")),
@@ -542,8 +656,7 @@ function renderInvoices(invoices) {
   for (const invoice of invoices) {
     const tr = element("tr");
     tr.dataset.month = invoice.month;
-    const total = element("td", money(invoice.total), "num");
-    total.dataset.value = invoice.total;
+    const total = showMoney(element("td", undefined, "num"), invoice.total, balanceMoney);
     const download = element("td");
     const link = element("button", "CSV", "link");
     link.type = "button";
@@ -553,7 +666,7 @@ function renderInvoices(invoices) {
       element("td", invoice.month),
       element("td", invoice.status === "draft" ? "open (draft)" : "final"),
       element("td", invoice.number || "—"),
-      element("td", money(invoice.managed_spend), "num"),
+      showMoney(element("td", undefined, "num"), invoice.managed_spend),
       total,
       download,
     );
@@ -598,12 +711,12 @@ async function topUp(event) {
       raw: true,
     });
     const entry = await response.json();
-    const again = response.status === 200;
+    // A replay (200, `replayed`) wrote nothing: say so, not "Topped up".
     message(
       "top-up-message",
-      again
-        ? `This key was used before: top-up #${entry.id} of ${money(entry.amount)} stands, nothing was added.`
-        : `Topped up ${money(entry.amount)} (entry #${entry.id}).`,
+      entry.replayed
+        ? `Replayed: this key already topped up ${balanceMoney(entry.amount)} (entry #${entry.id}); the balance did not change.`
+        : `Topped up ${balanceMoney(entry.amount)} (entry #${entry.id}).`,
       true,
     );
     $("top-up-amount").value = "";

@@ -173,6 +173,26 @@ where
     text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
 }
 
+/// The demo's billing directory: Acme's two workspaces and Globex's one, in USD.
+#[allow(dead_code)] // Not every example bills.
+pub(crate) fn directory() -> routero::invoice::BillingDirectory {
+    use routero::invoice::{BillingDirectory, WorkspaceBilling};
+    let mut out = BillingDirectory::new();
+    for (org, workspace) in [
+        ("acme", "acme-prod"),
+        ("acme", "acme-labs"),
+        ("globex", "globex-main"),
+    ] {
+        let billing = WorkspaceBilling {
+            org: id(org),
+            currency: routero::Currency::USD,
+            plan: None,
+        };
+        out = out.with(id(workspace), billing);
+    }
+    out
+}
+
 pub(crate) fn callers() -> Vec<Caller> {
     let mut out = Vec::new();
     let plans = [
@@ -317,9 +337,9 @@ pub(crate) async fn store()
 
     let store = std::sync::Arc::new(routero::memory::MemoryStore::new());
     let now = Utc::now();
+    directory().open_wallets(&*store).await?;
     for (workspace, top_up) in [("acme-prod", "50.00"), ("acme-labs", "20.00")] {
         let workspace: WorkspaceId = workspace.parse()?;
-        store.open(&workspace, Currency::USD).await?;
         let amount = rust_decimal::Decimal::from_str_exact(top_up)?;
         let key = format!("demo-top-up-{workspace}");
         store

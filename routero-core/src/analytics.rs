@@ -186,6 +186,11 @@ pub struct SpendTrend {
     /// The previous period's total.
     #[serde(with = "rust_decimal::serde::str")]
     pub previous_total: Decimal,
+    /// How many days of the range had spend.
+    pub days_with_spend: u32,
+    /// How many days of the previous period had spend: a previous period with far
+    /// fewer than the range (data that starts inside it) is no base for a ratio.
+    pub previous_days_with_spend: u32,
     /// `total − previous_total`, exact.
     #[serde(with = "rust_decimal::serde::str")]
     pub change: Decimal,
@@ -207,11 +212,11 @@ pub async fn spend_trend(
     let mut previous_filter = filter.clone();
     previous_filter.from = previous_from;
     previous_filter.to = previous_to;
-    let previous: Decimal = daily_spend(reader, &previous_filter)
-        .await?
-        .iter()
-        .map(|d| d.spend)
-        .sum();
+    let previous_days = daily_spend(reader, &previous_filter).await?;
+    let previous: Decimal = previous_days.iter().map(|d| d.spend).sum();
+    let active = |days: &[DailySpend]| {
+        u32::try_from(days.iter().filter(|d| !d.spend.is_zero()).count()).unwrap_or(u32::MAX)
+    };
     let total: Decimal = current.iter().map(|d| d.spend).sum();
     let change = total - previous;
     let change_ratio = (!previous.is_zero()).then(|| {
@@ -221,6 +226,8 @@ pub async fn spend_trend(
             .round_dp_with_strategy(RATIO_SCALE, RoundingStrategy::MidpointNearestEven)
     });
     Ok(SpendTrend {
+        days_with_spend: active(&current),
+        previous_days_with_spend: active(&previous_days),
         days: current,
         total,
         previous_from,

@@ -279,6 +279,71 @@ impl BillingDirectory {
             .map(|(w, _)| w)
     }
 
+    /// Reads a directory from TOML, one table per workspace:
+    ///
+    /// ```toml
+    /// [[workspace]]
+    /// id = "acme-prod"
+    /// org = "acme"
+    /// currency = "EUR"   # upper-case ISO 4217; USD when left out
+    /// plan = "49.00"     # the monthly subscription, in the money grammar; none when left out
+    /// ```
+    ///
+    /// ```
+    /// # use routero_core::invoice::BillingDirectory;
+    /// let directory = BillingDirectory::from_toml(
+    ///     "[[workspace]]\nid = \"acme-prod\"\norg = \"acme\"\ncurrency = \"EUR\"\nplan = \"49\"\n",
+    /// )?;
+    /// let acme_prod = "acme-prod".parse()?;
+    /// assert_eq!(directory.currency(&acme_prod).code(), "EUR");
+    /// assert_eq!(directory.plan(&acme_prod).map(|p| p.to_string()), Some("49.00".into()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_toml(text: &str) -> Result<BillingDirectory, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            workspace: Vec<Entry>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Entry {
+            id: String,
+            org: String,
+            currency: Option<String>,
+            plan: Option<String>,
+        }
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut out = BillingDirectory::new();
+        for entry in file.workspace {
+            let at = |e: String| format!("workspace {:?}: {e}", entry.id);
+            let workspace = WorkspaceId::new(&entry.id).map_err(|e| at(e.to_string()))?;
+            if out.workspaces.contains_key(&workspace) {
+                return Err(at("configured twice".into()));
+            }
+            let currency: Currency = match &entry.currency {
+                Some(code) => code
+                    .parse()
+                    .map_err(|e: crate::money::UnknownCurrency| at(e.to_string()))?,
+                None => Currency::USD,
+            };
+            let plan = entry
+                .plan
+                .as_deref()
+                .map(|p| crate::money::parse_amount(p, currency))
+                .transpose()
+                .map_err(|e| at(format!("plan: {e}")))?;
+            let billing = WorkspaceBilling {
+                org: OrgId::new(&entry.org).map_err(|e| at(e.to_string()))?,
+                currency,
+                plan,
+            };
+            out.workspaces.insert(workspace, billing);
+        }
+        Ok(out)
+    }
+
     /// Opens every configured workspace's wallet in its currency, so that the currency
     /// is fixed before money moves; a wallet already kept in another currency is
     /// [`WalletError::CurrencyMismatch`].
@@ -738,6 +803,47 @@ mod tests {
         let shown: Vec<String> = lines.iter().map(|l| l.amount.to_string()).collect();
         assert_eq!(shown, ["0.0048", "0.0049", "0.1034", "-0.0031"]);
         assert_eq!(lines[3].kind, LineKind::Rounding);
+    }
+
+    #[test]
+    fn a_directory_is_read_from_toml_and_refuses_what_is_wrong() {
+        let ok = BillingDirectory::from_toml(
+            "[[workspace]]\nid = \"a\"\norg = \"o\"\n\n[[workspace]]\nid = \"b\"\norg = \"o\"\ncurrency = \"JPY\"\nplan = \"5000\"\n",
+        )
+        .unwrap();
+        let (a, b) = (
+            WorkspaceId::new("a").unwrap(),
+            WorkspaceId::new("b").unwrap(),
+        );
+        assert_eq!(ok.currency(&a), Currency::USD);
+        assert_eq!(ok.plan(&b).map(|p| p.to_string()), Some("5000".to_owned()));
+        let org = OrgId::new("o").unwrap();
+        assert_eq!(ok.workspaces_of(&org).count(), 2);
+        for (bad, says) in [
+            (
+                "[[workspace]]\nid = \"a\"\norg = \"o\"\ncurrency = \"usd\"\n",
+                "ISO 4217",
+            ),
+            (
+                "[[workspace]]\nid = \"a\"\norg = \"o\"\nplan = \"4.999\"\n",
+                "plan",
+            ),
+            (
+                "[[workspace]]\nid = \"a\"\norg = \"o\"\nplan = 49\n",
+                "invalid type",
+            ),
+            (
+                "[[workspace]]\nid = \"a\"\norg = \"o\"\n[[workspace]]\nid = \"a\"\norg = \"o\"\n",
+                "twice",
+            ),
+            (
+                "[[workspace]]\nid = \"a\"\norg = \"o\"\nteam = \"x\"\n",
+                "unknown field",
+            ),
+        ] {
+            let e = BillingDirectory::from_toml(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     proptest! {

@@ -75,6 +75,11 @@ async fn the_trend_compares_with_the_period_before() {
     assert_eq!(trend.total, d("3.875"));
     assert_eq!(trend.previous_from, sample_day() - Duration::days(6));
     assert_eq!(trend.previous_total, d("4"));
+    assert_eq!(
+        (trend.days_with_spend, trend.previous_days_with_spend),
+        (3, 1),
+        "days 0, 2 and 5; day −3"
+    );
     assert_eq!(trend.change, d("-0.125"));
     assert_eq!(
         trend.change_ratio,

@@ -39,6 +39,12 @@ impl Drop for Process {
 /// The `server` example over the in-memory demo store on a free port, with `env`
 /// added: the process, its address and its bearer token.
 pub(crate) fn server(env: &[(&str, &str)]) -> (Process, String, String) {
+    let (process, addr, token, _) = server_with_org(env);
+    (process, addr, token)
+}
+
+/// [`server`], and the token of its org-wide principal.
+pub(crate) fn server_with_org(env: &[(&str, &str)]) -> (Process, String, String, String) {
     let mut command = Command::new(example("server"));
     command
         .env("ROUTERO_LISTEN", "127.0.0.1:0")
@@ -53,10 +59,16 @@ pub(crate) fn server(env: &[(&str, &str)]) -> (Process, String, String) {
     let stdout = child.stdout.take().unwrap();
     let process = Process(child);
     let mut lines = BufReader::new(stdout).lines();
+    let mut org_token = String::new();
     let listening = lines
         .by_ref()
         .map(Result::unwrap)
-        .find(|l| l.starts_with("listening on "))
+        .find(|l| {
+            if let Some(token) = l.strip_prefix("org-wide admin token (every Acme workspace): ") {
+                org_token = token.to_owned();
+            }
+            l.starts_with("listening on ")
+        })
         .expect("the server says where it listens");
     // The rest of its output is read and dropped: a closed pipe would fail its prints.
     std::thread::spawn(move || lines.for_each(drop));
@@ -71,7 +83,7 @@ pub(crate) fn server(env: &[(&str, &str)]) -> (Process, String, String) {
         .unwrap()
         .trim_end_matches(')')
         .to_owned();
-    (process, addr, token)
+    (process, addr, token, org_token)
 }
 
 /// One HTTP/1.1 request; the status and the body.
