@@ -15,7 +15,11 @@
 //! For every request it
 //!
 //! 1. resolves the caller's key (`Authorization: Bearer …` or `x-api-key`) to its
-//!    attribution and billing mode from the config file (unknown key: 401);
+//!    attribution from the config file (unknown key: 401), and the request's billing
+//!    mode with a [`BillingPolicy`]: a provider credential the workspace holds itself
+//!    (`[[credentials]]`) makes it BYOK, else the workspace's mode (`[[workspaces]]`),
+//!    else `default_billing_mode`. A BYOK request for an upstream the workspace holds
+//!    no credential for is refused (403) and never sent on the operator's key;
 //! 2. asks the spend control to reserve the request's maximum cost
 //!    ([`max_cost`]: every byte of the request body counted as a prompt token, which
 //!    bounds any byte-level tokenizer, and the request's `max_tokens`, else the
@@ -23,7 +27,8 @@
 //!    every budget of its key, team and customer (denied: 402 or 429, and nothing is
 //!    forwarded). A managed key asking for a model without a price is refused (400):
 //!    it could not be billed. A BYOK key is forwarded and its spend recorded unpriced;
-//! 3. forwards the request with the upstream's own credential, asking for an
+//! 3. forwards the request with the workspace's own credential (BYOK) or the
+//!    operator's upstream credential (managed), asking for an
 //!    uncompressed response, and for an OpenAI chat stream with
 //!    `stream_options.include_usage` set, since a stream without usage cannot be
 //!    priced;
@@ -63,7 +68,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use routero::attribution::{
-    ApiKeyId, Attribution, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
+    ApiKeyId, Attribution, BillingMode, BillingPolicy, CredentialId, CustomerId, OrgId, RequestId,
+    TeamId, UserId, WorkspaceId,
 };
 use routero::control::{
     Budget, BudgetScope, Decision, Denial, MemoryControl, Period, Reservation, SpendControl,
@@ -104,6 +110,13 @@ struct Config {
     default_max_tokens: u64,
     openai: Option<UpstreamConfig>,
     anthropic: Option<UpstreamConfig>,
+    /// The billing mode of a workspace the config does not name.
+    #[serde(default = "managed")]
+    default_billing_mode: String,
+    #[serde(default)]
+    workspaces: Vec<WorkspaceConfig>,
+    #[serde(default)]
+    credentials: Vec<CredentialConfig>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
     #[serde(default)]
@@ -137,12 +150,34 @@ struct KeyConfig {
     team: Option<String>,
     user: Option<String>,
     customer: Option<String>,
-    #[serde(default = "managed")]
-    billing_mode: String,
 }
 
 fn managed() -> String {
     "managed".to_owned()
+}
+
+/// A workspace's billing mode.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkspaceConfig {
+    workspace: String,
+    billing_mode: String,
+}
+
+/// A provider credential a workspace holds itself: its requests to that upstream go
+/// with it, billed BYOK.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialConfig {
+    /// The credential's id in the billing policy.
+    id: String,
+    workspace: String,
+    /// `openai` or `anthropic`: the upstream it is for.
+    upstream: String,
+    /// The environment variable holding the key…
+    api_key_env: Option<String>,
+    /// …or a file holding it (a mounted secret), surrounding white space trimmed.
+    api_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,7 +199,7 @@ struct BudgetConfig {
 }
 
 /// The request dialects the gateway speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Dialect {
     OpenAi,
     Anthropic,
@@ -181,13 +216,21 @@ struct Upstream {
 #[derive(Debug)]
 struct Caller {
     attribution: Attribution,
-    mode: BillingMode,
+}
+
+/// A workspace's own credential for one upstream.
+#[derive(Debug)]
+struct OwnCredential {
+    id: CredentialId,
+    header: HeaderValue,
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 struct Gateway {
     keys: HashMap<String, Caller>,
+    policy: BillingPolicy,
+    credentials: HashMap<(WorkspaceId, Dialect), OwnCredential>,
     openai: Option<Upstream>,
     anthropic: Option<Upstream>,
     prices: Arc<PriceTable>,
@@ -293,6 +336,29 @@ impl Gateway {
                 "unknown API key",
             ));
         };
+        let workspace = &caller.attribution.workspace;
+        let own = self.credentials.get(&(workspace.clone(), dialect));
+        let mode = self
+            .policy
+            .mode_for(workspace, own.map(|c| &c.id))
+            .unwrap_or(BillingMode::Managed);
+        let credential = match (mode, own) {
+            (BillingMode::Byok, Some(own)) => Some(&own.header),
+            (BillingMode::Byok, None) => {
+                let message = format!(
+                    "{workspace} is billed BYOK and holds no {} credential: \
+                     the request was not forwarded",
+                    dialect.name()
+                );
+                return Ok(error(
+                    dialect,
+                    StatusCode::FORBIDDEN,
+                    "byok_credential_missing",
+                    &message,
+                ));
+            }
+            (BillingMode::Managed, _) => upstream.credential.as_ref(),
+        };
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, MAX_REQUEST).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -346,7 +412,7 @@ impl Gateway {
         let estimate = match max_cost(&self.prices, &upstream.provider, &model, prompt, output, at)
         {
             Ok(estimate) => estimate,
-            Err(e) if caller.mode == BillingMode::Managed => {
+            Err(e) if mode == BillingMode::Managed => {
                 let message = format!("a managed key cannot be billed for this model: {e}");
                 return Ok(error(
                     dialect,
@@ -360,7 +426,7 @@ impl Gateway {
         };
         let ask = SpendRequest {
             attribution: &caller.attribution,
-            billing_mode: caller.mode,
+            billing_mode: mode,
             estimate,
             at,
         };
@@ -412,7 +478,7 @@ impl Gateway {
                 forward.headers_mut().append(name, value.clone());
             }
         }
-        if let Some(credential) = &upstream.credential {
+        if let Some(credential) = credential {
             let name = match dialect {
                 Dialect::OpenAi => header::AUTHORIZATION,
                 Dialect::Anthropic => HeaderName::from_static("x-api-key"),
@@ -467,7 +533,7 @@ impl Gateway {
             request_id,
             at,
             caller: caller.attribution.clone(),
-            mode: caller.mode,
+            mode,
             provider: upstream.provider.clone(),
         };
         if event_stream {
@@ -628,6 +694,82 @@ fn budget(config: &BudgetConfig) -> Result<Budget, Error> {
     })
 }
 
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
+        }
+    }
+
+    /// The header value a key is sent as.
+    fn credential(self, key: &str) -> Result<HeaderValue, Error> {
+        let value = match self {
+            Dialect::OpenAi => format!("Bearer {key}"),
+            Dialect::Anthropic => key.to_owned(),
+        };
+        let mut value = HeaderValue::from_str(&value)?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// The billing policy and the workspaces' own credentials.
+fn billing(
+    config: &Config,
+) -> Result<
+    (
+        BillingPolicy,
+        HashMap<(WorkspaceId, Dialect), OwnCredential>,
+    ),
+    Error,
+> {
+    let mut policy = BillingPolicy::new(config.default_billing_mode.parse::<BillingMode>()?);
+    for w in &config.workspaces {
+        policy.set_workspace(WorkspaceId::new(&w.workspace)?, w.billing_mode.parse()?);
+    }
+    let mut own = HashMap::new();
+    for c in &config.credentials {
+        let dialect = match c.upstream.as_str() {
+            "openai" => Dialect::OpenAi,
+            "anthropic" => Dialect::Anthropic,
+            other => {
+                return Err(format!(
+                    "credential {}: upstream {other:?} (openai or anthropic)",
+                    c.id
+                )
+                .into());
+            }
+        };
+        let key = match (&c.api_key_env, &c.api_key_file) {
+            (Some(name), None) => std::env::var(name)
+                .map_err(|_| format!("credential {}: {name} is not set", c.id))?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("credential {}: {}: {e}", c.id, path.display()))?
+                .trim()
+                .to_owned(),
+            _ => {
+                return Err(format!(
+                    "credential {}: exactly one of api_key_env or api_key_file",
+                    c.id
+                )
+                .into());
+            }
+        };
+        let id = CredentialId::new(&c.id)?;
+        policy.set_credential(id.clone(), BillingMode::Byok);
+        let workspace = WorkspaceId::new(&c.workspace)?;
+        let credential = OwnCredential {
+            id,
+            header: dialect.credential(&key)?,
+        };
+        if own.insert((workspace, dialect), credential).is_some() {
+            return Err(format!("{} holds two {} credentials", c.workspace, c.upstream).into());
+        }
+    }
+    Ok((policy, own))
+}
+
 fn upstream(config: Option<UpstreamConfig>, dialect: Dialect) -> Result<Option<Upstream>, Error> {
     let Some(config) = config else {
         return Ok(None);
@@ -641,13 +783,7 @@ fn upstream(config: Option<UpstreamConfig>, dialect: Dialect) -> Result<Option<U
         None => None,
         Some(name) => {
             let key = std::env::var(name).map_err(|_| format!("{name} is not set"))?;
-            let value = match dialect {
-                Dialect::OpenAi => format!("Bearer {key}"),
-                Dialect::Anthropic => key,
-            };
-            let mut value = HeaderValue::from_str(&value)?;
-            value.set_sensitive(true);
-            Some(value)
+            Some(dialect.credential(&key)?)
         }
     };
     Ok(Some(Upstream {
@@ -673,11 +809,7 @@ fn callers(keys: &[KeyConfig]) -> Result<HashMap<String, Caller>, Error> {
         if let Some(customer) = &k.customer {
             attribution = attribution.with_customer(CustomerId::new(customer)?);
         }
-        let mode = k.billing_mode.parse::<BillingMode>()?;
-        if out
-            .insert(k.key.clone(), Caller { attribution, mode })
-            .is_some()
-        {
+        if out.insert(k.key.clone(), Caller { attribution }).is_some() {
             return Err(format!("key {} is configured twice", k.id).into());
         }
     }
@@ -759,8 +891,11 @@ async fn run() -> Result<(), Error> {
         .https_or_http()
         .enable_http1()
         .build();
+    let (policy, credentials) = billing(&config)?;
     let gateway = Arc::new(Gateway {
         keys: callers(&config.keys)?,
+        policy,
+        credentials,
         openai: upstream(config.openai, Dialect::OpenAi)?,
         anthropic: upstream(config.anthropic, Dialect::Anthropic)?,
         prices: PriceTable::bundled(),

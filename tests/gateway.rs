@@ -164,6 +164,9 @@ impl Gateway {
 }
 
 fn start_gateway(upstream: &str) -> Gateway {
+    let labs_key = std::env::temp_dir().join(format!("routero-labs-key-{}", std::process::id()));
+    std::fs::write(&labs_key, "sk-labs-own-anthropic\n").unwrap();
+    let labs_key = labs_key.display();
     let config = format!(
         r#"
 default_max_tokens = 1000
@@ -187,7 +190,30 @@ key = "caller-globex"
 id = "globex-key"
 org = "globex"
 workspace = "globex-main"
+
+[[keys]]
+key = "caller-labs"
+id = "labs-key"
+org = "acme"
+workspace = "acme-labs"
+
+# Globex is BYOK and holds its own Anthropic key only; Acme Labs is managed but
+# brings its own Anthropic key (a file), so it mixes both modes.
+[[workspaces]]
+workspace = "globex-main"
 billing_mode = "byok"
+
+[[credentials]]
+id = "globex-anthropic"
+workspace = "globex-main"
+upstream = "anthropic"
+api_key_env = "GATEWAY_TEST_GLOBEX_ANTHROPIC_KEY"
+
+[[credentials]]
+id = "labs-anthropic"
+workspace = "acme-labs"
+upstream = "anthropic"
+api_key_file = "{labs_key}"
 
 [[keys]]
 key = "caller-poor"
@@ -205,6 +231,11 @@ org = "acme"
 workspace = "acme-poor"
 balance = "0.0001"
 
+[[wallets]]
+org = "acme"
+workspace = "acme-labs"
+balance = "25.00"
+
 [[budgets]]
 customer = "initech"
 period = "day"
@@ -219,6 +250,10 @@ limit = "20.00"
         .env("ROUTERO_LISTEN", "127.0.0.1:0")
         .env("GATEWAY_TEST_OPENAI_KEY", "sk-upstream-openai")
         .env("GATEWAY_TEST_ANTHROPIC_KEY", "sk-upstream-anthropic")
+        .env(
+            "GATEWAY_TEST_GLOBEX_ANTHROPIC_KEY",
+            "sk-globex-own-anthropic",
+        )
         .env_remove("ROUTERO_REDIS_URL")
         .stdout(Stdio::piped())
         .spawn()
@@ -419,6 +454,79 @@ async fn the_gateway_costs_records_and_controls_every_request() {
     let spend = gateway.next_spend();
     assert_eq!(spend["billing_mode"], "byok");
     assert_eq!(spend["attribution"]["org"], "globex");
+    let seen = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        seen.headers["x-api-key"], "sk-globex-own-anthropic",
+        "BYOK traffic goes upstream on the workspace's own key, never the operator's"
+    );
+
+    // A BYOK workspace asking an upstream it holds no key for is refused, and
+    // nothing is forwarded on the operator's key.
+    let calls = upstream_calls();
+    let response = client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[
+                ("authorization", "Bearer caller-globex"),
+                (
+                    "x-fixture",
+                    "openai_chat/chat_completion_reasoning_cached.json",
+                ),
+            ],
+            serde_json::json!({"model": "o4-mini"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body: Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"]["type"], "byok_credential_missing");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("globex-main is billed BYOK and holds no openai credential"),
+        "{body}"
+    );
+    assert_eq!(upstream_calls(), calls, "nothing was forwarded");
+
+    // A workspace that mixes both modes: its own Anthropic key is BYOK, its OpenAI
+    // traffic managed on the operator's key.
+    let name = "anthropic/message_thinking.json";
+    client
+        .request(post(
+            &gateway,
+            "/v1/messages",
+            &[("x-api-key", "caller-labs"), ("x-fixture", name)],
+            serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 2000}),
+        ))
+        .await
+        .unwrap();
+    let spend = gateway.next_spend();
+    assert_eq!(
+        (
+            spend["billing_mode"].as_str(),
+            spend["attribution"]["workspace"].as_str()
+        ),
+        (Some("byok"), Some("acme-labs"))
+    );
+    let seen = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.headers["x-api-key"], "sk-labs-own-anthropic");
+    let name = "openai_chat/chat_completion_reasoning_cached.json";
+    client
+        .request(post(
+            &gateway,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer caller-labs"), ("x-fixture", name)],
+            serde_json::json!({"model": "o4-mini", "max_completion_tokens": 2000}),
+        ))
+        .await
+        .unwrap();
+    let spend = gateway.next_spend();
+    assert_eq!(spend["billing_mode"], "managed");
+    let seen = received.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(seen.headers["authorization"], "Bearer sk-upstream-openai");
 
     // A stream without usage is recorded unpriced, never as zero.
     let name = "openai_chat/chat_stream_no_usage.sse";
