@@ -230,7 +230,7 @@ type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Byte
 struct Gateway {
     keys: HashMap<String, Caller>,
     policy: BillingPolicy,
-    credentials: HashMap<(WorkspaceId, Dialect), OwnCredential>,
+    credentials: OwnCredentials,
     openai: Option<Upstream>,
     anthropic: Option<Upstream>,
     prices: Arc<PriceTable>,
@@ -714,16 +714,11 @@ impl Dialect {
     }
 }
 
+/// The workspaces' own credentials, by workspace and upstream.
+type OwnCredentials = HashMap<(WorkspaceId, Dialect), OwnCredential>;
+
 /// The billing policy and the workspaces' own credentials.
-fn billing(
-    config: &Config,
-) -> Result<
-    (
-        BillingPolicy,
-        HashMap<(WorkspaceId, Dialect), OwnCredential>,
-    ),
-    Error,
-> {
+fn billing(config: &Config) -> Result<(BillingPolicy, OwnCredentials), Error> {
     let mut policy = BillingPolicy::new(config.default_billing_mode.parse::<BillingMode>()?);
     for w in &config.workspaces {
         policy.set_workspace(WorkspaceId::new(&w.workspace)?, w.billing_mode.parse()?);

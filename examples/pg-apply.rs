@@ -41,6 +41,7 @@ fn rows(count: usize) -> Vec<(RollupKey, RollupTotals)> {
                 provider: Provider::OpenAi,
                 model: "gpt-4o".to_owned(),
                 billing_mode: BillingMode::Managed,
+                currency: Some(routero::Currency::USD),
             };
             let totals = RollupTotals {
                 input_tokens: 1_000,

@@ -34,11 +34,12 @@ const $ = (id) => document.getElementById(id);
 
 /// An API refusal or a failed request, with the problem's title and detail.
 class ApiError extends Error {
-  constructor(status, title, detail) {
+  constructor(status, title, detail, problem = {}) {
     super(detail ? `${title}: ${detail}` : title);
     this.status = status;
     this.title = title;
     this.detail = detail || "";
+    this.problem = problem;
   }
 }
 
@@ -55,7 +56,7 @@ async function api(path, options = {}) {
     const type = response.headers.get("content-type") || "";
     if (type.includes("json")) {
       const problem = await response.json().catch(() => ({}));
-      throw new ApiError(response.status, problem.title || `HTTP ${response.status}`, problem.detail);
+      throw new ApiError(response.status, problem.title || `HTTP ${response.status}`, problem.detail, problem);
     }
     const text = await response.text().catch(() => "");
     throw new ApiError(response.status, `HTTP ${response.status}`, text.trim().slice(0, 200));
@@ -255,6 +256,7 @@ function rangeQuery() {
   }));
   if ($("team-filter").value) q.set("team_ids", $("team-filter").value);
   if ($("model-filter").value) q.set("model", $("model-filter").value);
+  if ($("currency-filter").value) q.set("currency", $("currency-filter").value);
   return q;
 }
 
@@ -279,6 +281,8 @@ async function refreshOverview() {
       state.currency = overview.currency;
       renderCards(overview);
     }
+    // The analytics are in the currency they name (never two added together).
+    state.currency = activity.metadata.currency || state.currency;
     renderTrend(trend);
     collectOptions(activity.results);
     state.rows = rowsOf(activity.results);
@@ -288,8 +292,23 @@ async function refreshOverview() {
     $("updated").textContent = new Date().toLocaleTimeString("en-GB");
     $("updated").dataset.count = String(Number($("updated").dataset.count || 0) + 1);
   } catch (e) {
-    if (run === overviewRun) showError(e);
+    if (run !== overviewRun) return;
+    if (e.problem && Array.isArray(e.problem.currencies) && !$("currency-filter").value) {
+      // Spend in several currencies: offer them, and show one at a time.
+      chooseCurrency(e.problem.currencies);
+      refreshOverview();
+      return;
+    }
+    showError(e);
   }
+}
+
+/// Shows the currency filter with `codes`, the wallet's currency chosen when it is one.
+function chooseCurrency(codes) {
+  const select = $("currency-filter");
+  select.replaceChildren(...codes.map((c) => new Option(c, c)));
+  select.value = codes.includes(state.currency) ? state.currency : codes[0];
+  $("currency-label").hidden = false;
 }
 
 /// Every page of the team activity over the range.
@@ -307,6 +326,8 @@ async function dailyActivity(range) {
 
 function renderCards(o) {
   setMoney("card-balance", o.balance, balanceMoney);
+  // The month's spend is in its own currency, which may not be the wallet's.
+  state.currency = o.spend_currency || o.currency;
   setMoney("card-mtd", o.month_to_date);
   setMoney("card-projected", o.projected_month);
   $("card-days").textContent = `day ${o.days_elapsed} of ${o.days_in_month}`;
@@ -750,6 +771,8 @@ function start() {
   $("error-close").addEventListener("click", clearError);
   $("workspace").addEventListener("change", () => {
     state.workspace = $("workspace").value;
+    $("currency-filter").replaceChildren(new Option("", ""));
+    $("currency-label").hidden = true;
     state.teams.clear();
     state.models.clear();
     $("top-up-key").value = "";
@@ -760,7 +783,7 @@ function start() {
     state.page = 1;
     refreshOverview();
   };
-  for (const id of ["start-date", "end-date", "team-filter", "model-filter", "group-by"]) {
+  for (const id of ["start-date", "end-date", "team-filter", "model-filter", "group-by", "currency-filter"]) {
     $(id).addEventListener("change", refilter);
   }
   $("filters").addEventListener("submit", (event) => event.preventDefault());

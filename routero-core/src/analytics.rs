@@ -6,6 +6,13 @@
 //! to the workspaces, teams and other filters the caller sets). Amounts are exact; the
 //! only rounded figures are the projection and the trend ratio, each at a named scale
 //! with a named rounding rule.
+//!
+//! **One currency per answer.** Rollups keep every currency apart, and no function
+//! here adds two together: each answers in the filter's
+//! [`currency`](RollupFilter::currency), or when it names none, in the one currency
+//! the rows hold; rows in two or more currencies without a currency filter are
+//! [`AnalyticsError::MixedCurrencies`]. Every answer says its currency (`None` when
+//! nothing was priced).
 
 use std::collections::BTreeMap;
 
@@ -14,6 +21,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
 use crate::attribution::BillingMode;
+use crate::money::Currency;
 use crate::port::{BackendError, GroupBy, RollupFilter, RollupRow, SpendReader};
 use crate::spend::RollupTotals;
 
@@ -22,11 +30,49 @@ pub const PROJECTION_SCALE: u32 = 6;
 /// The scale of [`SpendTrend::change_ratio`].
 pub const RATIO_SCALE: u32 = 4;
 
+/// Why an analytics query has no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AnalyticsError {
+    /// The rows are in several currencies and the filter names none: adding them
+    /// would mix money.
+    #[error("the spend is in {}: choose one currency", list(.0))]
+    MixedCurrencies(Vec<Currency>),
+    /// The read failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+fn list(currencies: &[Currency]) -> String {
+    let codes: Vec<&str> = currencies.iter().map(Currency::code).collect();
+    codes.join(" and ")
+}
+
+/// The one currency of `rows` (the filter's, when it names one); refuses two.
+pub fn currency_of(
+    filter: &RollupFilter,
+    rows: &[RollupRow],
+) -> Result<Option<Currency>, AnalyticsError> {
+    if filter.currency.is_some() {
+        return Ok(filter.currency);
+    }
+    let mut seen: Vec<Currency> = rows.iter().filter_map(|r| r.key.currency).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    match seen.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(*one)),
+        _ => Err(AnalyticsError::MixedCurrencies(seen)),
+    }
+}
+
 /// One day's spend.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DailySpend {
     /// The UTC day.
     pub date: NaiveDate,
+    /// The currency of its amounts (`None`: nothing priced).
+    pub currency: Option<Currency>,
     /// All spend, exact. Serialised once, as the metrics' `spend`, which equals it.
     #[serde(skip)]
     pub spend: Decimal,
@@ -117,14 +163,17 @@ fn days(from: NaiveDate, to: NaiveDate) -> impl Iterator<Item = NaiveDate> {
     from.iter_days().take_while(move |d| *d <= to)
 }
 
+/// The rows under a grouping, and their one currency.
 async fn grouped(
     reader: &dyn SpendReader,
     filter: &RollupFilter,
     group_by: GroupBy,
-) -> Result<Vec<RollupRow>, BackendError> {
+) -> Result<(Vec<RollupRow>, Option<Currency>), AnalyticsError> {
     let mut filter = filter.clone();
     filter.group_by = group_by;
-    reader.rollups(&filter).await
+    let rows = reader.rollups(&filter).await?;
+    let currency = currency_of(&filter, &rows)?;
+    Ok((rows, currency))
 }
 
 /// Spend per day over the filter's range, every day present (zero when nothing was
@@ -132,8 +181,8 @@ async fn grouped(
 pub async fn daily_spend(
     reader: &dyn SpendReader,
     filter: &RollupFilter,
-) -> Result<Vec<DailySpend>, BackendError> {
-    let rows = grouped(
+) -> Result<Vec<DailySpend>, AnalyticsError> {
+    let (rows, currency) = grouped(
         reader,
         filter,
         GroupBy {
@@ -148,6 +197,7 @@ pub async fn daily_spend(
                 date,
                 DailySpend {
                     date,
+                    currency,
                     spend: Decimal::ZERO,
                     managed_spend: Decimal::ZERO,
                     byok_spend: Decimal::ZERO,
@@ -174,6 +224,8 @@ pub async fn daily_spend(
 /// Spend over a range beside the period of the same length just before it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SpendTrend {
+    /// The currency of its amounts (`None`: nothing priced in either period).
+    pub currency: Option<Currency>,
     /// The range's days.
     pub days: Vec<DailySpend>,
     /// The range's total.
@@ -204,15 +256,23 @@ pub struct SpendTrend {
 pub async fn spend_trend(
     reader: &dyn SpendReader,
     filter: &RollupFilter,
-) -> Result<SpendTrend, BackendError> {
+) -> Result<SpendTrend, AnalyticsError> {
     let days_in_range = (filter.to - filter.from).num_days() + 1;
     let previous_to = filter.from - Duration::days(1);
     let previous_from = filter.from - Duration::days(days_in_range);
     let current = daily_spend(reader, filter).await?;
+    // Both periods in one currency: the range's, unless only the previous one spent.
+    let mut filter = filter.clone();
+    filter.currency = filter
+        .currency
+        .or_else(|| current.first().and_then(|d| d.currency));
     let mut previous_filter = filter.clone();
     previous_filter.from = previous_from;
     previous_filter.to = previous_to;
     let previous_days = daily_spend(reader, &previous_filter).await?;
+    let currency = filter
+        .currency
+        .or_else(|| previous_days.first().and_then(|d| d.currency));
     let previous: Decimal = previous_days.iter().map(|d| d.spend).sum();
     let active = |days: &[DailySpend]| {
         u32::try_from(days.iter().filter(|d| !d.spend.is_zero()).count()).unwrap_or(u32::MAX)
@@ -226,6 +286,7 @@ pub async fn spend_trend(
             .round_dp_with_strategy(RATIO_SCALE, RoundingStrategy::MidpointNearestEven)
     });
     Ok(SpendTrend {
+        currency,
         days_with_spend: active(&current),
         previous_days_with_spend: active(&previous_days),
         days: current,
@@ -241,6 +302,8 @@ pub async fn spend_trend(
 /// The current month at a glance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Overview {
+    /// The currency of its amounts (`None`: nothing priced this month).
+    pub currency: Option<Currency>,
     /// The day the overview is for.
     pub today: NaiveDate,
     /// The month's first day.
@@ -269,7 +332,7 @@ pub async fn overview(
     reader: &dyn SpendReader,
     filter: &RollupFilter,
     today: NaiveDate,
-) -> Result<Overview, BackendError> {
+) -> Result<Overview, AnalyticsError> {
     let month_start = today.with_day(1).unwrap_or(today);
     let next_month = if today.month() == 12 {
         NaiveDate::from_ymd_opt(today.year() + 1, 1, 1)
@@ -291,6 +354,7 @@ pub async fn overview(
         .unwrap_or_default()
         .round_dp_with_strategy(PROJECTION_SCALE, RoundingStrategy::MidpointNearestEven);
     Ok(Overview {
+        currency: days.first().and_then(|d| d.currency),
         today,
         month_start,
         month_to_date: to_date,
@@ -350,6 +414,8 @@ pub struct DayActivity {
 /// A page of daily activity, and the totals of every page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DailyActivity {
+    /// The currency of its amounts (`None`: nothing priced).
+    pub currency: Option<Currency>,
     /// The page's days, oldest first.
     pub results: Vec<DayActivity>,
     /// The totals over the whole range (all pages).
@@ -372,8 +438,8 @@ pub async fn daily_activity(
     entity: Entity,
     page: u32,
     page_size: u32,
-) -> Result<DailyActivity, BackendError> {
-    let rows = grouped(
+) -> Result<DailyActivity, AnalyticsError> {
+    let (rows, currency) = grouped(
         reader,
         filter,
         GroupBy {
@@ -455,6 +521,7 @@ pub async fn daily_activity(
         .take(usize::try_from(page_size).unwrap_or(usize::MAX))
         .collect();
     Ok(DailyActivity {
+        currency,
         results,
         totals,
         page,

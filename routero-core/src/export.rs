@@ -68,7 +68,7 @@ pub struct ExportRequest {
 }
 
 /// What an export held, to check it against the analytics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExportSummary {
     /// Data rows written.
     pub rows: u64,
@@ -76,8 +76,22 @@ pub struct ExportSummary {
     pub requests: u64,
     /// Requests that could not be priced.
     pub unpriced_requests: u64,
-    /// The exact cost of the priced requests.
-    pub cost: Decimal,
+    /// The exact cost of the priced requests, per currency (never added across).
+    pub costs: std::collections::BTreeMap<crate::money::Currency, Decimal>,
+}
+
+impl ExportSummary {
+    /// The cost in `currency` (zero when nothing was priced in it).
+    pub fn cost(&self, currency: crate::money::Currency) -> Decimal {
+        self.costs.get(&currency).copied().unwrap_or_default()
+    }
+}
+
+/// A row's currency code; empty for a row of unpriced requests, which carries no money.
+fn currency(row: &RollupRow) -> String {
+    row.key
+        .currency
+        .map_or_else(String::new, |c| c.code().to_owned())
 }
 
 /// Why an export stopped.
@@ -259,8 +273,8 @@ where
     }
 
     /// What the chunks handed out so far held.
-    pub fn summary(&self) -> ExportSummary {
-        self.summary
+    pub fn summary(&self) -> &ExportSummary {
+        &self.summary
     }
 
     fn count(&mut self, row: &RollupRow) -> Result<(), ExportError> {
@@ -275,7 +289,10 @@ where
             .unpriced_requests
             .checked_add(t.unpriced)
             .ok_or(ExportError::Overflow)?;
-        s.cost = s.cost.checked_add(t.cost).ok_or(ExportError::Overflow)?;
+        if let Some(currency) = row.key.currency {
+            let sum = s.costs.entry(currency).or_default();
+            *sum = sum.checked_add(t.cost).ok_or(ExportError::Overflow)?;
+        }
         Ok(())
     }
 
@@ -303,7 +320,7 @@ where
             t.output_tokens.to_string(),
             t.reasoning_tokens.to_string(),
             t.cost.to_string(),
-            "USD".to_owned(),
+            currency(row),
         ]
     }
 
@@ -342,7 +359,7 @@ where
             cost.clone(),
             org.clone(),
             org,
-            "USD".to_owned(),
+            currency(row),
             period_end,
             period_start,
             "Usage".to_owned(),

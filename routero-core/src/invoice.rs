@@ -434,6 +434,7 @@ async fn managed_spend(
     org: &OrgId,
     workspace: &WorkspaceId,
     month: Month,
+    currency: Currency,
 ) -> Result<Decimal, InvoiceError> {
     let (from, to) = month
         .days()
@@ -441,6 +442,7 @@ async fn managed_spend(
     let mut filter = RollupFilter::new(org.clone(), from, to);
     filter.workspaces = Some(vec![workspace.clone()]);
     filter.billing_mode = Some(BillingMode::Managed);
+    filter.currency = Some(currency);
     Ok(reader
         .rollups(&filter)
         .await?
@@ -521,6 +523,8 @@ impl Billing<'_> {
         let mut filter = RollupFilter::new(org.clone(), from, to);
         filter.workspaces = Some(vec![workspace.clone()]);
         filter.billing_mode = Some(BillingMode::Managed);
+        // The wallet's currency only: an invoice never adds two currencies.
+        filter.currency = Some(currency);
         filter.group_by = GroupBy {
             provider: true,
             model: true,
@@ -564,7 +568,7 @@ impl Billing<'_> {
         }
         // Spend of finalised months that arrived after their invoice.
         for earlier in finalized.iter().filter(|i| i.month < month) {
-            let now_total = managed_spend(reader, org, workspace, earlier.month).await?;
+            let now_total = managed_spend(reader, org, workspace, earlier.month, currency).await?;
             let carried: Decimal = finalized
                 .iter()
                 .flat_map(|i| i.lines.iter())

@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 /// different currencies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Currency {
-    code: [u8; 3],
+    code: &'static str,
     minor_digits: u8,
 }
 
@@ -54,22 +54,21 @@ const ISO_4217: &[(&str, u8)] = &[
 
 impl Currency {
     /// US dollar, the currency of every public LLM price list.
-    pub const USD: Currency = Currency::new(*b"USD", 2);
+    pub const USD: Currency = Currency::new("USD", 2);
     /// Euro.
-    pub const EUR: Currency = Currency::new(*b"EUR", 2);
+    pub const EUR: Currency = Currency::new("EUR", 2);
     /// Pound sterling.
-    pub const GBP: Currency = Currency::new(*b"GBP", 2);
+    pub const GBP: Currency = Currency::new("GBP", 2);
     /// Japanese yen (no minor unit).
-    pub const JPY: Currency = Currency::new(*b"JPY", 0);
+    pub const JPY: Currency = Currency::new("JPY", 0);
 
-    const fn new(code: [u8; 3], minor_digits: u8) -> Currency {
+    const fn new(code: &'static str, minor_digits: u8) -> Currency {
         Currency { code, minor_digits }
     }
 
     /// The three-letter code.
-    pub fn code(&self) -> &str {
-        // The code is three ASCII capitals by construction.
-        std::str::from_utf8(&self.code).unwrap_or("???")
+    pub fn code(&self) -> &'static str {
+        self.code
     }
 
     /// How many digits after the decimal point the smallest unit has (2 for USD).
@@ -109,10 +108,7 @@ impl FromStr for Currency {
         ISO_4217
             .iter()
             .find(|(code, _)| *code == s)
-            .and_then(|&(code, minor)| {
-                let code: [u8; 3] = code.as_bytes().try_into().ok()?;
-                Some(Currency::new(code, minor))
-            })
+            .map(|&(code, minor)| Currency::new(code, minor))
             .ok_or_else(|| UnknownCurrency(s.escape_debug().to_string()))
     }
 }

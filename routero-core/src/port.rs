@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::attribution::{ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId};
+use crate::money::Currency;
 use crate::provider::Provider;
 use crate::spend::{
     QueuePosition, QueuedBatch, RollupTotals, Rollups, ShardId, SpendBatch, SpendEvent,
@@ -322,7 +323,10 @@ pub struct RollupFilter {
     pub model: Option<String>,
     /// Only this billing mode.
     pub billing_mode: Option<BillingMode>,
-    /// The dimensions to keep apart (the day always is).
+    /// Only spend in this currency (unpriced requests, which carry no money, pass any
+    /// currency filter). Rows are always kept apart by currency.
+    pub currency: Option<Currency>,
+    /// The dimensions to keep apart (the day and the currency always are).
     pub group_by: GroupBy,
 }
 
@@ -341,6 +345,7 @@ impl RollupFilter {
             provider: None,
             model: None,
             billing_mode: None,
+            currency: None,
             group_by: GroupBy::default(),
         }
     }
@@ -365,6 +370,7 @@ impl RollupFilter {
             && equal(&self.provider, Some(&key.provider))
             && equal(&self.model, Some(&key.model))
             && equal(&self.billing_mode, Some(&key.billing_mode))
+            && (self.currency.is_none() || key.currency.is_none() || key.currency == self.currency)
     }
 
     /// The row a key adds into under this filter's grouping.
@@ -384,6 +390,7 @@ impl RollupFilter {
             provider: g.provider.then(|| key.provider.clone()),
             model: g.model.then(|| key.model.clone()),
             billing_mode: g.billing_mode.then_some(key.billing_mode),
+            currency: key.currency,
         }
     }
 }
@@ -410,6 +417,8 @@ pub struct RollupRowKey {
     pub model: Option<String>,
     /// The billing mode.
     pub billing_mode: Option<BillingMode>,
+    /// The currency of the row's cost (always kept apart; `None`: unpriced requests).
+    pub currency: Option<Currency>,
 }
 
 /// One row of a rollup read.

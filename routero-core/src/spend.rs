@@ -187,6 +187,14 @@ impl SpendEvent {
         self
     }
 
+    /// The currency of its cost, if priced.
+    pub fn currency(&self) -> Option<Currency> {
+        match &self.pricing {
+            Pricing::Priced { currency, .. } => Some(*currency),
+            Pricing::Unpriced { .. } => None,
+        }
+    }
+
     /// The exact cost, when priced.
     pub fn cost(&self) -> Option<Decimal> {
         match &self.pricing {
@@ -370,6 +378,9 @@ pub struct RollupKey {
     pub model: String,
     /// The billing mode.
     pub billing_mode: BillingMode,
+    /// The currency of the cost (`None` for unpriced requests, which carry no money):
+    /// costs in different currencies are never added together.
+    pub currency: Option<Currency>,
 }
 
 impl RollupKey {
@@ -387,6 +398,7 @@ impl RollupKey {
             provider: event.provider.clone(),
             model: event.model.clone(),
             billing_mode: event.billing_mode,
+            currency: event.currency(),
         }
     }
 }

@@ -57,6 +57,7 @@ use rust_decimal::Decimal;
 use crate::attribution::{
     ApiKeyId, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
 };
+use crate::money::Currency;
 use crate::port::BackendError;
 use crate::provider::Provider;
 use crate::spend::{Outcome, RollupKey, RollupTotals, SpendEvent};
@@ -135,6 +136,8 @@ pub struct LogRecord {
     pub tokens: [Option<u64>; 6],
     /// The exact cost; `None` when unpriced.
     pub cost: Option<Decimal>,
+    /// The cost's currency; `None` when unpriced.
+    pub currency: Option<Currency>,
     /// The price table version that priced it.
     pub price_version: Option<String>,
     /// The price entry's model.
@@ -166,6 +169,7 @@ impl LogRecord {
             partial: event.partial,
             tokens: event.logged_tokens(),
             cost,
+            currency: event.currency(),
             price_version: price_version.map(str::to_owned),
             priced_model: priced_model.map(str::to_owned),
             unpriced_reason: unpriced_reason.map(str::to_owned),
@@ -451,7 +455,7 @@ const fn nullable<T>(name: &'static str, doc: &'static str, get: Get<T>) -> Colu
     }
 }
 
-static ROLLUP_COLUMNS: [Column<RollupChange>; 22] = [
+static ROLLUP_COLUMNS: [Column<RollupChange>; 23] = [
     required("day", "UTC day of the requests", Get::Date(|r| r.key.day)),
     required("org", "org id", Get::Text(|r| Some(r.key.org.as_str()))),
     required(
@@ -549,6 +553,11 @@ static ROLLUP_COLUMNS: [Column<RollupChange>; 22] = [
         "exact cost of the priced requests",
         Get::Cost(|r| Some(r.totals.cost)),
     ),
+    nullable(
+        "currency",
+        "ISO 4217 code of the cost; null for a row of unpriced requests (part of the key)",
+        Get::Text(|r| r.key.currency.as_ref().map(Currency::code)),
+    ),
     required(
         "version",
         "version of this state of the row: keep the highest per key",
@@ -556,7 +565,7 @@ static ROLLUP_COLUMNS: [Column<RollupChange>; 22] = [
     ),
 ];
 
-static LOG_COLUMNS: [Column<LogRecord>; 24] = [
+static LOG_COLUMNS: [Column<LogRecord>; 25] = [
     required(
         "request_id",
         "request id",
@@ -640,6 +649,11 @@ static LOG_COLUMNS: [Column<LogRecord>; 24] = [
         "cost",
         "exact cost; null when unpriced",
         Get::Cost(|r| r.cost),
+    ),
+    nullable(
+        "currency",
+        "ISO 4217 code of the cost; null when unpriced",
+        Get::Text(|r| r.currency.as_ref().map(Currency::code)),
     ),
     nullable(
         "price_version",

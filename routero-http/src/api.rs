@@ -25,8 +25,10 @@
 //! | `GET /billing/export.csv?month=YYYY-MM[&format=focus][&workspace=][&team_ids=]` | the month's chargeback or FOCUS CSV ([`BillingApi::export`] streams it) |
 //!
 //! Filters: `workspace`, `team_ids` (comma-separated), `api_key`, `user_id`,
-//! `end_user_ids` (comma-separated), `provider`, `model`, `billing_mode`; pages: `page`,
-//! `page_size`. LiteLLM's `exclude_team_ids` and `exclude_end_user_ids` are refused
+//! `end_user_ids` (comma-separated), `provider`, `model`, `billing_mode`, `currency`;
+//! pages: `page`, `page_size`. Analytics never add two currencies: every answer names
+//! its currency, and spend in several currencies without `currency=` is a 400
+//! (`mixed-currencies`). LiteLLM's `exclude_team_ids` and `exclude_end_user_ids` are refused
 //! (400), not ignored. Wallet and invoice endpoints answer only for workspaces the
 //! principal may see: those it lists, or for an org-wide principal (`workspaces:
 //! None`) those the [`BillingDirectory`] configures for its org. `workspace` may be
@@ -54,7 +56,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use http::{Method, Request, Response, StatusCode, header};
-use routero_core::analytics::{self, Entity};
+use routero_core::analytics::{self, AnalyticsError, Entity};
 use routero_core::attribution::{
     ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId,
 };
@@ -115,6 +117,8 @@ pub enum ProblemType {
     InvalidAmount,
     /// A currency other than the wallet's.
     InvalidCurrency,
+    /// Spend in several currencies, and no `currency` to choose one.
+    MixedCurrencies,
     /// The backend failed.
     Unavailable,
 }
@@ -133,6 +137,7 @@ impl ProblemType {
             ProblemType::IdempotencyConflict => "idempotency-conflict",
             ProblemType::InvalidAmount => "invalid-amount",
             ProblemType::InvalidCurrency => "invalid-currency",
+            ProblemType::MixedCurrencies => "mixed-currencies",
             ProblemType::Unavailable => "unavailable",
         }
     }
@@ -145,7 +150,8 @@ impl ProblemType {
             ProblemType::BadRequest
             | ProblemType::BadDate
             | ProblemType::DateOrder
-            | ProblemType::RangeTooLong => StatusCode::BAD_REQUEST,
+            | ProblemType::RangeTooLong
+            | ProblemType::MixedCurrencies => StatusCode::BAD_REQUEST,
             ProblemType::IdempotencyConflict => StatusCode::CONFLICT,
             ProblemType::InvalidAmount | ProblemType::InvalidCurrency => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -167,6 +173,7 @@ impl ProblemType {
             ProblemType::IdempotencyConflict => "Idempotency key reused with another request",
             ProblemType::InvalidAmount => "Invalid amount",
             ProblemType::InvalidCurrency => "Invalid currency",
+            ProblemType::MixedCurrencies => "Spend in several currencies",
             ProblemType::Unavailable => "Temporarily unavailable",
         }
     }
@@ -258,18 +265,40 @@ impl http_body::Body for ExportBody {
 struct Problem {
     kind: ProblemType,
     detail: String,
+    /// RFC 9457 extension members (`currencies` of a mixed-currencies problem).
+    extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 fn problem(kind: ProblemType, detail: impl Into<String>) -> Problem {
     Problem {
         kind,
         detail: detail.into(),
+        extensions: serde_json::Map::new(),
     }
 }
 
 impl From<BackendError> for Problem {
     fn from(e: BackendError) -> Self {
         problem(ProblemType::Unavailable, e.to_string())
+    }
+}
+
+impl From<AnalyticsError> for Problem {
+    fn from(e: AnalyticsError) -> Self {
+        match e {
+            AnalyticsError::MixedCurrencies(ref currencies) => {
+                let codes: Vec<serde_json::Value> =
+                    currencies.iter().map(|c| c.code().into()).collect();
+                let mut p = problem(
+                    ProblemType::MixedCurrencies,
+                    format!("{e}: add currency= (for example currency=USD)"),
+                );
+                p.extensions.insert("currencies".into(), codes.into());
+                p
+            }
+            AnalyticsError::Backend(b) => b.into(),
+            other => problem(ProblemType::Unavailable, other.to_string()),
+        }
     }
 }
 
@@ -365,12 +394,15 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Bytes> {
 }
 
 fn problem_response(p: &Problem) -> Response<Bytes> {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "type": format!("https://routero.dev/problems/{}", p.kind.id()),
         "title": p.kind.title(),
         "status": p.kind.status().as_u16(),
         "detail": p.detail,
     });
+    if let Some(object) = body.as_object_mut() {
+        object.extend(p.extensions.clone());
+    }
     let mut response = json(p.kind.status(), &body);
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -762,6 +794,13 @@ impl BillingApi {
         })?;
         filter.model = query.get("model").cloned();
         filter.billing_mode = one(query, "billing_mode", |v| v.parse::<BillingMode>())?;
+        filter.currency = query
+            .get("currency")
+            .map(|c| {
+                c.parse::<Currency>()
+                    .map_err(|e| problem(ProblemType::InvalidCurrency, e.to_string()))
+            })
+            .transpose()?;
         Ok(filter)
     }
 
@@ -1002,6 +1041,7 @@ impl BillingApi {
             &serde_json::json!({
                 "workspace": workspace,
                 "currency": balance.currency,
+                "spend_currency": overview.currency,
                 "balance": balance.balance.to_string(),
                 "month_to_date": overview.month_to_date.to_string(),
                 "managed_month_to_date": overview.managed_month_to_date.to_string(),
@@ -1031,6 +1071,7 @@ impl BillingApi {
             &serde_json::json!({
                 "results": activity.results,
                 "metadata": {
+                    "currency": activity.currency,
                     "total_spend": totals.spend.to_string(),
                     "total_prompt_tokens": totals.prompt_tokens,
                     "total_completion_tokens": totals.completion_tokens,

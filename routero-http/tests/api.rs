@@ -1216,3 +1216,224 @@ async fn refunds_and_adjustments_are_admin_writes_with_a_memo(api: BillingApi) {
         .collect();
     assert_eq!(kinds, ["adjustment", "adjustment", "refund", "usage_debit"]);
 }
+
+/// The API over `store` with, beside the usual acme USD spend, EUR spend in acme-eu
+/// (managed, debited from its EUR wallet) on the same days.
+async fn api_with_euros<S>(store: Arc<S>) -> BillingApi
+where
+    S: SpendStore + SpendReader + Wallets + InvoiceStore,
+{
+    use routero_core::port::{DrainApply, FencingToken};
+    use routero_core::spend::{Pricing, QueuePosition, Rollups, ShardId};
+    let api = api_over(store.clone()).await;
+    let mut euros = Vec::new();
+    for (seq, day, cost) in [(100u64, 0, "10.5"), (102, 2, "20"), (103, 2, "0.25")] {
+        let mut e = sample_event("acme", seq, cost);
+        e.event_time += Duration::days(day);
+        e.attribution.workspace = ws("acme-eu");
+        if let Pricing::Priced { currency, .. } = &mut e.pricing {
+            *currency = Currency::EUR;
+        }
+        euros.push(e);
+    }
+    let mut rollups = Rollups::new();
+    for e in &euros {
+        rollups.add_event(e).unwrap();
+    }
+    store
+        .apply(DrainApply {
+            shard: ShardId(1),
+            token: FencingToken(1),
+            expected: None,
+            through: QueuePosition::new(1, 0),
+            rollups: &rollups,
+            events: &euros,
+            at: sample_day().and_hms_opt(23, 0, 0).unwrap().and_utc(),
+        })
+        .await
+        .unwrap();
+    api
+}
+
+mod usd_and_eur_are_never_added {
+    #[tokio::test]
+    async fn memory() {
+        let store = std::sync::Arc::new(super::MemoryStore::new());
+        super::usd_and_eur_are_never_added(super::api_with_euros(store).await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        if let Some(api) = super::pg_api_with_euros().await {
+            super::usd_and_eur_are_never_added(api).await;
+        }
+    }
+}
+
+async fn pg_api_with_euros() -> Option<BillingApi> {
+    let url = std::env::var("ROUTERO_TEST_DATABASE_URL").ok()?;
+    let mut config = PgConfig::new(url);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    config.schema = Some(format!("api_eur_{}_{nanos}", std::process::id()));
+    let store = PgStore::connect(config).await.expect("connect and migrate");
+    Some(api_with_euros(Arc::new(store)).await)
+}
+
+/// One org with USD and EUR spend: every endpoint either answers in one currency, and
+/// says which, or refuses to add the two.
+async fn usd_and_eur_are_never_added(api: BillingApi) {
+    let org_wide = Principal {
+        workspaces: None,
+        ..admin()
+    };
+    let p = Some(&org_wide);
+    let range = "start_date=2026-11-01&end_date=2026-11-10";
+    for path in [
+        "/billing/daily-spend",
+        "/billing/spend-trend",
+        "/team/daily/activity",
+        "/user/daily/activity",
+        "/customer/daily/activity",
+    ] {
+        let mixed = api.handle(p, get(&format!("{path}?{range}"))).await;
+        assert_problem(&mixed, StatusCode::BAD_REQUEST, "mixed-currencies");
+        let detail = body(&mixed)["detail"].as_str().unwrap().to_owned();
+        assert!(
+            detail.contains("EUR and USD") && detail.contains("currency="),
+            "{detail}"
+        );
+        let bad = api
+            .handle(p, get(&format!("{path}?{range}&currency=eur")))
+            .await;
+        assert_problem(&bad, StatusCode::UNPROCESSABLE_ENTITY, "invalid-currency");
+    }
+    // Each currency on its own: USD is acme's usual 3.875, EUR the 30.75 of acme-eu.
+    for (currency, total) in [("USD", "3.875"), ("EUR", "30.75")] {
+        let q = format!("{range}&currency={currency}");
+        let days = body(
+            &api.handle(p, get(&format!("/billing/daily-spend?{q}")))
+                .await,
+        );
+        let days = days.as_array().unwrap();
+        assert!(days.iter().all(|d| d["currency"] == currency), "{days:?}");
+        let sum: rust_decimal::Decimal = days
+            .iter()
+            .map(|d| {
+                d["spend"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap()
+            })
+            .sum();
+        assert_eq!(sum.to_string(), total, "{currency}");
+        let trend = body(
+            &api.handle(p, get(&format!("/billing/spend-trend?{q}")))
+                .await,
+        );
+        assert_eq!(
+            (trend["currency"].as_str(), trend["total"].as_str()),
+            (Some(currency), Some(total))
+        );
+        for entity in ["team", "user", "customer"] {
+            let activity = body(
+                &api.handle(p, get(&format!("/{entity}/daily/activity?{q}")))
+                    .await,
+            );
+            assert_eq!(activity["metadata"]["currency"], currency, "{entity}");
+            assert_eq!(activity["metadata"]["total_spend"], total, "{entity}");
+        }
+    }
+    // A workspace's figures are in its own currency without asking.
+    let eu = body(
+        &api.handle(p, get("/billing/overview?workspace=acme-eu"))
+            .await,
+    );
+    assert_eq!(
+        (eu["currency"].as_str(), eu["spend_currency"].as_str()),
+        (Some("EUR"), Some("EUR"))
+    );
+    assert_eq!(eu["month_to_date"], "30.75");
+    assert_eq!(
+        eu["managed_month_to_date"], "30.5",
+        "the managed (even) requests"
+    );
+    let us = body(
+        &api.handle(p, get("/billing/overview?workspace=acme-ws"))
+            .await,
+    );
+    assert_eq!(us["spend_currency"], "USD");
+    assert_eq!(us["month_to_date"], "3.875");
+    let eu_days = body(
+        &api.handle(
+            p,
+            get(&format!("/billing/daily-spend?{range}&workspace=acme-eu")),
+        )
+        .await,
+    );
+    assert!(
+        eu_days
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["currency"] == "EUR")
+    );
+    // The wallet was debited in its own currency, and the invoice bills it in EUR.
+    let wallet = body(
+        &api.handle(p, get("/billing/wallet?workspace=acme-eu"))
+            .await,
+    );
+    assert_eq!(
+        (wallet["currency"].as_str(), wallet["balance"].as_str()),
+        (Some("EUR"), Some("-30.50"))
+    );
+    let invoice = body(
+        &api.handle(p, get("/billing/invoices/2026-11?workspace=acme-eu"))
+            .await,
+    );
+    assert_eq!(
+        (invoice["currency"].as_str(), invoice["total"].as_str()),
+        (Some("EUR"), Some("30.50"))
+    );
+    let us_invoice = body(
+        &api.handle(p, get("/billing/invoices/2026-11?workspace=acme-ws"))
+            .await,
+    );
+    assert_eq!(
+        (
+            us_invoice["currency"].as_str(),
+            us_invoice["exact_total"].as_str()
+        ),
+        (Some("USD"), Some("3.50"))
+    );
+    // The export names every row's currency, and the sums per currency are exact.
+    let csv = api
+        .handle(p, get("/billing/export.csv?month=2026-11"))
+        .await;
+    assert_eq!(csv.status(), StatusCode::OK);
+    let text = String::from_utf8(csv.body().to_vec()).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let at = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (cost, currency) = (at("cost"), at("currency"));
+    let mut sums: std::collections::BTreeMap<String, rust_decimal::Decimal> = Default::default();
+    for record in reader.records() {
+        let record = record.unwrap();
+        *sums.entry(record[currency].to_owned()).or_default() +=
+            record[cost].parse::<rust_decimal::Decimal>().unwrap();
+    }
+    assert_eq!(sums.len(), 2, "{sums:?}");
+    assert_eq!(sums["USD"].to_string(), "3.875");
+    assert_eq!(sums["EUR"].to_string(), "30.75");
+    let focus = api
+        .handle(p, get("/billing/export.csv?month=2026-11&format=focus"))
+        .await;
+    let focus = String::from_utf8(focus.body().to_vec()).unwrap();
+    assert!(
+        focus.contains(",EUR,") && focus.contains(",USD,"),
+        "BillingCurrency per row"
+    );
+}

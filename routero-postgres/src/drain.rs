@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
+use routero_core::Currency;
 use routero_core::port::{
     ApplyOutcome, BackendError, DrainApply, DrainState, ErrorKind, FencingToken, SpendStore,
 };
@@ -182,7 +183,7 @@ async fn upsert_rollups(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<
     }
     let n = apply.rollups.len();
     let mut day: Vec<NaiveDate> = Vec::with_capacity(n);
-    let mut text: [Vec<&str>; 9] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut text: [Vec<&str>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut counts: [Vec<i64>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut cost: Vec<Decimal> = Vec::with_capacity(n);
     for (key, totals) in apply.rollups.iter() {
@@ -197,6 +198,7 @@ async fn upsert_rollups(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<
             key.provider.as_str(),
             key.model.as_str(),
             key.billing_mode.as_str(),
+            key.currency.as_ref().map_or("", Currency::code),
         ];
         for (column, value) in text.iter_mut().zip(dims) {
             column.push(value);
@@ -218,7 +220,7 @@ async fn upsert_rollups(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<
         }
         cost.push(totals.cost);
     }
-    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(21);
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(22);
     params.push(&day);
     for column in &text {
         params.push(column);
@@ -298,9 +300,9 @@ async fn insert_unpriced(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<
 const LOG_COLUMNS: &str = "request_id, event_time, org, workspace, team, api_key, user_id, \
     customer, provider, model, billing_mode, success, partial, input_tokens, cache_read_tokens, \
     cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost, \
-    price_version, priced_model, unpriced_reason";
+    price_version, priced_model, unpriced_reason, currency";
 
-const LOG_TYPES: [Type; 23] = [
+const LOG_TYPES: [Type; 24] = [
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::TEXT,
@@ -321,6 +323,7 @@ const LOG_TYPES: [Type; 23] = [
     Type::INT8,
     Type::INT8,
     Type::NUMERIC,
+    Type::TEXT,
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
@@ -376,7 +379,8 @@ async fn copy_spend_log(
         let [org, workspace, team, api_key, user, customer] = who(event);
         let (cost, price_version, priced_model, reason) = event.logged_pricing();
         let success = event.outcome == Outcome::Success;
-        let row: [&(dyn ToSql + Sync); 23] = [
+        let currency = event.currency().map(|c| c.code());
+        let row: [&(dyn ToSql + Sync); 24] = [
             &event.request_id.as_str(),
             &event.event_time,
             &org,
@@ -400,6 +404,7 @@ async fn copy_spend_log(
             &price_version,
             &priced_model,
             &reason,
+            &currency,
         ];
         writer.as_mut().write(&row).await?;
     }
@@ -416,7 +421,7 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
     let mut partial: Vec<bool> = Vec::with_capacity(n);
     let mut tokens: [Vec<Option<i64>>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut cost: Vec<Option<Decimal>> = Vec::with_capacity(n);
-    let mut labels: [Vec<Option<&str>>; 3] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut labels: [Vec<Option<&str>>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
     for event in events {
         request.push(event.request_id.as_str());
         time.push(event.event_time);
@@ -436,6 +441,7 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
         labels[0].push(price_version);
         labels[1].push(priced_model);
         labels[2].push(reason);
+        labels[3].push(event.currency().map(|c| c.code()));
     }
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request, &time];
     for column in &dims {

@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use routero_core::Provider;
 use routero_core::attribution::{ApiKeyId, BillingMode, CustomerId, TeamId, UserId, WorkspaceId};
 use routero_core::port::{
     BackendError, ErrorKind, RollupFilter, RollupRow, RollupRowKey, SpendReader,
 };
 use routero_core::spend::RollupTotals;
+use routero_core::{Currency, Provider};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 
@@ -49,6 +49,16 @@ pub(crate) fn optional<T>(
     }
 }
 
+/// A stored currency: '' is "none" (unpriced).
+pub(crate) fn currency_from(text: String) -> Result<Option<Currency>, BackendError> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| corrupt("currency", &text, e))
+}
+
 /// The ten counts and the cost of a rollup, from column `first` on.
 pub(crate) fn totals_from(
     row: &tokio_postgres::Row,
@@ -76,7 +86,7 @@ impl SpendReader for PgStore {
     async fn rollups(&self, filter: &RollupFilter) -> Result<Vec<RollupRow>, BackendError> {
         let dims = dimensions(filter);
         let mut select = vec!["day".to_owned()];
-        let mut group = vec!["day".to_owned()];
+        let mut group = vec!["day".to_owned(), "currency".to_owned()];
         for (column, grouped) in dims {
             if grouped {
                 select.push(column.to_owned());
@@ -120,8 +130,16 @@ impl SpendReader for PgStore {
         if let Some(mode) = filter.billing_mode {
             any("billing_mode", vec![mode.as_str().to_owned()], &mut params);
         }
+        if let Some(currency) = filter.currency {
+            // Unpriced rows ('') carry no money and pass any currency.
+            any(
+                "currency",
+                vec![currency.code().to_owned(), String::new()],
+                &mut params,
+            );
+        }
         let sql = format!(
-            "SELECT {}, SUM(input_tokens)::BIGINT, SUM(cache_read_tokens)::BIGINT, \
+            "SELECT {}, currency, SUM(input_tokens)::BIGINT, SUM(cache_read_tokens)::BIGINT, \
              SUM(cache_write_5m_tokens)::BIGINT, SUM(cache_write_1h_tokens)::BIGINT, \
              SUM(output_tokens)::BIGINT, SUM(reasoning_tokens)::BIGINT, SUM(web_search_requests)::BIGINT, \
              SUM(successes)::BIGINT, SUM(failures)::BIGINT, SUM(unpriced)::BIGINT, SUM(cost) \
@@ -158,8 +176,9 @@ impl SpendReader for PgStore {
                 provider,
                 model: text(7),
                 billing_mode,
+                currency: currency_from(row.get(9))?,
             };
-            let totals = totals_from(&row, 9)?;
+            let totals = totals_from(&row, 10)?;
             out.push(RollupRow { key, totals });
         }
         // Byte order of the keys, whatever the database's collation.

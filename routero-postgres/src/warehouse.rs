@@ -17,18 +17,18 @@ use rust_decimal::Decimal;
 use tokio_postgres::Row;
 
 use crate::drain::{big, count};
-use crate::read::{corrupt, optional, totals_from};
+use crate::read::{corrupt, currency_from, optional, totals_from};
 use crate::{PgStore, backend};
 
 const ROLLUP_COLUMNS: &str = "day, org, workspace, team, api_key, user_id, customer, provider, \
     model, billing_mode, input_tokens, cache_read_tokens, cache_write_5m_tokens, \
     cache_write_1h_tokens, output_tokens, reasoning_tokens, web_search_requests, successes, \
-    failures, unpriced, cost, version";
+    failures, unpriced, cost, version, currency";
 
 const LOG_COLUMNS: &str = "request_id, event_time, org, workspace, team, api_key, user_id, \
     customer, provider, model, billing_mode, success, partial, input_tokens, cache_read_tokens, \
     cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost, \
-    price_version, priced_model, unpriced_reason, version";
+    price_version, priced_model, unpriced_reason, version, currency";
 
 fn run_from(sink: &str, row: &Row) -> Result<SyncRun, BackendError> {
     Ok(SyncRun {
@@ -76,6 +76,7 @@ fn rollup_change(row: &Row) -> Result<RollupChange, BackendError> {
             provider: provider(row, 7)?,
             model: row.try_get(8).map_err(backend)?,
             billing_mode: billing_mode(row, 9)?,
+            currency: currency_from(row.try_get(22).map_err(backend)?)?,
         },
         totals: totals_from(row, 10)?,
         version: count(row.try_get(21).map_err(backend)?, "version")?,
@@ -110,6 +111,9 @@ fn log_record(row: &Row) -> Result<LogRecord, BackendError> {
         priced_model: text(21)?,
         unpriced_reason: text(22)?,
         version: count(row.try_get(23).map_err(backend)?, "version")?,
+        currency: text(24)?
+            .map(|c| c.parse().map_err(|e| corrupt("currency", &c, e)))
+            .transpose()?,
     })
 }
 
@@ -309,7 +313,7 @@ impl WarehouseSource for PgStore {
     ) -> Result<Box<dyn Scan<RollupChange> + '_>, BackendError> {
         let query = format!(
             "SELECT {ROLLUP_COLUMNS} FROM routero_daily_rollups WHERE {} \
-             ORDER BY org, day, workspace, team, api_key, user_id, customer, provider, model, billing_mode",
+             ORDER BY org, day, workspace, team, api_key, user_id, customer, provider, model, billing_mode, currency",
             in_run(run)
         );
         Ok(Box::new(

@@ -448,7 +448,7 @@ async fn reads_use_the_indexes() {
             "INSERT INTO routero_daily_rollups \
              SELECT DATE '2026-01-01' + (i % 300), 'org-' || (i % 200), 'ws', 'team-' || (i % 17), \
                     'key-' || (i % 31), 'user-' || (i % 13), 'cust-' || (i % 7), 'openai', 'gpt-4o', 'managed', \
-                    i, 0, 0, 0, i, 0, 0, 1, 0, 0, 0.001 \
+                    i, 0, 0, 0, i, 0, 0, 1, 0, 0, 0.001, pg_current_xact_id()::text::bigint, 'USD' \
              FROM generate_series(1, 200000) AS i; \
              ANALYZE routero_daily_rollups;",
         )

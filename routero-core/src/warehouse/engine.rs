@@ -591,7 +591,7 @@ pub fn read_parquet(file: impl Into<Bytes>) -> Result<Vec<ExportedRow>, Warehous
 }
 
 /// The columns that key a rollup row.
-pub const ROLLUP_KEY: [&str; 10] = [
+pub const ROLLUP_KEY: [&str; 11] = [
     "org",
     "day",
     "workspace",
@@ -602,6 +602,7 @@ pub const ROLLUP_KEY: [&str; 10] = [
     "provider",
     "model",
     "billing_mode",
+    "currency",
 ];
 
 /// The key of an exported rollup row: its [`ROLLUP_KEY`] cells as text, `""` for null.
