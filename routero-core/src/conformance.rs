@@ -1010,10 +1010,12 @@ where
 {
     use crate::invoice::{Billing, InvoiceStatus, LineKind, Month};
     let org = OrgId::new("invorg").unwrap_or_else(|e| panic!("{e}"));
+    let no_rates = crate::money::RateTable::new();
     let billing = Billing {
         reader: store,
         wallets: store,
         invoices: store,
+        rates: &no_rates,
     };
     let w = ws("ws-inv");
     let event = |seq: u64,
@@ -2222,4 +2224,260 @@ where
         "four files and a manifest per run"
     );
     assert_exported_once(&*store, &sink, &events).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Quarantine
+
+/// The cost of a day's rollups of `org` in one currency.
+async fn cost_in<R: SpendReader + ?Sized>(reader: &R, org: &str, currency: Currency) -> Decimal {
+    let mut filter = RollupFilter::new(
+        OrgId::new(org).unwrap_or_else(|e| panic!("{e}")),
+        sample_day(),
+        sample_day(),
+    );
+    filter.currency = Some(currency);
+    reader
+        .rollups(&filter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .iter()
+        .map(|r| r.totals.cost)
+        .sum()
+}
+
+/// A batch the store cannot apply (managed EUR spend for a USD wallet, with no rate
+/// for its day) goes to the quarantine while the shard's other 10,000 events drain
+/// with exact totals; once the rate is known the waiting batch replays, once, with
+/// its conversion recorded on the debit; a second replay, a racing replay and a
+/// discard of a released batch change nothing.
+pub async fn poison_batches_never_stall_a_shard<S>(
+    store: Arc<S>,
+    set_rates: impl Fn(Arc<dyn crate::money::ExchangeRates>),
+) where
+    S: SpendStore
+        + SpendReader
+        + crate::wallet::Wallets
+        + crate::quarantine::Quarantine
+        + crate::invoice::InvoiceStore,
+{
+    use crate::memory::{MemoryElector, MemoryQueue};
+    use crate::money::RateTable;
+    use crate::quarantine::{QuarantineReason, QuarantineState, Release, replay_waiting};
+    use crate::spend::Pricing;
+    use crate::wallet::EntryKind;
+
+    let org = "poisonorg";
+    let w = ws("ws-fx");
+    store
+        .open(&w, Currency::USD)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    store
+        .top_up(&w, money("1000.00"), Currency::USD, "seed", day(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let queue = Arc::new(MemoryQueue::new(1));
+    let mut usd = Decimal::ZERO;
+    let mut usd_managed = Decimal::ZERO;
+    let mut euros = Decimal::ZERO;
+    for b in 0..51u64 {
+        let events: Vec<SpendEvent> = if b == 25 {
+            // The poison: managed spend in euros, for a wallet kept in dollars.
+            (0..3)
+                .map(|i| {
+                    let mut e = sample_event(org, 1_000_000 + 2 * i, "0.5");
+                    e.attribution.workspace = w.clone();
+                    if let Pricing::Priced { currency, .. } = &mut e.pricing {
+                        *currency = Currency::EUR;
+                    }
+                    euros += money("0.5");
+                    e
+                })
+                .collect()
+        } else {
+            (0..200)
+                .map(|i| {
+                    let seq = b * 200 + i;
+                    let mut e = sample_event(org, seq, "0.001");
+                    e.attribution.workspace = w.clone();
+                    usd += money("0.001");
+                    if e.billing_mode == BillingMode::Managed {
+                        usd_managed += money("0.001");
+                    }
+                    e
+                })
+                .collect()
+        };
+        appended(&*queue, &batch(&format!("poison-{b}"), 0, events)).await;
+    }
+    let clock = Arc::new(crate::memory::ManualClock::new(day(2)));
+    let drainer = Drainer::new(
+        queue.clone(),
+        Arc::new(MemoryElector::new(clock)),
+        store.clone(),
+        DrainerConfig::new("poison"),
+    );
+    let stats = drainer.drain_all().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((stats.events, stats.quarantined), (10_000, 1), "{stats:?}");
+    assert_eq!(cost_in(&*store, org, Currency::USD).await, usd);
+    assert_eq!(cost_in(&*store, org, Currency::EUR).await, Decimal::ZERO);
+    let balance = |at| {
+        let store = store.clone();
+        let w = w.clone();
+        async move {
+            store
+                .balance(&w, at)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .balance
+        }
+    };
+    assert_eq!(balance(day(3)).await, money("1000") - usd_managed);
+    assert!(
+        queue
+            .read_after(ShardId(0), None, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty(),
+        "the shard moved on and trimmed past the poison"
+    );
+
+    let held = store.quarantined().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(held.len(), 1);
+    let poison = &held[0];
+    assert_eq!(poison.reason, QuarantineReason::MissingExchangeRate);
+    assert_eq!(poison.state, QuarantineState::Quarantined);
+    assert_eq!(poison.batch.id.as_str(), "poison-25");
+    assert_eq!(poison.batch.events.len(), 3, "every event kept");
+    assert!(
+        poison.detail.contains("no exchange rate from EUR to USD"),
+        "{}",
+        poison.detail
+    );
+
+    // Without the rate it keeps waiting; with it, it lands once.
+    let waiting = replay_waiting(&*store, day(3))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((waiting.replayed, waiting.waiting), (0, 1));
+    let mut rates = RateTable::new();
+    rates.insert(Currency::EUR, Currency::USD, sample_day(), money("1.0825"));
+    set_rates(Arc::new(rates));
+    let replays = (0..4).map(|_| store.replay(poison.id, day(4)));
+    let results = futures::future::join_all(replays).await;
+    let released = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Release::Released)))
+        .count();
+    assert_eq!(released, 1, "racing replays apply it once: {results:?}");
+    assert!(
+        matches!(
+            store.replay(poison.id, day(5)).await,
+            Ok(Release::AlreadyReleased(QuarantineState::Replayed { .. }))
+        ),
+        "a second replay is a no-op"
+    );
+    assert!(matches!(
+        store.discard(poison.id, "too late", day(5)).await,
+        Ok(Release::AlreadyReleased(_))
+    ));
+    assert!(matches!(
+        store.replay(999_999, day(5)).await,
+        Ok(Release::NotFound)
+    ));
+    assert_eq!(cost_in(&*store, org, Currency::EUR).await, euros);
+    assert_eq!(cost_in(&*store, org, Currency::USD).await, usd);
+    let converted = euros * money("1.0825");
+    assert_eq!(
+        balance(day(6)).await,
+        money("1000") - usd_managed - converted,
+        "debited once, converted at the day's rate"
+    );
+    let ledger = store
+        .transactions(
+            &w,
+            &crate::wallet::TransactionQuery {
+                kinds: Some(vec![EntryKind::UsageDebit]),
+                limit: 1_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let conversions: Vec<_> = ledger
+        .entries
+        .iter()
+        .filter_map(|e| e.conversion.clone().map(|c| (e.amount, c)))
+        .collect();
+    assert_eq!(conversions.len(), 1, "one converted debit");
+    let (amount, conversion) = &conversions[0];
+    assert_eq!(*amount, -converted);
+    assert_eq!(
+        (
+            conversion.from,
+            conversion.amount,
+            conversion.rate,
+            conversion.day
+        ),
+        (Currency::EUR, euros, money("1.0825"), sample_day())
+    );
+    let after = store.quarantined().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(matches!(after[0].state, QuarantineState::Replayed { .. }));
+
+    // The invoice bills the euros converted at the same rate, and says so.
+    let mut rates = RateTable::new();
+    rates.insert(Currency::EUR, Currency::USD, sample_day(), money("1.0825"));
+    let billing = crate::invoice::Billing {
+        reader: &*store,
+        wallets: &*store,
+        invoices: &*store,
+        rates: &rates,
+    };
+    let month = crate::invoice::Month::of(sample_day());
+    let invoice = billing
+        .invoice(
+            &OrgId::new(org).unwrap_or_else(|e| panic!("{e}")),
+            &w,
+            month,
+            None,
+            day(6),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(invoice.currency, Currency::USD);
+    assert_eq!(invoice.exact_total, usd_managed + converted);
+    let converted_lines: Vec<_> = invoice
+        .lines
+        .iter()
+        .filter_map(|l| l.conversion.as_ref().map(|c| (l.exact_amount, c)))
+        .collect();
+    assert_eq!(converted_lines.len(), 1);
+    let (exact, conversion) = converted_lines[0];
+    assert_eq!(exact, converted);
+    assert_eq!((conversion.from, conversion.amount), (Currency::EUR, euros));
+    assert_eq!(
+        conversion.rates.get(&sample_day()).copied(),
+        Some(money("1.0825"))
+    );
+    let no_rates = RateTable::new();
+    let blind = crate::invoice::Billing {
+        rates: &no_rates,
+        ..billing
+    };
+    assert!(
+        matches!(
+            blind
+                .invoice(
+                    &OrgId::new(org).unwrap_or_else(|e| panic!("{e}")),
+                    &w,
+                    month,
+                    None,
+                    day(6)
+                )
+                .await,
+            Err(crate::invoice::InvoiceError::MissingRate(_))
+        ),
+        "no invoice at a guessed rate"
+    );
 }

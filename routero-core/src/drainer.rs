@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::port::{
     ApplyOutcome, BackendError, DrainApply, LeaderElector, Lease, SpendQueue, SpendStore,
 };
+use crate::quarantine::{QuarantineApply, QuarantineReason};
 use crate::spend::{Rollups, ShardId, SpendEvent};
 
 /// How a drainer behaves.
@@ -62,14 +63,16 @@ impl DrainerConfig {
 /// What one drain step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepOutcome {
-    /// Batches were applied (or found applied already) and trimmed.
+    /// Batches were applied (or found applied already), or set aside, and trimmed.
     Drained {
-        /// How many batches.
+        /// How many batches were applied.
         batches: usize,
         /// How many events they held.
         events: usize,
         /// Whether the store had applied them already (a replay after a crash).
         replayed: bool,
+        /// How many batches could not be applied and went to the quarantine.
+        quarantined: usize,
     },
     /// Nothing after the watermark.
     Idle,
@@ -92,6 +95,8 @@ pub struct DrainStats {
     pub leases_lost: u64,
     /// Backend errors met (and retried).
     pub errors: u64,
+    /// Batches set aside in the quarantine.
+    pub quarantined: u64,
 }
 
 /// The drain loop over a queue, an elector and a store.
@@ -150,7 +155,10 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
         DrainerHandle { stop, task }
     }
 
-    /// One drain step of the shard `lease` is for.
+    /// One drain step of the shard `lease` is for. A step whose batches cannot be
+    /// applied for a reason retrying does not mend is taken again a batch at a time,
+    /// and each batch that still fails goes to the quarantine
+    /// ([`crate::quarantine`]): one bad batch never blocks the others.
     pub async fn step(&self, lease: &Lease) -> Result<StepOutcome, BackendError> {
         let shard = lease.shard;
         let state = self.store.drain_state(shard).await?;
@@ -158,17 +166,37 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
             .queue
             .read_after(shard, state.watermark, self.config.max_batches)
             .await?;
-        let Some(through) = queued.last().map(|b| b.position) else {
+        if queued.is_empty() {
             // Trimming through the committed watermark is idempotent: it finishes the
             // trim of a drainer that crashed between commit and trim.
             if let Some(watermark) = state.watermark {
                 self.queue.trim_through(shard, watermark).await?;
             }
             return Ok(StepOutcome::Idle);
+        }
+        match self.apply_batches(lease, state.watermark, &queued).await {
+            Err(e) if !e.is_retryable() => {
+                tracing::warn!(shard = shard.0, batches = queued.len(), error = %e, "a drain step cannot be applied; taking it a batch at a time");
+                self.one_at_a_time(lease, state.watermark, &queued).await
+            }
+            other => other,
+        }
+    }
+
+    /// Applies `queued` (after the watermark `expected`) in one store step, and trims.
+    async fn apply_batches(
+        &self,
+        lease: &Lease,
+        expected: Option<crate::spend::QueuePosition>,
+        queued: &[crate::spend::QueuedBatch],
+    ) -> Result<StepOutcome, BackendError> {
+        let shard = lease.shard;
+        let Some(through) = queued.last().map(|b| b.position) else {
+            return Ok(StepOutcome::Idle);
         };
         let mut rollups = Rollups::new();
         let mut events: Vec<SpendEvent> = Vec::new();
-        for queued in &queued {
+        for queued in queued {
             for event in &queued.batch.events {
                 rollups.add_event(event).map_err(|e| {
                     BackendError::new(crate::port::ErrorKind::Invalid, e.to_string())
@@ -181,7 +209,7 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
             .apply(DrainApply {
                 shard,
                 token: lease.token,
-                expected: state.watermark,
+                expected,
                 through,
                 rollups: &rollups,
                 events: &events,
@@ -199,7 +227,98 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
             batches: queued.len(),
             events: events.len(),
             replayed,
+            quarantined: 0,
         })
+    }
+
+    /// Applies each batch on its own; one that fails for good goes to the quarantine.
+    async fn one_at_a_time(
+        &self,
+        lease: &Lease,
+        mut expected: Option<crate::spend::QueuePosition>,
+        queued: &[crate::spend::QueuedBatch],
+    ) -> Result<StepOutcome, BackendError> {
+        let (mut batches, mut events, mut quarantined, mut replayed) = (0, 0, 0, false);
+        let so_far = |batches, events, quarantined, replayed, other: StepOutcome| {
+            if batches + quarantined == 0 {
+                other
+            } else {
+                StepOutcome::Drained {
+                    batches,
+                    events,
+                    replayed,
+                    quarantined,
+                }
+            }
+        };
+        for batch in queued {
+            match self
+                .apply_batches(lease, expected, std::slice::from_ref(batch))
+                .await
+            {
+                Ok(StepOutcome::Drained {
+                    batches: b,
+                    events: e,
+                    replayed: r,
+                    ..
+                }) => {
+                    batches += b;
+                    events += e;
+                    replayed |= r;
+                }
+                Ok(other) => return Ok(so_far(batches, events, quarantined, replayed, other)),
+                Err(error) if !error.is_retryable() => {
+                    let reason = QuarantineReason::of(&error);
+                    let detail = error.to_string();
+                    tracing::error!(shard = lease.shard.0, position = %batch.position, batch = %batch.batch.id, reason = %reason, error = %error, "batch quarantined");
+                    let outcome = self
+                        .store
+                        .quarantine(QuarantineApply {
+                            shard: lease.shard,
+                            token: lease.token,
+                            expected,
+                            through: batch.position,
+                            batch: &batch.batch,
+                            reason,
+                            detail: &detail,
+                            at: chrono::Utc::now(),
+                        })
+                        .await?;
+                    match outcome {
+                        ApplyOutcome::Applied => quarantined += 1,
+                        ApplyOutcome::AlreadyApplied => replayed = true,
+                        ApplyOutcome::StaleLeader { .. } => {
+                            return Ok(so_far(
+                                batches,
+                                events,
+                                quarantined,
+                                replayed,
+                                StepOutcome::Fenced,
+                            ));
+                        }
+                        ApplyOutcome::WatermarkMoved { .. } => {
+                            return Ok(so_far(
+                                batches,
+                                events,
+                                quarantined,
+                                replayed,
+                                StepOutcome::Raced,
+                            ));
+                        }
+                    }
+                    self.queue.trim_through(lease.shard, batch.position).await?;
+                }
+                Err(error) => return Err(error),
+            }
+            expected = Some(batch.position);
+        }
+        Ok(so_far(
+            batches,
+            events,
+            quarantined,
+            replayed,
+            StepOutcome::Idle,
+        ))
     }
 
     /// Drains every shard until everything queued is applied and trimmed; for tests
@@ -229,7 +348,8 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
                     batches,
                     events,
                     replayed,
-                } => stats.record(batches, events, replayed),
+                    quarantined,
+                } => stats.record(batches, events, replayed, quarantined),
                 StepOutcome::Raced => {}
                 StepOutcome::Idle => return Ok(()),
                 StepOutcome::Fenced => {
@@ -279,9 +399,10 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
                         batches,
                         events,
                         replayed,
+                        quarantined,
                     }) => {
                         progressed = true;
-                        stats.record(batches, events, replayed);
+                        stats.record(batches, events, replayed, quarantined);
                         if replayed {
                             tracing::info!(
                                 shard = shard.0,
@@ -377,7 +498,8 @@ fn holder_offset(holder: &str, shards: u16) -> u16 {
 }
 
 impl DrainStats {
-    fn record(&mut self, batches: usize, events: usize, replayed: bool) {
+    fn record(&mut self, batches: usize, events: usize, replayed: bool, quarantined: usize) {
+        self.quarantined += u64::try_from(quarantined).unwrap_or(u64::MAX);
         if replayed {
             self.replays += 1;
         } else {

@@ -266,10 +266,10 @@ pub fn netsuite_journal_entry(
 ) -> Result<ErpRequest, ErpError> {
     let number = final_number(invoice)?;
     let mut items = Vec::new();
-    for line in invoice.lines.iter().filter(|l| !l.amount.is_zero()) {
+    for (line, amount) in invoice.billed_lines() {
         let mut item = json!({
             "account": { "id": accounts.expense_account },
-            "debit": exact(line.amount),
+            "debit": exact(amount),
             "memo": line.description,
         });
         if let Some(department) = &accounts.department {
@@ -313,17 +313,16 @@ pub fn netsuite_journal_entry(
 pub fn coupa_invoice(invoice: &Invoice, supplier: &CoupaSupplier) -> Result<ErpRequest, ErpError> {
     let number = final_number(invoice)?;
     let lines: Vec<Value> = invoice
-        .lines
-        .iter()
-        .filter(|l| !l.amount.is_zero())
+        .billed_lines()
+        .into_iter()
         .enumerate()
-        .map(|(i, line)| {
+        .map(|(i, (line, amount))| {
             json!({
                 "line-num": i + 1,
                 "type": "InvoiceAmountLine",
                 "description": line.description,
-                "price": exact(line.amount),
-                "total": exact(line.amount),
+                "price": exact(amount),
+                "total": exact(amount),
             })
         })
         .collect();

@@ -28,9 +28,9 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::attribution::{BillingMode, OrgId, WorkspaceId};
-use crate::money::Currency;
+use crate::money::{Currency, ExchangeRates};
 use crate::port::{BackendError, GroupBy, RollupFilter, SpendReader};
-use crate::wallet::{EntryKind, TransactionQuery, WalletError, Wallets};
+use crate::wallet::{EntryKind, MissingRate, TransactionQuery, WalletError, Wallets};
 
 /// A calendar month; serialised as `"YYYY-MM"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -158,6 +158,23 @@ pub struct InvoiceLine {
     /// rounding rules).
     #[serde(with = "rust_decimal::serde::str")]
     pub amount: Decimal,
+    /// For usage priced in another currency than the invoice's: what was converted,
+    /// at which rate of which day.
+    #[serde(default)]
+    pub conversion: Option<LineConversion>,
+}
+
+/// The conversion behind a line of usage priced in another currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineConversion {
+    /// The currency the usage was priced in.
+    pub from: Currency,
+    /// The usage in it, exact.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// The rate of each day with usage (`to` per unit of `from`); the line is the exact
+    /// sum of each day's usage times its rate.
+    pub rates: BTreeMap<NaiveDate, Decimal>,
 }
 
 /// A top-up received in the month.
@@ -368,6 +385,9 @@ pub enum InvoiceError {
     /// The wallet failed.
     #[error(transparent)]
     Wallet(#[from] WalletError),
+    /// Managed usage in another currency than the invoice's, with no rate for its day.
+    #[error(transparent)]
+    MissingRate(#[from] MissingRate),
 }
 
 /// Where finalised invoices are kept.
@@ -401,6 +421,7 @@ fn line(kind: LineKind, description: String, exact: Decimal) -> InvoiceLine {
         description,
         exact_amount: exact,
         amount: exact,
+        conversion: None,
     }
 }
 
@@ -424,31 +445,97 @@ pub fn settle(lines: &mut Vec<InvoiceLine>, currency: Currency) -> (Decimal, Dec
             description: format!("Rounding to the {currency} minor unit"),
             exact_amount: Decimal::ZERO,
             amount: round(total - shown_so_far, digits),
+            conversion: None,
         });
     }
     (total, currency.canonical(exact_total))
 }
 
-async fn managed_spend(
+/// A month's managed usage of a workspace per provider and model, in `currency`:
+/// usage priced in it as it is, usage priced in another converted at each day's rate.
+#[derive(Debug, Default)]
+struct ModelUsage {
+    /// In `currency`, exact.
+    amount: Decimal,
+    requests: u64,
+    tokens: u64,
+    /// The conversion, for usage priced in another currency.
+    conversion: Option<LineConversion>,
+}
+
+async fn managed_usage(
     reader: &dyn SpendReader,
+    rates: &dyn ExchangeRates,
     org: &OrgId,
     workspace: &WorkspaceId,
     month: Month,
     currency: Currency,
-) -> Result<Decimal, InvoiceError> {
+) -> Result<BTreeMap<(String, String, Option<Currency>), ModelUsage>, InvoiceError> {
     let (from, to) = month
         .days()
         .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
     let mut filter = RollupFilter::new(org.clone(), from, to);
     filter.workspaces = Some(vec![workspace.clone()]);
     filter.billing_mode = Some(BillingMode::Managed);
-    filter.currency = Some(currency);
-    Ok(reader
-        .rollups(&filter)
-        .await?
-        .iter()
-        .map(|r| r.totals.cost)
-        .sum())
+    filter.group_by = GroupBy {
+        provider: true,
+        model: true,
+        ..GroupBy::default()
+    };
+    let mut out: BTreeMap<(String, String, Option<Currency>), ModelUsage> = BTreeMap::new();
+    for row in reader.rollups(&filter).await? {
+        // Unpriced requests (no currency) count with the invoice's own currency.
+        let foreign = row.key.currency.filter(|c| *c != currency);
+        let key = (
+            row.key.provider.map(|p| p.to_string()).unwrap_or_default(),
+            row.key.model.unwrap_or_default(),
+            foreign,
+        );
+        let usage = out.entry(key).or_default();
+        usage.requests += row.totals.requests();
+        usage.tokens += row
+            .totals
+            .prompt_tokens()
+            .saturating_add(row.totals.output_tokens);
+        match foreign {
+            None => usage.amount += row.totals.cost,
+            Some(from) if !row.totals.cost.is_zero() => {
+                let day = row.key.day;
+                let rate = rates.rate(from, currency, day).ok_or(MissingRate {
+                    from,
+                    to: currency,
+                    day,
+                })?;
+                usage.amount += row.totals.cost * rate;
+                let conversion = usage.conversion.get_or_insert_with(|| LineConversion {
+                    from,
+                    amount: Decimal::ZERO,
+                    rates: BTreeMap::new(),
+                });
+                conversion.amount += row.totals.cost;
+                conversion.rates.insert(day, rate);
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn managed_spend(
+    reader: &dyn SpendReader,
+    rates: &dyn ExchangeRates,
+    org: &OrgId,
+    workspace: &WorkspaceId,
+    month: Month,
+    currency: Currency,
+) -> Result<Decimal, InvoiceError> {
+    Ok(
+        managed_usage(reader, rates, org, workspace, month, currency)
+            .await?
+            .values()
+            .map(|u| u.amount)
+            .sum(),
+    )
 }
 
 /// The wallet balance just before `at`: the sum of the entries before it.
@@ -488,6 +575,9 @@ pub struct Billing<'a> {
     pub wallets: &'a dyn Wallets,
     /// The finalised invoices.
     pub invoices: &'a dyn InvoiceStore,
+    /// What usage priced in another currency than the wallet's converts at (the
+    /// rates the drain debited it at).
+    pub rates: &'a dyn ExchangeRates,
 }
 
 impl Billing<'_> {
@@ -507,9 +597,6 @@ impl Billing<'_> {
         if let Some(done) = finalized.iter().find(|i| i.month == month) {
             return Ok(done.clone());
         }
-        let (from, to) = month
-            .days()
-            .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
         let start = month
             .start()
             .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
@@ -520,44 +607,36 @@ impl Billing<'_> {
         let balance = wallets.balance(workspace, now.min(end)).await?;
         let currency = balance.currency;
 
-        let mut filter = RollupFilter::new(org.clone(), from, to);
-        filter.workspaces = Some(vec![workspace.clone()]);
-        filter.billing_mode = Some(BillingMode::Managed);
-        // The wallet's currency only: an invoice never adds two currencies.
-        filter.currency = Some(currency);
-        filter.group_by = GroupBy {
-            provider: true,
-            model: true,
-            ..GroupBy::default()
-        };
-        let mut by_model: BTreeMap<(String, String), (Decimal, u64, u64)> = BTreeMap::new();
-        for row in reader.rollups(&filter).await? {
-            let key = (
-                row.key.provider.map(|p| p.to_string()).unwrap_or_default(),
-                row.key.model.unwrap_or_default(),
-            );
-            let entry = by_model.entry(key).or_default();
-            entry.0 += row.totals.cost;
-            entry.1 += row.totals.requests();
-            entry.2 += row
-                .totals
-                .prompt_tokens()
-                .saturating_add(row.totals.output_tokens);
-        }
         let mut lines = Vec::new();
         let mut managed = Decimal::ZERO;
-        for ((provider, model), (cost, requests, tokens)) in by_model {
-            managed += cost;
-            lines.push(line(
+        let usage = managed_usage(reader, self.rates, org, workspace, month, currency).await?;
+        for ((provider, model, _), usage) in usage {
+            managed += usage.amount;
+            let ModelUsage {
+                amount,
+                requests,
+                tokens,
+                conversion,
+            } = usage;
+            let priced = match &conversion {
+                Some(c) => format!(
+                    "at list price in {}, {} {} converted at each day's rate",
+                    c.from, c.amount, c.from
+                ),
+                None => "at list price".to_owned(),
+            };
+            let mut usage_line = line(
                 LineKind::Usage {
                     provider: provider.clone(),
                     model: model.clone(),
                     requests,
                     tokens,
                 },
-                format!("{provider} {model}: {requests} requests, {tokens} tokens, at list price"),
-                cost,
-            ));
+                format!("{provider} {model}: {requests} requests, {tokens} tokens, {priced}"),
+                amount,
+            );
+            usage_line.conversion = conversion;
+            lines.push(usage_line);
         }
         if let Some(price) = subscription {
             lines.push(line(
@@ -568,7 +647,8 @@ impl Billing<'_> {
         }
         // Spend of finalised months that arrived after their invoice.
         for earlier in finalized.iter().filter(|i| i.month < month) {
-            let now_total = managed_spend(reader, org, workspace, earlier.month, currency).await?;
+            let now_total =
+                managed_spend(reader, self.rates, org, workspace, earlier.month, currency).await?;
             let carried: Decimal = finalized
                 .iter()
                 .flat_map(|i| i.lines.iter())
@@ -666,6 +746,27 @@ impl Billing<'_> {
 }
 
 impl Invoice {
+    /// The lines at the currency's minor unit, as a ledger that takes no finer amount
+    /// (an ERP) books them: rounded on the running sum of the exact amounts, so they
+    /// add up to [`total`](Self::total) without a rounding line; lines that round to
+    /// zero, and the rounding line, are left out.
+    pub fn billed_lines(&self) -> Vec<(&InvoiceLine, Decimal)> {
+        let digits = self.currency.minor_digits();
+        let mut exact = Decimal::ZERO;
+        let mut booked = Decimal::ZERO;
+        let mut out = Vec::new();
+        for line in self.lines.iter().filter(|l| l.kind != LineKind::Rounding) {
+            exact += line.exact_amount;
+            let running = round(exact, digits);
+            let amount = running - booked;
+            booked = running;
+            if !amount.is_zero() {
+                out.push((line, amount));
+            }
+        }
+        out
+    }
+
     /// The invoice as CSV (RFC 4180): one row per line, then the total, payments and
     /// balances, amounts as decimal strings.
     pub fn to_csv(&self) -> String {

@@ -17,6 +17,7 @@ pub mod money;
 pub mod port;
 pub mod price;
 pub mod provider;
+pub mod quarantine;
 #[cfg(feature = "runtime")]
 pub mod recorder;
 pub mod spend;

@@ -11,12 +11,13 @@ use chrono::{DateTime, Utc};
 
 use crate::attribution::{RequestId, WorkspaceId};
 use crate::invoice::{Invoice, InvoiceStore};
-use crate::money::Currency;
+use crate::money::{Currency, ExchangeRates, RateTable};
 use crate::port::{
     AppendOutcome, ApplyOutcome, BackendError, Clock, DrainApply, DrainState, ErrorKind,
     FencingToken, LeaderElector, Lease, RollupFilter, RollupRow, SpendQueue, SpendReader,
     SpendStore,
 };
+use crate::quarantine::{Quarantine, QuarantineApply, QuarantineState, QuarantinedBatch, Release};
 use crate::spend::{
     BatchId, QueuePosition, QueuedBatch, RollupKey, RollupTotals, Rollups, ShardId, SpendBatch,
     SpendEvent,
@@ -279,6 +280,8 @@ struct StoreState {
     /// The warehouse sync runs by sink, oldest first, with whether each is done.
     sync_runs: HashMap<String, Vec<(SyncRun, bool)>>,
     wallets: HashMap<WorkspaceId, WalletBook>,
+    /// Batches set aside, oldest first (ids from 1).
+    quarantine: Vec<QuarantinedBatch>,
     invoices: Vec<Invoice>,
 }
 
@@ -315,6 +318,7 @@ impl WalletBook {
             lot: None,
             allocations: Vec::new(),
             memo: None,
+            conversion: None,
         }
     }
 
@@ -375,24 +379,20 @@ impl WalletBook {
                 entry.memo = memo.map(str::to_owned);
                 self.push(entry)
             }
-            WalletWrite::Debit { kind, amount, memo } => self.debit(kind, amount, at, key, memo),
+            WalletWrite::Debit {
+                kind,
+                amount,
+                memo,
+                conversion,
+            } => {
+                let allocations = wallet::allocate(&mut self.lots, amount, at);
+                let mut entry = self.entry(kind, -amount, at, key);
+                entry.allocations = allocations;
+                entry.memo = memo.map(str::to_owned);
+                entry.conversion = conversion.cloned();
+                self.push(entry)
+            }
         }
-    }
-
-    /// A debit consuming lots.
-    fn debit(
-        &mut self,
-        kind: EntryKind,
-        amount: Decimal,
-        at: DateTime<Utc>,
-        key: &str,
-        memo: Option<&str>,
-    ) -> LedgerEntry {
-        let allocations = wallet::allocate(&mut self.lots, amount, at);
-        let mut entry = self.entry(kind, -amount, at, key);
-        entry.allocations = allocations;
-        entry.memo = memo.map(str::to_owned);
-        self.push(entry)
     }
 
     /// Expiry entries for the lots expired by `at`.
@@ -452,12 +452,24 @@ impl WalletBook {
 }
 
 /// The system of record in memory: drain state, rollups, the request log and the
-/// unpriced record.
-#[derive(Debug, Default)]
+/// unpriced record, the wallets, the invoices and the quarantine.
+#[derive(Debug)]
 pub struct MemoryStore {
     state: Mutex<StoreState>,
     /// The warehouse sinks an exporter holds.
     sync_locks: Arc<Mutex<HashSet<String>>>,
+    /// What usage priced in another currency than its wallet's converts at.
+    rates: Mutex<Arc<dyn ExchangeRates>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore {
+            state: Mutex::default(),
+            sync_locks: Arc::default(),
+            rates: Mutex::new(Arc::new(RateTable::new())),
+        }
+    }
 }
 
 /// Releases a sink of the in-memory store.
@@ -478,9 +490,15 @@ impl SinkGuard for MemorySinkLock {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store, with no exchange rates (usage in another currency than its
+    /// wallet's is quarantined until [`set_rates`](Self::set_rates) gives one).
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Replaces the exchange rates the drain converts usage at.
+    pub fn set_rates(&self, rates: Arc<dyn ExchangeRates>) {
+        *lock(&self.rates) = rates;
     }
 
     /// Every rollup, ungrouped.
@@ -532,60 +550,14 @@ impl SpendStore for MemoryStore {
     }
 
     async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError> {
+        let rates = lock(&self.rates).clone();
         let mut state = lock(&self.state);
         let current = state.drain.get(&apply.shard).copied().unwrap_or_default();
         if let Some(refused) = current.refuse(&apply) {
             return Ok(refused);
         }
-        // All or nothing: sum into a copy, swap it in only when every sum fits.
-        let mut rollups = state.rollups.clone();
-        rollups
-            .merge(apply.rollups)
-            .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
-        let debits = wallet::usage_debits(apply.events)
-            .map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
-        for (workspace, debit) in &debits {
-            if let Some(book) = state.wallets.get(workspace)
-                && book.currency != debit.currency
-            {
-                return Err(BackendError::new(
-                    ErrorKind::Invalid,
-                    format!(
-                        "the wallet of {workspace} is in {}, its spend in {}",
-                        book.currency, debit.currency
-                    ),
-                ));
-            }
-        }
-        state.rollups = rollups;
         let key = wallet::usage_debit_key(apply.shard, apply.through);
-        for (workspace, debit) in debits {
-            let book = state
-                .wallets
-                .entry(workspace.clone())
-                .or_insert_with(|| WalletBook::new(workspace, debit.currency));
-            book.expire(apply.at);
-            let write = WalletWrite::usage(debit.amount);
-            let _ = book.once(&key, write.fingerprint(debit.currency), |book| {
-                vec![book.write(&write, apply.at, &key)]
-            });
-        }
-        // Each drain step is one version, as one transaction is in PostgreSQL.
-        let version = state.applies + 1;
-        for key in apply.rollups.iter().map(|(key, _)| key) {
-            state.versions.insert(key.clone(), version);
-        }
-        for event in apply.events {
-            if event.cost().is_none() {
-                state.unpriced.push(event.clone());
-            }
-            if let std::collections::hash_map::Entry::Vacant(entry) =
-                state.log.entry(event.request_id.clone())
-            {
-                entry.insert(event.clone());
-                state.log_order.push((version, event.request_id.clone()));
-            }
-        }
+        state.write(apply.rollups, apply.events, apply.at, &key, &*rates)?;
         state.drain.insert(
             apply.shard,
             DrainState {
@@ -593,8 +565,146 @@ impl SpendStore for MemoryStore {
                 fencing_token: Some(apply.token),
             },
         );
-        state.applies += 1;
         Ok(ApplyOutcome::Applied)
+    }
+
+    async fn quarantine(&self, q: QuarantineApply<'_>) -> Result<ApplyOutcome, BackendError> {
+        let mut state = lock(&self.state);
+        let current = state.drain.get(&q.shard).copied().unwrap_or_default();
+        if let Some(refused) = current.refuse_step(q.token, q.expected, q.through) {
+            return Ok(refused);
+        }
+        let id = u64::try_from(state.quarantine.len()).unwrap_or(u64::MAX) + 1;
+        state.quarantine.push(QuarantinedBatch {
+            id,
+            shard: q.shard,
+            position: q.through,
+            batch: q.batch.clone(),
+            reason: q.reason,
+            detail: q.detail.to_owned(),
+            quarantined_at: q.at,
+            state: QuarantineState::Quarantined,
+        });
+        state.drain.insert(
+            q.shard,
+            DrainState {
+                watermark: Some(q.through),
+                fencing_token: Some(q.token),
+            },
+        );
+        Ok(ApplyOutcome::Applied)
+    }
+}
+
+impl StoreState {
+    /// Writes a step's events, all or nothing: adds the rollups, debits the managed
+    /// spend (each debit keyed `key` plus its suffix), keeps the unpriced events and
+    /// logs every request. One version, as one transaction is in PostgreSQL.
+    fn write(
+        &mut self,
+        rollups: &Rollups,
+        events: &[SpendEvent],
+        at: DateTime<Utc>,
+        key: &str,
+        rates: &dyn ExchangeRates,
+    ) -> Result<(), BackendError> {
+        let mut merged = self.rollups.clone();
+        merged
+            .merge(rollups)
+            .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
+        let mut posts = Vec::new();
+        for (workspace, spend) in wallet::managed_spend(events)? {
+            let currency = match self.wallets.get(&workspace) {
+                Some(book) => book.currency,
+                None => wallet::first_currency(&spend).unwrap_or(Currency::USD),
+            };
+            posts.push((
+                workspace,
+                currency,
+                wallet::debits_in(currency, &spend, rates)?,
+            ));
+        }
+        self.rollups = merged;
+        for (workspace, currency, debits) in posts {
+            let book = self
+                .wallets
+                .entry(workspace.clone())
+                .or_insert_with(|| WalletBook::new(workspace, currency));
+            book.expire(at);
+            for debit in &debits {
+                let key = format!("{key}{}", debit.key_suffix);
+                let write = WalletWrite::usage(debit);
+                let _ = book.once(&key, write.fingerprint(currency), |book| {
+                    vec![book.write(&write, at, &key)]
+                });
+            }
+        }
+        let version = self.applies + 1;
+        for key in rollups.iter().map(|(key, _)| key) {
+            self.versions.insert(key.clone(), version);
+        }
+        for event in events {
+            if event.cost().is_none() {
+                self.unpriced.push(event.clone());
+            }
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                self.log.entry(event.request_id.clone())
+            {
+                entry.insert(event.clone());
+                self.log_order.push((version, event.request_id.clone()));
+            }
+        }
+        self.applies += 1;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Quarantine for MemoryStore {
+    async fn quarantined(&self) -> Result<Vec<QuarantinedBatch>, BackendError> {
+        Ok(lock(&self.state).quarantine.clone())
+    }
+
+    async fn replay(&self, id: u64, at: DateTime<Utc>) -> Result<Release, BackendError> {
+        let rates = lock(&self.rates).clone();
+        let mut state = lock(&self.state);
+        let Some(index) = state.quarantine.iter().position(|q| q.id == id) else {
+            return Ok(Release::NotFound);
+        };
+        let held = &state.quarantine[index];
+        if held.state != QuarantineState::Quarantined {
+            return Ok(Release::AlreadyReleased(held.state.clone()));
+        }
+        let events = held.batch.events.clone();
+        let mut rollups = Rollups::new();
+        for event in &events {
+            rollups
+                .add_event(event)
+                .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
+        }
+        state.write(&rollups, &events, at, &format!("quarantine:{id}"), &*rates)?;
+        state.quarantine[index].state = QuarantineState::Replayed { at };
+        Ok(Release::Released)
+    }
+
+    async fn discard(
+        &self,
+        id: u64,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Release, BackendError> {
+        let mut state = lock(&self.state);
+        let Some(held) = state.quarantine.iter_mut().find(|q| q.id == id) else {
+            return Ok(Release::NotFound);
+        };
+        if held.state != QuarantineState::Quarantined {
+            return Ok(Release::AlreadyReleased(held.state.clone()));
+        }
+        held.state = QuarantineState::Discarded {
+            at,
+            reason: reason.to_owned(),
+        };
+        Ok(Release::Released)
     }
 }
 

@@ -8,9 +8,11 @@
 //! ([`parse_rate`]) may have as many as a [`Decimal`] holds. Nothing passes through
 //! binary floating point.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
 /// An ISO 4217 currency code with its number of minor-unit digits.
@@ -235,6 +237,117 @@ pub fn parse_decimal_exact(text: &str) -> Result<Decimal, InvalidDecimal> {
 #[error("\"{0}\" is not an exact decimal number")]
 pub struct InvalidDecimal(String);
 
+/// Daily exchange rates: how many units of one currency one unit of another buys.
+///
+/// Usage priced in another currency than a wallet's is converted at the rate of the
+/// day the request was made (its UTC day), exactly (`amount × rate`, nothing
+/// rounded), and the debit records the rate. With no rate for that day the spend is
+/// not debited at a guess: the drain sets its batch aside until the rate is there.
+pub trait ExchangeRates: fmt::Debug + Send + Sync + 'static {
+    /// The rate from `from` to `to` on `day`; `None` when unknown. The same currency
+    /// always converts at 1.
+    fn rate(&self, from: Currency, to: Currency, day: NaiveDate) -> Option<Decimal>;
+}
+
+/// A conversion as a debit or an invoice line records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Conversion {
+    /// The currency the spend was priced in.
+    pub from: Currency,
+    /// The amount in it, exact.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+    /// The rate applied (`to` per unit of `from`).
+    #[serde(with = "rust_decimal::serde::str")]
+    pub rate: Decimal,
+    /// The day whose rate it is.
+    pub day: NaiveDate,
+}
+
+/// Rates in memory, read from a CSV file (the default rate source):
+///
+/// ```text
+/// date,from,to,rate
+/// 2026-11-02,USD,EUR,0.9234
+/// 2026-11-02,USD,GBP,0.7851
+/// ```
+///
+/// Each rate is for one day and one direction (the inverse is never derived: `1/r` is
+/// not exact); rates follow the money grammar ([`parse_rate`]) and are positive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateTable {
+    rates: BTreeMap<(Currency, Currency, NaiveDate), Decimal>,
+}
+
+impl RateTable {
+    /// No rates: only a currency into itself converts.
+    pub fn new() -> RateTable {
+        RateTable::default()
+    }
+
+    /// Sets one rate.
+    pub fn insert(&mut self, from: Currency, to: Currency, day: NaiveDate, rate: Decimal) {
+        self.rates.insert((from, to, day), rate);
+    }
+
+    /// How many rates it holds.
+    pub fn len(&self) -> usize {
+        self.rates.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.rates.is_empty()
+    }
+
+    /// Reads `date,from,to,rate` lines after that header line; a line that repeats a
+    /// day and direction, or any malformed line, is an error naming its line number.
+    pub fn from_csv(text: &str) -> Result<RateTable, String> {
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        match lines.next() {
+            Some((_, header)) if header.trim() == "date,from,to,rate" => {}
+            _ => return Err("line 1: expected the header date,from,to,rate".into()),
+        }
+        let mut table = RateTable::new();
+        for (i, line) in lines {
+            let at = |e: String| format!("line {}: {e}", i + 1);
+            let cells: Vec<&str> = line.trim_end_matches('\r').split(',').collect();
+            let [date, from, to, rate] = cells[..] else {
+                return Err(at("expected date,from,to,rate".into()));
+            };
+            let day = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                .map_err(|_| at(format!("{date:?} is not a YYYY-MM-DD date")))?;
+            let from: Currency = from
+                .parse()
+                .map_err(|e: UnknownCurrency| at(e.to_string()))?;
+            let to: Currency = to.parse().map_err(|e: UnknownCurrency| at(e.to_string()))?;
+            let rate = parse_rate(rate).map_err(|e| at(e.to_string()))?;
+            if rate.is_zero() {
+                return Err(at("a rate is positive".into()));
+            }
+            if from == to {
+                return Err(at(format!("a rate from {from} to itself")));
+            }
+            if table.rates.insert((from, to, day), rate).is_some() {
+                return Err(at(format!("{from} to {to} on {day} is given twice")));
+            }
+        }
+        Ok(table)
+    }
+}
+
+impl ExchangeRates for RateTable {
+    fn rate(&self, from: Currency, to: Currency, day: NaiveDate) -> Option<Decimal> {
+        if from == to {
+            return Some(Decimal::ONE);
+        }
+        self.rates.get(&(from, to, day)).copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +440,44 @@ mod tests {
         assert_eq!(parse_rate("2").unwrap().to_string(), "2");
         for bad in ["3e-06", "-1", " 1", "1.", ".1", "1_0"] {
             assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rate_tables_are_read_strictly() {
+        let table = RateTable::from_csv(
+            "date,from,to,rate\n2026-11-02,USD,EUR,0.9234\n\n2026-11-03,USD,EUR,0.92\r\n",
+        )
+        .unwrap();
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let usd_eur = |d| table.rate(Currency::USD, Currency::EUR, day(d));
+        assert_eq!(usd_eur(2).map(|r| r.to_string()), Some("0.9234".into()));
+        assert_eq!(usd_eur(3).map(|r| r.to_string()), Some("0.92".into()));
+        assert_eq!(usd_eur(4), None, "no rate is guessed from another day");
+        assert_eq!(
+            table.rate(Currency::EUR, Currency::USD, day(2)),
+            None,
+            "nor from the inverse"
+        );
+        assert_eq!(
+            table.rate(Currency::JPY, Currency::JPY, day(9)),
+            Some(Decimal::ONE)
+        );
+        for (bad, says) in [
+            ("2026-11-02,USD,EUR,0.9\n", "header"),
+            ("date,from,to,rate\n2026-11-02,USD,EUR,9e-1\n", "line 2"),
+            ("date,from,to,rate\n2026-11-02,usd,EUR,0.9\n", "ISO 4217"),
+            ("date,from,to,rate\n2026-11-31,USD,EUR,0.9\n", "YYYY-MM-DD"),
+            ("date,from,to,rate\n2026-11-02,USD,EUR,0\n", "positive"),
+            ("date,from,to,rate\n2026-11-02,USD,USD,1\n", "itself"),
+            (
+                "date,from,to,rate\n2026-11-02,USD,EUR,0.9\n2026-11-02,USD,EUR,0.8\n",
+                "line 3",
+            ),
+            ("date,from,to,rate\n2026-11-02,USD,EUR\n", "expected"),
+        ] {
+            let e = RateTable::from_csv(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
 

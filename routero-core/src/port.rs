@@ -28,6 +28,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::attribution::{ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId};
 use crate::money::Currency;
 use crate::provider::Provider;
+use crate::quarantine::QuarantineApply;
 use crate::spend::{
     QueuePosition, QueuedBatch, RollupTotals, Rollups, ShardId, SpendBatch, SpendEvent,
 };
@@ -198,13 +199,24 @@ impl DrainState {
     /// one the drainer read ([`ApplyOutcome::WatermarkMoved`]). `None`: commit it. Every
     /// store runs this under its own lock or transaction.
     pub fn refuse(&self, apply: &DrainApply<'_>) -> Option<ApplyOutcome> {
-        if let Some(newest) = self.fencing_token.filter(|t| *t > apply.token) {
+        self.refuse_step(apply.token, apply.expected, apply.through)
+    }
+
+    /// [`refuse`](Self::refuse) for any step that advances the watermark (a drain
+    /// step, or a batch set aside by [`SpendStore::quarantine`]).
+    pub fn refuse_step(
+        &self,
+        token: FencingToken,
+        expected: Option<QueuePosition>,
+        through: QueuePosition,
+    ) -> Option<ApplyOutcome> {
+        if let Some(newest) = self.fencing_token.filter(|t| *t > token) {
             return Some(ApplyOutcome::StaleLeader { current: newest });
         }
-        if self.watermark.is_some_and(|w| w >= apply.through) {
+        if self.watermark.is_some_and(|w| w >= through) {
             return Some(ApplyOutcome::AlreadyApplied);
         }
-        if self.watermark != apply.expected {
+        if self.watermark != expected {
             return Some(ApplyOutcome::WatermarkMoved {
                 current: self.watermark,
             });
@@ -260,6 +272,11 @@ pub trait SpendStore: fmt::Debug + Send + Sync + 'static {
 
     /// Applies one drain step atomically (see [`ApplyOutcome`] for the checks).
     async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError>;
+
+    /// Sets one batch aside instead of applying it (see [`crate::quarantine`]): stores
+    /// it in the quarantine and advances the watermark to its position, atomically,
+    /// under the same checks as [`apply`](Self::apply).
+    async fn quarantine(&self, batch: QuarantineApply<'_>) -> Result<ApplyOutcome, BackendError>;
 }
 
 /// Which rollup dimensions a read keeps apart; the others are summed over.
@@ -490,6 +507,9 @@ forward_arc!(SpendStore {
     }
     async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError> {
         (**self).apply(apply).await
+    }
+    async fn quarantine(&self, batch: QuarantineApply<'_>) -> Result<ApplyOutcome, BackendError> {
+        (**self).quarantine(batch).await
     }
 });
 

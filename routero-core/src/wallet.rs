@@ -13,13 +13,15 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::attribution::WorkspaceId;
-use crate::money::Currency;
-use crate::port::BackendError;
+use crate::money::{Conversion, Currency, ExchangeRates};
+use crate::port::{BackendError, ErrorKind};
 
 /// The largest single credit Routero accepts (one million in the wallet's currency).
 pub const MAX_CREDIT: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
@@ -159,6 +161,9 @@ pub struct LedgerEntry {
     pub allocations: Vec<Allocation>,
     /// A note (refunds, adjustments, the period of a usage debit).
     pub memo: Option<String>,
+    /// For a usage debit of spend priced in another currency: what was converted, at
+    /// which rate of which day.
+    pub conversion: Option<Conversion>,
 }
 
 impl LedgerEntry {
@@ -325,6 +330,8 @@ pub enum WalletWrite<'a> {
         amount: Decimal,
         /// A note.
         memo: Option<&'a str>,
+        /// The conversion of usage priced in another currency.
+        conversion: Option<&'a Conversion>,
     },
 }
 
@@ -389,6 +396,7 @@ impl<'a> WalletWrite<'a> {
                 kind,
                 amount: -amount,
                 memo: Some(memo),
+                conversion: None,
             },
             _ => {
                 return Err(WalletError::Invalid(format!(
@@ -400,11 +408,12 @@ impl<'a> WalletWrite<'a> {
     }
 
     /// A drain step's usage debit (no validation: spend that happened is owed).
-    pub fn usage(amount: Decimal) -> WalletWrite<'static> {
+    pub fn usage(debit: &'a UsageDebit) -> WalletWrite<'a> {
         WalletWrite::Debit {
             kind: EntryKind::UsageDebit,
-            amount,
+            amount: debit.amount,
             memo: None,
+            conversion: debit.conversion.as_ref(),
         }
     }
 
@@ -423,9 +432,9 @@ impl<'a> WalletWrite<'a> {
                 currency,
                 &format!("{expires_at:?}|{}", memo.unwrap_or_default()),
             ),
-            WalletWrite::Debit { kind, amount, memo } => {
-                fingerprint(kind, -amount, currency, memo.unwrap_or_default())
-            }
+            WalletWrite::Debit {
+                kind, amount, memo, ..
+            } => fingerprint(kind, -amount, currency, memo.unwrap_or_default()),
         }
     }
 }
@@ -486,22 +495,15 @@ pub fn expired(lots: &[Lot], at: DateTime<Utc>) -> Vec<&Lot> {
         .collect()
 }
 
-/// The managed spend a drain step debits from one workspace's wallet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UsageDebit {
-    /// The spend's currency.
-    pub currency: Currency,
-    /// The sum of the managed, priced events (positive).
-    pub amount: Decimal,
-}
+/// One workspace's managed spend in a drain step, by currency and UTC day.
+pub type ManagedSpend = BTreeMap<(Currency, NaiveDate), Decimal>;
 
-/// The managed spend of a drain step's events, per workspace. BYOK and unpriced
-/// events are never debited. Workspaces with nothing to debit are left out.
-pub fn usage_debits(
+/// The managed, priced spend of a drain step's events, per workspace. BYOK and
+/// unpriced events are never debited. Workspaces with nothing to debit are left out.
+pub fn managed_spend(
     events: &[crate::spend::SpendEvent],
-) -> Result<std::collections::BTreeMap<WorkspaceId, UsageDebit>, String> {
-    let mut out: std::collections::BTreeMap<WorkspaceId, UsageDebit> =
-        std::collections::BTreeMap::new();
+) -> Result<BTreeMap<WorkspaceId, ManagedSpend>, DebitError> {
+    let mut out: BTreeMap<WorkspaceId, ManagedSpend> = BTreeMap::new();
     for event in events
         .iter()
         .filter(|e| e.billing_mode == crate::attribution::BillingMode::Managed)
@@ -509,24 +511,111 @@ pub fn usage_debits(
         let crate::spend::Pricing::Priced { cost, currency, .. } = &event.pricing else {
             continue;
         };
-        let debit = out
+        let sum = out
             .entry(event.attribution.workspace.clone())
-            .or_insert(UsageDebit {
-                currency: *currency,
-                amount: Decimal::ZERO,
-            });
-        if debit.currency != *currency {
-            return Err(format!(
-                "{}'s spend is in two currencies",
-                event.attribution.workspace
-            ));
-        }
-        debit.amount = debit
-            .amount
-            .checked_add(*cost)
-            .ok_or_else(|| "a usage debit overflows".to_owned())?;
+            .or_default()
+            .entry((*currency, event.day()))
+            .or_default();
+        *sum = sum.checked_add(*cost).ok_or(DebitError::Overflow)?;
     }
-    out.retain(|_, d| !d.amount.is_zero());
+    for spend in out.values_mut() {
+        spend.retain(|_, amount| !amount.is_zero());
+    }
+    out.retain(|_, spend| !spend.is_empty());
+    Ok(out)
+}
+
+/// The currency a new wallet opens in when the drain debits it first: the currency
+/// most of the spend is in (the first by code among equals).
+pub fn first_currency(spend: &ManagedSpend) -> Option<Currency> {
+    spend.keys().map(|(c, _)| *c).next()
+}
+
+/// A usage debit a drain step posts to one wallet, in the wallet's currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageDebit {
+    /// What leaves the balance (positive), exact.
+    pub amount: Decimal,
+    /// For spend priced in another currency: the conversion (one debit per currency
+    /// and day, each at that day's rate).
+    pub conversion: Option<Conversion>,
+    /// What tells this debit's idempotency key from the step's other debits of the
+    /// same wallet (`""` for spend in the wallet's own currency).
+    pub key_suffix: String,
+}
+
+/// Why a drain step's usage cannot be debited.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DebitError {
+    /// Spend in another currency than the wallet's, with no rate for its day.
+    #[error(transparent)]
+    MissingRate(#[from] MissingRate),
+    /// A sum beyond the exact range.
+    #[error("a usage debit overflows")]
+    Overflow,
+}
+
+impl From<DebitError> for BackendError {
+    fn from(e: DebitError) -> BackendError {
+        BackendError::new(ErrorKind::Invalid, e.to_string()).with_source(e)
+    }
+}
+
+/// No exchange rate for a day: the spend is not debited at a guess.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no exchange rate from {from} to {to} for {day}")]
+pub struct MissingRate {
+    /// The spend's currency.
+    pub from: Currency,
+    /// The wallet's.
+    pub to: Currency,
+    /// The spend's UTC day.
+    pub day: NaiveDate,
+}
+
+/// The debits of one workspace's spend into a wallet kept in `wallet`: the spend in
+/// that currency as one debit, every other currency's spend one debit per day,
+/// converted exactly at that day's rate.
+pub fn debits_in(
+    wallet: Currency,
+    spend: &ManagedSpend,
+    rates: &dyn ExchangeRates,
+) -> Result<Vec<UsageDebit>, DebitError> {
+    let mut own = Decimal::ZERO;
+    let mut out = Vec::new();
+    for (&(currency, day), &amount) in spend {
+        if currency == wallet {
+            own = own.checked_add(amount).ok_or(DebitError::Overflow)?;
+            continue;
+        }
+        let rate = rates.rate(currency, wallet, day).ok_or(MissingRate {
+            from: currency,
+            to: wallet,
+            day,
+        })?;
+        out.push(UsageDebit {
+            amount: amount.checked_mul(rate).ok_or(DebitError::Overflow)?,
+            conversion: Some(Conversion {
+                from: currency,
+                amount,
+                rate,
+                day,
+            }),
+            key_suffix: format!(":{currency}:{day}"),
+        });
+    }
+    if !own.is_zero() {
+        out.insert(
+            0,
+            UsageDebit {
+                amount: own,
+                conversion: None,
+                key_suffix: String::new(),
+            },
+        );
+    }
+    out.retain(|d| !d.amount.is_zero());
     Ok(out)
 }
 

@@ -80,3 +80,10 @@ async fn warehouse_round_trips_a_month() {
 async fn warehouse_sync_survives_crashes() {
     conformance::warehouse_sync_survives_crashes(Arc::new(MemoryStore::new())).await;
 }
+
+#[tokio::test]
+async fn poison_batches() {
+    let store = Arc::new(MemoryStore::new());
+    let rates = store.clone();
+    conformance::poison_batches_never_stall_a_shard(store, move |r| rates.set_rates(r)).await;
+}

@@ -126,6 +126,21 @@ impl SpendStore for FaultyStore {
         }
         Ok(outcome)
     }
+
+    async fn quarantine(
+        &self,
+        batch: routero_core::quarantine::QuarantineApply<'_>,
+    ) -> Result<ApplyOutcome, BackendError> {
+        let faults = self.faults.load(Ordering::Relaxed);
+        if faults && self.dice.roll(6) == 0 {
+            return Err(unavailable("quarantine refused before commit"));
+        }
+        let outcome = self.inner.quarantine(batch).await?;
+        if faults && self.dice.roll(6) == 0 {
+            return Err(unavailable("quarantine reply lost"));
+        }
+        Ok(outcome)
+    }
 }
 
 async fn run(seed: u64) {

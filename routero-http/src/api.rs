@@ -62,7 +62,7 @@ use routero_core::attribution::{
 };
 use routero_core::export::{CsvExport, ExportError, ExportFormat, ExportRequest};
 use routero_core::invoice::{Billing, BillingDirectory, InvoiceError, InvoiceStore, Month};
-use routero_core::money::parse_amount;
+use routero_core::money::{ExchangeRates, RateTable, parse_amount};
 use routero_core::port::{BackendError, Clock, RollupFilter, SpendReader};
 use routero_core::wallet::{EntryKind, TransactionQuery, WalletError, WalletWrite, Wallets};
 use routero_core::{Currency, Provider};
@@ -320,6 +320,10 @@ impl From<InvoiceError> for Problem {
         match e {
             InvoiceError::Month(m) => problem(ProblemType::UnknownMonth, m),
             InvoiceError::Wallet(w) => w.into(),
+            InvoiceError::MissingRate(m) => problem(
+                ProblemType::Unavailable,
+                format!("{m}: the invoice converts usage at the day's rate"),
+            ),
             other => problem(ProblemType::Unavailable, other.to_string()),
         }
     }
@@ -332,6 +336,9 @@ pub struct ApiConfig {
     pub max_range_days: i64,
     /// Each workspace's org, billing currency and plan.
     pub billing: BillingDirectory,
+    /// What usage priced in another currency than a wallet's converts at on its
+    /// invoice (the rates the drain debits at).
+    pub rates: Arc<dyn ExchangeRates>,
     /// Who invoices managed spend, as FOCUS exports name it (`InvoiceIssuerName`).
     pub invoice_issuer: String,
 }
@@ -341,6 +348,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_range_days: 366,
             billing: BillingDirectory::new(),
+            rates: Arc::new(RateTable::new()),
             invoice_issuer: "Routero".to_owned(),
         }
     }
@@ -981,6 +989,7 @@ impl BillingApi {
             reader: &*self.reader,
             wallets: &*self.wallets,
             invoices: &*self.invoices,
+            rates: &*self.config.rates,
         }
     }
 

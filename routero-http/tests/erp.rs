@@ -38,6 +38,7 @@ fn invoice(status: InvoiceStatus) -> Invoice {
         description: format!("{model} usage at list price"),
         exact_amount: d(amount),
         amount: d(amount),
+        conversion: None,
     };
     Invoice {
         org: OrgId::new("acme").unwrap(),

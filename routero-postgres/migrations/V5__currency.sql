@@ -24,3 +24,7 @@ UPDATE routero_spend_log SET currency = 'USD' WHERE cost IS NOT NULL;
 ALTER TABLE routero_spend_log
     ADD CONSTRAINT routero_spend_log_currency
     CHECK ((cost IS NULL) = (currency IS NULL) AND (currency IS NULL OR currency ~ '^[A-Z]{3}$'));
+
+-- A usage debit of spend priced in another currency than its wallet's records the
+-- conversion (JSON: from, amount, rate, day).
+ALTER TABLE routero_wallet_entries ADD COLUMN conversion TEXT;

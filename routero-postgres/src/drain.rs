@@ -6,10 +6,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
 use routero_core::Currency;
+use routero_core::money::ExchangeRates;
 use routero_core::port::{
     ApplyOutcome, BackendError, DrainApply, DrainState, ErrorKind, FencingToken, SpendStore,
 };
-use routero_core::spend::{Outcome, Pricing, QueuePosition, ShardId, SpendEvent};
+use routero_core::quarantine::QuarantineApply;
+use routero_core::spend::{Outcome, Pricing, QueuePosition, Rollups, ShardId, SpendEvent};
 use routero_core::wallet::{self, EntryKind};
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -82,111 +84,170 @@ impl SpendStore for PgStore {
     async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        let lock = tx
-            .prepare_cached(include_str!("../sql/lock_drain_state.sql"))
-            .await
-            .map_err(backend)?;
-        let row = tx
-            .query_one(&lock, &[&shard_param(apply.shard)])
-            .await
-            .map_err(backend)?;
-        let current = state_from(row.get(0), row.get(1), row.get(2))?;
+        let current = lock_state(&tx, apply.shard).await?;
         // The protocol's checks (DrainState::refuse), under the row lock.
         if let Some(refused) = current.refuse(&apply) {
             return Ok(refused);
         }
-        upsert_rollups(&tx, &apply).await?;
-        debit_wallets(&tx, &apply).await?;
-        insert_unpriced(&tx, apply.events).await?;
-        let mut created = Vec::new();
-        if self.config.spend_log {
-            created = self.ensure_partitions(&tx, apply.events).await?;
-            insert_spend_log(&tx, apply.events).await?;
-        }
-        let advance = tx
-            .prepare_cached(
-                "UPDATE routero_drain_state SET watermark_major = $2, watermark_minor = $3, \
-                 fencing_token = $4, updated_at = now() WHERE shard = $1",
-            )
-            .await
-            .map_err(backend)?;
-        tx.execute(
-            &advance,
-            &[
-                &shard_param(apply.shard),
-                &big(apply.through.major, "watermark")?,
-                &big(apply.through.minor, "watermark")?,
-                &big(apply.token.0, "fencing token")?,
-            ],
-        )
-        .await
-        .map_err(backend)?;
+        let key = wallet::usage_debit_key(apply.shard, apply.through);
+        let created = self
+            .write_step(&tx, apply.rollups, apply.events, apply.at, &key)
+            .await?;
+        advance(&tx, apply.shard, apply.through, apply.token).await?;
         tx.commit().await.map_err(backend)?;
-        // Only a committed partition is known to exist.
-        self.partitions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(created);
+        self.remember_partitions(created);
+        Ok(ApplyOutcome::Applied)
+    }
+
+    async fn quarantine(&self, q: QuarantineApply<'_>) -> Result<ApplyOutcome, BackendError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let current = lock_state(&tx, q.shard).await?;
+        if let Some(refused) = current.refuse_step(q.token, q.expected, q.through) {
+            return Ok(refused);
+        }
+        crate::quarantine::insert(&tx, &q).await?;
+        advance(&tx, q.shard, q.through, q.token).await?;
+        tx.commit().await.map_err(backend)?;
         Ok(ApplyOutcome::Applied)
     }
 }
 
-/// Debits each workspace's managed spend from its wallet, once per drain step.
-async fn debit_wallets(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(), BackendError> {
-    let debits =
-        wallet::usage_debits(apply.events).map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
-    let key = wallet::usage_debit_key(apply.shard, apply.through);
-    for (workspace, debit) in debits {
-        let currency = crate::wallet::lock_wallet(tx, &workspace, debit.currency, true)
-            .await?
-            .unwrap_or(debit.currency);
-        if currency != debit.currency {
-            return Err(BackendError::new(
-                ErrorKind::Invalid,
-                format!(
-                    "the wallet of {workspace} is in {currency}, its spend in {}",
-                    debit.currency
-                ),
-            ));
-        }
-        let seen = tx
-            .query_opt(
-                "SELECT 1 FROM routero_wallet_entries WHERE workspace = $1 AND idempotency_key = $2",
-                &[&workspace.as_str(), &key],
-            )
-            .await
-            .map_err(backend)?;
-        if seen.is_some() {
-            continue;
-        }
-        crate::wallet::expire_lots(tx, &workspace, currency, apply.at).await?;
-        let fingerprint = wallet::WalletWrite::usage(debit.amount).fingerprint(currency);
-        crate::wallet::debit(
-            tx,
-            &workspace,
-            EntryKind::UsageDebit,
-            debit.amount,
-            currency,
-            apply.at,
-            &key,
-            &fingerprint,
-            None,
+/// Locks a shard's drain state for the transaction (creating it at first use).
+async fn lock_state(tx: &Transaction<'_>, shard: ShardId) -> Result<DrainState, BackendError> {
+    let lock = tx
+        .prepare_cached(include_str!("../sql/lock_drain_state.sql"))
+        .await
+        .map_err(backend)?;
+    let row = tx
+        .query_one(&lock, &[&shard_param(shard)])
+        .await
+        .map_err(backend)?;
+    state_from(row.get(0), row.get(1), row.get(2))
+}
+
+/// Moves a shard's watermark and fencing token (under the lock of [`lock_state`]).
+async fn advance(
+    tx: &Transaction<'_>,
+    shard: ShardId,
+    through: QueuePosition,
+    token: FencingToken,
+) -> Result<(), BackendError> {
+    let advance = tx
+        .prepare_cached(
+            "UPDATE routero_drain_state SET watermark_major = $2, watermark_minor = $3, \
+             fencing_token = $4, updated_at = now() WHERE shard = $1",
         )
-        .await?;
+        .await
+        .map_err(backend)?;
+    tx.execute(
+        &advance,
+        &[
+            &shard_param(shard),
+            &big(through.major, "watermark")?,
+            &big(through.minor, "watermark")?,
+            &big(token.0, "fencing token")?,
+        ],
+    )
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
+impl PgStore {
+    /// Writes a step's events in `tx`: the rollups, the wallet debits (keyed `key`
+    /// plus each debit's suffix), the unpriced record and the request log. Answers
+    /// the log partitions it created, known to exist once `tx` commits.
+    pub(crate) async fn write_step(
+        &self,
+        tx: &Transaction<'_>,
+        rollups: &Rollups,
+        events: &[SpendEvent],
+        at: DateTime<Utc>,
+        key: &str,
+    ) -> Result<Vec<String>, BackendError> {
+        upsert_rollups(tx, rollups).await?;
+        debit_wallets(tx, events, at, key, &*self.rates()).await?;
+        insert_unpriced(tx, events).await?;
+        let mut created = Vec::new();
+        if self.config.spend_log {
+            created = self.ensure_partitions(tx, events).await?;
+            insert_spend_log(tx, events).await?;
+        }
+        Ok(created)
+    }
+
+    /// Remembers partitions a committed transaction created.
+    pub(crate) fn remember_partitions(&self, created: Vec<String>) {
+        self.partitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(created);
+    }
+}
+
+/// Debits each workspace's managed spend from its wallet, once per key: spend in the
+/// wallet's currency as it is, spend in another converted at its day's rate (a
+/// missing rate fails the step, for the quarantine).
+async fn debit_wallets(
+    tx: &Transaction<'_>,
+    events: &[SpendEvent],
+    at: DateTime<Utc>,
+    key: &str,
+    rates: &dyn ExchangeRates,
+) -> Result<(), BackendError> {
+    for (workspace, spend) in wallet::managed_spend(events)? {
+        let first = wallet::first_currency(&spend).unwrap_or(Currency::USD);
+        let currency = crate::wallet::lock_wallet(tx, &workspace, first, true)
+            .await?
+            .unwrap_or(first);
+        let debits = wallet::debits_in(currency, &spend, rates)?;
+        let mut expired = false;
+        for debit in &debits {
+            let key = format!("{key}{}", debit.key_suffix);
+            let seen = tx
+                .query_opt(
+                    "SELECT 1 FROM routero_wallet_entries WHERE workspace = $1 AND idempotency_key = $2",
+                    &[&workspace.as_str(), &key],
+                )
+                .await
+                .map_err(backend)?;
+            if seen.is_some() {
+                continue;
+            }
+            if !expired {
+                crate::wallet::expire_lots(tx, &workspace, currency, at).await?;
+                expired = true;
+            }
+            let write = wallet::WalletWrite::usage(debit);
+            crate::wallet::debit(
+                tx,
+                &workspace,
+                EntryKind::UsageDebit,
+                debit.amount,
+                currency,
+                at,
+                &key,
+                &write.fingerprint(currency),
+                None,
+                debit.conversion.as_ref(),
+            )
+            .await?;
+        }
     }
     Ok(())
 }
 
-async fn upsert_rollups(tx: &Transaction<'_>, apply: &DrainApply<'_>) -> Result<(), BackendError> {
-    if apply.rollups.is_empty() {
+async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups) -> Result<(), BackendError> {
+    if rollups.is_empty() {
         return Ok(());
     }
-    let n = apply.rollups.len();
+    let n = rollups.len();
     let mut day: Vec<NaiveDate> = Vec::with_capacity(n);
     let mut text: [Vec<&str>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut counts: [Vec<i64>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut cost: Vec<Decimal> = Vec::with_capacity(n);
-    for (key, totals) in apply.rollups.iter() {
+    for (key, totals) in rollups.iter() {
         day.push(key.day);
         let dims = [
             key.org.as_str(),

@@ -31,6 +31,7 @@
 
 mod drain;
 mod invoice;
+mod quarantine;
 mod read;
 mod wallet;
 mod warehouse;
@@ -40,6 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use routero_core::money::{ExchangeRates, RateTable};
 use routero_core::port::{BackendError, ErrorKind};
 use tokio_postgres::NoTls;
 
@@ -87,6 +89,8 @@ pub struct PgStore {
     config: Arc<PgConfig>,
     /// Spend-log partitions known to exist (months as `YYYY_MM`).
     partitions: Arc<Mutex<HashSet<String>>>,
+    /// What usage priced in another currency than its wallet's converts at.
+    rates: Arc<Mutex<Arc<dyn ExchangeRates>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -182,9 +186,27 @@ impl PgStore {
             pool,
             config: Arc::new(config),
             partitions: Arc::new(Mutex::new(HashSet::new())),
+            rates: Arc::new(Mutex::new(Arc::new(RateTable::new()))),
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Replaces the exchange rates drain steps and quarantine replays convert usage at
+    /// (none at first: usage in another currency than its wallet's is quarantined
+    /// until a rate for its day is given). Shared by every clone of the store.
+    pub fn set_rates(&self, rates: Arc<dyn ExchangeRates>) {
+        *self
+            .rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
+    }
+
+    pub(crate) fn rates(&self) -> Arc<dyn ExchangeRates> {
+        self.rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Applies the embedded migrations, one coworker at a time.

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use routero_core::Currency;
 use routero_core::attribution::WorkspaceId;
+use routero_core::money::Conversion;
 use routero_core::port::{BackendError, ErrorKind};
 use routero_core::wallet::{
     self, Allocation, Balance, EntryKind, LedgerEntry, Lot, LotKind, TransactionPage,
@@ -74,12 +75,17 @@ fn entry_from(row: &Row, workspace: &WorkspaceId) -> Result<LedgerEntry, Backend
         allocations: serde_json::from_str::<Vec<Allocation>>(&allocations)
             .map_err(|_| corrupt("allocations"))?,
         memo: row.get("memo"),
+        conversion: row
+            .get::<_, Option<String>>("conversion")
+            .map(|c| serde_json::from_str::<Conversion>(&c))
+            .transpose()
+            .map_err(|_| corrupt("conversion"))?,
     }
     .canonical())
 }
 
 const ENTRY_COLUMNS: &str =
-    "id, kind, amount, currency, at, idempotency_key, lot, allocations, memo";
+    "id, kind, amount, currency, at, idempotency_key, lot, allocations, memo, conversion";
 
 /// The entry written with a key before, if any: its fingerprint and the entry.
 async fn by_key(
@@ -129,6 +135,7 @@ struct NewEntry<'a> {
     lot: Option<i64>,
     allocations: &'a [Allocation],
     memo: Option<&'a str>,
+    conversion: Option<&'a Conversion>,
 }
 
 async fn insert_entry(
@@ -139,12 +146,17 @@ async fn insert_entry(
     let id = next_id(tx, "routero_wallet_entries", workspace).await?;
     let allocations = serde_json::to_string(e.allocations)
         .map_err(|err| BackendError::new(ErrorKind::Invalid, err.to_string()))?;
+    let conversion = e
+        .conversion
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|err| BackendError::new(ErrorKind::Invalid, err.to_string()))?;
     let row = tx
         .query_one(
             &format!(
                 "INSERT INTO routero_wallet_entries \
-                 (workspace, id, kind, amount, currency, at, idempotency_key, fingerprint, lot, allocations, memo) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {ENTRY_COLUMNS}"
+                 (workspace, id, kind, amount, currency, at, idempotency_key, fingerprint, lot, allocations, memo, conversion) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {ENTRY_COLUMNS}"
             ),
             &[
                 &workspace.as_str(),
@@ -158,6 +170,7 @@ async fn insert_entry(
                 &e.lot,
                 &allocations,
                 &e.memo,
+                &conversion,
             ],
         )
         .await
@@ -249,6 +262,7 @@ pub(crate) async fn expire_lots(
                     lot: None,
                     allocations: &allocation,
                     memo: None,
+                    conversion: None,
                 },
             )
             .await?,
@@ -269,6 +283,7 @@ pub(crate) async fn debit(
     key: &str,
     fingerprint: &str,
     memo: Option<&str>,
+    conversion: Option<&Conversion>,
 ) -> Result<LedgerEntry, BackendError> {
     let before = open_lots(tx, workspace).await?;
     let mut lots = before.clone();
@@ -287,6 +302,7 @@ pub(crate) async fn debit(
             lot: None,
             allocations: &allocations,
             memo,
+            conversion,
         },
     )
     .await
@@ -353,7 +369,12 @@ impl PgStore {
                 )
                 .await?
             }
-            WalletWrite::Debit { kind, amount, memo } => {
+            WalletWrite::Debit {
+                kind,
+                amount,
+                memo,
+                conversion,
+            } => {
                 debit(
                     &tx,
                     workspace,
@@ -364,6 +385,7 @@ impl PgStore {
                     key,
                     fingerprint,
                     memo,
+                    conversion,
                 )
                 .await?
             }
@@ -411,6 +433,7 @@ async fn credit(
             lot: Some(lot_id),
             allocations: &[],
             memo,
+            conversion: None,
         },
     )
     .await

@@ -607,3 +607,11 @@ async fn a_request_logged_twice_keeps_the_first_and_the_step_commits() {
         ]
     );
 }
+
+#[tokio::test]
+async fn conformance_poison_batches() {
+    let Some(url) = database_url() else { return };
+    let store = Arc::new(store(&url, "poison").await);
+    let rates = store.clone();
+    conformance::poison_batches_never_stall_a_shard(store, move |r| rates.set_rates(r)).await;
+}
