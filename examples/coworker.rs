@@ -26,8 +26,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use routero::drainer::{Drainer, DrainerConfig};
+use routero::money::{ExchangeRates, RateTable};
 use routero::port::BackendError;
 use routero::postgres::{PgConfig, PgStore};
+use routero::quarantine::{Quarantine, QuarantineState, Release, replay_waiting};
 use routero::redis::{Redis, RedisConfig};
 use routero::warehouse::{LocalDir, WarehouseSync};
 
@@ -76,7 +78,116 @@ async fn shutdown_signal() {
     }
 }
 
-/// The log retention and, with a directory, the warehouse sync, every five minutes.
+/// The exchange rates of `ROUTERO_FX_RATES_FILE`, if set.
+fn read_rates() -> Option<Result<RateTable, String>> {
+    let path = env("ROUTERO_FX_RATES_FILE")?;
+    Some(
+        std::fs::read_to_string(&path)
+            .map_err(|e| format!("{path}: {e}"))
+            .and_then(|text| RateTable::from_csv(&text).map_err(|e| format!("{path}: {e}"))),
+    )
+}
+
+/// Reloads the rates file into the store; a bad file keeps the rates it had.
+fn reload_rates(store: &PgStore) {
+    match read_rates() {
+        Some(Ok(rates)) => {
+            tracing::debug!(rates = rates.len(), "exchange rates loaded");
+            store.set_rates(Arc::new(rates) as Arc<dyn ExchangeRates>);
+        }
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "exchange rates not reloaded; keeping the last ones")
+        }
+        None => {}
+    }
+}
+
+/// `coworker quarantine list|replay ID|discard ID --reason TEXT`.
+async fn quarantine_command(args: &[String]) -> ExitCode {
+    let usage = "usage: coworker quarantine list | replay ID | discard ID --reason TEXT";
+    let Some(url) = env("ROUTERO_DATABASE_URL") else {
+        eprintln!("coworker: set ROUTERO_DATABASE_URL");
+        return ExitCode::from(2);
+    };
+    let mut config = PgConfig::new(url);
+    config.schema = env("ROUTERO_DB_SCHEMA");
+    config.pool_size = 1;
+    let store = match PgStore::connect(config).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    reload_rates(&store);
+    let id = |text: Option<&String>| text.and_then(|t| t.parse::<u64>().ok());
+    let result = match (args.first().map(String::as_str), id(args.get(1))) {
+        (Some("list"), _) => match store.quarantined().await {
+            Ok(batches) => {
+                println!(
+                    "id\tstate\treason\tshard\tposition\tbatch\tevents\tquarantined_at\tdetail"
+                );
+                for b in batches {
+                    let state = match &b.state {
+                        QuarantineState::Quarantined => "quarantined".to_owned(),
+                        QuarantineState::Replayed { at } => format!("replayed {at}"),
+                        QuarantineState::Discarded { at, reason } => {
+                            format!("discarded {at}: {reason}")
+                        }
+                    };
+                    println!(
+                        "{}\t{state}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        b.id,
+                        b.reason,
+                        b.shard.0,
+                        b.position,
+                        b.batch.id,
+                        b.batch.events.len(),
+                        b.quarantined_at,
+                        b.detail
+                    );
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        },
+        (Some("replay"), Some(id)) if args.len() == 2 => {
+            store.replay(id, Utc::now()).await.map(Some)
+        }
+        (Some("discard"), Some(id)) if args.len() == 4 && args[2] == "--reason" => {
+            store.discard(id, &args[3], Utc::now()).await.map(Some)
+        }
+        _ => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(Release::Released)) => {
+            println!("batch {} released", args[1]);
+            ExitCode::SUCCESS
+        }
+        Ok(Some(Release::AlreadyReleased(state))) => {
+            println!(
+                "batch {} was released before ({state:?}); nothing changed",
+                args[1]
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Some(Release::NotFound)) => {
+            eprintln!("coworker: no quarantined batch {}", args[1]);
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The rates reload, the replay of batches waiting for a rate, the log retention
+/// and, with a directory, the warehouse sync, every five minutes.
 async fn housekeeping(store: PgStore, warehouse: Option<String>) {
     let sync = warehouse.and_then(|dir| {
         WarehouseSync::new(
@@ -90,6 +201,18 @@ async fn housekeeping(store: PgStore, warehouse: Option<String>) {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
     loop {
         tick.tick().await;
+        reload_rates(&store);
+        match replay_waiting(&store, Utc::now()).await {
+            Ok(w) if w.replayed > 0 || w.waiting > 0 => {
+                tracing::info!(
+                    replayed = w.replayed,
+                    waiting = w.waiting,
+                    "batches waiting for an exchange rate"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "replaying waiting batches failed; next time"),
+        }
         match store.apply_log_retention(Utc::now().date_naive()).await {
             Ok(dropped) if !dropped.is_empty() => {
                 tracing::info!(?dropped, "request-log months dropped");
@@ -117,12 +240,22 @@ async fn housekeeping(store: PgStore, warehouse: Option<String>) {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Logs go to standard error; standard output is the quarantine command's answer.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("quarantine") {
+        return quarantine_command(&args[1..]).await;
+    }
+    if let Some(Err(e)) = read_rates() {
+        eprintln!("coworker: {e}");
+        return ExitCode::from(2);
+    }
     let (Some(redis_url), Some(database_url)) =
         (env("ROUTERO_REDIS_URL"), env("ROUTERO_DATABASE_URL"))
     else {
@@ -169,6 +302,7 @@ async fn main() -> ExitCode {
     else {
         return ExitCode::SUCCESS;
     };
+    reload_rates(&store);
     tracing::info!(holder = %drainer_config.holder, shards = redis_config.shards, "draining");
     let housekeeping = tokio::spawn(housekeeping(store.clone(), env("ROUTERO_WAREHOUSE_DIR")));
     let drainer = Drainer::new(redis.queue(), redis.elector(), store, drainer_config);
@@ -181,6 +315,7 @@ async fn main() -> ExitCode {
         replays = stats.replays,
         leases_lost = stats.leases_lost,
         errors = stats.errors,
+        quarantined = stats.quarantined,
         "stopped; leases released"
     );
     redis.quit().await;

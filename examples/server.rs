@@ -18,7 +18,9 @@
 //! on `ROUTERO_LISTEN` (default `127.0.0.1:8080`; port 0 picks a free one) and prints two
 //! demo bearer tokens: the Acme admin's, who lists Acme's two workspaces, and an
 //! org-wide Acme admin's, who sees every workspace the billing directory gives Acme
-//! (`ROUTERO_BILLING_FILE`, TOML, or the demo's), and a curl line to try. Ctrl-C stops it.
+//! (`ROUTERO_BILLING_FILE`, TOML, or the demo's), and a curl line to try.
+//! `ROUTERO_FX_RATES_FILE` (CSV `date,from,to,rate`) gives the exchange rates usage in
+//! another currency than its wallet's is debited and invoiced at. Ctrl-C stops it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,6 +41,7 @@ use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
 use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
 use routero::invoice::{BillingDirectory, InvoiceStore};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
+use routero::money::RateTable;
 use routero::port::{Clock, SpendReader};
 use routero::postgres::{PgConfig, PgStore};
 use routero::recorder::{Recorder, RecorderConfig, RecorderHandle};
@@ -110,8 +113,21 @@ fn directory() -> Result<BillingDirectory, Error> {
     }
 }
 
+/// The exchange rates of `ROUTERO_FX_RATES_FILE` (CSV `date,from,to,rate`), else none.
+fn rates() -> Result<Arc<RateTable>, Error> {
+    match std::env::var("ROUTERO_FX_RATES_FILE") {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            Ok(Arc::new(
+                RateTable::from_csv(&text).map_err(|e| format!("{path}: {e}"))?,
+            ))
+        }
+        Err(_) => Ok(Arc::new(RateTable::new())),
+    }
+}
+
 /// The API over a store, its wallets opened in their billing currencies first.
-async fn api_over<S>(store: Arc<S>) -> Result<BillingApi, Error>
+async fn api_over<S>(store: Arc<S>, rates: Arc<RateTable>) -> Result<BillingApi, Error>
 where
     S: SpendReader + Wallets + InvoiceStore,
 {
@@ -124,6 +140,7 @@ where
         Arc::new(SystemClock),
         ApiConfig {
             billing,
+            rates,
             ..ApiConfig::default()
         },
     ))
@@ -219,10 +236,12 @@ fn live_traffic(store: Arc<MemoryStore>, every: Duration) -> (DrainerHandle, Rec
 async fn run() -> Result<(), Error> {
     let mut drain = None;
     let mut live = None;
+    let rates = rates()?;
     let api = match std::env::var("ROUTERO_DATABASE_URL") {
         Ok(url) => {
             println!("serving PostgreSQL at ROUTERO_DATABASE_URL");
             let store = Arc::new(PgStore::connect(PgConfig::new(url)).await?);
+            store.set_rates(rates.clone());
             if let Ok(redis_url) = std::env::var("ROUTERO_REDIS_URL") {
                 // Drain the gateways' spend from Redis into the database served, as
                 // one more coworker: leases keep it exactly once beside the others.
@@ -236,7 +255,7 @@ async fn run() -> Result<(), Error> {
                 ));
                 drain = Some((drainer.spawn(), redis));
             }
-            api_over(store).await?
+            api_over(store, rates).await?
         }
         Err(_) => {
             println!("serving the in-memory store with two weeks of demo traffic");
@@ -244,6 +263,7 @@ async fn run() -> Result<(), Error> {
                 println!("ROUTERO_REDIS_URL is drained only with ROUTERO_DATABASE_URL set");
             }
             let store = demo::store().await?;
+            store.set_rates(rates.clone());
             let every = match std::env::var("ROUTERO_DEMO_EVERY_MS") {
                 Ok(ms) => ms
                     .parse::<u64>()
@@ -254,7 +274,7 @@ async fn run() -> Result<(), Error> {
                 println!("a demo request arrives every {every} ms");
                 live = Some(live_traffic(store.clone(), Duration::from_millis(every)));
             }
-            api_over(store).await?
+            api_over(store, rates).await?
         }
     };
     let api = Arc::new(api);
