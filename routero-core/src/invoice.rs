@@ -433,6 +433,7 @@ pub fn settle(lines: &mut Vec<InvoiceLine>, currency: Currency) -> (Decimal, Dec
     let mut exact_total = Decimal::ZERO;
     let mut shown_so_far = round(Decimal::ZERO, digits);
     for l in lines.iter_mut() {
+        l.exact_amount = currency.canonical(l.exact_amount);
         exact_total += l.exact_amount;
         let running = round(exact_total, digits);
         l.amount = running - shown_so_far;
@@ -712,7 +713,7 @@ impl Billing<'_> {
             opening_balance: currency.canonical(balance_before(wallets, workspace, start).await?),
             closing_balance: currency
                 .canonical(balance_before(wallets, workspace, now.min(end)).await?),
-            managed_spend: managed,
+            managed_spend: currency.canonical(managed),
         })
     }
 
