@@ -83,7 +83,8 @@ use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::port::{Clock, SpendQueue};
 use routero::recorder::{RecordError, Recorder, RecorderConfig};
 use routero::redis::{Redis, RedisConfig};
-use routero::{PriceTable, Provider};
+use routero::money::parse_amount;
+use routero::{Currency, PriceTable, Provider};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -185,7 +186,8 @@ struct CredentialConfig {
 struct WalletConfig {
     org: String,
     workspace: String,
-    balance: Decimal,
+    /// In the money grammar (`"25.00"`), USD.
+    balance: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +197,8 @@ struct BudgetConfig {
     team: Option<String>,
     customer: Option<String>,
     period: String,
-    limit: Decimal,
+    /// In the money grammar (`"5.00"`), USD.
+    limit: String,
 }
 
 /// The request dialects the gateway speaks.
@@ -690,7 +693,8 @@ fn budget(config: &BudgetConfig) -> Result<Budget, Error> {
     Ok(Budget {
         scope,
         period,
-        limit: config.limit,
+        limit: parse_amount(&config.limit, Currency::USD)
+            .map_err(|e| format!("budget limit: {e}"))?,
     })
 }
 
@@ -878,7 +882,13 @@ async fn run() -> Result<(), Error> {
     for w in &config.wallets {
         let (org, workspace) = (OrgId::new(&w.org)?, WorkspaceId::new(&w.workspace)?);
         control
-            .refresh_wallet(&org, &workspace, w.balance, Decimal::ZERO)
+            .refresh_wallet(
+                &org,
+                &workspace,
+                parse_amount(&w.balance, Currency::USD)
+                    .map_err(|e| format!("wallet of {workspace}: {e}"))?,
+                Decimal::ZERO,
+            )
             .await?;
     }
     let https = hyper_rustls::HttpsConnectorBuilder::new()

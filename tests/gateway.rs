@@ -229,7 +229,7 @@ balance = "25.00"
 [[wallets]]
 org = "acme"
 workspace = "acme-poor"
-balance = "0.0001"
+balance = "0.00"
 
 [[wallets]]
 org = "acme"
