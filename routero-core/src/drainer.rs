@@ -194,16 +194,11 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
         let Some(through) = queued.last().map(|b| b.position) else {
             return Ok(StepOutcome::Idle);
         };
-        let mut rollups = Rollups::new();
-        let mut events: Vec<SpendEvent> = Vec::new();
-        for queued in queued {
-            for event in &queued.batch.events {
-                rollups.add_event(event).map_err(|e| {
-                    BackendError::new(crate::port::ErrorKind::Invalid, e.to_string())
-                })?;
-            }
-            events.extend(queued.batch.events.iter().cloned());
-        }
+        let events: Vec<SpendEvent> = queued
+            .iter()
+            .flat_map(|q| q.batch.events.iter().cloned())
+            .collect();
+        let rollups = Rollups::of_events(&events)?;
         let outcome = self
             .store
             .apply(DrainApply {

@@ -676,12 +676,7 @@ impl Quarantine for MemoryStore {
             return Ok(Release::AlreadyReleased(held.state.clone()));
         }
         let events = held.batch.events.clone();
-        let mut rollups = Rollups::new();
-        for event in &events {
-            rollups
-                .add_event(event)
-                .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
-        }
+        let rollups = Rollups::of_events(&events)?;
         state.write(&rollups, &events, at, &format!("quarantine:{id}"), &*rates)?;
         state.quarantine[index].state = QuarantineState::Replayed { at };
         Ok(Release::Released)

@@ -436,6 +436,12 @@ pub struct RollupTotals {
 #[error("a rollup total overflows")]
 pub struct RollupOverflow;
 
+impl From<RollupOverflow> for crate::port::BackendError {
+    fn from(e: RollupOverflow) -> Self {
+        crate::port::BackendError::new(crate::port::ErrorKind::Invalid, e.to_string())
+    }
+}
+
 impl RollupTotals {
     /// The totals of one event.
     pub fn of(event: &SpendEvent) -> RollupTotals {
@@ -498,6 +504,17 @@ impl Rollups {
     /// No rollups.
     pub fn new() -> Rollups {
         Rollups::default()
+    }
+
+    /// The rollups of some events.
+    pub fn of_events<'a>(
+        events: impl IntoIterator<Item = &'a SpendEvent>,
+    ) -> Result<Rollups, RollupOverflow> {
+        let mut rollups = Rollups::new();
+        for event in events {
+            rollups.add_event(event)?;
+        }
+        Ok(rollups)
     }
 
     /// Adds an event.

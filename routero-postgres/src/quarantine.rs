@@ -125,12 +125,7 @@ impl Quarantine for PgStore {
             Ok(held) => held,
             Err(release) => return Ok(release),
         };
-        let mut rollups = Rollups::new();
-        for event in &held.batch.events {
-            rollups
-                .add_event(event)
-                .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
-        }
+        let rollups = Rollups::of_events(&held.batch.events)?;
         let created = self
             .write_step(
                 &tx,
