@@ -81,7 +81,7 @@ use routero::http::capture::{CaptureConfig, Captured, CostCapture};
 use routero::http::headers;
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::money::parse_amount;
-use routero::port::{Clock, SpendQueue};
+use routero::port::{SpendQueue, SystemClock};
 use routero::recorder::{RecordError, Recorder, RecorderConfig};
 use routero::redis::{Redis, RedisConfig};
 use routero::{Currency, PriceTable, Provider};
@@ -813,15 +813,6 @@ fn callers(keys: &[KeyConfig]) -> Result<HashMap<String, Caller>, Error> {
         }
     }
     Ok(out)
-}
-
-#[derive(Debug)]
-struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
 }
 
 async fn shutdown_signal() {

@@ -17,26 +17,17 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate};
 use routero::attribution::{BillingMode, OrgId};
 use routero::drainer::{Drainer, DrainerConfig};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
-use routero::port::{Clock, GroupBy, RollupFilter, SpendReader};
+use routero::port::{GroupBy, RollupFilter, SpendReader, SystemClock};
 use routero::recorder::{Recorder, RecorderConfig};
 use routero::spend::Pricing;
 use rust_decimal::Decimal;
 
 #[path = "demo/mod.rs"]
 mod demo;
-
-#[derive(Debug)]
-struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -129,8 +120,8 @@ async fn main() -> ExitCode {
         for (team, (requests, prompt, output, managed, byok)) in &teams {
             println!(
                 "  {team:<12} {requests:>8} {prompt:>12} {output:>10} {:>16} {:>16}",
-                managed.round_dp(6),
-                byok.round_dp(6)
+                managed.round_dp(6).normalize(),
+                byok.round_dp(6).normalize()
             );
         }
         filter.group_by = GroupBy {
@@ -158,7 +149,7 @@ async fn main() -> ExitCode {
         for (model, (requests, unpriced, cost)) in &models {
             println!(
                 "  {model:<56} {requests:>8} {unpriced:>9} {:>14}",
-                cost.round_dp(6)
+                cost.round_dp(6).normalize()
             );
         }
         println!();

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
@@ -42,7 +42,7 @@ use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
 use routero::invoice::{BillingDirectory, InvoiceStore};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::money::RateTable;
-use routero::port::{Clock, SpendReader};
+use routero::port::{SpendReader, SystemClock};
 use routero::postgres::{PgConfig, PgStore};
 use routero::recorder::{Recorder, RecorderConfig, RecorderHandle};
 use routero::redis::{Redis, RedisConfig};
@@ -88,15 +88,6 @@ fn dashboard_file(path: &str) -> Option<Response<Bytes>> {
         .header("referrer-policy", "no-referrer")
         .body(Bytes::from_static(text.as_bytes()))
         .ok()
-}
-
-#[derive(Debug)]
-struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -92,7 +92,7 @@ impl CostCategory {
 
 impl fmt::Display for CostCategory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

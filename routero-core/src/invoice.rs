@@ -112,7 +112,7 @@ impl Month {
 
 impl std::fmt::Display for Month {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:04}-{:02}", self.year, self.month)
+        f.pad(&format!("{:04}-{:02}", self.year, self.month))
     }
 }
 

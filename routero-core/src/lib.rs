@@ -30,3 +30,9 @@ pub use money::Currency;
 pub use price::{LoadError, ModelPrice, PriceTable};
 pub use provider::Provider;
 pub use usage::{ServiceTier, Usage, UsageError};
+
+/// The `chrono` Routero's signatures use (times are `chrono::DateTime<Utc>`), so an
+/// embedder need not match its version by hand.
+pub use chrono;
+/// The `rust_decimal` Routero's signatures use (every amount is a `Decimal`).
+pub use rust_decimal;

@@ -53,7 +53,7 @@ pub enum ErrorKind {
 
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             ErrorKind::Unavailable => "backend unavailable",
             ErrorKind::Timeout => "backend timeout",
             ErrorKind::Conflict => "conflicting write",
@@ -458,6 +458,19 @@ pub trait SpendReader: fmt::Debug + Send + Sync + 'static {
 pub trait Clock: fmt::Debug + Send + Sync + 'static {
     /// Now.
     fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock (feature `runtime`); tests use
+/// [`ManualClock`](crate::memory::ManualClock).
+#[cfg(feature = "runtime")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SystemClock;
+
+#[cfg(feature = "runtime")]
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
 }
 
 macro_rules! forward_arc {

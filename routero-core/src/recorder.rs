@@ -12,7 +12,8 @@
 //! longer than the buffer lasts), `record` refuses the event with
 //! [`RecordError::BufferFull`], handing it back: the gateway decides what to do with
 //! it (log it, deny further requests with the spend control). Nothing is dropped
-//! silently, and the refusals are counted.
+//! silently, and the refusals are counted. A caller that prefers back-pressure calls
+//! [`Recorder::record_wait`] instead, which waits until the flusher makes room.
 //!
 //! **The loss window on a hard crash** (kill -9, power loss) is what the buffer holds
 //! and has not flushed: at most `flush_interval` of traffic while the queue is up, up
@@ -129,6 +130,8 @@ struct Shared {
     buffer: ArrayQueue<SpendEvent>,
     /// Wakes the task when a batch's worth is buffered.
     full_batch: Notify,
+    /// Wakes `record_wait` callers when the task has emptied the buffer (or stopped).
+    room: Notify,
     /// Set once at shutdown; `record` refuses from then on.
     closed: AtomicBool,
     /// `record` calls between their `closed` check and their push: shutdown waits for
@@ -158,6 +161,7 @@ impl Recorder {
         let shared = Arc::new(Shared {
             buffer: ArrayQueue::new(config.buffer_capacity.max(1)),
             full_batch: Notify::new(),
+            room: Notify::new(),
             closed: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             batch_events: config.max_batch_events.max(1),
@@ -181,8 +185,42 @@ impl Recorder {
         )
     }
 
-    /// Records a request's spend: never blocks, never does I/O, allocates nothing.
+    /// Records a request's spend: never blocks, never does I/O, allocates nothing. A
+    /// full buffer hands the event back ([`RecordError::BufferFull`]).
     pub fn record(&self, event: SpendEvent) -> Result<(), RecordError> {
+        let result = self.push(event);
+        if result.is_err() {
+            self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Records a request's spend, waiting while the buffer is full until the flusher
+    /// makes room (back-pressure) rather than handing the event back. Refuses only
+    /// once the recorder is shut down ([`RecordError::Closed`]).
+    pub async fn record_wait(&self, mut event: SpendEvent) -> Result<(), RecordError> {
+        loop {
+            // Registered before trying, so a wake-up between the try and the wait is
+            // not missed.
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.push(event) {
+                Err(RecordError::BufferFull(back)) => {
+                    event = *back;
+                    room.await;
+                }
+                Err(closed) => {
+                    self.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(closed);
+                }
+                Ok(()) => return Ok(()),
+            }
+        }
+    }
+
+    /// Moves the event into the buffer, counting it when accepted.
+    fn push(&self, event: SpendEvent) -> Result<(), RecordError> {
         let shared = &*self.shared;
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let result = if shared.closed.load(Ordering::SeqCst) {
@@ -194,15 +232,10 @@ impl Recorder {
                 .map_err(|event| RecordError::BufferFull(Box::new(event)))
         };
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        match &result {
-            Ok(()) => {
-                shared.stats.recorded.fetch_add(1, Ordering::Relaxed);
-                if shared.buffer.len().is_multiple_of(shared.batch_events) {
-                    shared.full_batch.notify_one();
-                }
-            }
-            Err(_) => {
-                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        if result.is_ok() {
+            shared.stats.recorded.fetch_add(1, Ordering::Relaxed);
+            if shared.buffer.len().is_multiple_of(shared.batch_events) {
+                shared.full_batch.notify_one();
             }
         }
         result
@@ -255,6 +288,7 @@ impl Flusher {
         }
         // Refuse new events, wait for the calls already past the check, take the rest.
         self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.room.notify_waiters();
         while self.shared.in_flight.load(Ordering::SeqCst) > 0 {
             std::hint::spin_loop();
         }
@@ -269,6 +303,7 @@ impl Flusher {
             let shard = ShardId::for_org(&event.attribution.org, shards);
             self.pending.entry(shard).or_default().push(event);
         }
+        self.shared.room.notify_waiters();
     }
 
     async fn flush_all(&mut self) {

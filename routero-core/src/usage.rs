@@ -68,7 +68,7 @@ impl ServiceTier {
 
 impl fmt::Display for ServiceTier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 

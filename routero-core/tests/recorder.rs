@@ -117,3 +117,50 @@ async fn concurrent_recording_loses_nothing_at_shutdown() {
     }
     assert_eq!(queued, accepted);
 }
+
+/// `record_wait` is back-pressure: with a buffer of 3 and a flusher that only runs on
+/// a full batch, 300 events recorded as fast as the caller can all land, none refused;
+/// after shutdown it refuses with the event handed back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_wait_waits_for_room_instead_of_refusing() {
+    let queue = Arc::new(MemoryQueue::new(1));
+    let (recorder, handle) = Recorder::spawn(
+        queue.clone(),
+        RecorderConfig {
+            buffer_capacity: 3,
+            max_batch_events: 3,
+            flush_interval: Duration::from_secs(3600),
+            ..RecorderConfig::default()
+        },
+    );
+    let callers: Vec<_> = (0..3u64)
+        .map(|c| {
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                for i in 0..100 {
+                    recorder
+                        .record_wait(sample_event("wait", c * 1_000 + i, "0.25"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        tokio::time::timeout(Duration::from_secs(30), caller)
+            .await
+            .expect("every caller got room")
+            .unwrap();
+    }
+    let counts = handle.shutdown().await;
+    assert_eq!(
+        (counts.recorded, counts.refused, counts.flushed_events),
+        (300, 0, 300)
+    );
+    let late = recorder
+        .record_wait(sample_event("wait", 9_999, "0.25"))
+        .await
+        .unwrap_err();
+    assert!(matches!(late, RecordError::Closed(_)));
+    assert_eq!(late.into_event(), sample_event("wait", 9_999, "0.25"));
+}
