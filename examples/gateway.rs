@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -76,14 +76,14 @@ use routero::control::{
     SpendRequest, max_cost,
 };
 use routero::drainer::{Drainer, DrainerConfig};
-use routero::extract;
-use routero::http::capture::{CaptureConfig, Captured, CostCapture};
+use routero::http::capture::{CaptureConfig, CostCapture};
 use routero::http::headers;
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::money::parse_amount;
 use routero::port::{SpendQueue, SystemClock};
 use routero::recorder::{RecordError, Recorder, RecorderConfig};
 use routero::redis::{Redis, RedisConfig};
+use routero::spend::{Metered, RequestContext};
 use routero::{Currency, PriceTable, Provider};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -530,21 +530,22 @@ impl Gateway {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
+        let context = RequestContext::new(
+            request_id,
+            at,
+            caller.attribution.clone(),
+            upstream.provider.clone(),
+            model,
+        )
+        .with_billing_mode(mode);
         let spent = Spent {
             gateway: self.clone(),
             reservation,
-            request_id,
-            at,
-            caller: caller.attribution.clone(),
-            mode,
-            provider: upstream.provider.clone(),
         };
         if event_stream {
             let config = CaptureConfig {
-                provider: upstream.provider.clone(),
-                requested_model: model,
+                context,
                 prices: self.prices.clone(),
-                at,
                 sse_comment: true,
             };
             headers::declare_trailers(&mut head.headers);
@@ -573,17 +574,9 @@ impl Gateway {
             .iter()
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
             .collect();
-        let extraction = extract::from_body(&upstream.provider, &body, &header_pairs);
-        let captured = Captured::price(
-            extraction,
-            &upstream.provider,
-            &model,
-            &self.prices,
-            at,
-            true,
-        );
-        captured.insert_headers(&mut head.headers);
-        spent.record(captured);
+        let metered = context.price_body(&self.prices, &body, &header_pairs);
+        headers::insert_metered(&mut head.headers, &metered);
+        spent.record(metered);
         Ok(Response::from_parts(head, full(body)))
     }
 
@@ -606,24 +599,13 @@ fn strip_unforwarded(headers: &mut HeaderMap) {
 struct Spent {
     gateway: Arc<Gateway>,
     reservation: Reservation,
-    request_id: RequestId,
-    at: DateTime<Utc>,
-    caller: Attribution,
-    mode: BillingMode,
-    provider: Provider,
 }
 
 impl Spent {
     /// Records the outcome and settles the reservation: at the cost, or at the
     /// estimate when the cost is unknown.
-    fn record(self, captured: Captured) {
-        let event = captured.into_event(
-            self.request_id.clone(),
-            self.at,
-            self.caller.clone(),
-            self.mode,
-            self.provider.clone(),
-        );
+    fn record(self, metered: Metered) {
+        let event = metered.event;
         let actual = event.cost().unwrap_or(self.reservation.amount);
         match serde_json::to_string(&event) {
             Ok(line) => println!("spend {line}"),

@@ -53,7 +53,7 @@ async fn main() -> ExitCode {
     {
         match &event.pricing {
             Pricing::Priced { cost, .. } => sum_of_requests += *cost,
-            Pricing::Unpriced { reason } => *unpriced.entry(reason.clone()).or_default() += 1,
+            Pricing::Unpriced { detail, .. } => *unpriced.entry(detail.clone()).or_default() += 1,
         }
         if let Err(e) = recorder.record(event) {
             eprintln!("quickstart: {e}");

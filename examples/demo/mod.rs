@@ -9,7 +9,7 @@ use routero::attribution::{
     UserId,
 };
 use routero::extract::{self, Extraction, StreamExtractor};
-use routero::spend::{Outcome, SpendEvent};
+use routero::spend::{Outcome, RequestContext, SpendEvent};
 use routero::{PriceTable, Provider};
 
 macro_rules! fixture {
@@ -277,34 +277,17 @@ impl Traffic {
             .mode_for(&caller.attribution.workspace, caller.credential.as_ref())
             .unwrap_or(BillingMode::Managed);
         let failed = self.rng.next(50) == 0;
-        let event = match extract(response, &mut self.rng) {
-            Ok(extraction) => {
-                let model = extraction.model.as_deref().unwrap_or(response.model);
-                let cost = self
-                    .prices
-                    .cost(&response.provider, model, &extraction.usage, at);
-                SpendEvent::from_result(
-                    request,
-                    at,
-                    caller.attribution.clone(),
-                    mode,
-                    response.provider.clone(),
-                    model,
-                    Some(extraction.usage),
-                    cost.as_ref(),
-                )
-            }
-            Err(e) => SpendEvent::from_result(
-                request,
-                at,
-                caller.attribution.clone(),
-                mode,
-                response.provider.clone(),
-                response.model,
-                None,
-                Err::<&routero::Cost, _>(e),
-            ),
-        };
+        let context = RequestContext::new(
+            request,
+            at,
+            caller.attribution.clone(),
+            response.provider.clone(),
+            response.model,
+        )
+        .with_billing_mode(mode);
+        let event = context
+            .price(&self.prices, extract(response, &mut self.rng))
+            .event;
         if failed {
             event.with_outcome(Outcome::Failure)
         } else {

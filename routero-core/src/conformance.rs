@@ -1449,7 +1449,8 @@ fn a_month_of_events() -> Vec<SpendEvent> {
             november(day) + chrono::Duration::seconds(i64::try_from(seq).unwrap_or(0));
         if seq % 29 == 0 {
             event.pricing = Pricing::Unpriced {
-                reason: "unknown model".to_owned(),
+                reason: crate::spend::UnpricedReason::UnknownModel,
+                detail: "unknown model".to_owned(),
             };
         }
         if seq == 7 {
@@ -1800,7 +1801,7 @@ async fn assert_exported_once<S: SpendReader + ?Sized>(
     let unpriced = log
         .iter()
         .filter(|r| cost_of(r).is_none())
-        .inspect(|r| assert_eq!(text_of(r, "unpriced_reason"), "unknown model", "{r:?}"))
+        .inspect(|r| assert_eq!(text_of(r, "unpriced_reason"), "unknown_model", "{r:?}"))
         .count();
     assert_eq!(
         unpriced,

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::attribution::{
     ApiKeyId, Attribution, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
 };
-use crate::cost::Cost;
+use crate::cost::{Cost, CostError};
+use crate::extract::{ExtractError, Extraction};
 use crate::money::Currency;
+use crate::price::PriceTable;
 use crate::provider::Provider;
 use crate::usage::Usage;
 
@@ -45,9 +47,248 @@ pub enum Pricing {
     /// Not priced: an unknown model, a usage the price cannot price, or no usage at
     /// all. Kept with its reason so it can be repriced later; never counted as zero.
     Unpriced {
-        /// Why.
-        reason: String,
+        /// Why, typed (stored as its stable code).
+        reason: UnpricedReason,
+        /// The error's words, for a person.
+        detail: String,
     },
+}
+
+/// Why a request has no price. Stored and sent as its stable code
+/// ([`as_str`](Self::as_str)); the error's words travel beside it as a detail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum UnpricedReason {
+    /// The response was not what its provider sends.
+    MalformedResponse,
+    /// The response (or the stream) reported no usage.
+    NoUsage,
+    /// The usage reported is impossible (negative, absurd, a part larger than its whole).
+    InvalidUsage,
+    /// Served on a tier that is not priced per token (scale, provisioned throughput).
+    UnpricedTier,
+    /// No price for the model, under its provider or any fall-back.
+    UnknownModel,
+    /// The model's price starts after the request.
+    NoPriceInForce,
+    /// No price for the service tier the request was served on.
+    UnsupportedServiceTier,
+    /// The usage consumed a category the model has no rate for.
+    MissingRate,
+    /// The cost is beyond the exact decimal range.
+    Overflow,
+    /// A reason recorded before reasons were typed; its words are the detail.
+    Other,
+}
+
+impl UnpricedReason {
+    /// Every reason.
+    pub const ALL: [UnpricedReason; 10] = [
+        UnpricedReason::MalformedResponse,
+        UnpricedReason::NoUsage,
+        UnpricedReason::InvalidUsage,
+        UnpricedReason::UnpricedTier,
+        UnpricedReason::UnknownModel,
+        UnpricedReason::NoPriceInForce,
+        UnpricedReason::UnsupportedServiceTier,
+        UnpricedReason::MissingRate,
+        UnpricedReason::Overflow,
+        UnpricedReason::Other,
+    ];
+
+    /// The stable code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnpricedReason::MalformedResponse => "malformed_response",
+            UnpricedReason::NoUsage => "no_usage",
+            UnpricedReason::InvalidUsage => "invalid_usage",
+            UnpricedReason::UnpricedTier => "unpriced_tier",
+            UnpricedReason::UnknownModel => "unknown_model",
+            UnpricedReason::NoPriceInForce => "no_price_in_force",
+            UnpricedReason::UnsupportedServiceTier => "unsupported_service_tier",
+            UnpricedReason::MissingRate => "missing_rate",
+            UnpricedReason::Overflow => "overflow",
+            UnpricedReason::Other => "other",
+        }
+    }
+
+    /// Parses a code.
+    pub fn parse(code: &str) -> Option<UnpricedReason> {
+        UnpricedReason::ALL.into_iter().find(|r| r.as_str() == code)
+    }
+}
+
+impl fmt::Display for UnpricedReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<&ExtractError> for UnpricedReason {
+    fn from(e: &ExtractError) -> UnpricedReason {
+        match e {
+            ExtractError::Malformed { .. } => UnpricedReason::MalformedResponse,
+            ExtractError::NoUsage { .. } => UnpricedReason::NoUsage,
+            ExtractError::InvalidUsage { .. } => UnpricedReason::InvalidUsage,
+            ExtractError::UnpricedTier { .. } => UnpricedReason::UnpricedTier,
+        }
+    }
+}
+
+impl From<&CostError> for UnpricedReason {
+    fn from(e: &CostError) -> UnpricedReason {
+        match e {
+            CostError::UnknownModel { .. } => UnpricedReason::UnknownModel,
+            CostError::NoPriceInForce { .. } => UnpricedReason::NoPriceInForce,
+            CostError::UnsupportedServiceTier { .. } => UnpricedReason::UnsupportedServiceTier,
+            CostError::MissingRate { .. } => UnpricedReason::MissingRate,
+            CostError::InvalidUsage(_) => UnpricedReason::InvalidUsage,
+            CostError::Overflow => UnpricedReason::Overflow,
+        }
+    }
+}
+
+/// What a gateway knows of a request before its response: its id and time, who
+/// spends, how it is billed, the provider it went to and the model it asked for. With
+/// the response, [`price`](Self::price) (or [`price_body`](Self::price_body),
+/// [`price_stream`](Self::price_stream)) makes its spend event in one step: priced, or
+/// unpriced with its typed reason — never a silent zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The request's id.
+    pub request_id: RequestId,
+    /// When it was made: the time its price is looked up at and its rollup day.
+    pub at: DateTime<Utc>,
+    /// Who spends.
+    pub attribution: Attribution,
+    /// How it is billed.
+    pub billing_mode: BillingMode,
+    /// The provider it went to.
+    pub provider: Provider,
+    /// The model the request asked for (priced when the response names none).
+    pub model: String,
+}
+
+/// A request's spend: the event to record and, when priced, the cost with its lines
+/// (what the response headers carry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metered {
+    /// The event: priced, or unpriced with its reason.
+    pub event: SpendEvent,
+    /// The cost, when priced.
+    pub cost: Option<Cost>,
+}
+
+impl RequestContext {
+    /// A managed request (see [`byok`](Self::byok)).
+    pub fn new(
+        request_id: RequestId,
+        at: DateTime<Utc>,
+        attribution: Attribution,
+        provider: Provider,
+        model: impl Into<String>,
+    ) -> RequestContext {
+        RequestContext {
+            request_id,
+            at,
+            attribution,
+            billing_mode: BillingMode::Managed,
+            provider,
+            model: model.into(),
+        }
+    }
+
+    /// The same request, billed as `mode` (as a [`BillingPolicy`](crate::attribution::BillingPolicy) decides).
+    pub fn with_billing_mode(mut self, mode: BillingMode) -> RequestContext {
+        self.billing_mode = mode;
+        self
+    }
+
+    /// The same request, bring-your-own-key: tracked, not charged.
+    pub fn byok(self) -> RequestContext {
+        self.with_billing_mode(BillingMode::Byok)
+    }
+
+    /// Prices what the response said: at the model the response names, else the one
+    /// the request asked for. An extraction error or a pricing error makes the event
+    /// unpriced with its reason, keeping whatever usage was known.
+    pub fn price(
+        &self,
+        prices: &PriceTable,
+        extraction: Result<Extraction, ExtractError>,
+    ) -> Metered {
+        let (model, usage, cost) = match extraction {
+            Ok(e) => {
+                let model = e.model.unwrap_or_else(|| self.model.clone());
+                let cost = prices
+                    .cost(&self.provider, &model, &e.usage, self.at)
+                    .map_err(|err| ((&err).into(), err.to_string()));
+                (model, Some(e.usage), cost)
+            }
+            Err(err) => (
+                self.model.clone(),
+                None,
+                Err(((&err).into(), err.to_string())),
+            ),
+        };
+        let pricing = match &cost {
+            Ok(cost) => Pricing::Priced {
+                // Without trailing zeros: `0.00036`, never `0.000360000`.
+                cost: cost.total().normalize(),
+                currency: cost.currency(),
+                price_version: Arc::from(cost.price_version()),
+                priced_model: Arc::from(cost.priced_model()),
+            },
+            Err((reason, detail)) => Pricing::Unpriced {
+                reason: *reason,
+                detail: detail.clone(),
+            },
+        };
+        let event = SpendEvent {
+            request_id: self.request_id.clone(),
+            event_time: self.at,
+            attribution: self.attribution.clone(),
+            provider: self.provider.clone(),
+            model,
+            usage: cost.as_ref().map_or(usage, |c| Some(*c.usage())),
+            pricing,
+            billing_mode: self.billing_mode,
+            outcome: Outcome::Success,
+            partial: false,
+        };
+        Metered {
+            event,
+            cost: cost.ok(),
+        }
+    }
+
+    /// Prices a whole response body (JSON), with its headers (some providers report
+    /// usage there).
+    pub fn price_body(
+        &self,
+        prices: &PriceTable,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Metered {
+        self.price(
+            prices,
+            crate::extract::from_body(&self.provider, body, headers),
+        )
+    }
+
+    /// Prices a stream fed to its end into `stream`; with `complete` false (the
+    /// client went away first), the event is the known part, marked partial.
+    pub fn price_stream(
+        &self,
+        prices: &PriceTable,
+        stream: crate::extract::StreamExtractor,
+        complete: bool,
+    ) -> Metered {
+        let mut metered = self.price(prices, stream.finish());
+        metered.event.partial = !complete;
+        metered
+    }
 }
 
 /// One request's spend, as the gateway records it.
@@ -78,100 +319,28 @@ pub struct SpendEvent {
 }
 
 impl SpendEvent {
-    /// The spend of a priced request served by `provider` (which may differ from the
-    /// provider whose price list priced it: Azure priced at OpenAI's list, say).
-    #[allow(clippy::too_many_arguments)]
-    pub fn priced(
-        request_id: RequestId,
-        event_time: DateTime<Utc>,
-        attribution: Attribution,
-        billing_mode: BillingMode,
-        provider: Provider,
-        model: &str,
-        cost: &Cost,
-    ) -> SpendEvent {
-        SpendEvent {
-            request_id,
-            event_time,
-            attribution,
-            provider,
-            model: model.to_owned(),
-            usage: Some(*cost.usage()),
-            pricing: Pricing::Priced {
-                cost: cost.total(),
-                currency: cost.currency(),
-                price_version: Arc::from(cost.price_version()),
-                priced_model: Arc::from(cost.priced_model()),
-            },
-            billing_mode,
-            outcome: Outcome::Success,
-            partial: false,
-        }
-    }
-
-    /// The spend of a request that could not be priced, with the reason.
-    #[allow(clippy::too_many_arguments)]
+    /// The spend of a request that could not be priced, with its reason and the
+    /// error's words.
     pub fn unpriced(
-        request_id: RequestId,
-        event_time: DateTime<Utc>,
-        attribution: Attribution,
-        billing_mode: BillingMode,
-        provider: Provider,
-        model: &str,
+        context: &RequestContext,
         usage: Option<Usage>,
-        reason: impl fmt::Display,
+        reason: UnpricedReason,
+        detail: impl fmt::Display,
     ) -> SpendEvent {
         SpendEvent {
-            request_id,
-            event_time,
-            attribution,
-            provider,
-            model: model.to_owned(),
+            request_id: context.request_id.clone(),
+            event_time: context.at,
+            attribution: context.attribution.clone(),
+            provider: context.provider.clone(),
+            model: context.model.clone(),
             usage,
             pricing: Pricing::Unpriced {
-                reason: reason.to_string(),
+                reason,
+                detail: detail.to_string(),
             },
-            billing_mode,
+            billing_mode: context.billing_mode,
             outcome: Outcome::Success,
             partial: false,
-        }
-    }
-
-    /// The spend of a request from what its response said: priced when `cost` is
-    /// known, else unpriced with the reason `cost` gives (an extraction or a pricing
-    /// error), keeping whatever `usage` was known. The one place that decides
-    /// between the two, so no caller turns an unknown into a zero.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_result<E: fmt::Display>(
-        request_id: RequestId,
-        event_time: DateTime<Utc>,
-        attribution: Attribution,
-        billing_mode: BillingMode,
-        provider: Provider,
-        model: &str,
-        usage: Option<Usage>,
-        cost: Result<&Cost, E>,
-    ) -> SpendEvent {
-        match cost {
-            Ok(cost) => SpendEvent::priced(
-                request_id,
-                event_time,
-                attribution,
-                billing_mode,
-                provider,
-                model,
-                cost,
-            ),
-            Err(reason) => SpendEvent::unpriced(
-                request_id,
-                event_time,
-                attribution,
-                billing_mode,
-                provider,
-                model,
-                usage,
-                reason,
-            ),
         }
     }
 
@@ -218,8 +387,15 @@ impl SpendEvent {
     }
 
     /// The pricing as the request log keeps it: the cost, the price version and the
-    /// model priced, or the reason it is unpriced.
-    pub fn logged_pricing(&self) -> (Option<Decimal>, Option<&str>, Option<&str>, Option<&str>) {
+    /// model priced, or the code of the reason it is unpriced.
+    pub fn logged_pricing(
+        &self,
+    ) -> (
+        Option<Decimal>,
+        Option<&str>,
+        Option<&str>,
+        Option<&'static str>,
+    ) {
         match &self.pricing {
             Pricing::Priced {
                 cost,
@@ -227,7 +403,7 @@ impl SpendEvent {
                 priced_model,
                 ..
             } => (Some(*cost), Some(price_version), Some(priced_model), None),
-            Pricing::Unpriced { reason } => (None, None, None, Some(reason)),
+            Pricing::Unpriced { reason, .. } => (None, None, None, Some(reason.as_str())),
         }
     }
 

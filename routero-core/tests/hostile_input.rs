@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use routero_core::attribution::{Attribution, BillingMode, OrgId, RequestId, WorkspaceId};
+use routero_core::attribution::{Attribution, OrgId, RequestId, WorkspaceId};
 use routero_core::conformance::{apply_first_step, sample_event};
 use routero_core::extract::{self, ExtractError, Extraction, StreamExtractor};
 use routero_core::memory::MemoryStore;
-use routero_core::spend::{Pricing, SpendEvent};
+use routero_core::spend::{Pricing, RequestContext, SpendEvent, UnpricedReason};
 use routero_core::{CostError, PriceTable, Provider, Usage};
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/hostile");
@@ -183,26 +183,15 @@ async fn bad_requests_cost_the_good_ones_nothing() {
         let bytes = std::fs::read(format!("{DIR}/{}", case.file)).unwrap();
         let provider = Provider::parse(&case.provider).unwrap();
         let extracted = extract(case, &bytes).remove(0);
-        let (usage, cost) = match extracted {
-            Ok(extraction) => {
-                let cost = prices.cost(&provider, "gpt-4o", &extraction.usage, at);
-                (Some(extraction.usage), cost.map_err(|e| e.to_string()))
-            }
-            Err(e) => {
-                hostile += 1;
-                (None, Err(e.to_string()))
-            }
-        };
-        let event = SpendEvent::from_result(
+        hostile += u64::from(extracted.is_err());
+        let context = RequestContext::new(
             RequestId::new(&format!("hostile-{i}")).unwrap(),
             at,
             attribution.clone(),
-            BillingMode::Managed,
             provider,
             "gpt-4o",
-            usage,
-            cost.as_ref(),
         );
+        let event = context.price(&prices, extracted).event;
         events.push(event);
     }
     let store = Arc::new(MemoryStore::new());
@@ -214,9 +203,10 @@ async fn bad_requests_cost_the_good_ones_nothing() {
     assert_eq!(hostile, u64::try_from(events.len() - 50).unwrap());
     assert_eq!(totals.cost, rust_decimal::Decimal::new(50, 3));
     for kept in store.unpriced() {
-        let Pricing::Unpriced { reason } = &kept.pricing else {
+        let Pricing::Unpriced { reason, detail } = &kept.pricing else {
             panic!("{kept:?}")
         };
-        assert!(!reason.is_empty());
+        assert_ne!(*reason, UnpricedReason::Other, "{detail}");
+        assert!(!detail.is_empty());
     }
 }

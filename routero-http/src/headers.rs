@@ -23,12 +23,13 @@
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use routero_core::Cost;
+use routero_core::spend::{Metered, Pricing, UnpricedReason};
 
 /// The headers' common prefix.
 pub const PREFIX: &str = "x-routero-";
 
 /// Every header name this module sets.
-pub const NAMES: [&str; 14] = [
+pub const NAMES: [&str; 15] = [
     "x-routero-cost",
     "x-routero-currency",
     "x-routero-provider",
@@ -43,6 +44,7 @@ pub const NAMES: [&str; 14] = [
     "x-routero-web-search-requests",
     "x-routero-service-tier",
     "x-routero-unpriced",
+    "x-routero-unpriced-detail",
 ];
 
 /// Declares the cost names as trailers (`Trailer: x-routero-cost, …`) on the head of
@@ -57,7 +59,8 @@ pub fn declare_trailers(headers: &mut HeaderMap) {
              x-routero-price-version, x-routero-input-tokens, x-routero-cache-read-tokens, \
              x-routero-cache-write-5m-tokens, x-routero-cache-write-1h-tokens, \
              x-routero-output-tokens, x-routero-reasoning-tokens, \
-             x-routero-web-search-requests, x-routero-service-tier, x-routero-unpriced",
+             x-routero-web-search-requests, x-routero-service-tier, x-routero-unpriced, \
+             x-routero-unpriced-detail",
         ),
     );
 }
@@ -149,14 +152,29 @@ pub fn insert_cost(headers: &mut HeaderMap, cost: &Cost) {
         usage.service_tier.as_str(),
     );
     headers.remove("x-routero-unpriced");
+    headers.remove("x-routero-unpriced-detail");
 }
 
-/// Sets the header of a request that could not be priced (never a zero cost).
-pub fn insert_unpriced(headers: &mut HeaderMap, reason: &str) {
+/// Sets the headers of a request that could not be priced (never a zero cost):
+/// `x-routero-unpriced` is the reason's stable code (`no_usage`, `unknown_model`, …),
+/// `x-routero-unpriced-detail` the error's words, escaped.
+pub fn insert_unpriced(headers: &mut HeaderMap, reason: UnpricedReason, detail: &str) {
     for name in ["x-routero-cost", "x-routero-currency"] {
         headers.remove(name);
     }
-    insert(headers, "x-routero-unpriced", &escape(reason));
+    insert(headers, "x-routero-unpriced", reason.as_str());
+    insert(headers, "x-routero-unpriced-detail", &escape(detail));
+}
+
+/// The headers of a metered request: its cost, or why it has none.
+pub fn insert_metered(headers: &mut HeaderMap, metered: &Metered) {
+    match (&metered.cost, &metered.event.pricing) {
+        (Some(cost), _) => insert_cost(headers, cost),
+        (None, Pricing::Unpriced { reason, detail }) => insert_unpriced(headers, *reason, detail),
+        (None, Pricing::Priced { .. }) => {
+            insert_unpriced(headers, UnpricedReason::Other, "priced without its lines")
+        }
+    }
 }
 
 /// A response with its cost headers set.
@@ -229,9 +247,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         insert_unpriced(
             &mut headers,
+            UnpricedReason::UnknownModel,
             "unknown model \"gpt\r\nSet-Cookie: x=1\" for provider openai — ü",
         );
-        let value = headers.get("x-routero-unpriced").unwrap().to_str().unwrap();
+        assert_eq!(headers["x-routero-unpriced"], "unknown_model");
+        let value = headers
+            .get("x-routero-unpriced-detail")
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert!(!value.contains('\r') && !value.contains('\n') && !value.contains('"'));
         assert!(value.contains("%0D%0ASet-Cookie"), "{value}");
         assert!(

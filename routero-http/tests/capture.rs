@@ -8,8 +8,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use routero_core::attribution::{Attribution, OrgId, RequestId, WorkspaceId};
+use routero_core::spend::{Metered, Pricing, RequestContext, UnpricedReason};
 use routero_core::{PriceTable, Provider};
-use routero_http::capture::{CaptureConfig, Captured, CostCapture};
+use routero_http::capture::{CaptureConfig, CostCapture};
 
 /// A body of given chunks, as a provider's response arrives.
 struct Chunks(VecDeque<Bytes>);
@@ -39,18 +41,27 @@ fn chunks(bytes: &[u8], size: usize) -> Chunks {
 }
 
 fn config(provider: Provider, model: &str, comment: bool) -> CaptureConfig {
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+        .unwrap()
+        .to_utc();
+    let attribution = Attribution::new(
+        OrgId::new("acme").unwrap(),
+        WorkspaceId::new("acme-ws").unwrap(),
+    );
     CaptureConfig {
-        provider,
-        requested_model: model.to_owned(),
+        context: RequestContext::new(
+            RequestId::new("req-1").unwrap(),
+            at,
+            attribution,
+            provider,
+            model,
+        ),
         prices: PriceTable::bundled(),
-        at: chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
-            .unwrap()
-            .to_utc(),
         sse_comment: comment,
     }
 }
 
-fn sink() -> (Arc<Mutex<Option<Captured>>>, routero_http::capture::Sink) {
+fn sink() -> (Arc<Mutex<Option<Metered>>>, routero_http::capture::Sink) {
     let slot = Arc::new(Mutex::new(None));
     let target = slot.clone();
     (
@@ -92,9 +103,10 @@ async fn bytes_pass_through_and_the_cost_arrives_as_trailers() {
         .unwrap()
         .take()
         .expect("the sink got the outcome");
-    assert!(captured.complete);
-    let priced = captured.cost.unwrap().unwrap();
+    assert!(!captured.event.partial);
+    let priced = captured.cost.unwrap();
     assert_eq!(priced.total().normalize().to_string(), cost);
+    assert_eq!(captured.event.cost(), Some(priced.total()));
     assert_eq!(trailers.get("x-routero-input-tokens").unwrap(), "472");
 }
 
@@ -115,8 +127,8 @@ async fn a_client_gone_early_records_what_was_known() {
     }
     drop(body);
     let captured = slot.lock().unwrap().take().expect("recorded on drop");
-    assert!(!captured.complete, "marked as cut short");
-    let usage = captured.extraction.unwrap().usage;
+    assert!(captured.event.partial, "marked as cut short");
+    let usage = captured.event.usage.unwrap();
     assert_eq!(usage.input_tokens, 472, "what message_start said");
 }
 
@@ -132,9 +144,16 @@ async fn a_stream_without_usage_is_unpriced_not_zero() {
     let collected = body.collect().await.unwrap();
     let trailers = collected.trailers().cloned().expect("trailers");
     assert!(trailers.get("x-routero-cost").is_none());
-    assert!(trailers.get("x-routero-unpriced").is_some());
+    assert_eq!(trailers["x-routero-unpriced"], "no_usage");
+    assert!(trailers.get("x-routero-unpriced-detail").is_some());
     assert_eq!(collected.to_bytes(), stream, "no comment unless enabled");
     let captured = slot.lock().unwrap().take().unwrap();
     assert!(captured.cost.is_none());
-    assert!(captured.extraction.is_err());
+    assert!(matches!(
+        captured.event.pricing,
+        Pricing::Unpriced {
+            reason: UnpricedReason::NoUsage,
+            ..
+        }
+    ));
 }

@@ -321,6 +321,7 @@ async fn insert_unpriced(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<
     let mut dims: [Vec<&str>; 9] = Default::default();
     let mut usage: Vec<Option<String>> = Vec::new();
     let mut reason: Vec<&str> = Vec::new();
+    let mut detail: Vec<&str> = Vec::new();
     for event in unpriced {
         request.push(event.request_id.as_str());
         time.push(event.event_time);
@@ -338,10 +339,12 @@ async fn insert_unpriced(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<
                 .transpose()
                 .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?,
         );
-        reason.push(match &event.pricing {
-            Pricing::Unpriced { reason } => reason.as_str(),
-            Pricing::Priced { .. } => "",
-        });
+        let (code, words) = match &event.pricing {
+            Pricing::Unpriced { reason, detail } => (reason.as_str(), detail.as_str()),
+            Pricing::Priced { .. } => ("", ""),
+        };
+        reason.push(code);
+        detail.push(words);
     }
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request, &time];
     for column in &dims {
@@ -349,6 +352,7 @@ async fn insert_unpriced(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<
     }
     params.push(&usage);
     params.push(&reason);
+    params.push(&detail);
     let statement = tx
         .prepare_cached(include_str!("../sql/insert_unpriced.sql"))
         .await

@@ -14,7 +14,7 @@ use routero_core::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero_core::port::{
     ApplyOutcome, DrainApply, FencingToken, GroupBy, RollupFilter, SpendReader, SpendStore,
 };
-use routero_core::spend::{Pricing, QueuePosition, Rollups, ShardId, SpendEvent};
+use routero_core::spend::{Pricing, QueuePosition, Rollups, ShardId, SpendEvent, UnpricedReason};
 use routero_core::{Provider, Usage};
 use routero_postgres::{PgConfig, PgStore};
 use rust_decimal::Decimal;
@@ -201,7 +201,8 @@ fn workload(seed: u64, batches: usize) -> Vec<Vec<SpendEvent>> {
                     }
                     if next(12) == 0 {
                         event.pricing = Pricing::Unpriced {
-                            reason: "unknown model \"model-x\" for provider openai".into(),
+                            reason: UnpricedReason::UnknownModel,
+                            detail: "unknown model \"model-x\" for provider openai".into(),
                         };
                     }
                     if next(15) == 0 {
@@ -358,7 +359,8 @@ async fn unpriced_events_and_the_spend_log_are_kept() {
     let pg = store(&url, "log").await;
     let mut unpriced = sample_event("log", 1, "0");
     unpriced.pricing = Pricing::Unpriced {
-        reason: "unknown model \"gpt-9\" for provider openai".into(),
+        reason: UnpricedReason::UnknownModel,
+        detail: "unknown model \"gpt-9\" for provider openai".into(),
     };
     let mut next_month = sample_event("log", 2, "0.5");
     next_month.event_time += Duration::days(40);
@@ -369,15 +371,25 @@ async fn unpriced_events_and_the_spend_log_are_kept() {
         ApplyOutcome::Applied
     );
     let client = pg.client().await.unwrap();
-    let reason: String = client
+    let kept = client
         .query_one(
-            "SELECT reason FROM routero_unpriced WHERE request_id = 'log-req-1'",
+            "SELECT reason, detail FROM routero_unpriced WHERE request_id = 'log-req-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (reason, detail): (String, String) = (kept.get(0), kept.get(1));
+    assert_eq!(reason, "unknown_model", "the stable code");
+    assert!(detail.contains("gpt-9"), "the words beside it: {detail}");
+    let logged_reason: String = client
+        .query_one(
+            "SELECT unpriced_reason FROM routero_spend_log WHERE request_id = 'log-req-1'",
             &[],
         )
         .await
         .unwrap()
         .get(0);
-    assert!(reason.contains("gpt-9"));
+    assert_eq!(logged_reason, "unknown_model");
     let logged: i64 = client
         .query_one("SELECT count(*) FROM routero_spend_log", &[])
         .await
@@ -570,7 +582,8 @@ async fn a_request_logged_twice_keeps_the_first_and_the_step_commits() {
     let mut unpriced = sample_event("twice", 3, "0");
     unpriced.usage = None;
     unpriced.pricing = Pricing::Unpriced {
-        reason: "no usage".into(),
+        reason: UnpricedReason::NoUsage,
+        detail: "openai response carries no usage".into(),
     };
     let second = vec![
         sample_event("twice", 2, "0.20"),

@@ -14,7 +14,9 @@ use routero_core::attribution::{
     WorkspaceId,
 };
 use routero_core::money::parse_decimal_exact;
-use routero_core::spend::{BatchId, Outcome, Pricing, ShardId, SpendBatch, SpendEvent};
+use routero_core::spend::{
+    BatchId, Outcome, Pricing, ShardId, SpendBatch, SpendEvent, UnpricedReason,
+};
 use routero_core::{Currency, Provider, ServiceTier, Usage};
 use serde::{Deserialize, Serialize};
 
@@ -65,9 +67,13 @@ struct WireEvent {
     /// Priced model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pm: Option<String>,
-    /// Why unpriced.
+    /// Why unpriced, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     why: Option<String>,
+    /// Why unpriced, its code (`UnpricedReason`); absent in entries written before
+    /// reasons were typed, which decode as `other` with their words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rc: Option<String>,
     /// Billing mode: `managed` or `byok`.
     mode: String,
     /// Success.
@@ -140,7 +146,7 @@ pub(crate) fn decode(text: &[u8]) -> Result<SpendBatch, String> {
 
 fn event_to_wire(e: &SpendEvent) -> WireEvent {
     let a = &e.attribution;
-    let (cost, cur, pv, pm, why) = match &e.pricing {
+    let (cost, cur, pv, pm, (why, rc)) = match &e.pricing {
         Pricing::Priced {
             cost,
             currency,
@@ -151,9 +157,15 @@ fn event_to_wire(e: &SpendEvent) -> WireEvent {
             Some(currency.code().to_owned()),
             Some(price_version.to_string()),
             Some(priced_model.to_string()),
-            None,
+            (None, None),
         ),
-        Pricing::Unpriced { reason } => (None, None, None, None, Some(reason.clone())),
+        Pricing::Unpriced { reason, detail } => (
+            None,
+            None,
+            None,
+            None,
+            (Some(detail.clone()), Some(reason.as_str().to_owned())),
+        ),
     };
     WireEvent {
         rid: e.request_id.as_str().to_owned(),
@@ -193,6 +205,7 @@ fn event_to_wire(e: &SpendEvent) -> WireEvent {
         pv,
         pm,
         why,
+        rc,
         mode: e.billing_mode.as_str().to_owned(),
         ok: e.outcome == Outcome::Success,
         partial: e.partial,
@@ -250,7 +263,14 @@ fn event_from_wire(w: WireEvent) -> Result<SpendEvent, String> {
             price_version: Arc::from(w.pv.unwrap_or_default()),
             priced_model: Arc::from(w.pm.unwrap_or_default()),
         },
-        (None, Some(reason)) => Pricing::Unpriced { reason },
+        (None, Some(detail)) => Pricing::Unpriced {
+            reason: match w.rc.as_deref() {
+                None => UnpricedReason::Other,
+                Some(code) => UnpricedReason::parse(code)
+                    .ok_or_else(|| format!("unknown unpriced reason {code:?}"))?,
+            },
+            detail,
+        },
         _ => return Err("an event must carry exactly one of cost and why".to_owned()),
     };
     Ok(SpendEvent {
@@ -281,7 +301,8 @@ mod tests {
     fn batches_round_trip_exactly() {
         let mut unpriced = sample_event("acme", 9, "0");
         unpriced.pricing = Pricing::Unpriced {
-            reason: "unknown model \"x\" for provider openai".into(),
+            reason: UnpricedReason::UnknownModel,
+            detail: "unknown model \"x\" for provider openai".into(),
         };
         unpriced.usage = None;
         unpriced.outcome = Outcome::Failure;
@@ -297,6 +318,17 @@ mod tests {
             "money travels as a string: {text}"
         );
         assert_eq!(decode(text.as_bytes()).unwrap(), batch);
+        // An entry written before reasons were typed keeps its words, as `other`.
+        let legacy = text.replace(",\"rc\":\"unknown_model\"", "");
+        assert_ne!(legacy, text);
+        let old = decode(legacy.as_bytes()).unwrap();
+        assert_eq!(
+            old.events[1].pricing,
+            Pricing::Unpriced {
+                reason: UnpricedReason::Other,
+                detail: "unknown model \"x\" for provider openai".into(),
+            }
+        );
     }
 
     #[test]

@@ -894,10 +894,13 @@ mod tests {
 
         let mut unpriced = sample_event("acme", 1, "0");
         unpriced.pricing = Pricing::Unpriced {
-            reason: "no \"price\"\n\u{1}".to_owned(),
+            reason: crate::spend::UnpricedReason::UnknownModel,
+            detail: "no \"price\"\n\u{1}".to_owned(),
         };
         unpriced.usage = None;
         unpriced.attribution.team = None;
+        // Caller text with quotes and control bytes, escaped by each format.
+        unpriced.model = "no \"price\"\n\u{1}".to_owned();
         let rows = [
             LogRecord::of(&sample_event("acme", 2, "0.000000000123"), 7),
             LogRecord::of(&unpriced, 8),
@@ -917,7 +920,8 @@ mod tests {
         assert_eq!(from_parquet[1]["cost"], serde_json::Value::Null);
         assert_eq!(from_parquet[1]["team"], serde_json::Value::Null);
         assert_eq!(from_parquet[1]["input_tokens"], serde_json::Value::Null);
-        assert_eq!(from_parquet[1]["unpriced_reason"], "no \"price\"\n\u{1}");
+        assert_eq!(from_parquet[1]["unpriced_reason"], "unknown_model");
+        assert_eq!(from_parquet[1]["model"], "no \"price\"\n\u{1}");
 
         let too_fine = LogRecord::of(&sample_event("acme", 3, "0.0000000000001"), 9);
         for format in [FileFormat::Parquet, FileFormat::Ndjson] {
