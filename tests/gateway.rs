@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use common::{fake_upstream, fixture};
+
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,114 +21,6 @@ use routero::extract::{self, StreamExtractor};
 use routero::{PriceTable, Provider};
 use rust_decimal::Decimal;
 use serde_json::Value;
-
-const FIXTURES: &str = "routero-core/tests/data/providers";
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(FIXTURES)
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// What the fake upstream received.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Value,
-}
-
-/// A fake provider: replays the fixture the request's `x-fixture` header names, as
-/// JSON or, for `.sse`, as an event stream written an event at a time; with
-/// `x-pause-after-events: N` it stops for a second after N events.
-fn fake_upstream() -> (String, Arc<Mutex<Vec<Received>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let log = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let _ = replay(stream, &log);
-            });
-        }
-    });
-    (addr, received)
-}
-
-fn replay(stream: TcpStream, log: &Mutex<Vec<Received>>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let Some((name, value)) = line.trim_end().split_once(':') else {
-            break;
-        };
-        headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
-    }
-    let length = headers
-        .get("content-length")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    log.lock().unwrap().push(Received {
-        path,
-        headers: headers.clone(),
-        body,
-    });
-    let mut out = stream;
-    if let Some(status) = headers.get("x-status") {
-        let body = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
-        write!(
-            out,
-            "HTTP/1.1 {status} Oops\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )?;
-        return Ok(());
-    }
-    let name = headers.get("x-fixture").cloned().unwrap_or_default();
-    let content = fixture(&name);
-    if !name.ends_with(".sse") {
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            content.len()
-        )?;
-        return out.write_all(&content);
-    }
-    let pause_after: Option<usize> = headers
-        .get("x-pause-after-events")
-        .and_then(|n| n.parse().ok());
-    write!(
-        out,
-        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
-    )?;
-    let text = String::from_utf8(content).unwrap();
-    for (i, event) in text.split_inclusive("\n\n").enumerate() {
-        if pause_after == Some(i) {
-            std::thread::sleep(Duration::from_millis(1000));
-        }
-        out.write_all(event.as_bytes())?;
-        out.flush()?;
-        if pause_after.is_some() && pause_after < Some(i) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    Ok(())
-}
 
 /// The gateway process, killed when the test ends; its `spend` lines by request id.
 struct Gateway {

@@ -6,7 +6,9 @@
 //! - [`capture`]: a body wrapper (`http-body`) that passes a streamed response through
 //!   unchanged, extracts its usage as it goes, and delivers the cost as trailers and,
 //!   where enabled, a final SSE comment line; a body dropped early reports what was
-//!   known, marked incomplete.
+//!   known, marked partial.
+//! - `layer` (feature `tower`): [`layer::CostLayer`], the tower layer a hyper or axum
+//!   gateway adds in one line to price every response and record its spend.
 //! - [`api`]: the billing REST API (wallet, top-ups, transactions, invoices, spend
 //!   analytics, daily activity) as a framework-free service from
 //!   `http::Request<Bytes>` to `http::Response<Bytes>`, scoped by a [`api::Principal`].
@@ -17,3 +19,5 @@ pub mod capture;
 #[cfg(feature = "client")]
 pub mod erp;
 pub mod headers;
+#[cfg(feature = "tower")]
+pub mod layer;
