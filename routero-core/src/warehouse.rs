@@ -403,6 +403,7 @@ pub struct ColumnInfo {
 }
 
 /// How a column reads a row; the variant fixes the column's type.
+#[cfg_attr(not(feature = "warehouse"), allow(dead_code))] // Read by the engine.
 enum Get<T> {
     Text(fn(&T) -> Option<&str>),
     Int(fn(&T) -> Option<u64>),
@@ -678,6 +679,7 @@ static LOG_COLUMNS: [Column<LogRecord>; 25] = [
 ];
 
 /// A row type with a column table.
+#[cfg_attr(not(feature = "warehouse"), allow(dead_code))] // Read by the engine.
 trait Exported: Send + Sync + 'static {
     const DATASET: Dataset;
     fn columns() -> &'static [Column<Self>]
@@ -700,6 +702,7 @@ impl Exported for LogRecord {
 }
 
 /// A cost as the unscaled integer of `DECIMAL(38, COST_SCALE)`, or why it cannot be.
+#[cfg_attr(not(feature = "warehouse"), allow(dead_code))] // Read by the engine.
 fn scaled_cost(cost: Decimal) -> Result<i128, WarehouseError> {
     let normal = cost.normalize();
     if normal.scale() > COST_SCALE {
@@ -714,6 +717,7 @@ fn scaled_cost(cost: Decimal) -> Result<i128, WarehouseError> {
     Ok(unscaled)
 }
 
+#[cfg_attr(not(feature = "warehouse"), allow(dead_code))] // Read by the engine.
 fn int(value: u64, column: &'static str) -> Result<i64, WarehouseError> {
     i64::try_from(value).map_err(|_| WarehouseError::OutOfRange { column, value })
 }

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Routero on the wire.
 //!
 //! - [`headers`]: pure functions on `http` types that put a request's exact cost, its

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Routero on PostgreSQL, the system of record: what it holds is what customers are
 //! billed.
 //!
@@ -15,10 +17,13 @@
 //! | table | holds |
 //! |---|---|
 //! | `routero_drain_state` | per shard: the watermark (last applied queue position) and the newest fencing token |
-//! | `routero_daily_rollups` | per UTC day, org, workspace, team, API key, user, customer, provider, model and billing mode: token sums, successes, failures, unpriced count, exact cost |
-//! | `routero_unpriced` | every request that could not be priced, with its usage and reason, to be repriced later |
+//! | `routero_daily_rollups` | per UTC day, org, workspace, team, API key, user, customer, provider, model, billing mode and currency: token sums, successes, failures, unpriced count, exact cost |
+//! | `routero_unpriced` | every request that could not be priced, with its usage, reason code and words, to be repriced later |
 //! | `routero_spend_log` | optional request-level log, partitioned by month, with a retention setting |
+//! | `routero_wallets`, `routero_wallet_lots`, `routero_wallet_entries` | each workspace's wallet: its currency, its credit lots, its append-only ledger |
+//! | `routero_invoices` | final monthly invoices, numbered and immutable |
 //! | `routero_sync_runs` | the warehouse sync's runs per sink: the version range each exports, and whether it finished |
+//! | `routero_quarantine` | batches the drain could not apply, and how each left |
 //!
 //! # The drain step
 //!

@@ -1,3 +1,5 @@
+#![doc = include_str!("../README.md")]
+//!
 //! Routero on Redis: the spend queue on Redis Streams and per-shard leader leases with
 //! fencing tokens, implementing [`routero_core::port::SpendQueue`] and
 //! [`routero_core::port::LeaderElector`].
