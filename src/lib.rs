@@ -8,3 +8,6 @@ pub use routero_http as http;
 pub use routero_postgres as postgres;
 #[cfg(feature = "redis")]
 pub use routero_redis as redis;
+/// The warehouse sync (`routero-warehouse`), with the port's row types.
+#[cfg(feature = "warehouse")]
+pub use routero_warehouse as warehouse;

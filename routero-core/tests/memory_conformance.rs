@@ -72,16 +72,6 @@ async fn export_round_trips_a_month() {
 }
 
 #[tokio::test]
-async fn warehouse_round_trips_a_month() {
-    conformance::warehouse_round_trips_a_month(Arc::new(MemoryStore::new())).await;
-}
-
-#[tokio::test]
-async fn warehouse_sync_survives_crashes() {
-    conformance::warehouse_sync_survives_crashes(Arc::new(MemoryStore::new())).await;
-}
-
-#[tokio::test]
 async fn poison_batches() {
     let store = Arc::new(MemoryStore::new());
     let rates = store.clone();

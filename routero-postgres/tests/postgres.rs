@@ -483,12 +483,18 @@ async fn reads_use_the_indexes() {
 #[tokio::test]
 async fn conformance_warehouse() {
     let Some(url) = database_url() else { return };
-    conformance::warehouse_round_trips_a_month(Arc::new(store(&url, "wh1").await)).await;
-    conformance::warehouse_sync_survives_crashes(Arc::new(store(&url, "wh2").await)).await;
+    routero_warehouse::conformance::warehouse_round_trips_a_month(Arc::new(
+        store(&url, "wh1").await,
+    ))
+    .await;
+    routero_warehouse::conformance::warehouse_sync_survives_crashes(Arc::new(
+        store(&url, "wh2").await,
+    ))
+    .await;
 }
 
 /// The request ids in the request-log NDJSON files of `sink`, by run number.
-fn exported_log(sink: &routero_core::warehouse::MemorySink) -> Vec<(String, String)> {
+fn exported_log(sink: &routero_warehouse::MemorySink) -> Vec<(String, String)> {
     let mut ids = Vec::new();
     for (path, bytes) in sink.objects() {
         if !path.contains("/request_log/") || !path.ends_with(".ndjson") {
@@ -509,7 +515,7 @@ fn exported_log(sink: &routero_core::warehouse::MemorySink) -> Vec<(String, Stri
 /// with everything committed after it began.
 #[tokio::test]
 async fn warehouse_waits_for_transactions_in_flight() {
-    use routero_core::warehouse::{MemorySink, WarehouseSync};
+    use routero_warehouse::{MemorySink, WarehouseSync};
 
     let Some(url) = database_url() else { return };
     let store = Arc::new(store(&url, "whflight").await);

@@ -888,13 +888,13 @@ mod tests {
 
     #[test]
     fn both_formats_carry_nulls_escapes_and_exact_costs() {
-        use crate::conformance::sample_event;
-        use crate::spend::Pricing;
-        use crate::warehouse::LogRecord;
+        use crate::LogRecord;
+        use routero_core::conformance::sample_event;
+        use routero_core::spend::Pricing;
 
         let mut unpriced = sample_event("acme", 1, "0");
         unpriced.pricing = Pricing::Unpriced {
-            reason: crate::spend::UnpricedReason::UnknownModel,
+            reason: routero_core::spend::UnpricedReason::UnknownModel,
             detail: "no \"price\"\n\u{1}".to_owned(),
         };
         unpriced.usage = None;
