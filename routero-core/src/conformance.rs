@@ -33,6 +33,51 @@ pub fn sample_day() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 2).unwrap_or_default()
 }
 
+/// Every conformance test of a spend queue, each on a fresh queue of four shards that
+/// `fresh(name)` makes (`name` tells them apart: a key prefix, say). A queue adapter
+/// calls this one function, and a test added here reaches it.
+pub async fn queue_suite<Q, F, Fut>(mut fresh: F)
+where
+    Q: SpendQueue,
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = Q>,
+{
+    queue_orders_reads_and_trims(&fresh("orders").await).await;
+    queue_ignores_duplicate_batch_ids(&fresh("duplicates").await).await;
+    queue_keeps_shards_apart(&fresh("shards").await).await;
+}
+
+/// Every conformance test of a system of record (drain, reads, wallets, invoices,
+/// exports, the quarantine), each on a fresh, empty store that `fresh(name)` makes
+/// (`name` tells them apart: a schema, say); `set_rates` gives a store its exchange
+/// rates. A store adapter calls this one function, and a test added here reaches it.
+pub async fn store_suite<S, F, Fut>(
+    mut fresh: F,
+    set_rates: fn(&S, Arc<dyn crate::money::ExchangeRates>),
+) where
+    S: SpendStore
+        + SpendReader
+        + crate::wallet::Wallets
+        + crate::invoice::InvoiceStore
+        + crate::quarantine::Quarantine,
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = S>,
+{
+    store_applies_exactly_once(&fresh("once").await).await;
+    store_refuses_a_stale_leader(&fresh("stale").await).await;
+    reader_scopes_and_groups(&fresh("scope").await).await;
+    wallet_top_ups_are_idempotent(&fresh("topups").await).await;
+    wallet_refuses_invalid_credits(&fresh("invalid").await).await;
+    wallet_lots_and_history(&fresh("lots").await).await;
+    drain_debits_managed_spend_only(&fresh("debits").await).await;
+    wallet_concurrent_writes_lose_nothing(&fresh("concurrent").await).await;
+    invoices_close_months_and_carry_late_spend(&fresh("invoices").await).await;
+    export_round_trips_a_month(&fresh("export").await).await;
+    let store = Arc::new(fresh("poison").await);
+    let handle = Arc::clone(&store);
+    poison_batches_never_stall_a_shard(store, move |rates| set_rates(&handle, rates)).await;
+}
+
 /// Applies `events` to a fresh store as shard 0's first drain step (token 1, through
 /// `1-0`), dated `at`: how tests seed a store without a queue. Panics on a backend
 /// error.

@@ -1,29 +1,18 @@
 #![doc = include_str!("../README.md")]
 
-pub mod analytics;
-pub mod attribution;
+pub mod billing;
 #[cfg(feature = "testing")]
 pub mod conformance;
-pub mod control;
-pub mod cost;
+pub mod meter;
+pub mod pipeline;
+
+// Every module at the crate's root as well, where embedders found it before the
+// floors.
+pub use billing::{analytics, control, erp, export, invoice, wallet};
+pub use meter::{attribution, cost, extract, money, price, provider, usage};
 #[cfg(feature = "runtime")]
-pub mod drainer;
-pub mod erp;
-pub mod export;
-pub mod extract;
-pub mod invoice;
-pub mod memory;
-pub mod money;
-pub mod port;
-pub mod price;
-pub mod provider;
-pub mod quarantine;
-#[cfg(feature = "runtime")]
-pub mod recorder;
-pub mod spend;
-pub mod usage;
-pub mod wallet;
-pub mod warehouse;
+pub use pipeline::{drainer, recorder};
+pub use pipeline::{memory, port, quarantine, spend, warehouse};
 
 pub use cost::{Cost, CostCategory, CostError, CostLine};
 pub use money::Currency;

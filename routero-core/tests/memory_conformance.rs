@@ -16,9 +16,7 @@ fn clock() -> Arc<ManualClock> {
 
 #[tokio::test]
 async fn queue() {
-    conformance::queue_orders_reads_and_trims(&MemoryQueue::new(4)).await;
-    conformance::queue_ignores_duplicate_batch_ids(&MemoryQueue::new(4)).await;
-    conformance::queue_keeps_shards_apart(&MemoryQueue::new(4)).await;
+    conformance::queue_suite(|_| async { MemoryQueue::new(4) }).await;
 }
 
 #[tokio::test]
@@ -37,9 +35,7 @@ async fn elector() {
 
 #[tokio::test]
 async fn store() {
-    conformance::store_applies_exactly_once(&MemoryStore::new()).await;
-    conformance::store_refuses_a_stale_leader(&MemoryStore::new()).await;
-    conformance::reader_scopes_and_groups(&MemoryStore::new()).await;
+    conformance::store_suite(|_| async { MemoryStore::new() }, MemoryStore::set_rates).await;
 }
 
 #[tokio::test]
@@ -50,30 +46,4 @@ async fn pipeline() {
         Arc::new(MemoryStore::new()),
     )
     .await;
-}
-
-#[tokio::test]
-async fn wallet() {
-    conformance::wallet_top_ups_are_idempotent(&MemoryStore::new()).await;
-    conformance::wallet_refuses_invalid_credits(&MemoryStore::new()).await;
-    conformance::wallet_lots_and_history(&MemoryStore::new()).await;
-    conformance::drain_debits_managed_spend_only(&MemoryStore::new()).await;
-    conformance::wallet_concurrent_writes_lose_nothing(&MemoryStore::new()).await;
-}
-
-#[tokio::test]
-async fn invoices() {
-    conformance::invoices_close_months_and_carry_late_spend(&MemoryStore::new()).await;
-}
-
-#[tokio::test]
-async fn export_round_trips_a_month() {
-    conformance::export_round_trips_a_month(&MemoryStore::new()).await;
-}
-
-#[tokio::test]
-async fn poison_batches() {
-    let store = Arc::new(MemoryStore::new());
-    let rates = store.clone();
-    conformance::poison_batches_never_stall_a_shard(store, move |r| rates.set_rates(r)).await;
 }

@@ -61,27 +61,9 @@ fn rollups_of(events: &[SpendEvent]) -> Rollups {
 }
 
 #[tokio::test]
-async fn conformance_store_and_reader() {
+async fn conformance_store_suite() {
     let Some(url) = database_url() else { return };
-    conformance::store_applies_exactly_once(&store(&url, "once").await).await;
-    conformance::store_refuses_a_stale_leader(&store(&url, "stale").await).await;
-    conformance::reader_scopes_and_groups(&store(&url, "scope").await).await;
-}
-
-#[tokio::test]
-async fn conformance_export() {
-    let Some(url) = database_url() else { return };
-    conformance::export_round_trips_a_month(&store(&url, "export").await).await;
-}
-
-#[tokio::test]
-async fn conformance_wallet() {
-    let Some(url) = database_url() else { return };
-    conformance::wallet_top_ups_are_idempotent(&store(&url, "w1").await).await;
-    conformance::wallet_refuses_invalid_credits(&store(&url, "w2").await).await;
-    conformance::wallet_lots_and_history(&store(&url, "w3").await).await;
-    conformance::drain_debits_managed_spend_only(&store(&url, "w4").await).await;
-    conformance::wallet_concurrent_writes_lose_nothing(&store(&url, "w5").await).await;
+    conformance::store_suite(|name| store(&url, name), PgStore::set_rates).await;
 }
 
 #[tokio::test]
@@ -483,14 +465,7 @@ async fn reads_use_the_indexes() {
 #[tokio::test]
 async fn conformance_warehouse() {
     let Some(url) = database_url() else { return };
-    routero_warehouse::conformance::warehouse_round_trips_a_month(Arc::new(
-        store(&url, "wh1").await,
-    ))
-    .await;
-    routero_warehouse::conformance::warehouse_sync_survives_crashes(Arc::new(
-        store(&url, "wh2").await,
-    ))
-    .await;
+    routero_warehouse::conformance::warehouse_suite(|name| store(&url, name)).await;
 }
 
 /// The request ids in the request-log NDJSON files of `sink`, by run number.
@@ -625,12 +600,4 @@ async fn a_request_logged_twice_keeps_the_first_and_the_step_commits() {
             ("twice-req-3".to_owned(), None, None),
         ]
     );
-}
-
-#[tokio::test]
-async fn conformance_poison_batches() {
-    let Some(url) = database_url() else { return };
-    let store = Arc::new(store(&url, "poison").await);
-    let rates = store.clone();
-    conformance::poison_batches_never_stall_a_shard(store, move |r| rates.set_rates(r)).await;
 }

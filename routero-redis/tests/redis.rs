@@ -59,9 +59,11 @@ async fn connect(url: &str, test: &str, shards: u16) -> Redis {
 #[tokio::test]
 async fn conformance_queue() {
     let Some(url) = redis_url() else { return };
-    conformance::queue_orders_reads_and_trims(&connect(&url, "q1", 4).await.queue()).await;
-    conformance::queue_ignores_duplicate_batch_ids(&connect(&url, "q2", 4).await.queue()).await;
-    conformance::queue_keeps_shards_apart(&connect(&url, "q3", 4).await.queue()).await;
+    conformance::queue_suite(|name| {
+        let url = url.clone();
+        async move { connect(&url, name, 4).await.queue() }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -17,6 +17,19 @@ use rust_decimal::Decimal;
 // ---------------------------------------------------------------------------------
 // Warehouse sync
 
+/// Every conformance test of the warehouse sync over a store, each on a fresh, empty
+/// store that `fresh(name)` makes. A store adapter calls this one function, and a
+/// test added here reaches it.
+pub async fn warehouse_suite<S, F, Fut>(mut fresh: F)
+where
+    S: SpendStore + SpendReader + crate::WarehouseSource,
+    F: FnMut(&'static str) -> Fut,
+    Fut: std::future::Future<Output = S>,
+{
+    warehouse_round_trips_a_month(Arc::new(fresh("month").await)).await;
+    warehouse_sync_survives_crashes(Arc::new(fresh("crashes").await)).await;
+}
+
 use crate::ExportedRow;
 
 /// Every row of every committed `dataset` file of `format` in `sink`.

@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::cost::{Cost, CostError};
 use crate::money::Currency;
 use crate::price::model::ModelPrice;
 use crate::price::name;
 use crate::provider::Provider;
-use crate::usage::Usage;
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -75,7 +73,7 @@ impl PriceTable {
         }
     }
 
-    /// The version id every [`Cost`] priced from this table records.
+    /// The version id every [`Cost`](crate::cost::Cost) priced from this table records.
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -120,7 +118,7 @@ impl PriceTable {
     ///
     /// The bundled table falls back from Azure to OpenAI (the same list prices for
     /// global deployments), from Vertex AI to Gemini and Anthropic, and from Bedrock to
-    /// Anthropic. The [`Cost`] records the provider and model that were priced.
+    /// Anthropic. The [`Cost`](crate::cost::Cost) records the provider and model that were priced.
     pub fn add_fallback(&mut self, provider: Provider, to: Provider) {
         let list = self.fallbacks.entry(provider).or_default();
         if !list.contains(&to) {
@@ -159,7 +157,7 @@ impl PriceTable {
         provider: &Provider,
         model: &str,
         at: DateTime<Utc>,
-    ) -> Result<&Arc<ModelPrice>, CostError> {
+    ) -> Result<&Arc<ModelPrice>, LookupError> {
         let mut found_later = false;
         let mut chain: [Option<&Provider>; 4] = [Some(provider), None, None, None];
         if let Some(more) = self.fallbacks.get(provider) {
@@ -174,13 +172,13 @@ impl PriceTable {
             }
         }
         if found_later {
-            return Err(CostError::NoPriceInForce {
+            return Err(LookupError::NoPriceInForce {
                 provider: provider.clone(),
                 model: model.escape_debug().to_string(),
                 at,
             });
         }
-        Err(CostError::UnknownModel {
+        Err(LookupError::UnknownModel {
             provider: provider.clone(),
             model: model.escape_debug().to_string(),
         })
@@ -219,26 +217,6 @@ impl PriceTable {
             }
         }
         Err(found_later)
-    }
-
-    /// Prices `usage` of `model` served by `provider` at `at`.
-    ///
-    /// ```
-    /// use routero_core::{PriceTable, Provider, Usage};
-    /// let table = PriceTable::bundled();
-    /// let at = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc();
-    /// let cost = table.cost(&Provider::OpenAi, "gpt-4o-2024-08-06", &Usage::tokens(1_000, 500), at).unwrap();
-    /// assert_eq!(cost.total(), rust_decimal::Decimal::new(75, 4));
-    /// ```
-    pub fn cost(
-        &self,
-        provider: &Provider,
-        model: &str,
-        usage: &Usage,
-        at: DateTime<Utc>,
-    ) -> Result<Cost, CostError> {
-        let price = self.lookup(provider, model, at)?;
-        Cost::compute(price, usage, self.currency, &self.version)
     }
 
     /// A new table: this one with `overrides` layered on top.
@@ -288,5 +266,29 @@ pub enum OverrideError {
         base: Currency,
         /// The overrides' currency.
         overrides: Currency,
+    },
+}
+
+/// No price for a model at a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LookupError {
+    /// No price for this model under this provider or its fall-backs.
+    #[error("unknown model \"{model}\" for provider {provider}")]
+    UnknownModel {
+        /// The provider asked.
+        provider: Provider,
+        /// The model asked (escaped).
+        model: String,
+    },
+    /// The model is priced, but only from a date after the request.
+    #[error("no price of \"{model}\" ({provider}) is in force at {at}")]
+    NoPriceInForce {
+        /// The provider asked.
+        provider: Provider,
+        /// The model asked (escaped).
+        model: String,
+        /// The request time.
+        at: DateTime<Utc>,
     },
 }

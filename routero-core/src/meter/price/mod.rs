@@ -17,14 +17,14 @@ pub use litellm::LiteLlmReport;
 pub use model::{
     ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing,
 };
-pub use table::{OverrideError, PriceTable};
+pub use table::{LookupError, OverrideError, PriceTable};
 
 use std::sync::{Arc, OnceLock};
 
 use crate::provider::Provider;
 
 /// The bundled price file, in Routero's format.
-pub const BUNDLED_PRICES: &str = include_str!("../../prices/default.toml");
+pub const BUNDLED_PRICES: &str = include_str!("../../../prices/default.toml");
 
 /// A price file that cannot be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

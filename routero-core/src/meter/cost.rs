@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::money::Currency;
-use crate::price::{Fees, ModelPrice, RateKind};
+use crate::price::{Fees, LookupError, ModelPrice, PriceTable, RateKind};
 use crate::provider::Provider;
 use crate::usage::{ServiceTier, Usage, UsageError};
 
@@ -416,6 +416,48 @@ impl Cost {
     /// The long-context threshold whose tier applied, if any.
     pub fn context_tier(&self) -> Option<u64> {
         self.context_tier
+    }
+}
+
+/// Pricing lives with the cost math, so `price` (the tables) never depends on `cost`.
+impl PriceTable {
+    /// Prices `usage` of `model` served by `provider` at `at`.
+    ///
+    /// ```
+    /// use routero_core::{PriceTable, Provider, Usage};
+    /// let table = PriceTable::bundled();
+    /// let at = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z").unwrap().to_utc();
+    /// let cost = table.cost(&Provider::OpenAi, "gpt-4o-2024-08-06", &Usage::tokens(1_000, 500), at).unwrap();
+    /// assert_eq!(cost.total(), rust_decimal::Decimal::new(75, 4));
+    /// ```
+    pub fn cost(
+        &self,
+        provider: &Provider,
+        model: &str,
+        usage: &Usage,
+        at: DateTime<Utc>,
+    ) -> Result<Cost, CostError> {
+        let price = self.lookup(provider, model, at)?;
+        Cost::compute(price, usage, self.currency(), self.version_arc())
+    }
+}
+
+impl From<LookupError> for CostError {
+    fn from(e: LookupError) -> CostError {
+        match e {
+            LookupError::UnknownModel { provider, model } => {
+                CostError::UnknownModel { provider, model }
+            }
+            LookupError::NoPriceInForce {
+                provider,
+                model,
+                at,
+            } => CostError::NoPriceInForce {
+                provider,
+                model,
+                at,
+            },
+        }
     }
 }
 

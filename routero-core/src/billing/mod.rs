@@ -1,0 +1,15 @@
+//! Billing: what spend becomes for the people who pay it.
+//!
+//! [`wallet`] (the prepaid ledger, its port and usage debits), [`invoice`] (monthly
+//! invoices, their rounding, the billing directory), [`control`] (spend controls:
+//! wallets and budgets before a request is forwarded), [`analytics`] (daily spend,
+//! trend, overview, daily activity), [`export`] (chargeback and FOCUS CSV) and [`erp`]
+//! (NetSuite and Coupa pushes). It reads the pipeline's rollups and ports.
+
+pub mod analytics;
+pub mod control;
+pub mod erp;
+pub mod export;
+pub mod invoice;
+pub(crate) mod memory;
+pub mod wallet;
