@@ -165,3 +165,37 @@ async fn daily_activity_breaks_down_and_pages() {
         "cust-0 and cust-1"
     );
 }
+
+#[tokio::test]
+async fn filters_and_groupings_build_up() {
+    use routero_core::attribution::TeamId;
+    use routero_core::port::{GroupBy, SpendReader};
+    let store = store_with(&events()).await;
+    let filter = RollupFilter::new(
+        OrgId::new("acme").unwrap(),
+        sample_day(),
+        sample_day() + Duration::days(5),
+    )
+    .teams([
+        TeamId::new("team-0").unwrap(),
+        TeamId::new("team-2").unwrap(),
+    ])
+    .currency(routero_core::Currency::USD)
+    .grouped_by(GroupBy::none().team().billing_mode());
+    assert!(filter.group_by.team && filter.group_by.billing_mode);
+    assert!(!filter.group_by.model);
+    let rows = store.rollups(&filter).await.unwrap();
+    let teams: std::collections::BTreeSet<_> = rows
+        .iter()
+        .map(|r| r.key.team.as_ref().unwrap().as_str().to_owned())
+        .collect();
+    assert_eq!(
+        teams.into_iter().collect::<Vec<_>>(),
+        ["team-0", "team-2"],
+        "team-1 filtered out"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.key.billing_mode.is_some() && r.key.model.is_none())
+    );
+}

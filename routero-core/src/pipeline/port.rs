@@ -313,6 +313,68 @@ impl GroupBy {
         model: true,
         billing_mode: true,
     };
+
+    /// Nothing apart: per day only (`GroupBy::none().team().model()` builds up).
+    pub const fn none() -> GroupBy {
+        GroupBy {
+            workspace: false,
+            team: false,
+            api_key: false,
+            user: false,
+            customer: false,
+            provider: false,
+            model: false,
+            billing_mode: false,
+        }
+    }
+
+    /// Workspaces apart too.
+    pub const fn workspace(mut self) -> GroupBy {
+        self.workspace = true;
+        self
+    }
+
+    /// Teams apart too.
+    pub const fn team(mut self) -> GroupBy {
+        self.team = true;
+        self
+    }
+
+    /// API keys apart too.
+    pub const fn api_key(mut self) -> GroupBy {
+        self.api_key = true;
+        self
+    }
+
+    /// Users apart too.
+    pub const fn user(mut self) -> GroupBy {
+        self.user = true;
+        self
+    }
+
+    /// Customers apart too.
+    pub const fn customer(mut self) -> GroupBy {
+        self.customer = true;
+        self
+    }
+
+    /// Providers apart too.
+    pub const fn provider(mut self) -> GroupBy {
+        self.provider = true;
+        self
+    }
+
+    /// Models apart too.
+    pub const fn model(mut self) -> GroupBy {
+        self.model = true;
+        self
+    }
+
+    /// Billing modes apart too.
+    pub const fn billing_mode(mut self) -> GroupBy {
+        self.billing_mode = true;
+        self
+    }
 }
 
 /// A read of daily rollups, always within one org.
@@ -365,6 +427,72 @@ impl RollupFilter {
             currency: None,
             group_by: GroupBy::default(),
         }
+    }
+
+    /// Only this workspace.
+    pub fn workspace(mut self, workspace: WorkspaceId) -> RollupFilter {
+        self.workspaces = Some(vec![workspace]);
+        self
+    }
+
+    /// Only these workspaces.
+    pub fn workspaces(mut self, workspaces: impl IntoIterator<Item = WorkspaceId>) -> RollupFilter {
+        self.workspaces = Some(workspaces.into_iter().collect());
+        self
+    }
+
+    /// Only these teams.
+    pub fn teams(mut self, teams: impl IntoIterator<Item = TeamId>) -> RollupFilter {
+        self.teams = Some(teams.into_iter().collect());
+        self
+    }
+
+    /// Only this API key.
+    pub fn api_key(mut self, key: ApiKeyId) -> RollupFilter {
+        self.api_key = Some(key);
+        self
+    }
+
+    /// Only this user.
+    pub fn user(mut self, user: UserId) -> RollupFilter {
+        self.user = Some(user);
+        self
+    }
+
+    /// Only these customers.
+    pub fn customers(mut self, customers: impl IntoIterator<Item = CustomerId>) -> RollupFilter {
+        self.customers = Some(customers.into_iter().collect());
+        self
+    }
+
+    /// Only this provider.
+    pub fn provider(mut self, provider: Provider) -> RollupFilter {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Only this model.
+    pub fn model(mut self, model: impl Into<String>) -> RollupFilter {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// Only this billing mode.
+    pub fn billing_mode(mut self, mode: BillingMode) -> RollupFilter {
+        self.billing_mode = Some(mode);
+        self
+    }
+
+    /// Only spend in this currency.
+    pub fn currency(mut self, currency: Currency) -> RollupFilter {
+        self.currency = Some(currency);
+        self
+    }
+
+    /// Rows kept apart by these dimensions (see [`GroupBy`]'s builder).
+    pub fn grouped_by(mut self, group_by: GroupBy) -> RollupFilter {
+        self.group_by = group_by;
+        self
     }
 
     /// Whether a rollup key passes the filter.
