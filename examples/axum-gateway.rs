@@ -194,7 +194,7 @@ async fn run() -> Result<(), Error> {
     for org in store
         .all_rollups()
         .iter()
-        .map(|(key, _)| key.org.clone())
+        .map(|(key, _)| key.who.org.clone())
         .collect::<std::collections::BTreeSet<_>>()
     {
         let mut filter = RollupFilter::new(org.clone(), yesterday, today);

@@ -339,7 +339,7 @@ impl Gateway {
                 "unknown API key",
             ));
         };
-        let workspace = &caller.attribution.workspace;
+        let workspace = &caller.attribution.who.workspace;
         let own = self.credentials.get(&(workspace.clone(), dialect));
         let mode = self
             .policy

@@ -200,9 +200,14 @@ async fn run() -> Result<(), Error> {
     let mut per_team: BTreeMap<String, Totals> = BTreeMap::new();
     let mut count = |event: &SpendEvent| {
         overall.add(event);
-        let org = event.attribution.org.as_str();
+        let org = event.attribution.who.org.as_str();
         per_org.entry(org.to_owned()).or_default().add(event);
-        let team = event.attribution.team.as_ref().map_or("", |t| t.as_str());
+        let team = event
+            .attribution
+            .who
+            .team
+            .as_ref()
+            .map_or("", |t| t.as_str());
         per_team
             .entry(format!("{org}/{team}"))
             .or_default()
@@ -227,7 +232,7 @@ async fn run() -> Result<(), Error> {
         let template = &templates[usize::try_from(i).unwrap_or(0) % templates.len()];
         let mut event = template.clone();
         event.request_id = RequestId::new(&format!("{}-{i}", options.run))?;
-        event.attribution.org = orgs[usize::try_from(i).unwrap_or(0) % orgs.len()].clone();
+        event.attribution.who.org = orgs[usize::try_from(i).unwrap_or(0) % orgs.len()].clone();
         event.event_time = Utc::now();
         count(&event);
         record(&recorder, event, &mut refusals).await?;
@@ -237,7 +242,7 @@ async fn run() -> Result<(), Error> {
         {
             let mut event = templates[0].clone();
             event.request_id = RequestId::new(&format!("{}-probe-{probe_seq}", options.run))?;
-            event.attribution.org = probes.org.clone();
+            event.attribution.who.org = probes.org.clone();
             event.event_time = Utc::now();
             probe_seq += 1;
             count(&event);

@@ -32,12 +32,7 @@ fn rows(count: usize) -> Vec<(RollupKey, RollupTotals)> {
             .with_team(TeamId::new(&format!("team-{i}")).unwrap_or_else(|e| panic!("{e}")));
             let key = RollupKey {
                 day,
-                org: a.org,
-                workspace: a.workspace,
-                team: a.team,
-                api_key: None,
-                user: None,
-                customer: None,
+                who: a.who,
                 provider: Provider::OpenAi,
                 model: "gpt-4o".to_owned(),
                 billing_mode: BillingMode::Managed,
@@ -139,9 +134,10 @@ async fn main() -> ExitCode {
         for (key, totals) in rollups.iter() {
             day.push(key.day);
             let dims = [
-                key.org.to_string(),
-                key.workspace.to_string(),
-                key.team
+                key.who.org.to_string(),
+                key.who.workspace.to_string(),
+                key.who
+                    .team
                     .as_ref()
                     .map(ToString::to_string)
                     .unwrap_or_default(),

@@ -221,5 +221,5 @@ async fn one_layer_prices_and_records_every_response() {
         }
     ));
     let logged = store.logged(&RequestId::new("r-sse").unwrap()).unwrap();
-    assert_eq!(logged.attribution.team.unwrap().as_str(), "support");
+    assert_eq!(logged.attribution.who.team.unwrap().as_str(), "support");
 }

@@ -274,7 +274,10 @@ impl Traffic {
         let caller = &self.callers[self.rng.next(self.callers.len())];
         let mode = self
             .policy
-            .mode_for(&caller.attribution.workspace, caller.credential.as_ref())
+            .mode_for(
+                &caller.attribution.who.workspace,
+                caller.credential.as_ref(),
+            )
             .unwrap_or(BillingMode::Managed);
         let failed = self.rng.next(50) == 0;
         let context = RequestContext::new(

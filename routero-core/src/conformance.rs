@@ -953,9 +953,9 @@ where
     S: SpendStore + crate::wallet::Wallets + ?Sized,
 {
     let mut managed = sample_event("walletorg", 0, "1.25");
-    managed.attribution.workspace = ws("ws-drain");
+    managed.attribution.who.workspace = ws("ws-drain");
     let mut byok = sample_event("walletorg", 1, "7.5");
-    byok.attribution.workspace = ws("ws-drain");
+    byok.attribution.who.workspace = ws("ws-drain");
     assert_eq!(managed.billing_mode, BillingMode::Managed);
     assert_eq!(byok.billing_mode, BillingMode::Byok);
     store
@@ -1070,7 +1070,7 @@ where
                  mode: BillingMode,
                  day_of_month: u32| {
         let mut e = sample_event("invorg", seq, cost);
-        e.attribution.workspace = w.clone();
+        e.attribution.who.workspace = w.clone();
         e.provider = provider;
         e.model = model.to_owned();
         e.billing_mode = mode;
@@ -1525,7 +1525,7 @@ pub fn a_month_of_events() -> Vec<SpendEvent> {
 pub fn in_acme_november(event: &SpendEvent) -> bool {
     use chrono::Datelike;
     let day = event.day();
-    event.attribution.org.as_str() == "acme" && day.year() == 2026 && day.month() == 11
+    event.attribution.who.org.as_str() == "acme" && day.year() == 2026 && day.month() == 11
 }
 
 /// A month's chargeback and FOCUS exports read back (RFC 4180) to the exact totals of
@@ -1543,7 +1543,7 @@ pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(st
         match event.cost() {
             Some(c) => {
                 cost += c;
-                if event.attribution.team.as_ref().map(TeamId::as_str) == Some("team-0") {
+                if event.attribution.who.team.as_ref().map(TeamId::as_str) == Some("team-0") {
                     team_cost += c;
                 }
             }
@@ -1752,7 +1752,7 @@ pub async fn poison_batches_never_stall_a_shard<S>(
             (0..3)
                 .map(|i| {
                     let mut e = sample_event(org, 1_000_000 + 2 * i, "0.5");
-                    e.attribution.workspace = w.clone();
+                    e.attribution.who.workspace = w.clone();
                     if let Pricing::Priced { currency, .. } = &mut e.pricing {
                         *currency = Currency::EUR;
                     }
@@ -1765,7 +1765,7 @@ pub async fn poison_batches_never_stall_a_shard<S>(
                 .map(|i| {
                     let seq = b * 200 + i;
                     let mut e = sample_event(org, seq, "0.001");
-                    e.attribution.workspace = w.clone();
+                    e.attribution.who.workspace = w.clone();
                     usd += money("0.001");
                     if e.billing_mode == BillingMode::Managed {
                         usd_managed += money("0.001");

@@ -1233,7 +1233,7 @@ where
     for (seq, day, cost) in [(100u64, 0, "10.5"), (102, 2, "20"), (103, 2, "0.25")] {
         let mut e = sample_event("acme", seq, cost);
         e.event_time += Duration::days(day);
-        e.attribution.workspace = ws("acme-eu");
+        e.attribution.who.workspace = ws("acme-eu");
         if let Pricing::Priced { currency, .. } = &mut e.pricing {
             *currency = Currency::EUR;
         }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
 use routero_core::Currency;
+use routero_core::attribution::Dimensions;
 use routero_core::money::ExchangeRates;
 use routero_core::port::{
     ApplyOutcome, BackendError, DrainApply, DrainState, ErrorKind, FencingToken, SpendStore,
@@ -249,13 +250,14 @@ async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups) -> Result<(), B
     let mut cost: Vec<Decimal> = Vec::with_capacity(n);
     for (key, totals) in rollups.iter() {
         day.push(key.day);
+        let [org, workspace, team, api_key, user, customer] = dimension_columns(&key.who);
         let dims = [
-            key.org.as_str(),
-            key.workspace.as_str(),
-            or_empty(key.team.as_ref()),
-            or_empty(key.api_key.as_ref()),
-            or_empty(key.user.as_ref()),
-            or_empty(key.customer.as_ref()),
+            org,
+            workspace,
+            team,
+            api_key,
+            user,
+            customer,
             key.provider.as_str(),
             key.model.as_str(),
             key.billing_mode.as_str(),
@@ -298,17 +300,21 @@ async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups) -> Result<(), B
     Ok(())
 }
 
-/// The attribution columns of an event: org, workspace, team, key, user, customer.
-fn who(event: &SpendEvent) -> [&str; 6] {
-    let a = &event.attribution;
+/// The dimension columns: org, workspace, team, key, user, customer ('' for none).
+pub(crate) fn dimension_columns(who: &Dimensions) -> [&str; 6] {
     [
-        a.org.as_str(),
-        a.workspace.as_str(),
-        or_empty(a.team.as_ref()),
-        or_empty(a.api_key.as_ref()),
-        or_empty(a.user.as_ref()),
-        or_empty(a.customer.as_ref()),
+        who.org.as_str(),
+        who.workspace.as_str(),
+        or_empty(who.team.as_ref()),
+        or_empty(who.api_key.as_ref()),
+        or_empty(who.user.as_ref()),
+        or_empty(who.customer.as_ref()),
     ]
+}
+
+/// The dimension columns of an event.
+fn who(event: &SpendEvent) -> [&str; 6] {
+    dimension_columns(&event.attribution.who)
 }
 
 async fn insert_unpriced(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<(), BackendError> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use routero_core::Provider;
 use routero_core::attribution::{
-    ApiKeyId, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
+    ApiKeyId, BillingMode, CustomerId, Dimensions, OrgId, RequestId, TeamId, UserId, WorkspaceId,
 };
 use routero_core::port::{BackendError, ErrorKind};
 use routero_core::spend::RollupKey;
@@ -60,19 +60,27 @@ fn billing_mode(row: &Row, i: usize) -> Result<BillingMode, BackendError> {
     text.parse().map_err(|e| corrupt("billing mode", &text, e))
 }
 
+/// The six dimension columns from column `first` on ('' is none).
+fn dimensions(row: &Row, first: usize) -> Result<Dimensions, BackendError> {
+    let text = |i: usize| -> Result<Option<String>, BackendError> {
+        row.try_get(first + i).map_err(backend)
+    };
+    Ok(Dimensions {
+        org: id(row, first, OrgId::new, "org")?,
+        workspace: id(row, first + 1, WorkspaceId::new, "workspace")?,
+        team: optional(text(2)?, TeamId::new, "team")?,
+        api_key: optional(text(3)?, ApiKeyId::new, "api key")?,
+        user: optional(text(4)?, UserId::new, "user")?,
+        customer: optional(text(5)?, CustomerId::new, "customer")?,
+    })
+}
+
 fn rollup_change(row: &Row) -> Result<RollupChange, BackendError> {
-    let text =
-        |i: usize| -> Result<Option<String>, BackendError> { row.try_get(i).map_err(backend) };
     let day: NaiveDate = row.try_get(0).map_err(backend)?;
     Ok(RollupChange {
         key: RollupKey {
             day,
-            org: id(row, 1, OrgId::new, "org")?,
-            workspace: id(row, 2, WorkspaceId::new, "workspace")?,
-            team: optional(text(3)?, TeamId::new, "team")?,
-            api_key: optional(text(4)?, ApiKeyId::new, "api key")?,
-            user: optional(text(5)?, UserId::new, "user")?,
-            customer: optional(text(6)?, CustomerId::new, "customer")?,
+            who: dimensions(row, 1)?,
             provider: provider(row, 7)?,
             model: row.try_get(8).map_err(backend)?,
             billing_mode: billing_mode(row, 9)?,
@@ -94,12 +102,7 @@ fn log_record(row: &Row) -> Result<LogRecord, BackendError> {
     Ok(LogRecord {
         request_id: id(row, 0, RequestId::new, "request id")?,
         event_time: row.try_get::<_, DateTime<Utc>>(1).map_err(backend)?,
-        org: id(row, 2, OrgId::new, "org")?,
-        workspace: id(row, 3, WorkspaceId::new, "workspace")?,
-        team: optional(text(4)?, TeamId::new, "team")?,
-        api_key: optional(text(5)?, ApiKeyId::new, "api key")?,
-        user: optional(text(6)?, UserId::new, "user")?,
-        customer: optional(text(7)?, CustomerId::new, "customer")?,
+        who: dimensions(row, 2)?,
         provider: provider(row, 8)?,
         model: row.try_get(9).map_err(backend)?,
         billing_mode: billing_mode(row, 10)?,

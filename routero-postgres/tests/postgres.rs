@@ -173,10 +173,10 @@ fn workload(seed: u64, batches: usize) -> Vec<Vec<SpendEvent>> {
                         [usize::try_from(next(4)).unwrap()]
                     .to_owned();
                     if next(4) == 0 {
-                        event.attribution.team = None;
+                        event.attribution.who.team = None;
                     }
                     if next(5) == 0 {
-                        event.attribution.customer = None;
+                        event.attribution.who.customer = None;
                     }
                     if next(10) == 0 {
                         event.outcome = routero_core::spend::Outcome::Failure;

@@ -165,8 +165,8 @@ impl SpendControl for RedisControl {
         request: &SpendRequest<'_>,
         budgets: &[Budget],
     ) -> Result<Decision, BackendError> {
-        let org = &request.attribution.org;
-        let workspace = &request.attribution.workspace;
+        let org = &request.attribution.who.org;
+        let workspace = &request.attribution.who.workspace;
         let estimate = to_nano(request.estimate, true)?;
         let managed = request.billing_mode == BillingMode::Managed;
         let applying = Reservation::counters(request, budgets);

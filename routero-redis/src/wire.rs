@@ -170,12 +170,12 @@ fn event_to_wire(e: &SpendEvent) -> WireEvent {
     WireEvent {
         rid: e.request_id.as_str().to_owned(),
         t: e.event_time.timestamp_micros(),
-        org: a.org.as_str().to_owned(),
-        ws: a.workspace.as_str().to_owned(),
-        team: a.team.as_ref().map(|x| x.as_str().to_owned()),
-        key: a.api_key.as_ref().map(|x| x.as_str().to_owned()),
-        user: a.user.as_ref().map(|x| x.as_str().to_owned()),
-        cust: a.customer.as_ref().map(|x| x.as_str().to_owned()),
+        org: a.who.org.as_str().to_owned(),
+        ws: a.who.workspace.as_str().to_owned(),
+        team: a.who.team.as_ref().map(|x| x.as_str().to_owned()),
+        key: a.who.api_key.as_ref().map(|x| x.as_str().to_owned()),
+        user: a.who.user.as_ref().map(|x| x.as_str().to_owned()),
+        cust: a.who.customer.as_ref().map(|x| x.as_str().to_owned()),
         tags: a
             .tags
             .iter()
@@ -221,10 +221,10 @@ fn id<T>(
 
 fn event_from_wire(w: WireEvent) -> Result<SpendEvent, String> {
     let mut attribution = Attribution::new(id(OrgId::new, &w.org)?, id(WorkspaceId::new, &w.ws)?);
-    attribution.team = w.team.as_deref().map(|t| id(TeamId::new, t)).transpose()?;
-    attribution.api_key = w.key.as_deref().map(|t| id(ApiKeyId::new, t)).transpose()?;
-    attribution.user = w.user.as_deref().map(|t| id(UserId::new, t)).transpose()?;
-    attribution.customer = w
+    attribution.who.team = w.team.as_deref().map(|t| id(TeamId::new, t)).transpose()?;
+    attribution.who.api_key = w.key.as_deref().map(|t| id(ApiKeyId::new, t)).transpose()?;
+    attribution.who.user = w.user.as_deref().map(|t| id(UserId::new, t)).transpose()?;
+    attribution.who.customer = w
         .cust
         .as_deref()
         .map(|t| id(CustomerId::new, t))

@@ -151,7 +151,7 @@ async fn assert_exported_once<S: SpendReader + ?Sized>(
         );
         let expected: Decimal = events
             .iter()
-            .filter(|e| e.attribution.org.as_str() == org)
+            .filter(|e| e.attribution.who.org.as_str() == org)
             .filter_map(SpendEvent::cost)
             .sum();
         assert_eq!(cost, expected, "{org}: exported rollups against the events");

@@ -898,7 +898,7 @@ mod tests {
             detail: "no \"price\"\n\u{1}".to_owned(),
         };
         unpriced.usage = None;
-        unpriced.attribution.team = None;
+        unpriced.attribution.who.team = None;
         // Caller text with quotes and control bytes, escaped by each format.
         unpriced.model = "no \"price\"\n\u{1}".to_owned();
         let rows = [

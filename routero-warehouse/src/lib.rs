@@ -248,31 +248,31 @@ const fn nullable<T>(name: &'static str, doc: &'static str, get: Get<T>) -> Colu
 
 static ROLLUP_COLUMNS: [Column<RollupChange>; 23] = [
     required("day", "UTC day of the requests", Get::Date(|r| r.key.day)),
-    required("org", "org id", Get::Text(|r| Some(r.key.org.as_str()))),
+    required("org", "org id", Get::Text(|r| Some(r.key.who.org.as_str()))),
     required(
         "workspace",
         "workspace id",
-        Get::Text(|r| Some(r.key.workspace.as_str())),
+        Get::Text(|r| Some(r.key.who.workspace.as_str())),
     ),
     nullable(
         "team",
         "team id",
-        Get::Text(|r| r.key.team.as_ref().map(TeamId::as_str)),
+        Get::Text(|r| r.key.who.team.as_ref().map(TeamId::as_str)),
     ),
     nullable(
         "api_key",
         "API key id",
-        Get::Text(|r| r.key.api_key.as_ref().map(ApiKeyId::as_str)),
+        Get::Text(|r| r.key.who.api_key.as_ref().map(ApiKeyId::as_str)),
     ),
     nullable(
         "user_id",
         "user id",
-        Get::Text(|r| r.key.user.as_ref().map(UserId::as_str)),
+        Get::Text(|r| r.key.who.user.as_ref().map(UserId::as_str)),
     ),
     nullable(
         "customer",
         "end-customer id",
-        Get::Text(|r| r.key.customer.as_ref().map(CustomerId::as_str)),
+        Get::Text(|r| r.key.who.customer.as_ref().map(CustomerId::as_str)),
     ),
     required(
         "provider",
@@ -367,31 +367,31 @@ static LOG_COLUMNS: [Column<LogRecord>; 25] = [
         "when the request happened",
         Get::Timestamp(|r| r.event_time),
     ),
-    required("org", "org id", Get::Text(|r| Some(r.org.as_str()))),
+    required("org", "org id", Get::Text(|r| Some(r.who.org.as_str()))),
     required(
         "workspace",
         "workspace id",
-        Get::Text(|r| Some(r.workspace.as_str())),
+        Get::Text(|r| Some(r.who.workspace.as_str())),
     ),
     nullable(
         "team",
         "team id",
-        Get::Text(|r| r.team.as_ref().map(TeamId::as_str)),
+        Get::Text(|r| r.who.team.as_ref().map(TeamId::as_str)),
     ),
     nullable(
         "api_key",
         "API key id",
-        Get::Text(|r| r.api_key.as_ref().map(ApiKeyId::as_str)),
+        Get::Text(|r| r.who.api_key.as_ref().map(ApiKeyId::as_str)),
     ),
     nullable(
         "user_id",
         "user id",
-        Get::Text(|r| r.user.as_ref().map(UserId::as_str)),
+        Get::Text(|r| r.who.user.as_ref().map(UserId::as_str)),
     ),
     nullable(
         "customer",
         "end-customer id",
-        Get::Text(|r| r.customer.as_ref().map(CustomerId::as_str)),
+        Get::Text(|r| r.who.customer.as_ref().map(CustomerId::as_str)),
     ),
     required(
         "provider",

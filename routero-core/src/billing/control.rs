@@ -72,9 +72,9 @@ impl BudgetScope {
     /// Whether the budget limits this attribution's spend.
     pub fn applies_to(&self, a: &Attribution) -> bool {
         match self {
-            BudgetScope::ApiKey(k) => a.api_key.as_ref() == Some(k),
-            BudgetScope::Team(t) => a.team.as_ref() == Some(t),
-            BudgetScope::Customer(c) => a.customer.as_ref() == Some(c),
+            BudgetScope::ApiKey(k) => a.who.api_key.as_ref() == Some(k),
+            BudgetScope::Team(t) => a.who.team.as_ref() == Some(t),
+            BudgetScope::Customer(c) => a.who.customer.as_ref() == Some(c),
         }
     }
 }
@@ -320,7 +320,7 @@ impl SpendControl for MemoryControl {
         budgets: &[Budget],
     ) -> Result<Decision, BackendError> {
         let mut state = self.lock();
-        let workspace = &request.attribution.workspace;
+        let workspace = &request.attribution.who.workspace;
         let estimate = request.estimate;
         if request.billing_mode == BillingMode::Managed {
             let available = state
@@ -372,7 +372,7 @@ impl SpendControl for MemoryControl {
         state.next += 1;
         Ok(Decision::Allowed(Reservation {
             id: state.next,
-            org: request.attribution.org.clone(),
+            org: request.attribution.who.org.clone(),
             workspace: workspace.clone(),
             billing_mode: request.billing_mode,
             amount: estimate,
@@ -502,7 +502,7 @@ impl<C: SpendControl> LocalAllowance<C> {
         state.local.insert(id, workspace.clone());
         Some(Reservation {
             id,
-            org: request.attribution.org.clone(),
+            org: request.attribution.who.org.clone(),
             workspace: workspace.clone(),
             billing_mode: BillingMode::Managed,
             amount: request.estimate,
@@ -553,7 +553,7 @@ impl<C: SpendControl> SpendControl for LocalAllowance<C> {
         if !local_eligible {
             return self.shared.reserve(request, budgets).await;
         }
-        let workspace = &request.attribution.workspace;
+        let workspace = &request.attribution.who.workspace;
         if let Some(reservation) = self.take_local(workspace, request) {
             return Ok(Decision::Allowed(reservation));
         }

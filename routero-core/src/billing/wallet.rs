@@ -512,7 +512,7 @@ pub fn managed_spend(
             continue;
         };
         let sum = out
-            .entry(event.attribution.workspace.clone())
+            .entry(event.attribution.who.workspace.clone())
             .or_default()
             .entry((*currency, event.day()))
             .or_default();

@@ -199,12 +199,11 @@ impl Tags {
     }
 }
 
-/// Who a request's spend belongs to.
-///
-/// Org and workspace are required; the other dimensions are optional (a request made
-/// with a key that belongs to no team has no team).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Attribution {
+/// The six dimensions spend is attributed to: org and workspace always, team, API
+/// key, user and end customer where the request had them. One struct for every place
+/// that keeps them: an [`Attribution`], a rollup's key, a request-log row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dimensions {
     /// The organisation.
     pub org: OrgId,
     /// The workspace.
@@ -217,6 +216,32 @@ pub struct Attribution {
     pub user: Option<UserId>,
     /// The end customer, if any.
     pub customer: Option<CustomerId>,
+}
+
+impl Dimensions {
+    /// An org and workspace only.
+    pub fn new(org: OrgId, workspace: WorkspaceId) -> Dimensions {
+        Dimensions {
+            org,
+            workspace,
+            team: None,
+            api_key: None,
+            user: None,
+            customer: None,
+        }
+    }
+}
+
+/// Who a request's spend belongs to: its [`Dimensions`] and free-form tags.
+///
+/// Org and workspace are required; the other dimensions are optional (a request made
+/// with a key that belongs to no team has no team). It serialises flat: the
+/// dimensions' fields and `tags`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Attribution {
+    /// The dimensions.
+    #[serde(flatten)]
+    pub who: Dimensions,
     /// Free-form tags.
     #[serde(default, skip_serializing_if = "Tags::is_empty")]
     pub tags: Tags,
@@ -226,37 +251,32 @@ impl Attribution {
     /// An attribution to an org and workspace only.
     pub fn new(org: OrgId, workspace: WorkspaceId) -> Attribution {
         Attribution {
-            org,
-            workspace,
-            team: None,
-            api_key: None,
-            user: None,
-            customer: None,
+            who: Dimensions::new(org, workspace),
             tags: Tags::default(),
         }
     }
 
     /// With a team.
     pub fn with_team(mut self, team: TeamId) -> Attribution {
-        self.team = Some(team);
+        self.who.team = Some(team);
         self
     }
 
     /// With an API key.
     pub fn with_api_key(mut self, key: ApiKeyId) -> Attribution {
-        self.api_key = Some(key);
+        self.who.api_key = Some(key);
         self
     }
 
     /// With a user.
     pub fn with_user(mut self, user: UserId) -> Attribution {
-        self.user = Some(user);
+        self.who.user = Some(user);
         self
     }
 
     /// With an end customer.
     pub fn with_customer(mut self, customer: CustomerId) -> Attribution {
-        self.customer = Some(customer);
+        self.who.customer = Some(customer);
         self
     }
 

@@ -504,14 +504,15 @@ impl RollupFilter {
         fn equal<T: PartialEq>(want: &Option<T>, value: Option<&T>) -> bool {
             want.as_ref().is_none_or(|w| value == Some(w))
         }
-        key.org == self.org
+        let who = &key.who;
+        who.org == self.org
             && key.day >= self.from
             && key.day <= self.to
-            && within(&self.workspaces, Some(&key.workspace))
-            && within(&self.teams, key.team.as_ref())
-            && equal(&self.api_key, key.api_key.as_ref())
-            && equal(&self.user, key.user.as_ref())
-            && within(&self.customers, key.customer.as_ref())
+            && within(&self.workspaces, Some(&who.workspace))
+            && within(&self.teams, who.team.as_ref())
+            && equal(&self.api_key, who.api_key.as_ref())
+            && equal(&self.user, who.user.as_ref())
+            && within(&self.customers, who.customer.as_ref())
             && equal(&self.provider, Some(&key.provider))
             && equal(&self.model, Some(&key.model))
             && equal(&self.billing_mode, Some(&key.billing_mode))
@@ -520,15 +521,15 @@ impl RollupFilter {
 
     /// The row a key adds into under this filter's grouping.
     pub fn row_key(&self, key: &crate::spend::RollupKey) -> RollupRowKey {
-        let g = self.group_by;
+        let (g, who) = (self.group_by, &key.who);
         RollupRowKey {
             day: key.day,
-            workspace: g.workspace.then(|| key.workspace.clone()),
-            team: if g.team { key.team.clone() } else { None },
-            api_key: if g.api_key { key.api_key.clone() } else { None },
-            user: if g.user { key.user.clone() } else { None },
+            workspace: g.workspace.then(|| who.workspace.clone()),
+            team: if g.team { who.team.clone() } else { None },
+            api_key: if g.api_key { who.api_key.clone() } else { None },
+            user: if g.user { who.user.clone() } else { None },
             customer: if g.customer {
-                key.customer.clone()
+                who.customer.clone()
             } else {
                 None
             },

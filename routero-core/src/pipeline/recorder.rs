@@ -300,7 +300,7 @@ impl Flusher {
     fn take_buffered(&mut self) {
         let shards = self.queue.shards();
         while let Some(event) = self.shared.buffer.pop() {
-            let shard = ShardId::for_org(&event.attribution.org, shards);
+            let shard = ShardId::for_org(&event.attribution.who.org, shards);
             self.pending.entry(shard).or_default().push(event);
         }
         self.shared.room.notify_waiters();

@@ -8,9 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::attribution::{
-    ApiKeyId, Attribution, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
-};
+use crate::attribution::{Attribution, BillingMode, Dimensions, OrgId, RequestId};
 use crate::cost::{Cost, CostError};
 use crate::extract::{ExtractError, Extraction};
 use crate::money::Currency;
@@ -536,18 +534,9 @@ pub struct QueuedBatch {
 pub struct RollupKey {
     /// The UTC day of the events.
     pub day: NaiveDate,
-    /// The org.
-    pub org: OrgId,
-    /// The workspace.
-    pub workspace: WorkspaceId,
-    /// The team.
-    pub team: Option<TeamId>,
-    /// The API key.
-    pub api_key: Option<ApiKeyId>,
-    /// The user.
-    pub user: Option<UserId>,
-    /// The end customer.
-    pub customer: Option<CustomerId>,
+    /// Who spent: org, workspace, team, API key, user, customer.
+    #[serde(flatten)]
+    pub who: Dimensions,
     /// The provider.
     pub provider: Provider,
     /// The model as the events named it.
@@ -562,15 +551,9 @@ pub struct RollupKey {
 impl RollupKey {
     /// The rollup an event counts in.
     pub fn of(event: &SpendEvent) -> RollupKey {
-        let a = &event.attribution;
         RollupKey {
             day: event.day(),
-            org: a.org.clone(),
-            workspace: a.workspace.clone(),
-            team: a.team.clone(),
-            api_key: a.api_key.clone(),
-            user: a.user.clone(),
-            customer: a.customer.clone(),
+            who: event.attribution.who.clone(),
             provider: event.provider.clone(),
             model: event.model.clone(),
             billing_mode: event.billing_mode,

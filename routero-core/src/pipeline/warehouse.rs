@@ -19,9 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::attribution::{
-    ApiKeyId, BillingMode, CustomerId, OrgId, RequestId, TeamId, UserId, WorkspaceId,
-};
+use crate::attribution::{BillingMode, Dimensions, RequestId};
 use crate::money::Currency;
 use crate::port::BackendError;
 use crate::provider::Provider;
@@ -74,18 +72,8 @@ pub struct LogRecord {
     pub request_id: RequestId,
     /// When it happened.
     pub event_time: DateTime<Utc>,
-    /// The org.
-    pub org: OrgId,
-    /// The workspace.
-    pub workspace: WorkspaceId,
-    /// The team.
-    pub team: Option<TeamId>,
-    /// The API key.
-    pub api_key: Option<ApiKeyId>,
-    /// The user.
-    pub user: Option<UserId>,
-    /// The end customer.
-    pub customer: Option<CustomerId>,
+    /// Who spent: org, workspace, team, API key, user, customer.
+    pub who: Dimensions,
     /// The provider.
     pub provider: Provider,
     /// The model as the request named it.
@@ -116,17 +104,11 @@ pub struct LogRecord {
 impl LogRecord {
     /// The log row of an event, as the drain writes it.
     pub fn of(event: &SpendEvent, version: u64) -> LogRecord {
-        let a = &event.attribution;
         let (cost, price_version, priced_model, unpriced_reason) = event.logged_pricing();
         LogRecord {
             request_id: event.request_id.clone(),
             event_time: event.event_time,
-            org: a.org.clone(),
-            workspace: a.workspace.clone(),
-            team: a.team.clone(),
-            api_key: a.api_key.clone(),
-            user: a.user.clone(),
-            customer: a.customer.clone(),
+            who: event.attribution.who.clone(),
             provider: event.provider.clone(),
             model: event.model.clone(),
             billing_mode: event.billing_mode,
