@@ -25,7 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::attribution::{ApiKeyId, BillingMode, CustomerId, OrgId, TeamId, UserId, WorkspaceId};
+use crate::attribution::{
+    ApiKeyId, BillingMode, CustomerId, Dimensions, OrgId, TeamId, UserId, WorkspaceId,
+};
 use crate::money::Currency;
 use crate::provider::Provider;
 use crate::quarantine::QuarantineApply;
@@ -497,6 +499,21 @@ impl RollupFilter {
 
     /// Whether a rollup key passes the filter.
     pub fn matches(&self, key: &crate::spend::RollupKey) -> bool {
+        fn equal<T: PartialEq>(want: &Option<T>, value: Option<&T>) -> bool {
+            want.as_ref().is_none_or(|w| value == Some(w))
+        }
+        self.admits(&key.who)
+            && key.day >= self.from
+            && key.day <= self.to
+            && equal(&self.provider, Some(&key.provider))
+            && equal(&self.model, Some(&key.model))
+            && equal(&self.billing_mode, Some(&key.billing_mode))
+            && (self.currency.is_none() || key.currency.is_none() || key.currency == self.currency)
+    }
+
+    /// Whether the six dimensions of a spend pass the filter (its org, and the
+    /// workspaces, teams, key, user and customers it names).
+    pub fn admits(&self, who: &Dimensions) -> bool {
         fn within<T: PartialEq>(list: &Option<Vec<T>>, value: Option<&T>) -> bool {
             list.as_ref()
                 .is_none_or(|l| value.is_some_and(|v| l.contains(v)))
@@ -504,19 +521,12 @@ impl RollupFilter {
         fn equal<T: PartialEq>(want: &Option<T>, value: Option<&T>) -> bool {
             want.as_ref().is_none_or(|w| value == Some(w))
         }
-        let who = &key.who;
         who.org == self.org
-            && key.day >= self.from
-            && key.day <= self.to
             && within(&self.workspaces, Some(&who.workspace))
             && within(&self.teams, who.team.as_ref())
             && equal(&self.api_key, who.api_key.as_ref())
             && equal(&self.user, who.user.as_ref())
             && within(&self.customers, who.customer.as_ref())
-            && equal(&self.provider, Some(&key.provider))
-            && equal(&self.model, Some(&key.model))
-            && equal(&self.billing_mode, Some(&key.billing_mode))
-            && (self.currency.is_none() || key.currency.is_none() || key.currency == self.currency)
     }
 
     /// The row a key adds into under this filter's grouping.
