@@ -7,6 +7,8 @@
 //! (NetSuite and Coupa pushes). It reads the pipeline's rollups and ports.
 
 pub mod analytics;
+#[cfg(feature = "testing")]
+pub mod conformance;
 pub mod control;
 pub mod erp;
 pub mod export;

@@ -9,6 +9,8 @@
 //! default and the adapters' oracle). It depends on the meter, and on billing only
 //! where a drain step debits a wallet.
 
+#[cfg(feature = "testing")]
+pub mod conformance;
 #[cfg(feature = "runtime")]
 pub mod drainer;
 pub mod memory;
