@@ -10,32 +10,13 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use routero::extract::{self, StreamExtractor};
-use routero::{PriceTable, Provider};
-use rust_decimal::Decimal;
+use routero::Provider;
 
-use common::{Process, fake_upstream, fixture};
-
-fn cost_of(provider: &Provider, name: &str, model: &str) -> Decimal {
-    let bytes = fixture(name);
-    let extraction = if name.ends_with(".sse") {
-        let mut stream = StreamExtractor::new(provider);
-        stream.push(&bytes).unwrap();
-        stream.finish().unwrap()
-    } else {
-        extract::from_body(provider, &bytes, &[]).unwrap()
-    };
-    let model = extraction.model.as_deref().unwrap_or(model);
-    PriceTable::bundled()
-        .cost(provider, model, &extraction.usage, Utc::now())
-        .unwrap()
-        .total()
-}
+use common::{Process, fake_upstream, fixture, fixture_cost};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_gateway_is_costed_by_one_layer() {
@@ -84,7 +65,7 @@ async fn the_axum_gateway_is_costed_by_one_layer() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let json_cost = cost_of(&Provider::OpenAi, json, "o4-mini");
+    let json_cost = fixture_cost(&Provider::OpenAi, json, "o4-mini");
     assert_eq!(
         response.headers()["x-routero-cost"],
         json_cost.normalize().to_string().as_str()
@@ -104,7 +85,7 @@ async fn the_axum_gateway_is_costed_by_one_layer() {
         .await
         .unwrap();
     let collected = response.into_body().collect().await.unwrap();
-    let stream_cost = cost_of(&Provider::OpenAi, stream, "gpt-4o-mini");
+    let stream_cost = fixture_cost(&Provider::OpenAi, stream, "gpt-4o-mini");
     let trailers = collected.trailers().cloned().expect("trailers");
     assert_eq!(
         trailers["x-routero-cost"],

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fake_upstream, fixture};
+use common::{fake_upstream, fixture, fixture_cost};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -11,14 +11,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::Utc;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use routero::extract::{self, StreamExtractor};
-use routero::{PriceTable, Provider};
+use routero::Provider;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -193,23 +191,6 @@ fn post(
         );
     }
     request
-}
-
-/// The fixture's own cost, computed here from its usage and the bundled prices.
-fn fixture_cost(provider: &Provider, name: &str, requested_model: &str) -> Decimal {
-    let bytes = fixture(name);
-    let extraction = if name.ends_with(".sse") {
-        let mut stream = StreamExtractor::new(provider);
-        stream.push(&bytes).unwrap();
-        stream.finish().unwrap()
-    } else {
-        extract::from_body(provider, &bytes, &[]).unwrap()
-    };
-    let model = extraction.model.as_deref().unwrap_or(requested_model);
-    PriceTable::bundled()
-        .cost(provider, model, &extraction.usage, Utc::now())
-        .unwrap()
-        .total()
 }
 
 fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> &'a str {

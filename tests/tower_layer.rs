@@ -2,6 +2,8 @@
 //! sets the headers or trailers, and records the spend, which drains to the exact
 //! total.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::Router;
@@ -13,24 +15,15 @@ use chrono::Utc;
 use http_body_util::BodyExt;
 use routero::attribution::{Attribution, RequestId};
 use routero::drainer::{Drainer, DrainerConfig};
-use routero::extract::{self, StreamExtractor};
 use routero::http::layer::CostLayer;
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::port::SystemClock;
 use routero::recorder::{Recorder, RecorderConfig};
 use routero::spend::{Pricing, RequestContext, UnpricedReason};
 use routero::{PriceTable, Provider};
-use rust_decimal::Decimal;
 use tower::ServiceExt;
 
-const FIXTURES: &str = "routero-core/tests/data/providers";
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(FIXTURES)
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
+use common::{fixture, fixture_cost};
 
 /// A handler's answer: the fixture, with the request's context when `priced`.
 fn answer(name: &str, status: StatusCode, context: Option<RequestContext>) -> Response {
@@ -60,23 +53,6 @@ fn context(id: &str, team: &str, provider: Provider, model: &str) -> RequestCont
         provider,
         model,
     )
-}
-
-/// The fixture's cost, computed here from its usage and the bundled prices.
-fn cost_of(provider: &Provider, name: &str, model: &str) -> Decimal {
-    let bytes = fixture(name);
-    let extraction = if name.ends_with(".sse") {
-        let mut stream = StreamExtractor::new(provider);
-        stream.push(&bytes).unwrap();
-        stream.finish().unwrap()
-    } else {
-        extract::from_body(provider, &bytes, &[]).unwrap()
-    };
-    let model = extraction.model.as_deref().unwrap_or(model);
-    PriceTable::bundled()
-        .cost(provider, model, &extraction.usage, Utc::now())
-        .unwrap()
-        .total()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,7 +129,7 @@ async fn one_layer_prices_and_records_every_response() {
     // JSON: the body passes unchanged, the cost is on the headers.
     let response = call("/json").await;
     assert_eq!(response.status(), StatusCode::OK);
-    let json_cost = cost_of(&Provider::OpenAi, JSON, "o4-mini");
+    let json_cost = fixture_cost(&Provider::OpenAi, JSON, "o4-mini");
     assert_eq!(
         response.headers()["x-routero-cost"],
         json_cost.normalize().to_string().as_str()
@@ -174,7 +150,7 @@ async fn one_layer_prices_and_records_every_response() {
     let bytes = collected.to_bytes();
     let stream = fixture(STREAM);
     assert!(bytes.starts_with(&stream));
-    let stream_cost = cost_of(&Provider::Anthropic, STREAM, "claude-sonnet-4-5");
+    let stream_cost = fixture_cost(&Provider::Anthropic, STREAM, "claude-sonnet-4-5");
     assert_eq!(
         std::str::from_utf8(&bytes[stream.len()..]).unwrap(),
         format!(": x-routero-cost={}\n\n", stream_cost.normalize())

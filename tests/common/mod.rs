@@ -257,3 +257,24 @@ fn replay(stream: TcpStream, log: &Mutex<Vec<Received>>) -> std::io::Result<()> 
     }
     Ok(())
 }
+
+/// The fixture's own cost, computed here from its usage and the bundled prices.
+pub(crate) fn fixture_cost(
+    provider: &routero::Provider,
+    name: &str,
+    requested_model: &str,
+) -> rust_decimal::Decimal {
+    let bytes = fixture(name);
+    let extraction = if name.ends_with(".sse") {
+        let mut stream = routero::extract::StreamExtractor::new(provider);
+        stream.push(&bytes).unwrap();
+        stream.finish().unwrap()
+    } else {
+        routero::extract::from_body(provider, &bytes, &[]).unwrap()
+    };
+    let model = extraction.model.as_deref().unwrap_or(requested_model);
+    routero::PriceTable::bundled()
+        .cost(provider, model, &extraction.usage, chrono::Utc::now())
+        .unwrap()
+        .total()
+}
