@@ -419,14 +419,34 @@ fn problem_response(p: &Problem) -> Response<Bytes> {
     response
 }
 
+/// The dates the API answers for, checked before any arithmetic on them: spend
+/// cannot predate the service, and a year beyond 9999 is no calendar date.
+const FIRST_DAY: NaiveDate = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a date");
+const LAST_DAY: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a date");
+
 fn date(query: &Query, name: &str) -> Result<Option<NaiveDate>, Problem> {
     query
         .get(name)
         .map(|v| {
             NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .map_err(|_| problem(ProblemType::BadDate, format!("{name} must be YYYY-MM-DD")))
+                .ok()
+                .filter(|d| (FIRST_DAY..=LAST_DAY).contains(d))
+                .ok_or_else(|| {
+                    problem(
+                        ProblemType::BadDate,
+                        format!("{name} must be a YYYY-MM-DD date from {FIRST_DAY} to {LAST_DAY}"),
+                    )
+                })
         })
         .transpose()
+}
+
+/// A `YYYY-MM` month within the API's dates.
+fn month(text: &str) -> Option<Month> {
+    Month::parse(text).filter(|m| {
+        m.days()
+            .is_some_and(|(first, _)| (FIRST_DAY..=LAST_DAY).contains(&first))
+    })
 }
 
 fn list<T>(
@@ -647,7 +667,7 @@ impl BillingApi {
     ) -> Result<CsvExport<Arc<dyn SpendReader>>, Problem> {
         let month = query
             .get("month")
-            .and_then(|m| Month::parse(m))
+            .and_then(|m| month(m))
             .ok_or_else(|| problem(ProblemType::UnknownMonth, "month=YYYY-MM is required"))?;
         let format = match query.get("format").map(String::as_str) {
             None | Some("chargeback") => ExportFormat::Chargeback,
@@ -974,7 +994,10 @@ impl BillingApi {
             from: from.and_then(midnight),
             to: to.and_then(|d| d.succ_opt()).and_then(midnight),
             before: one(query, "cursor", |v| {
-                v.parse::<u64>().map_err(|e| e.to_string())
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|c| i64::try_from(*c).is_ok())
+                    .ok_or_else(|| format!("must be a whole number from 0 to {}", i64::MAX))
             })?,
             limit: usize::try_from(number(query, "limit", 50, 1_000)?).unwrap_or(50),
         };
@@ -1017,8 +1040,12 @@ impl BillingApi {
         month: &str,
     ) -> Result<Response<Bytes>, Problem> {
         let workspace = self.workspace(principal, query)?;
-        let month = Month::parse(month)
-            .ok_or_else(|| problem(ProblemType::UnknownMonth, "expected YYYY-MM"))?;
+        let month = self::month(month).ok_or_else(|| {
+            problem(
+                ProblemType::UnknownMonth,
+                format!("expected YYYY-MM from {FIRST_DAY} to {LAST_DAY}"),
+            )
+        })?;
         let plan = self.config.billing.plan(&workspace);
         let invoice = self
             .billing()

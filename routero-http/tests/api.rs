@@ -897,6 +897,13 @@ async fn hostile_requests_get_problems_and_change_nothing(api: BillingApi) {
         "/billing/invoices/..%2F..%2Fetc%2Fpasswd?workspace=acme-ws",
         "/billing/invoices/2026-11?workspace=acme-ws&format=%0d%0a",
         "/billing/export.csv?month=2026-99",
+        "/billing/export.csv?month=0001-01",
+        "/billing/spend-trend?start_date=-262143-01-01&end_date=2026-12-31",
+        "/billing/spend-trend?start_date=0001-01-01&end_date=2026-12-31",
+        "/billing/daily-spend?start_date=2026-10-01&end_date=+262142-12-31",
+        "/billing/transactions?workspace=acme-ws&cursor=18446744073709551615",
+        "/billing/invoices/0001-01?workspace=acme-ws",
+        "/billing/invoices/262143-12?workspace=acme-ws",
     ] {
         let response = api.handle(Some(&p), get(uri)).await;
         assert_hostile(&response, uri);
