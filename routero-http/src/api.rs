@@ -103,7 +103,7 @@ pub enum ProblemType {
     NotFound,
     /// A malformed parameter or body.
     BadRequest,
-    /// A date that is not `YYYY-MM-DD`.
+    /// A date that is not `YYYY-MM-DD`, or outside 2000-01-01..=9999-12-31.
     BadDate,
     /// A range whose start is after its end.
     DateOrder,
