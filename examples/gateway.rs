@@ -66,7 +66,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use routero::attribution::{
     ApiKeyId, Attribution, BillingMode, BillingPolicy, CredentialId, CustomerId, OrgId, RequestId,
     TeamId, UserId, WorkspaceId,
@@ -813,6 +813,14 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The serving loop's warnings (failed accepts) go to standard error.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -894,36 +902,16 @@ async fn run() -> Result<(), Error> {
         .unwrap_or_else(|| "127.0.0.1:8090".to_owned());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    eprintln!("gateway: accept: {e}");
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
+    let serving = routero::http::serve::Serving::from_env()?.grace(GRACE);
+    let service = {
         let gateway = gateway.clone();
-        let service = service_fn(move |request| gateway.clone().handle(request));
-        let connection = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                eprintln!("gateway: connection: {e}");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+        move |_peer| {
+            let gateway = gateway.clone();
+            service_fn(move |request| gateway.clone().handle(request))
+        }
+    };
+    let report = routero::http::serve::serve(listener, serving, service, shutdown_signal()).await;
+    if report.cut {
         eprintln!("gateway: open responses cut after {GRACE:?}");
     }
     drop(gateway);

@@ -35,7 +35,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use routero::attribution::OrgId;
 use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
 use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
@@ -188,6 +187,14 @@ async fn serve(
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The serving loop's warnings (failed accepts) go to standard error.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -289,6 +296,7 @@ async fn run() -> Result<(), Error> {
     let addr: SocketAddr = std::env::var("ROUTERO_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()?;
+    let serving = routero::http::serve::Serving::from_env()?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     println!("org-wide admin token (every Acme workspace): {org_token}");
@@ -298,22 +306,24 @@ async fn run() -> Result<(), Error> {
         "try: curl -s -H 'authorization: Bearer {token}' \
          'http://{addr}/billing/overview?workspace=acme-prod'"
     );
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            _ = tokio::signal::ctrl_c() => break,
-        };
-        let (api, tokens) = (api.clone(), tokens.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |request| serve(api.clone(), tokens.clone(), request));
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                eprintln!("server: connection: {e}");
-            }
-        });
-    }
+    let report = routero::http::serve::serve(
+        listener,
+        serving,
+        move |_peer| {
+            let (api, tokens) = (api.clone(), tokens.clone());
+            service_fn(move |request| serve(api.clone(), tokens.clone(), request))
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .await;
+    println!(
+        "stopped: {} connections, {} failed accepts{}",
+        report.connections,
+        report.accept_errors,
+        if report.cut { ", responses cut" } else { "" }
+    );
     if let Some((draining, recording)) = live {
         recording.shutdown().await;
         draining.stop().await;

@@ -23,3 +23,5 @@ pub mod erp;
 pub mod headers;
 #[cfg(feature = "tower")]
 pub mod layer;
+#[cfg(feature = "server")]
+pub mod serve;
