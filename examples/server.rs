@@ -30,14 +30,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use routero::attribution::OrgId;
 use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
-use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
+use routero::http::api::{ApiConfig, BillingApi, Principal, ProblemType, Role};
 use routero::invoice::{BillingDirectory, InvoiceStore};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::money::RateTable;
@@ -175,10 +175,13 @@ async fn serve(
     }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            let detail = format!("the request body is over {MAX_BODY} bytes");
+            return Ok(ProblemType::PayloadTooLarge.response(detail).map(full));
+        }
         Err(e) => {
-            let mut response = Response::new(full(Bytes::from(format!("body: {e}\n"))));
-            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            return Ok(response);
+            let detail = format!("the request body could not be read: {e}");
+            return Ok(ProblemType::BadRequest.response(detail).map(full));
         }
     };
     let response = api.handle(caller, Request::from_parts(parts, body)).await;

@@ -147,3 +147,48 @@ fn demo_requests_keep_arriving_when_asked() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_oversized_body_is_a_problem_and_idle_connections_close() {
+    let (_server, addr, token) = server(&[("ROUTERO_HEADER_READ_TIMEOUT_SECS", "1")]);
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+
+    let body = format!(
+        r#"{{"amount": "5", "currency": "USD", "pad": "{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let (status, head, answer) = exchange(
+        &addr,
+        "POST",
+        "/billing/wallet/topup?workspace=acme-prod",
+        &auth,
+        &body,
+    );
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        head.contains("content-type: application/problem+json"),
+        "{head}"
+    );
+    let problem: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        problem["type"],
+        "https://routero.dev/problems/payload-too-large"
+    );
+
+    // A connection that never sends a request is closed after the header-read
+    // timeout (the read ends instead of waiting for ever).
+    use std::io::{ErrorKind, Read};
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    match idle.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("an answer to no request: {:?}", &buf[..n]),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            panic!("the idle connection is still open after 30 s")
+        }
+        Err(_) => {} // reset: closed as well
+    }
+}

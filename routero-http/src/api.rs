@@ -119,6 +119,9 @@ pub enum ProblemType {
     InvalidCurrency,
     /// Spend in several currencies, and no `currency` to choose one.
     MixedCurrencies,
+    /// A request body over the host's limit (the host reads the body, so the host
+    /// answers it, with [`ProblemType::response`]).
+    PayloadTooLarge,
     /// The backend failed.
     Unavailable,
 }
@@ -138,6 +141,7 @@ impl ProblemType {
             ProblemType::InvalidAmount => "invalid-amount",
             ProblemType::InvalidCurrency => "invalid-currency",
             ProblemType::MixedCurrencies => "mixed-currencies",
+            ProblemType::PayloadTooLarge => "payload-too-large",
             ProblemType::Unavailable => "unavailable",
         }
     }
@@ -156,6 +160,7 @@ impl ProblemType {
             ProblemType::InvalidAmount | ProblemType::InvalidCurrency => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
+            ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -174,8 +179,17 @@ impl ProblemType {
             ProblemType::InvalidAmount => "Invalid amount",
             ProblemType::InvalidCurrency => "Invalid currency",
             ProblemType::MixedCurrencies => "Spend in several currencies",
+            ProblemType::PayloadTooLarge => "Request body too large",
             ProblemType::Unavailable => "Temporarily unavailable",
         }
+    }
+
+    /// This problem as an `application/problem+json` response, for the answers a
+    /// host gives before the request reaches [`BillingApi::handle`] (a body over its
+    /// limit, say), so they look like the API's own.
+    #[must_use]
+    pub fn response(self, detail: impl Into<String>) -> Response<Bytes> {
+        problem_response(&problem(self, detail))
     }
 }
 
