@@ -54,7 +54,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use http::{Method, Request, Response, StatusCode, header};
 use routero_core::analytics::{self, AnalyticsError, Entity};
 use routero_core::attribution::{
@@ -762,7 +762,7 @@ impl BillingApi {
         &self,
         principal: &Principal,
         query: &Query,
-        dates_required: bool,
+        month_to_date_by_default: bool,
     ) -> Result<RollupFilter, Problem> {
         for name in ["exclude_team_ids", "exclude_end_user_ids"] {
             if query.contains_key(name) {
@@ -777,10 +777,13 @@ impl BillingApi {
         let to = date(query, "end_date")?;
         let (from, to) = match (from, to) {
             (Some(f), Some(t)) => (f, t),
-            _ if dates_required => {
+            // A bare analytics request (`GET /billing/daily-spend`) is about the month
+            // to date, as the dashboard opens on it.
+            (None, None) if month_to_date_by_default => (today.with_day(1).unwrap_or(today), today),
+            _ if month_to_date_by_default => {
                 return Err(problem(
                     ProblemType::BadDate,
-                    "start_date and end_date are required",
+                    "start_date and end_date go together (leave both out for the month to date)",
                 ));
             }
             _ => (today, today),

@@ -482,9 +482,42 @@ async fn another_tenant_is_not_found(api: BillingApi) {
 
 async fn dates_are_checked(api: BillingApi) {
     let p = admin();
+    // Both dates left out: the month to date (the clock says 2026-11-10).
+    for path in [
+        "/billing/daily-spend",
+        "/billing/spend-trend",
+        "/team/daily/activity",
+        "/user/daily/activity",
+        "/customer/daily/activity",
+    ] {
+        let bare = api.handle(Some(&p), get(path)).await;
+        assert_eq!(bare.status(), StatusCode::OK, "{path}: {:?}", bare.body());
+        let explicit = api
+            .handle(
+                Some(&p),
+                get(&format!("{path}?start_date=2026-11-01&end_date=2026-11-10")),
+            )
+            .await;
+        assert_eq!(bare.body(), explicit.body(), "{path}");
+    }
+    let bare = body(&api.handle(Some(&p), get("/billing/daily-spend")).await);
+    let days = bare.as_array().unwrap();
+    assert_eq!(days.len(), 10, "2026-11-01 to 2026-11-10: {bare}");
+    let spend: rust_decimal::Decimal = days
+        .iter()
+        .map(|d| {
+            d["spend"]
+                .as_str()
+                .unwrap()
+                .parse::<rust_decimal::Decimal>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(spend.to_string(), "3.875", "the overview's month to date");
     let cases = [
         ("start_date=2026-13-01&end_date=2026-11-10", "bad-date"),
         ("start_date=2026-11-01", "bad-date"),
+        ("end_date=2026-11-10", "bad-date"),
         ("start_date=2026-11-10&end_date=2026-11-01", "date-order"),
         (
             "start_date=2024-01-01&end_date=2026-11-10",
