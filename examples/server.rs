@@ -290,11 +290,18 @@ async fn run() -> Result<(), Error> {
         workspaces: None,
         ..principal.clone()
     };
+    // One workspace: the product page's requests work as written, with no ?workspace=.
+    let prod_only = Principal {
+        workspaces: Some(vec!["acme-prod".parse()?]),
+        ..principal.clone()
+    };
     let token = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let org_token = format!("demo-org-{}", uuid::Uuid::new_v4().simple());
+    let prod_token = format!("demo-prod-{}", uuid::Uuid::new_v4().simple());
     let tokens: Arc<[(String, Principal)]> = Arc::from(vec![
         (token.clone(), principal),
         (org_token.clone(), org_wide),
+        (prod_token.clone(), prod_only),
     ]);
     let addr: SocketAddr = std::env::var("ROUTERO_LISTEN")
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
@@ -303,6 +310,7 @@ async fn run() -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     println!("org-wide admin token (every Acme workspace): {org_token}");
+    println!("acme-prod admin token (one workspace, no ?workspace= needed): {prod_token}");
     println!("listening on http://{addr}  (Acme admin token: {token})");
     println!("dashboard: http://{addr}/  (sign in with the token)");
     println!(

@@ -192,3 +192,33 @@ fn an_oversized_body_is_a_problem_and_idle_connections_close() {
         Err(_) => {} // reset: closed as well
     }
 }
+
+#[test]
+fn the_product_pages_requests_work_as_written_for_a_one_workspace_principal() {
+    let (_server, addr, _, _, token) = common::server_with_tokens(&[]);
+    assert!(!token.is_empty(), "the server prints a one-workspace token");
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    let (status, body) = request(
+        &addr,
+        "POST",
+        "/billing/wallet/topup",
+        &auth,
+        r#"{ "amount": 1000.00, "currency": "USD" }"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    for path in [
+        "/billing/wallet",
+        "/billing/transactions",
+        "/billing/invoices",
+        "/billing/daily-spend",
+        "/billing/spend-trend",
+        "/billing/overview",
+        "/team/daily/activity",
+        "/user/daily/activity",
+        "/customer/daily/activity",
+    ] {
+        let (status, body) = request(&addr, "GET", path, &auth, "");
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+}

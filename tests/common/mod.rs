@@ -50,6 +50,14 @@ pub(crate) fn server(env: &[(&str, &str)]) -> (Process, String, String) {
 
 /// [`server`], and the token of its org-wide principal.
 pub(crate) fn server_with_org(env: &[(&str, &str)]) -> (Process, String, String, String) {
+    let (process, addr, token, org_token, _) = server_with_tokens(env);
+    (process, addr, token, org_token)
+}
+
+/// [`server_with_org`], and the token of its one-workspace (acme-prod) principal.
+pub(crate) fn server_with_tokens(
+    env: &[(&str, &str)],
+) -> (Process, String, String, String, String) {
     let mut command = Command::new(example("server"));
     command
         .env("ROUTERO_LISTEN", "127.0.0.1:0")
@@ -65,12 +73,18 @@ pub(crate) fn server_with_org(env: &[(&str, &str)]) -> (Process, String, String,
     let process = Process(child);
     let mut lines = BufReader::new(stdout).lines();
     let mut org_token = String::new();
+    let mut prod_token = String::new();
     let listening = lines
         .by_ref()
         .map(Result::unwrap)
         .find(|l| {
             if let Some(token) = l.strip_prefix("org-wide admin token (every Acme workspace): ") {
                 org_token = token.to_owned();
+            }
+            if let Some(token) =
+                l.strip_prefix("acme-prod admin token (one workspace, no ?workspace= needed): ")
+            {
+                prod_token = token.to_owned();
             }
             l.starts_with("listening on ")
         })
@@ -88,7 +102,7 @@ pub(crate) fn server_with_org(env: &[(&str, &str)]) -> (Process, String, String,
         .unwrap()
         .trim_end_matches(')')
         .to_owned();
-    (process, addr, token, org_token)
+    (process, addr, token, org_token, prod_token)
 }
 
 /// One HTTP/1.1 request; the status and the body.
