@@ -12,8 +12,15 @@
 //! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS` (months of the
 //! request log to keep before the current one), `ROUTERO_SPEND_LOG` (`0`: do not
 //! write the request log), `ROUTERO_MAX_BATCHES` (the most queued batches one drain
-//! step applies; 512), `ROUTERO_WAREHOUSE_DIR` (run the warehouse sync into this
-//! directory), `RUST_LOG` (`info`).
+//! step applies; 512), `ROUTERO_LEASE_TTL_SECS` (10), `ROUTERO_LEASE_RENEW_SECS` (a
+//! third of the ttl), `ROUTERO_PG_LOCK_TIMEOUT_SECS` (2) and
+//! `ROUTERO_PG_STATEMENT_TIMEOUT_SECS` (5; a drain transaction with no answer for
+//! twice this long is abandoned and its connection closed: keep it under half the
+//! ttl), `ROUTERO_WAREHOUSE_DIR` (run the warehouse sync into this directory),
+//! `RUST_LOG` (`info`).
+//!
+//! Each shard this coworker holds drains on its own: a shard whose database
+//! connection hangs never holds back the others, nor their lease renewals.
 //!
 //! Every five minutes a coworker applies the log retention and, with
 //! `ROUTERO_WAREHOUSE_DIR`, runs the warehouse sync of the current hour: each hour is
@@ -284,6 +291,52 @@ async fn main() -> ExitCode {
     let mut drainer_config = DrainerConfig::new(
         env("ROUTERO_HOLDER").unwrap_or_else(|| format!("coworker-{}", std::process::id())),
     );
+    let seconds = |name: &str| -> Result<Option<Duration>, ExitCode> {
+        match env(name).map(|v| v.parse::<f64>()) {
+            None => Ok(None),
+            Some(Ok(s)) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                Ok(Some(Duration::from_secs_f64(s)))
+            }
+            Some(_) => {
+                eprintln!("coworker: {name} must be a number of seconds above 0 and at most 86400");
+                Err(ExitCode::from(2))
+            }
+        }
+    };
+    let timings = (|| {
+        Ok::<_, ExitCode>((
+            seconds("ROUTERO_LEASE_TTL_SECS")?,
+            seconds("ROUTERO_LEASE_RENEW_SECS")?,
+            seconds("ROUTERO_PG_LOCK_TIMEOUT_SECS")?,
+            seconds("ROUTERO_PG_STATEMENT_TIMEOUT_SECS")?,
+        ))
+    })();
+    let (ttl, renew, lock_timeout, statement_timeout) = match timings {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    if let Some(ttl) = ttl {
+        drainer_config.lease_ttl = ttl;
+        drainer_config.renew_every = ttl / 3;
+    }
+    if let Some(renew) = renew {
+        drainer_config.renew_every = renew;
+    }
+    if let Some(t) = lock_timeout {
+        pg_config.lock_timeout = t;
+    }
+    if let Some(t) = statement_timeout {
+        pg_config.statement_timeout = t;
+    }
+    if drainer_config.renew_every >= drainer_config.lease_ttl {
+        eprintln!("coworker: the lease renewal interval must be shorter than its ttl");
+        return ExitCode::from(2);
+    }
+    if pg_config.statement_timeout.saturating_mul(2) >= drainer_config.lease_ttl {
+        tracing::warn!(
+            "twice ROUTERO_PG_STATEMENT_TIMEOUT_SECS is not under the lease ttl: a stuck step may outlive its lease"
+        );
+    }
     if let Some(max) = env("ROUTERO_MAX_BATCHES") {
         match max.parse() {
             Ok(n) if n > 0 => drainer_config.max_batches = n,

@@ -11,7 +11,7 @@ pub mod pipeline;
 pub use billing::{analytics, control, erp, export, invoice, wallet};
 pub use meter::{attribution, cost, extract, money, price, provider, usage};
 #[cfg(feature = "runtime")]
-pub use pipeline::{drainer, recorder};
+pub use pipeline::{drainer, recorder, telemetry};
 pub use pipeline::{memory, port, quarantine, spend, warehouse};
 
 pub use cost::{Cost, CostCategory, CostError, CostLine};

@@ -98,6 +98,13 @@ impl SpendQueue for FaultyQueue {
         }
         self.inner.trim_through(shard, through).await
     }
+
+    async fn backlog(&self, shard: ShardId) -> Result<u64, BackendError> {
+        if self.fault(8) {
+            return Err(unavailable("len"));
+        }
+        SpendQueue::backlog(&self.inner, shard).await
+    }
 }
 
 #[derive(Debug)]

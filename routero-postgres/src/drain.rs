@@ -83,34 +83,38 @@ impl SpendStore for PgStore {
     }
 
     async fn apply(&self, apply: DrainApply<'_>) -> Result<ApplyOutcome, BackendError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let current = lock_state(&tx, apply.shard).await?;
-        // The protocol's checks (DrainState::refuse), under the row lock.
-        if let Some(refused) = current.refuse(&apply) {
-            return Ok(refused);
-        }
-        let key = wallet::usage_debit_key(apply.shard, apply.through);
-        let created = self
-            .write_step(&tx, apply.rollups, apply.events, apply.at, &key)
-            .await?;
-        advance(&tx, apply.shard, apply.through, apply.token).await?;
-        tx.commit().await.map_err(backend)?;
-        self.remember_partitions(created);
-        Ok(ApplyOutcome::Applied)
+        self.guarded(async |client| {
+            let tx = self.begin_guarded(client).await?;
+            let current = lock_state(&tx, apply.shard).await?;
+            // The protocol's checks (DrainState::refuse), under the row lock.
+            if let Some(refused) = current.refuse(&apply) {
+                return Ok(refused);
+            }
+            let key = wallet::usage_debit_key(apply.shard, apply.through);
+            let created = self
+                .write_step(&tx, apply.rollups, apply.events, apply.at, &key)
+                .await?;
+            advance(&tx, apply.shard, apply.through, apply.token).await?;
+            tx.commit().await.map_err(backend)?;
+            self.remember_partitions(created);
+            Ok(ApplyOutcome::Applied)
+        })
+        .await
     }
 
     async fn quarantine(&self, q: QuarantineApply<'_>) -> Result<ApplyOutcome, BackendError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(backend)?;
-        let current = lock_state(&tx, q.shard).await?;
-        if let Some(refused) = current.refuse_step(q.token, q.expected, q.through) {
-            return Ok(refused);
-        }
-        crate::quarantine::insert(&tx, &q).await?;
-        advance(&tx, q.shard, q.through, q.token).await?;
-        tx.commit().await.map_err(backend)?;
-        Ok(ApplyOutcome::Applied)
+        self.guarded(async |client| {
+            let tx = self.begin_guarded(client).await?;
+            let current = lock_state(&tx, q.shard).await?;
+            if let Some(refused) = current.refuse_step(q.token, q.expected, q.through) {
+                return Ok(refused);
+            }
+            crate::quarantine::insert(&tx, &q).await?;
+            advance(&tx, q.shard, q.through, q.token).await?;
+            tx.commit().await.map_err(backend)?;
+            Ok(ApplyOutcome::Applied)
+        })
+        .await
     }
 }
 

@@ -71,10 +71,22 @@ pub struct PgConfig {
     /// How many whole months of the spend log to keep before the current one
     /// (`None`: keep everything); applied by [`PgStore::apply_log_retention`].
     pub log_retention_months: Option<u32>,
+    /// The longest a drain or quarantine transaction waits for a lock (PostgreSQL's
+    /// `lock_timeout`, set for the transaction). A step that waits longer fails as a
+    /// timeout and is retried: a shard whose row another connection holds (a frozen
+    /// backend, a stuck takeover) costs its drainer a retry, never a hang.
+    pub lock_timeout: Duration,
+    /// The longest one statement of a drain or quarantine transaction runs
+    /// (`statement_timeout`, set for the transaction). A frozen backend cannot enforce
+    /// its own timeouts, so a transaction with no answer for twice this long is
+    /// abandoned on the client side, and its connection closed rather than pooled.
+    /// Keep both well under the drainer's lease ttl.
+    pub statement_timeout: Duration,
 }
 
 impl PgConfig {
-    /// The defaults for a URL: default schema, 8 connections, 5 s timeout, spend log on.
+    /// The defaults for a URL: default schema, 8 connections, 5 s timeout, spend log
+    /// on, drain transactions with a 2 s lock timeout and a 5 s statement timeout.
     pub fn new(url: impl Into<String>) -> PgConfig {
         PgConfig {
             url: url.into(),
@@ -83,6 +95,8 @@ impl PgConfig {
             timeout: Duration::from_secs(5),
             spend_log: true,
             log_retention_months: None,
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -125,7 +139,11 @@ pub(crate) fn backend(error: tokio_postgres::Error) -> BackendError {
         {
             ErrorKind::Unavailable
         }
-        Some(code) if *code == SqlState::QUERY_CANCELED => ErrorKind::Timeout,
+        Some(code)
+            if *code == SqlState::QUERY_CANCELED || *code == SqlState::LOCK_NOT_AVAILABLE =>
+        {
+            ErrorKind::Timeout
+        }
         Some(code) if code.code().starts_with("22") || code.code().starts_with("23") => {
             ErrorKind::Invalid
         }
@@ -253,6 +271,50 @@ impl PgStore {
     /// A connection from the pool, for queries of the embedding application.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, BackendError> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Runs one drain-side transaction (`body`, which begins it with
+    /// [`begin_guarded`](Self::begin_guarded) and commits it) on a pooled connection,
+    /// under the client-side deadline of [`PgConfig::statement_timeout`]: when the
+    /// server does not answer in time the work is abandoned and the connection closed,
+    /// so a frozen backend never returns to the pool.
+    pub(crate) async fn guarded<T>(
+        &self,
+        body: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let mut client = self.client().await?;
+        let deadline = self.config.statement_timeout.saturating_mul(2);
+        match tokio::time::timeout(deadline, body(&mut client)).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Detached from the pool and dropped: the socket closes, and the
+                // server rolls the transaction back whenever it wakes.
+                drop(deadpool_postgres::Object::take(client));
+                Err(BackendError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "postgres: no answer within {} ms; connection closed",
+                        deadline.as_millis()
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// Begins a drain-side transaction with the configured lock and statement timeouts.
+    pub(crate) async fn begin_guarded<'c>(
+        &self,
+        client: &'c mut deadpool_postgres::Object,
+    ) -> Result<deadpool_postgres::Transaction<'c>, BackendError> {
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}; SET LOCAL statement_timeout = {}",
+            self.config.lock_timeout.as_millis().max(1),
+            self.config.statement_timeout.as_millis().max(1),
+        ))
+        .await
+        .map_err(backend)?;
+        Ok(tx)
     }
 
     /// Applies [`PgConfig::log_retention_months`] on `today`: drops the spend-log

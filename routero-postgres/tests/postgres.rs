@@ -601,3 +601,159 @@ async fn a_request_logged_twice_keeps_the_first_and_the_step_commits() {
         ]
     );
 }
+
+/// Sends a signal to a local process with `kill`.
+fn signal(pid: i32, sig: &str) -> bool {
+    std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Resumes a stopped backend however the test ends.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+/// A PostgreSQL backend frozen in the middle of a drain step (SIGSTOP) while it holds
+/// its shard's drain-state row: the drainer's other shards keep draining, the frozen
+/// shard's retries fail fast on `lock_timeout` instead of hanging, and once the
+/// backend is resumed the shard lands with exact totals.
+#[tokio::test]
+async fn a_frozen_backend_stalls_only_its_shard() {
+    use routero_core::drainer::{Drainer, DrainerConfig};
+    use routero_core::port::SpendQueue;
+    use routero_core::spend::{BatchId, SpendBatch};
+
+    let Some(url) = database_url() else { return };
+    let mut config = PgConfig::new(&url);
+    config.schema = Some(fresh_schema("frozen"));
+    config.pool_size = 6;
+    config.lock_timeout = std::time::Duration::from_millis(1_000);
+    config.statement_timeout = std::time::Duration::from_millis(1_500);
+    let pg = PgStore::connect(config).await.expect("connect");
+    let queue = Arc::new(MemoryQueue::new(4));
+    let elector = Arc::new(MemoryElector::new(Arc::new(
+        routero_core::memory::ManualClock::new(chrono::Utc::now()),
+    )));
+    let mut expected = Decimal::ZERO;
+    let mut seq = 0u64;
+    let mut append = async |shards: &[u16]| {
+        for &shard in shards {
+            seq += 1;
+            let cost = Decimal::new(i64::try_from(seq).unwrap(), 3);
+            expected += cost;
+            let batch = SpendBatch {
+                id: BatchId::new(11, seq),
+                shard: ShardId(shard),
+                events: vec![sample_event("acme", seq, &cost.to_string())],
+            };
+            queue.append(&batch).await.unwrap();
+        }
+    };
+    async fn until(what: &str, secs: u64, mut done: impl AsyncFnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while !done().await {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    let drainer = Arc::new(Drainer::new(
+        Arc::clone(&queue),
+        elector,
+        pg.clone(),
+        DrainerConfig::new("frozen"),
+    ));
+    let running = Arc::clone(&drainer).spawn();
+    append(&[0, 1, 2, 3]).await;
+    until("the first batches drain", 20, async || {
+        (0..4).all(|s| queue.is_empty(ShardId(s)))
+    })
+    .await;
+
+    // Lock the rollups table, so that the drainer's next step for shard 2 waits on
+    // it after it has locked its shard's drain-state row; freeze that backend there:
+    // it keeps the row, frozen, mid-transaction.
+    let holder = pg.client().await.unwrap();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE routero_daily_rollups IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    append(&[2]).await;
+    let watcher = pg.client().await.unwrap();
+    let mut frozen = None;
+    until(
+        "the drain step waits inside its transaction",
+        20,
+        async || {
+            let row = watcher
+                .query_opt(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE '%INSERT INTO routero_daily_rollups AS r%' \
+                 AND pid <> pg_backend_pid() LIMIT 1",
+                    &[],
+                )
+                .await
+                .unwrap();
+            frozen = row.map(|r| r.get::<_, i32>(0));
+            frozen.is_some()
+        },
+    )
+    .await;
+    let pid = frozen.unwrap();
+    assert!(
+        signal(pid, "STOP"),
+        "could not SIGSTOP backend {pid}: the test must run on the database's host, as root or its user"
+    );
+    let _resume = Resume(pid);
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    drop(holder);
+
+    // The other shards keep draining, for longer than the step deadline, while
+    // shard 2 stays where it was.
+    for _ in 0..3 {
+        append(&[0, 1, 3]).await;
+        until("the other shards drain", 20, async || {
+            [0, 1, 3].iter().all(|s| queue.is_empty(ShardId(*s)))
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    }
+    assert_eq!(
+        queue.len(ShardId(2)),
+        1,
+        "shard 2 waits for its frozen backend"
+    );
+
+    // Resumed, the backend finds its client gone and rolls back; shard 2 lands once.
+    assert!(signal(pid, "CONT"));
+    until("shard 2 drains", 30, async || queue.is_empty(ShardId(2))).await;
+    let stats = running.stop().await;
+    assert!(
+        stats.errors > 0,
+        "shard 2's steps failed while it was frozen"
+    );
+    let sum: Decimal = watcher
+        .query_one(
+            "SELECT COALESCE(sum(cost), 0) FROM routero_daily_rollups",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, expected);
+    let successes: i64 = watcher
+        .query_one(
+            "SELECT COALESCE(sum(successes), 0)::bigint FROM routero_daily_rollups",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(successes, i64::try_from(seq).unwrap());
+}

@@ -345,6 +345,18 @@ impl SpendQueue for RedisQueue {
             .map_err(backend)?;
         Ok(())
     }
+
+    async fn backlog(&self, shard: ShardId) -> Result<u64, BackendError> {
+        let reply: Value = self
+            .redis
+            .pool
+            .custom(cmd!("XLEN"), vec![self.redis.key(shard, "stream")])
+            .await
+            .map_err(backend)?;
+        reply.as_u64().ok_or_else(|| {
+            BackendError::new(ErrorKind::Corrupt, format!("redis XLEN reply: {reply:?}"))
+        })
+    }
 }
 
 /// Per-shard leader leases on Redis with fencing tokens.

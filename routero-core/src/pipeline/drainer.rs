@@ -11,10 +11,12 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -23,6 +25,7 @@ use crate::port::{
 };
 use crate::quarantine::{QuarantineApply, QuarantineReason};
 use crate::spend::{Rollups, ShardId, SpendEvent};
+use crate::telemetry as metrics;
 
 /// How a drainer behaves.
 #[derive(Debug, Clone)]
@@ -159,14 +162,43 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
     /// applied for a reason retrying does not mend is taken again a batch at a time,
     /// and each batch that still fails goes to the quarantine
     /// ([`crate::quarantine`]): one bad batch never blocks the others.
+    ///
+    /// Each step reports its outcome, the shard's lag (before) and backlog (after) to
+    /// the [`telemetry`](crate::telemetry).
     pub async fn step(&self, lease: &Lease) -> Result<StepOutcome, BackendError> {
+        let outcome = self.step_once(lease).await;
+        metrics::step(match &outcome {
+            Ok(StepOutcome::Drained { replayed: true, .. }) => "replayed",
+            Ok(StepOutcome::Drained { .. }) => "drained",
+            Ok(StepOutcome::Idle) => "idle",
+            Ok(StepOutcome::Raced) => "raced",
+            Ok(StepOutcome::Fenced) => "fenced",
+            Err(_) => "error",
+        });
+        if let Ok(StepOutcome::Drained { .. }) = outcome {
+            match self.queue.backlog(lease.shard).await {
+                Ok(entries) => metrics::backlog(lease.shard, entries),
+                Err(e) => {
+                    tracing::debug!(shard = lease.shard.0, error = %e, "backlog not measured")
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn step_once(&self, lease: &Lease) -> Result<StepOutcome, BackendError> {
         let shard = lease.shard;
         let state = self.store.drain_state(shard).await?;
         let queued = self
             .queue
             .read_after(shard, state.watermark, self.config.max_batches)
             .await?;
+        let oldest = queued
+            .first()
+            .and_then(|q| q.batch.events.iter().map(|e| e.event_time).min());
+        metrics::lag(shard, oldest, chrono::Utc::now());
         if queued.is_empty() {
+            metrics::backlog(shard, 0);
             // Trimming through the committed watermark is idempotent: it finishes the
             // trim of a drainer that crashed between commit and trim.
             if let Some(watermark) = state.watermark {
@@ -218,6 +250,9 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
             ApplyOutcome::WatermarkMoved { .. } => return Ok(StepOutcome::Raced),
         };
         self.queue.trim_through(shard, through).await?;
+        if !replayed {
+            metrics::applied(queued.len(), &events);
+        }
         Ok(StepOutcome::Drained {
             batches: queued.len(),
             events: events.len(),
@@ -280,7 +315,10 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
                         })
                         .await?;
                     match outcome {
-                        ApplyOutcome::Applied => quarantined += 1,
+                        ApplyOutcome::Applied => {
+                            quarantined += 1;
+                            metrics::quarantined(reason);
+                        }
                         ApplyOutcome::AlreadyApplied => replayed = true,
                         ApplyOutcome::StaleLeader { .. } => {
                             return Ok(so_far(
@@ -357,130 +395,243 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
 
     /// Runs the drain loop over every shard until `shutdown` completes, then releases
     /// every held lease.
+    ///
+    /// Leases are kept by one loop (taken, renewed well before they expire) while each
+    /// held shard is drained by a worker of its own: a shard whose step is blocked (a
+    /// frozen database connection, a lock) never holds back the others, nor the
+    /// renewal of their leases. A worker stops when its lease is lost or the store
+    /// reports a newer leader.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) -> DrainStats {
-        let mut stats = DrainStats::default();
-        let mut held: BTreeMap<ShardId, (Lease, Instant)> = BTreeMap::new();
-        let mut backoff = self.config.initial_backoff;
-        tokio::pin!(shutdown);
+        let held: Mutex<BTreeMap<ShardId, Held>> = Mutex::new(BTreeMap::new());
+        let stats = Mutex::new(DrainStats::default());
+        let (stop, stopped) = watch::channel(false);
+        let (start, mut started) = mpsc::unbounded_channel::<(Lease, watch::Receiver<bool>)>();
+        let keeper = async {
+            tokio::pin!(shutdown);
+            let mut backoff = self.config.initial_backoff;
+            loop {
+                let pause = if self.keep_leases(&held, &stats, &start).await {
+                    backoff = self.config.initial_backoff;
+                    self.config.idle_wait
+                } else {
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    pause
+                };
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+            let _ = stop.send(true);
+            drop(start);
+        };
+        let workers = async {
+            let mut running = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    next = started.recv() => match next {
+                        Some((lease, lost)) => running.push(self.work(lease, lost, stopped.clone(), &held, &stats)),
+                        None => break,
+                    },
+                    Some(()) = running.next(), if !running.is_empty() => {}
+                }
+            }
+            while running.next().await.is_some() {}
+        };
+        tokio::join!(keeper, workers);
+        let held = held.into_inner().unwrap_or_else(PoisonError::into_inner);
+        for slot in held.into_values() {
+            metrics::lease_released(slot.lease.shard);
+            if let Err(e) = self.elector.release(&slot.lease).await {
+                tracing::warn!(shard = slot.lease.shard.0, error = %e, "could not release lease; it will expire");
+            }
+        }
+        stats.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One round of the lease keeper: renews the held leases that are due (a lost one
+    /// stops its worker) and takes at most one free lease, whose worker it starts.
+    /// `false` if a backend failed.
+    async fn keep_leases(
+        &self,
+        held: &Mutex<BTreeMap<ShardId, Held>>,
+        stats: &Mutex<DrainStats>,
+        start: &mpsc::UnboundedSender<(Lease, watch::Receiver<bool>)>,
+    ) -> bool {
         let shards = self.queue.shards();
         // Coworkers scan the shards from different points and take at most one new
         // lease per round, so that coworkers started together share the shards; one
         // started when all are held stands by and takes over the leases that expire.
         let offset = holder_offset(&self.config.holder, shards);
-        loop {
-            let mut progressed = false;
-            let mut failed = false;
-            let mut acquired = false;
-            for shard in (0..shards).map(|i| ShardId((i + offset) % shards.max(1))) {
-                if !held.contains_key(&shard) && acquired {
-                    continue;
-                }
-                let was_held = held.contains_key(&shard);
-                match self.tend_lease(shard, &mut held, &mut stats).await {
-                    Ok(true) => acquired |= !was_held,
-                    Ok(false) => continue,
-                    Err(e) => {
-                        failed = true;
-                        stats.errors += 1;
-                        tracing::warn!(shard = shard.0, error = %e, "lease backend error; retrying");
-                        continue;
-                    }
-                }
-                let Some((lease, _)) = held.get(&shard) else {
-                    continue;
-                };
-                match self.step(lease).await {
-                    Ok(StepOutcome::Drained {
-                        batches,
-                        events,
-                        replayed,
-                        quarantined,
-                    }) => {
-                        progressed = true;
-                        stats.record(batches, events, replayed, quarantined);
-                        if replayed {
-                            tracing::info!(
-                                shard = shard.0,
-                                batches,
-                                "batches already applied; trimmed"
-                            );
-                        }
-                    }
-                    Ok(StepOutcome::Raced) => progressed = true,
-                    Ok(StepOutcome::Idle) => {}
-                    Ok(StepOutcome::Fenced) => {
-                        tracing::warn!(
-                            shard = shard.0,
-                            "a newer leader wrote this shard; stopped draining it"
-                        );
-                        held.remove(&shard);
-                        stats.leases_lost += 1;
-                    }
-                    Err(e) => {
-                        failed = true;
-                        stats.errors += 1;
-                        tracing::warn!(shard = shard.0, error = %e, retryable = e.is_retryable(), "drain step failed; retrying");
-                    }
-                }
-            }
-            let pause = if failed {
-                let pause = backoff;
-                backoff = (backoff * 2).min(self.config.max_backoff);
-                pause
-            } else {
-                backoff = self.config.initial_backoff;
-                if progressed {
-                    Duration::ZERO
-                } else {
-                    self.config.idle_wait
+        let mut healthy = true;
+        let mut acquired = false;
+        for shard in (0..shards).map(|i| ShardId((i + offset) % shards.max(1))) {
+            let due = {
+                let held = lock(held);
+                match held.get(&shard) {
+                    Some(slot) if slot.renewed.elapsed() < self.config.renew_every => continue,
+                    Some(slot) => Some(slot.lease.clone()),
+                    None if acquired => continue,
+                    None => None,
                 }
             };
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = tokio::time::sleep(pause) => {}
+            if let Some(lease) = due {
+                match self.elector.renew(&lease).await {
+                    Ok(true) => {
+                        if let Some(slot) = lock(held).get_mut(&shard) {
+                            slot.renewed = Instant::now();
+                        }
+                    }
+                    Ok(false) => {
+                        tracing::warn!(shard = shard.0, "lease lost; stopped draining the shard");
+                        if forget(held, &lease) {
+                            lock(stats).leases_lost += 1;
+                            metrics::lease_lost(shard);
+                        }
+                    }
+                    Err(e) => {
+                        healthy = false;
+                        lock(stats).errors += 1;
+                        metrics::error("lease", &e);
+                        tracing::warn!(shard = shard.0, error = %e, "lease backend error; retrying");
+                    }
+                }
+                continue;
+            }
+            match self
+                .elector
+                .acquire(shard, &self.config.holder, self.config.lease_ttl)
+                .await
+            {
+                Ok(Some(lease)) => {
+                    tracing::info!(shard = shard.0, token = lease.token.0, "lease acquired");
+                    metrics::lease_acquired(shard);
+                    acquired = true;
+                    let (lost, watch_lost) = watch::channel(false);
+                    lock(held).insert(
+                        shard,
+                        Held {
+                            lease: lease.clone(),
+                            renewed: Instant::now(),
+                            lost,
+                        },
+                    );
+                    let _ = start.send((lease, watch_lost));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    healthy = false;
+                    lock(stats).errors += 1;
+                    metrics::error("lease", &e);
+                    tracing::warn!(shard = shard.0, error = %e, "lease backend error; retrying");
+                }
             }
         }
-        for (lease, _) in held.into_values() {
-            if let Err(e) = self.elector.release(&lease).await {
-                tracing::warn!(shard = lease.shard.0, error = %e, "could not release lease; it will expire");
-            }
-        }
-        stats
+        healthy
     }
 
-    /// Takes a free lease or renews a held one when due; `Ok(false)` when the shard is
-    /// not ours.
-    async fn tend_lease(
+    /// Drains one held shard until its lease is lost, a newer leader shows, or the
+    /// loop stops (after the step in flight: a step is never cut by a shutdown).
+    async fn work(
         &self,
-        shard: ShardId,
-        held: &mut BTreeMap<ShardId, (Lease, Instant)>,
-        stats: &mut DrainStats,
-    ) -> Result<bool, BackendError> {
-        if let Some((lease, renewed)) = held.get_mut(&shard) {
-            if renewed.elapsed() < self.config.renew_every {
-                return Ok(true);
+        lease: Lease,
+        mut lost: watch::Receiver<bool>,
+        mut stopped: watch::Receiver<bool>,
+        held: &Mutex<BTreeMap<ShardId, Held>>,
+        stats: &Mutex<DrainStats>,
+    ) {
+        let shard = lease.shard;
+        let mut backoff = self.config.initial_backoff;
+        loop {
+            if *lost.borrow() || *stopped.borrow() {
+                return;
             }
-            if self.elector.renew(lease).await? {
-                *renewed = Instant::now();
-                return Ok(true);
+            // A lease lost under a step abandons it: its commit would be refused.
+            let outcome = tokio::select! {
+                outcome = self.step(&lease) => outcome,
+                _ = lost.changed() => return,
+            };
+            let pause = match outcome {
+                Ok(StepOutcome::Drained {
+                    batches,
+                    events,
+                    replayed,
+                    quarantined,
+                }) => {
+                    lock(stats).record(batches, events, replayed, quarantined);
+                    if replayed {
+                        tracing::info!(
+                            shard = shard.0,
+                            batches,
+                            "batches already applied; trimmed"
+                        );
+                    }
+                    backoff = self.config.initial_backoff;
+                    Duration::ZERO
+                }
+                Ok(StepOutcome::Raced) => Duration::ZERO,
+                Ok(StepOutcome::Idle) => {
+                    backoff = self.config.initial_backoff;
+                    self.config.idle_wait
+                }
+                Ok(StepOutcome::Fenced) => {
+                    tracing::warn!(
+                        shard = shard.0,
+                        "a newer leader wrote this shard; stopped draining it"
+                    );
+                    if forget(held, &lease) {
+                        lock(stats).leases_lost += 1;
+                        metrics::fenced(shard);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    lock(stats).errors += 1;
+                    metrics::error("drain", &e);
+                    tracing::warn!(shard = shard.0, error = %e, retryable = e.is_retryable(), "drain step failed; retrying");
+                    let pause = backoff;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                    pause
+                }
+            };
+            if pause.is_zero() {
+                continue;
             }
-            tracing::warn!(shard = shard.0, "lease lost; stopped draining the shard");
-            held.remove(&shard);
-            stats.leases_lost += 1;
-            return Ok(false);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                _ = lost.changed() => return,
+                _ = stopped.changed() => return,
+            }
         }
-        match self
-            .elector
-            .acquire(shard, &self.config.holder, self.config.lease_ttl)
-            .await?
-        {
-            Some(lease) => {
-                tracing::info!(shard = shard.0, token = lease.token.0, "lease acquired");
-                held.insert(shard, (lease, Instant::now()));
-                Ok(true)
+    }
+}
+
+/// A lease held by [`Drainer::run`], shared by the lease keeper and its worker.
+#[derive(Debug)]
+struct Held {
+    lease: Lease,
+    renewed: Instant,
+    /// Told when the lease is lost (or dropped with it).
+    lost: watch::Sender<bool>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Forgets `lease` (if it is still the one held for its shard) and stops its worker;
+/// `true` if it was held.
+fn forget(held: &Mutex<BTreeMap<ShardId, Held>>, lease: &Lease) -> bool {
+    let mut held = lock(held);
+    match held.get(&lease.shard) {
+        Some(slot) if slot.lease.token == lease.token => {
+            if let Some(slot) = held.remove(&lease.shard) {
+                let _ = slot.lost.send(true);
             }
-            None => Ok(false),
+            true
         }
+        _ => false,
     }
 }
 

@@ -169,6 +169,14 @@ impl SpendQueue for MemoryQueue {
         }
         Ok(())
     }
+
+    async fn backlog(&self, shard: ShardId) -> Result<u64, BackendError> {
+        let state = lock(&self.state);
+        Ok(state
+            .shards
+            .get(&shard)
+            .map_or(0, |q| u64::try_from(q.len()).unwrap_or(u64::MAX)))
+    }
 }
 
 #[derive(Debug)]

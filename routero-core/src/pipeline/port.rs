@@ -145,6 +145,11 @@ pub trait SpendQueue: fmt::Debug + Send + Sync + 'static {
         shard: ShardId,
         through: QueuePosition,
     ) -> Result<(), BackendError>;
+
+    /// How many entries the shard holds: those after the store's watermark, and the
+    /// applied ones not trimmed yet (at most a drain step's, between its commit and
+    /// its trim). The drainer reports it as the shard's backlog.
+    async fn backlog(&self, shard: ShardId) -> Result<u64, BackendError>;
 }
 
 /// A token that grows with every lease acquisition: the store refuses writes carrying
@@ -638,6 +643,9 @@ forward_arc!(SpendQueue {
     }
     async fn trim_through(&self, shard: ShardId, through: QueuePosition) -> Result<(), BackendError> {
         (**self).trim_through(shard, through).await
+    }
+    async fn backlog(&self, shard: ShardId) -> Result<u64, BackendError> {
+        (**self).backlog(shard).await
     }
 });
 

@@ -285,6 +285,7 @@ impl Flusher {
             }
             self.take_buffered();
             self.flush_all().await;
+            crate::telemetry::recorder(&self.shared.stats.counts());
         }
         // Refuse new events, wait for the calls already past the check, take the rest.
         self.shared.closed.store(true, Ordering::SeqCst);
@@ -294,6 +295,7 @@ impl Flusher {
         }
         self.take_buffered();
         self.flush_all().await;
+        crate::telemetry::recorder(&self.shared.stats.counts());
     }
 
     /// Moves every buffered event to its shard's pending batch.
@@ -359,6 +361,7 @@ impl Flusher {
                         .stats
                         .flush_errors
                         .fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::error("flush", &e);
                     if e.is_retryable() {
                         tracing::warn!(batch = %batch.id, error = %e, "spend flush failed; retrying");
                     } else {
