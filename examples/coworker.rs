@@ -17,7 +17,9 @@
 //! `ROUTERO_PG_STATEMENT_TIMEOUT_SECS` (5; a drain transaction with no answer for
 //! twice this long is abandoned and its connection closed: keep it under half the
 //! ttl), `ROUTERO_WAREHOUSE_DIR` (run the warehouse sync into this directory),
-//! `RUST_LOG` (`info`).
+//! `ROUTERO_METRICS_LISTEN` (an address such as `0.0.0.0:9464`: Prometheus metrics on
+//! `/metrics`, `/healthz`, and `/readyz`, ready when Redis and PostgreSQL answer and
+//! the schema is current), `RUST_LOG` (`info`).
 //!
 //! Each shard this coworker holds drains on its own: a shard whose database
 //! connection hangs never holds back the others, nor their lease renewals.
@@ -28,11 +30,12 @@
 //! coworker stopped in the middle of a sync leaves its run to the next one.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use routero::drainer::{Drainer, DrainerConfig};
+use routero::http::ops::Ops;
 use routero::money::{ExchangeRates, RateTable};
 use routero::port::BackendError;
 use routero::postgres::{PgConfig, PgStore};
@@ -347,14 +350,65 @@ async fn main() -> ExitCode {
         }
     }
 
+    // The operations listener comes up first: alive while the coworker waits for its
+    // services, ready once both answer and the schema is current.
+    let redis_slot: Arc<OnceLock<Redis>> = Arc::default();
+    let store_slot: Arc<OnceLock<PgStore>> = Arc::default();
+    match routero::http::ops::listen_from_env() {
+        Ok(None) => {}
+        Ok(Some(addr)) => {
+            let ops = match Ops::install() {
+                Ok(ops) => ops,
+                Err(e) => {
+                    eprintln!("coworker: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let (r, p) = (Arc::clone(&redis_slot), Arc::clone(&store_slot));
+            let ops = ops
+                .ready_when("redis", move || {
+                    let redis = r.get().cloned();
+                    async move {
+                        match redis {
+                            Some(redis) => redis.ping().await.map_err(|e| e.to_string()),
+                            None => Err("connecting".to_owned()),
+                        }
+                    }
+                })
+                .ready_when("postgres", move || {
+                    let store = p.get().cloned();
+                    async move {
+                        match store {
+                            Some(store) => store.check_ready().await.map_err(|e| e.to_string()),
+                            None => Err("connecting and migrating".to_owned()),
+                        }
+                    }
+                });
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    eprintln!("coworker: ROUTERO_METRICS_LISTEN={addr}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            tracing::info!(addr = %addr, "metrics on /metrics, /healthz, /readyz");
+            tokio::spawn(ops.serve(listener, std::future::pending()));
+        }
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let Some(redis) = until_connected("Redis", || Redis::connect(redis_config.clone())).await
     else {
         return ExitCode::SUCCESS;
     };
+    let _ = redis_slot.set(redis.clone());
     let Some(store) = until_connected("PostgreSQL", || PgStore::connect(pg_config.clone())).await
     else {
         return ExitCode::SUCCESS;
     };
+    let _ = store_slot.set(store.clone());
     reload_rates(&store);
     tracing::info!(holder = %drainer_config.holder, shards = redis_config.shards, "draining");
     let housekeeping = tokio::spawn(housekeeping(store.clone(), env("ROUTERO_WAREHOUSE_DIR")));

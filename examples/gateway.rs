@@ -12,6 +12,10 @@
 //!   provider: set its `provider` to price and extract it as that provider);
 //! - `POST /v1/messages` in Anthropic's dialect, forwarded to the `[anthropic]` upstream.
 //!
+//! With `ROUTERO_METRICS_LISTEN` (an address) it also serves Prometheus metrics on
+//! `/metrics` (requests by route and status, their latency to the response head, the
+//! recorder's counters), `/healthz`, and `/readyz` (ready when Redis answers).
+//!
 //! For every request it
 //!
 //! 1. resolves the caller's key (`Authorization: Bearer …` or `x-api-key`) to its
@@ -896,6 +900,21 @@ async fn run() -> Result<(), Error> {
         default_max_tokens: config.default_max_tokens,
     });
 
+    if let Some(addr) = routero::http::ops::listen_from_env()? {
+        let mut ops = routero::http::ops::Ops::install()?;
+        if let Some(redis) = redis.clone() {
+            ops = ops.ready_when("redis", move || {
+                let redis = redis.clone();
+                async move { redis.ping().await.map_err(|e| e.to_string()) }
+            });
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!(
+            "metrics: http://{}/metrics (and /healthz, /readyz)",
+            listener.local_addr()?
+        );
+        tokio::spawn(ops.serve(listener, std::future::pending()));
+    }
     let listen = std::env::var("ROUTERO_LISTEN")
         .ok()
         .or(config.listen)
@@ -907,7 +926,24 @@ async fn run() -> Result<(), Error> {
         let gateway = gateway.clone();
         move |_peer| {
             let gateway = gateway.clone();
-            service_fn(move |request| gateway.clone().handle(request))
+            service_fn(move |request: Request<Incoming>| {
+                let gateway = gateway.clone();
+                async move {
+                    let started = std::time::Instant::now();
+                    let route = match request.uri().path() {
+                        "/v1/messages" => "/v1/messages",
+                        "/v1/chat/completions" => "/v1/chat/completions",
+                        "/v1/completions" => "/v1/completions",
+                        "/v1/responses" => "/v1/responses",
+                        "/v1/embeddings" => "/v1/embeddings",
+                        _ => "other",
+                    };
+                    let response = gateway.handle(request).await?;
+                    // Until the head is sent: a stream's body is not timed.
+                    routero::http::telemetry::observe(route, response.status(), started.elapsed());
+                    Ok::<_, Infallible>(response)
+                }
+            })
         }
     };
     let report = routero::http::serve::serve(listener, serving, service, shutdown_signal()).await;

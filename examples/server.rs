@@ -20,7 +20,10 @@
 //! org-wide Acme admin's, who sees every workspace the billing directory gives Acme
 //! (`ROUTERO_BILLING_FILE`, TOML, or the demo's), and a curl line to try.
 //! `ROUTERO_FX_RATES_FILE` (CSV `date,from,to,rate`) gives the exchange rates usage in
-//! another currency than its wallet's is debited and invoiced at. Ctrl-C stops it.
+//! another currency than its wallet's is debited and invoiced at. With
+//! `ROUTERO_METRICS_LISTEN` (an address) it serves Prometheus metrics on `/metrics`,
+//! and `/healthz` and `/readyz` (ready when the database and Redis it uses answer).
+//! Ctrl-C stops it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,6 +41,7 @@ use hyper::service::service_fn;
 use routero::attribution::OrgId;
 use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
 use routero::http::api::{ApiConfig, BillingApi, Principal, ProblemType, Role};
+use routero::http::ops::Ops;
 use routero::invoice::{BillingDirectory, InvoiceStore};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::money::RateTable;
@@ -237,17 +241,37 @@ fn live_traffic(store: Arc<MemoryStore>, every: Duration) -> (DrainerHandle, Rec
 async fn run() -> Result<(), Error> {
     let mut drain = None;
     let mut live = None;
+    let mut ops = match routero::http::ops::listen_from_env()? {
+        Some(addr) => Some((Ops::install()?, addr)),
+        None => None,
+    };
     let rates = rates()?;
     let api = match std::env::var("ROUTERO_DATABASE_URL") {
         Ok(url) => {
             println!("serving PostgreSQL at ROUTERO_DATABASE_URL");
             let store = Arc::new(PgStore::connect(PgConfig::new(url)).await?);
+            ops = ops.map(|(ops, addr)| {
+                let store = store.clone();
+                let ops = ops.ready_when("postgres", move || {
+                    let store = store.clone();
+                    async move { store.check_ready().await.map_err(|e| e.to_string()) }
+                });
+                (ops, addr)
+            });
             store.set_rates(rates.clone());
             if let Ok(redis_url) = std::env::var("ROUTERO_REDIS_URL") {
                 // Drain the gateways' spend from Redis into the database served, as
                 // one more coworker: leases keep it exactly once beside the others.
                 let redis = Redis::connect(RedisConfig::new(redis_url)).await?;
                 println!("draining ROUTERO_REDIS_URL into it");
+                ops = ops.map(|(ops, addr)| {
+                    let redis = redis.clone();
+                    let ops = ops.ready_when("redis", move || {
+                        let redis = redis.clone();
+                        async move { redis.ping().await.map_err(|e| e.to_string()) }
+                    });
+                    (ops, addr)
+                });
                 let drainer = Arc::new(Drainer::new(
                     redis.queue(),
                     redis.elector(),
@@ -279,6 +303,14 @@ async fn run() -> Result<(), Error> {
         }
     };
     let api = Arc::new(api);
+    if let Some((ops, addr)) = ops {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!(
+            "metrics: http://{}/metrics (and /healthz, /readyz)",
+            listener.local_addr()?
+        );
+        tokio::spawn(ops.serve(listener, std::future::pending()));
+    }
     let acme = "acme".parse::<OrgId>()?;
     let principal = Principal {
         org: acme.clone(),

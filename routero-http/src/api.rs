@@ -564,10 +564,14 @@ impl BillingApi {
         principal: Option<&Principal>,
         request: Request<Bytes>,
     ) -> Response<Bytes> {
-        match self.route(principal, request).await {
+        let started = std::time::Instant::now();
+        let route = crate::telemetry::api_route(request.uri().path());
+        let response = match self.route(principal, request).await {
             Ok(response) => response,
             Err(p) => problem_response(&p),
-        }
+        };
+        crate::telemetry::observe(route, response.status(), started.elapsed());
+        response
     }
 
     async fn route(
@@ -649,6 +653,25 @@ impl BillingApi {
     /// a month of millions of rows never sits in memory. Any other request, or a
     /// refused one, gets `Err` with the answer [`handle`](Self::handle) would give.
     pub async fn export<B>(
+        &self,
+        principal: Option<&Principal>,
+        request: &Request<B>,
+    ) -> Result<Response<ExportBody>, Response<Bytes>> {
+        let started = std::time::Instant::now();
+        let answer = self.export_unobserved(principal, request).await;
+        let status = match &answer {
+            Ok(r) => r.status(),
+            Err(r) => r.status(),
+        };
+        crate::telemetry::observe(
+            crate::telemetry::api_route(request.uri().path()),
+            status,
+            started.elapsed(),
+        );
+        answer
+    }
+
+    async fn export_unobserved<B>(
         &self,
         principal: Option<&Principal>,
         request: &Request<B>,
@@ -975,6 +998,14 @@ impl BillingApi {
         let status = if written.replayed {
             StatusCode::OK
         } else {
+            crate::telemetry::money_in(
+                match what {
+                    MoneyIn::TopUp => "top_up",
+                    MoneyIn::Refund => "refund",
+                    MoneyIn::Adjust => "adjustment",
+                },
+                currency.code(),
+            );
             StatusCode::CREATED
         };
         let mut response = json(status, &written);

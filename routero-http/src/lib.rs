@@ -23,5 +23,8 @@ pub mod erp;
 pub mod headers;
 #[cfg(feature = "tower")]
 pub mod layer;
+#[cfg(feature = "ops")]
+pub mod ops;
 #[cfg(feature = "server")]
 pub mod serve;
+pub mod telemetry;

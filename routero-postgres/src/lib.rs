@@ -268,6 +268,35 @@ impl PgStore {
         &self.config
     }
 
+    /// Readiness: the database answers, and its schema carries every migration this
+    /// build embeds (a coworker of a newer build may have gone further; that is fine).
+    pub async fn check_ready(&self) -> Result<(), BackendError> {
+        let client = self.client().await?;
+        let applied: i32 = client
+            .query_one(
+                "SELECT COALESCE(max(version), 0)::integer FROM refinery_schema_history",
+                &[],
+            )
+            .await
+            .map_err(backend)?
+            .get(0);
+        let needed = embedded::migrations::runner()
+            .get_migrations()
+            .iter()
+            .map(|m| m.version())
+            .max()
+            .unwrap_or(0);
+        if i64::from(applied) < i64::from(needed) {
+            return Err(BackendError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "migrations behind: the database is at V{applied}, this build needs V{needed}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// A connection from the pool, for queries of the embedding application.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, BackendError> {
         self.pool.get().await.map_err(pool_error)

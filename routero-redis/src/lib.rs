@@ -195,6 +195,22 @@ impl Redis {
         }
     }
 
+    /// Readiness: Redis answers a `PING`.
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        let reply: Value = self
+            .pool
+            .custom(cmd!("PING"), Vec::<String>::new())
+            .await
+            .map_err(backend)?;
+        match reply.as_str().as_deref() {
+            Some("PONG") => Ok(()),
+            _ => Err(BackendError::new(
+                ErrorKind::Corrupt,
+                format!("redis PING reply: {reply:?}"),
+            )),
+        }
+    }
+
     /// Closes the connections.
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;

@@ -31,6 +31,71 @@ use crate::quarantine::QuarantineReason;
 use crate::recorder::RecorderCounts;
 use crate::spend::{Pricing, ShardId, SpendEvent};
 
+/// Describes every metric of this module to the installed recorder (its `# HELP`
+/// lines); call once after installing one.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_counter!(
+        "routero_recorder_events_recorded_total",
+        "Spend events accepted by the recorder."
+    );
+    describe_counter!(
+        "routero_recorder_events_handed_back_total",
+        "Spend events the recorder refused (buffer full or shut down) and handed back."
+    );
+    describe_counter!(
+        "routero_recorder_events_flushed_total",
+        "Spend events the queue holds."
+    );
+    describe_counter!(
+        "routero_recorder_batches_flushed_total",
+        "Spend batches the queue holds."
+    );
+    describe_counter!(
+        "routero_recorder_flush_errors_total",
+        "Failed flush attempts, each retried."
+    );
+    describe_counter!("routero_drain_steps_total", "Drain steps by outcome.");
+    describe_counter!(
+        "routero_drain_batches_total",
+        "Batches applied to the store."
+    );
+    describe_counter!(
+        "routero_drain_events_total",
+        "Spend events applied to the store."
+    );
+    describe_counter!(
+        "routero_drain_cost_microunits_total",
+        "Priced cost applied, in millionths of the currency's unit."
+    );
+    describe_gauge!(
+        "routero_shard_backlog",
+        "Queue entries after the shard's watermark."
+    );
+    describe_gauge!(
+        "routero_shard_lag_seconds",
+        "Age of the shard's oldest spend not yet applied; 0 when drained."
+    );
+    describe_gauge!(
+        "routero_shard_held",
+        "1 while this process holds the shard's lease."
+    );
+    describe_counter!("routero_lease_acquired_total", "Leases taken.");
+    describe_counter!("routero_lease_lost_total", "Leases lost on renewal.");
+    describe_counter!(
+        "routero_lease_fenced_total",
+        "Steps refused because a newer leader wrote the shard."
+    );
+    describe_counter!(
+        "routero_backend_errors_total",
+        "Backend errors by operation and kind, each retried."
+    );
+    describe_counter!(
+        "routero_quarantined_batches_total",
+        "Batches set aside in the quarantine, by reason."
+    );
+}
+
 /// The stable code of an error kind, as a label.
 pub fn kind_label(kind: ErrorKind) -> &'static str {
     match kind {
