@@ -14,9 +14,13 @@
 //! write the request log), `ROUTERO_MAX_BATCHES` (the most queued batches one drain
 //! step applies; 512), `ROUTERO_LEASE_TTL_SECS` (10), `ROUTERO_LEASE_RENEW_SECS` (a
 //! third of the ttl), `ROUTERO_PG_LOCK_TIMEOUT_SECS` (2) and
-//! `ROUTERO_PG_STATEMENT_TIMEOUT_SECS` (5; a drain transaction with no answer for
+//! `ROUTERO_PG_STATEMENT_TIMEOUT_SECS` (4; a drain transaction with no answer for
 //! twice this long is abandoned and its connection closed: keep it under half the
 //! ttl), `ROUTERO_WAREHOUSE_DIR` (run the warehouse sync into this directory),
+//! TLS: a `rediss://` URL, with `ROUTERO_REDIS_CA_FILE` (the CA's PEM; else the
+//! system's roots) and, where the server asks, `ROUTERO_REDIS_CLIENT_CERT` and
+//! `ROUTERO_REDIS_CLIENT_KEY`; for PostgreSQL, libpq's settings in the URL
+//! (`?sslmode=verify-full&sslrootcert=/etc/routero/rds-ca.pem`).
 //! `ROUTERO_METRICS_LISTEN` (an address such as `0.0.0.0:9464`: Prometheus metrics on
 //! `/metrics`, `/healthz`, and `/readyz`, ready when Redis and PostgreSQL answer and
 //! the schema is current), `RUST_LOG` (`info`).
@@ -272,7 +276,13 @@ async fn main() -> ExitCode {
         eprintln!("coworker: set ROUTERO_REDIS_URL and ROUTERO_DATABASE_URL");
         return ExitCode::from(2);
     };
-    let mut redis_config = RedisConfig::new(redis_url);
+    let mut redis_config = match RedisConfig::new(redis_url).tls_from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(shards) = env("ROUTERO_SHARDS") {
         match shards.parse() {
             Ok(n) if n > 0 => redis_config.shards = n,
@@ -335,7 +345,7 @@ async fn main() -> ExitCode {
         eprintln!("coworker: the lease renewal interval must be shorter than its ttl");
         return ExitCode::from(2);
     }
-    if pg_config.statement_timeout.saturating_mul(2) >= drainer_config.lease_ttl {
+    if pg_config.statement_timeout.saturating_mul(2) > drainer_config.lease_ttl {
         tracing::warn!(
             "twice ROUTERO_PG_STATEMENT_TIMEOUT_SECS is not under the lease ttl: a stuck step may outlive its lease"
         );

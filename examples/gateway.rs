@@ -844,7 +844,7 @@ async fn run() -> Result<(), Error> {
 
     // Spend goes to Redis (a coworker drains it) or to the in-memory pipeline.
     let redis = match std::env::var("ROUTERO_REDIS_URL") {
-        Ok(url) => Some(Redis::connect(RedisConfig::new(url)).await?),
+        Ok(url) => Some(Redis::connect(RedisConfig::new(url).tls_from_env()?).await?),
         Err(_) => None,
     };
     let (queue, drainer): (Arc<dyn SpendQueue>, _) = match &redis {

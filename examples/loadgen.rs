@@ -157,7 +157,7 @@ impl Probes {
 async fn run() -> Result<(), Error> {
     let options = options()?;
     let url = std::env::var("ROUTERO_REDIS_URL").map_err(|_| "set ROUTERO_REDIS_URL")?;
-    let mut config = RedisConfig::new(url);
+    let mut config = RedisConfig::new(url).tls_from_env()?;
     if let Ok(prefix) = std::env::var("ROUTERO_REDIS_PREFIX") {
         config.prefix = prefix;
     }

@@ -262,7 +262,7 @@ async fn run() -> Result<(), Error> {
             if let Ok(redis_url) = std::env::var("ROUTERO_REDIS_URL") {
                 // Drain the gateways' spend from Redis into the database served, as
                 // one more coworker: leases keep it exactly once beside the others.
-                let redis = Redis::connect(RedisConfig::new(redis_url)).await?;
+                let redis = Redis::connect(RedisConfig::new(redis_url).tls_from_env()?).await?;
                 println!("draining ROUTERO_REDIS_URL into it");
                 ops = ops.map(|(ops, addr)| {
                     let redis = redis.clone();

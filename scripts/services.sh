@@ -8,6 +8,11 @@
 #   start_postgres   initdb once, then start PostgreSQL on a free port (the same one
 #                    after stop_postgres); sets database_url
 #   stop_postgres    stop it (fast shutdown)
+#   make_certs       a throwaway CA, a server certificate for "localhost", a client
+#                    certificate and an unrelated CA, in $work/tls (sets tls_dir);
+#                    called before the servers start, it gives Redis a TLS port
+#                    (client certificates required; sets redis_tls_url) and
+#                    PostgreSQL ssl=on
 #   services_cleanup stop both and remove `work` (install it as the EXIT trap)
 #   ensure_browser   install Debian's chromium and chromium-driver when missing (the
 #                    dashboard's browser test)
@@ -16,6 +21,9 @@
 redis_pid=""
 redis_port=""
 redis_url=""
+redis_tls_port=""
+redis_tls_url=""
+tls_dir=""
 pg_bin=""
 pg_ctl=""
 pg_data=""
@@ -84,6 +92,34 @@ as_pg() {
   fi
 }
 
+make_certs() {
+  if ! command -v openssl >/dev/null 2>&1; then
+    log "installing openssl"
+    apt_install openssl || { missing_service "openssl is not installed and could not be"; return 0; }
+  fi
+  local dir="$work/tls"
+  mkdir -p "$dir"
+  (
+    set -e
+    cd "$dir"
+    for ca in ca other-ca; do
+      openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Routero test $ca" \
+        -keyout "$ca.key" -out "$ca.crt" 2>/dev/null
+    done
+    printf 'subjectAltName=DNS:localhost\n' > server.ext
+    printf 'extendedKeyUsage=clientAuth\n' > client.ext
+    for leaf in server client; do
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=$leaf" \
+        -keyout "$leaf.key" -out "$leaf.csr" 2>/dev/null
+      openssl x509 -req -in "$leaf.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
+        -days 2 -extfile "$leaf.ext" -out "$leaf.crt" 2>/dev/null
+    done
+    chmod 644 ./*.crt ./*.key
+  ) || { missing_service "openssl could not make the test certificates"; return 0; }
+  tls_dir="$dir"
+  log "test certificates in $tls_dir"
+}
+
 start_redis() {
   if ! command -v redis-server >/dev/null 2>&1; then
     log "installing redis-server"
@@ -93,14 +129,27 @@ start_redis() {
     redis_port="$(free_port)" || { missing_service "no free port for Redis"; return 0; }
   fi
   mkdir -p "$work/redis"
+  local tls=()
+  if [ -n "$tls_dir" ]; then
+    if [ -z "$redis_tls_port" ]; then
+      redis_tls_port="$(free_port)" || { missing_service "no free port for Redis TLS"; return 0; }
+    fi
+    tls=(--tls-port "$redis_tls_port" --tls-cert-file "$tls_dir/server.crt"
+      --tls-key-file "$tls_dir/server.key" --tls-ca-cert-file "$tls_dir/ca.crt"
+      --tls-auth-clients yes)
+  fi
   redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" \
     --appendonly yes --appendfsync everysec --save "" \
-    --logfile "$work/redis/redis.log" &
+    --logfile "$work/redis/redis.log" "${tls[@]}" &
   redis_pid=$!
   for _ in $(seq 1 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null; then
       redis_url="redis://127.0.0.1:$redis_port"
       log "redis-server on $redis_url"
+      if [ -n "$redis_tls_port" ]; then
+        redis_tls_url="rediss://localhost:$redis_tls_port"
+        log "redis-server over TLS on $redis_tls_url"
+      fi
       return 0
     fi
     sleep 0.1
@@ -129,10 +178,22 @@ find_pg_bin() {
   return 1
 }
 
+# The server's options (and, with tls_dir, its TLS files, owned by its user).
+pg_options() {
+  local options="-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+  if [ -n "$tls_dir" ]; then
+    cp "$tls_dir/server.crt" "$tls_dir/server.key" "$work/pg/"
+    chmod 600 "$work/pg/server.key"
+    [ -n "$pg_user" ] && chown "$pg_user" "$work/pg/server.crt" "$work/pg/server.key"
+    options="$options -c ssl=on -c ssl_cert_file=$work/pg/server.crt -c ssl_key_file=$work/pg/server.key"
+  fi
+  echo "$options"
+}
+
 start_postgres() {
   if [ -n "$pg_data" ] && [ -d "$pg_data" ]; then
     as_pg "$pg_ctl" -D "$pg_data" -l "$work/pg/server.log" -w -t 60 \
-      -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+      -o "$(pg_options)" start >/dev/null
     return $?
   fi
   if ! pg_bin="$(find_pg_bin)"; then
@@ -158,7 +219,7 @@ start_postgres() {
   pg_data="$work/pg/data"
   pg_ctl="$pg_bin/pg_ctl"
   if ! as_pg "$pg_ctl" -D "$pg_data" -l "$work/pg/server.log" -w -t 60 \
-      -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null; then
+      -o "$(pg_options)" start >/dev/null; then
     cat "$work/pg/server.log" >&2 || true
     missing_service "PostgreSQL did not start"
     return 0

@@ -3,9 +3,11 @@
 #
 # On a fresh Debian machine it installs what is missing (redis-server, PostgreSQL,
 # Chromium and ChromeDriver for the dashboard's browser test),
-# starts one instance of each on free loopback ports in a temporary directory, exports
-# ROUTERO_TEST_REDIS_URL and ROUTERO_TEST_DATABASE_URL, runs `cargo test --workspace`,
-# and stops both servers whatever happens.
+# makes a throwaway CA and certificates (openssl), starts one instance of each on free
+# loopback ports in a temporary directory (Redis with a TLS port that asks for client
+# certificates, PostgreSQL with ssl=on), exports ROUTERO_TEST_REDIS_URL,
+# ROUTERO_TEST_REDIS_TLS_URL, ROUTERO_TEST_DATABASE_URL and ROUTERO_TEST_TLS_DIR, runs
+# `cargo test --workspace`, and stops both servers whatever happens.
 #
 # Environment:
 #   ROUTERO_TEST_REQUIRE_SERVICES=1  a server that cannot be installed or started fails
@@ -25,8 +27,11 @@ chmod 755 "$work"
 . scripts/services.sh
 trap services_cleanup EXIT INT TERM
 
+make_certs
+[ -n "$tls_dir" ] && export ROUTERO_TEST_TLS_DIR="$tls_dir"
 start_redis
 [ -n "$redis_url" ] && export ROUTERO_TEST_REDIS_URL="$redis_url"
+[ -n "$redis_tls_url" ] && export ROUTERO_TEST_REDIS_TLS_URL="$redis_tls_url"
 start_postgres
 [ -n "$database_url" ] && export ROUTERO_TEST_DATABASE_URL="$database_url"
 ensure_browser

@@ -5,6 +5,8 @@ pub mod billing;
 pub mod conformance;
 pub mod meter;
 pub mod pipeline;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 // Every module at the crate's root as well, where embedders found it before the
 // floors.

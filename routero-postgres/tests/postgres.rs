@@ -757,3 +757,112 @@ async fn a_frozen_backend_stalls_only_its_shard() {
         .get(0);
     assert_eq!(successes, i64::try_from(seq).unwrap());
 }
+
+/// The test certificates' directory (scripts/test.sh makes it and starts PostgreSQL
+/// with ssl=on), or `None` after a notice.
+fn tls_dir() -> Option<std::path::PathBuf> {
+    match std::env::var("ROUTERO_TEST_TLS_DIR") {
+        Ok(dir) => Some(dir.into()),
+        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("ROUTERO_TEST_TLS_DIR is not set and services are required")
+        }
+        Err(_) => {
+            eprintln!("skipped: ROUTERO_TEST_TLS_DIR is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// `url` with its host replaced and `settings` appended.
+fn with_tls(url: &str, host: &str, settings: &str) -> String {
+    let (head, rest) = url.split_once('@').unwrap();
+    let (hostport, tail) = rest.split_once('/').unwrap();
+    let port = hostport.rsplit_once(':').map_or("5432", |(_, p)| p);
+    let sep = if tail.contains('?') { '&' } else { '?' };
+    format!("{head}@{host}:{port}/{tail}{sep}{settings}")
+}
+
+async fn tls_store(url: String, test: &str) -> Result<PgStore, routero_core::port::BackendError> {
+    let mut config = PgConfig::new(url);
+    config.schema = Some(fresh_schema(test));
+    config.timeout = std::time::Duration::from_secs(3);
+    PgStore::connect(config).await
+}
+
+/// Whether the store's connections are encrypted.
+async fn encrypted(pg: &PgStore) -> bool {
+    pg.client()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The store's conformance over `sslmode=verify-full`, and every mode's promise.
+#[tokio::test]
+async fn tls_modes() {
+    let (Some(url), Some(dir)) = (database_url(), tls_dir()) else {
+        return;
+    };
+    let ca = dir.join("ca.crt");
+    let full = with_tls(
+        &url,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    );
+    conformance::store_suite(
+        |name| {
+            let full = full.clone();
+            async move { tls_store(full, name).await.expect("verify-full") }
+        },
+        PgStore::set_rates,
+    )
+    .await;
+    assert!(encrypted(&tls_store(full.clone(), "full").await.unwrap()).await);
+
+    // verify-ca checks the chain only: the address is not the certificate's name.
+    let ca_only = with_tls(
+        &url,
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+    );
+    assert!(encrypted(&tls_store(ca_only, "ca").await.unwrap()).await);
+    let require = with_tls(&url, "127.0.0.1", "sslmode=require");
+    assert!(encrypted(&tls_store(require, "require").await.unwrap()).await);
+    let disable = with_tls(&url, "127.0.0.1", "sslmode=disable");
+    assert!(!encrypted(&tls_store(disable, "disable").await.unwrap()).await);
+
+    // Another CA, and a host name the certificate does not carry, are refused.
+    let other = dir.join("other-ca.crt");
+    let wrong_ca = with_tls(
+        &url,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", other.display()),
+    );
+    let e = tls_store(wrong_ca, "wrong_ca")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    let wrong_host = with_tls(
+        &url,
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    );
+    let e = tls_store(wrong_host, "wrong_host")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("NotValidForName") || e.contains("not valid for name"),
+        "{e}"
+    );
+    let missing = with_tls(&url, "localhost", "sslmode=verify-full");
+    let e = tls_store(missing, "missing").await.unwrap_err();
+    assert_eq!(e.kind(), routero_core::port::ErrorKind::Invalid, "{e}");
+}

@@ -45,6 +45,7 @@ mod wire;
 
 pub use control::RedisControl;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,17 +53,28 @@ use async_trait::async_trait;
 use fred::cmd;
 use fred::prelude::{Builder, ClientLike, Config, Pool, ReconnectPolicy, TcpConfig};
 use fred::types::Value;
+use fred::types::config::TlsConnector;
 use fred::types::scripts::Script;
 use routero_core::port::{
     AppendOutcome, BackendError, ErrorKind, FencingToken, LeaderElector, Lease, SpendQueue,
 };
 use routero_core::spend::{QueuePosition, QueuedBatch, ShardId, SpendBatch};
+pub use routero_core::tls::Identity;
+use routero_core::tls::{Roots, Verify, client_config};
 
 /// How to reach Redis and lay out the keys.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS (the server's
+    /// certificate and host name are verified against [`ca_file`](Self::ca_file),
+    /// else the system's roots).
     pub url: String,
+    /// The CA certificates (PEM) a `rediss://` server's certificate must chain to
+    /// (`None`: the system's store).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and key, for a server that asks for one
+    /// (`tls-auth-clients yes`).
+    pub client_identity: Option<Identity>,
     /// The key prefix (several deployments, or tests, can share one Redis).
     pub prefix: String,
     /// How many shards the queue has. Every recorder and coworker must agree.
@@ -83,6 +95,8 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> RedisConfig {
         RedisConfig {
             url: url.into(),
+            ca_file: None,
+            client_identity: None,
             prefix: "routero".to_owned(),
             shards: 16,
             pool_size: 4,
@@ -90,6 +104,36 @@ impl RedisConfig {
             connect_timeout: Duration::from_secs(2),
             dedup_ttl: Duration::from_secs(24 * 3600),
         }
+    }
+}
+
+impl RedisConfig {
+    /// The TLS files from the environment, as the coworker and the examples take them:
+    /// `ROUTERO_REDIS_CA_FILE` (PEM CA certificates for a `rediss://` URL) and
+    /// `ROUTERO_REDIS_CLIENT_CERT` with `ROUTERO_REDIS_CLIENT_KEY` (a client
+    /// certificate, for a server that asks for one).
+    pub fn tls_from_env(mut self) -> Result<RedisConfig, String> {
+        let var = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(ca) = var("ROUTERO_REDIS_CA_FILE") {
+            self.ca_file = Some(ca);
+        }
+        match (
+            var("ROUTERO_REDIS_CLIENT_CERT"),
+            var("ROUTERO_REDIS_CLIENT_KEY"),
+        ) {
+            (Some(cert), Some(key)) => self.client_identity = Some(Identity { cert, key }),
+            (None, None) => {}
+            _ => {
+                return Err(
+                    "ROUTERO_REDIS_CLIENT_CERT and ROUTERO_REDIS_CLIENT_KEY go together".to_owned(),
+                );
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -138,7 +182,16 @@ fn backend(error: fred::error::Error) -> BackendError {
         }
         _ => ErrorKind::Other,
     };
-    BackendError::new(kind, format!("redis: {details}")).with_source(error)
+    // rustls's refusals come through fred as a debug-printed I/O error: say what
+    // they mean first.
+    let message = if details.contains("InvalidCertificate") || details.contains("AlertReceived") {
+        format!(
+            "redis: TLS handshake refused (check the CA file, the host name and the client certificate): {details}"
+        )
+    } else {
+        format!("redis: {details}")
+    };
+    BackendError::new(kind, message).with_source(error)
 }
 
 impl Redis {
@@ -146,7 +199,18 @@ impl Redis {
     /// forever); while disconnected, commands fail after the command timeout with a
     /// retryable error.
     pub async fn connect(config: RedisConfig) -> Result<Redis, BackendError> {
-        let redis_config = Config::from_url(&config.url).map_err(backend)?;
+        let mut redis_config = Config::from_url(&config.url).map_err(backend)?;
+        if redis_config.tls.is_some() {
+            let roots = config.ca_file.clone().map_or(Roots::System, Roots::File);
+            let tls = client_config(Verify::Full, Some(&roots), config.client_identity.as_ref())
+                .map_err(|e| BackendError::new(ErrorKind::Invalid, format!("redis {e}")))?;
+            redis_config.tls = Some(TlsConnector::from(tls).into());
+        } else if config.ca_file.is_some() || config.client_identity.is_some() {
+            return Err(BackendError::new(
+                ErrorKind::Invalid,
+                "redis: a CA file or client certificate needs a rediss:// URL",
+            ));
+        }
         let pool = Builder::from_config(redis_config)
             .with_connection_config(|c| {
                 c.connection_timeout = config.connect_timeout;

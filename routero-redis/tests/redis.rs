@@ -15,7 +15,9 @@ use routero_core::attribution::OrgId;
 use routero_core::conformance::{self, sample_day, sample_event};
 use routero_core::drainer::{Drainer, DrainerConfig, StepOutcome};
 use routero_core::memory::MemoryStore;
-use routero_core::port::{AppendOutcome, LeaderElector, RollupFilter, SpendQueue, SpendReader};
+use routero_core::port::{
+    AppendOutcome, ErrorKind, LeaderElector, RollupFilter, SpendQueue, SpendReader,
+};
 use routero_core::recorder::{Recorder, RecorderConfig};
 use routero_core::spend::{BatchId, ShardId, SpendBatch};
 use routero_redis::{Redis, RedisConfig};
@@ -369,4 +371,89 @@ async fn a_redis_crash_with_aof_loses_nothing() {
         "exact totals after a Redis crash ({stats:?}, recorder {flushed:?})"
     );
     assert_eq!(store.totals().successes, 3_000, "nothing counted twice");
+}
+
+/// The TLS server's URL and the test certificates' directory (scripts/test.sh makes
+/// them), or `None` after a notice.
+fn tls() -> Option<(String, std::path::PathBuf)> {
+    match (
+        std::env::var("ROUTERO_TEST_REDIS_TLS_URL"),
+        std::env::var("ROUTERO_TEST_TLS_DIR"),
+    ) {
+        (Ok(url), Ok(dir)) => Some((url, dir.into())),
+        _ if require_services() => {
+            panic!("ROUTERO_TEST_REDIS_TLS_URL and ROUTERO_TEST_TLS_DIR are required")
+        }
+        _ => {
+            eprintln!("skipped: no Redis TLS port (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+fn tls_config(url: &str, dir: &std::path::Path, ca: &str, client: bool) -> RedisConfig {
+    let mut config = RedisConfig::new(url);
+    config.prefix = unique_prefix("tls");
+    config.shards = 4;
+    config.ca_file = Some(dir.join(ca));
+    if client {
+        config.client_identity = Some(routero_redis::Identity {
+            cert: dir.join("client.crt"),
+            key: dir.join("client.key"),
+        });
+    }
+    config.connect_timeout = Duration::from_secs(2);
+    config
+}
+
+/// The queue's and the elector's conformance over `rediss://`, with the test CA and a
+/// client certificate (the server requires one).
+#[tokio::test]
+async fn conformance_over_tls() {
+    let Some((url, dir)) = tls() else { return };
+    conformance::queue_suite(|name| {
+        let mut config = tls_config(&url, &dir, "ca.crt", true);
+        config.prefix = unique_prefix(name);
+        async move { Redis::connect(config).await.expect("rediss://").queue() }
+    })
+    .await;
+    let redis = Redis::connect(tls_config(&url, &dir, "ca.crt", true))
+        .await
+        .unwrap();
+    conformance::elector_single_holder(&redis.elector()).await;
+    redis.ping().await.unwrap();
+}
+
+/// A server certificate from another CA, one for another host name, and no client
+/// certificate where the server asks for one are all refused.
+#[tokio::test]
+async fn tls_refuses_what_it_cannot_trust() {
+    let Some((url, dir)) = tls() else { return };
+    let refused = async |config: RedisConfig| match tokio::time::timeout(
+        Duration::from_secs(20),
+        Redis::connect(config),
+    )
+    .await
+    {
+        Ok(Ok(_)) => panic!("connected"),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => panic!("neither connected nor refused"),
+    };
+    let wrong_ca = refused(tls_config(&url, &dir, "other-ca.crt", true)).await;
+    assert!(
+        wrong_ca.contains("UnknownIssuer") || wrong_ca.contains("certificate"),
+        "{wrong_ca}"
+    );
+    let by_ip = url.replace("localhost", "127.0.0.1");
+    let wrong_host = refused(tls_config(&by_ip, &dir, "ca.crt", true)).await;
+    assert!(
+        wrong_host.contains("NotValidForName") || wrong_host.contains("not valid for name"),
+        "{wrong_host}"
+    );
+    refused(tls_config(&url, &dir, "ca.crt", false)).await;
+    // A CA file with a plain URL is a mistake, said at once.
+    let mut plain = tls_config(&url.replace("rediss://", "redis://"), &dir, "ca.crt", false);
+    plain.prefix = unique_prefix("plain");
+    let mistake = Redis::connect(plain).await.unwrap_err();
+    assert_eq!(mistake.kind(), ErrorKind::Invalid);
 }
