@@ -149,8 +149,11 @@ fn demo_requests_keep_arriving_when_asked() {
 }
 
 #[test]
-fn an_oversized_body_is_a_problem_and_idle_connections_close() {
-    let (_server, addr, token) = server(&[("ROUTERO_HEADER_READ_TIMEOUT_SECS", "1")]);
+fn oversized_and_slow_bodies_are_problems_and_idle_connections_close() {
+    let (_server, addr, token) = server(&[
+        ("ROUTERO_HEADER_READ_TIMEOUT_SECS", "1"),
+        ("ROUTERO_BODY_READ_TIMEOUT_SECS", "1"),
+    ]);
     let bearer = format!("Bearer {token}");
     let auth = [("authorization", bearer.as_str())];
 
@@ -175,6 +178,25 @@ fn an_oversized_body_is_a_problem_and_idle_connections_close() {
         problem["type"],
         "https://routero.dev/problems/payload-too-large"
     );
+
+    // A body that stops half-way is answered 408 after the body-read timeout, as a
+    // problem, and the connection is not held.
+    use std::io::Write;
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        slow,
+        "POST /billing/wallet/topup?workspace=acme-prod HTTP/1.1\r\nhost: x\r\n\
+         authorization: {bearer}\r\ncontent-type: application/json\r\n\
+         content-length: 100\r\n\r\n{{\"amount\":"
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut slow, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("/problems/request-timeout"), "{answer}");
 
     // A connection that never sends a request is closed after the header-read
     // timeout (the read ends instead of waiting for ever).

@@ -122,6 +122,9 @@ pub enum ProblemType {
     /// A request body over the host's limit (the host reads the body, so the host
     /// answers it, with [`ProblemType::response`]).
     PayloadTooLarge,
+    /// A request body that did not arrive within the host's timeout (answered by the
+    /// host, as [`ProblemType::PayloadTooLarge`]).
+    RequestTimeout,
     /// The backend failed.
     Unavailable,
 }
@@ -142,6 +145,7 @@ impl ProblemType {
             ProblemType::InvalidCurrency => "invalid-currency",
             ProblemType::MixedCurrencies => "mixed-currencies",
             ProblemType::PayloadTooLarge => "payload-too-large",
+            ProblemType::RequestTimeout => "request-timeout",
             ProblemType::Unavailable => "unavailable",
         }
     }
@@ -161,6 +165,7 @@ impl ProblemType {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProblemType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -180,6 +185,7 @@ impl ProblemType {
             ProblemType::InvalidCurrency => "Invalid currency",
             ProblemType::MixedCurrencies => "Spend in several currencies",
             ProblemType::PayloadTooLarge => "Request body too large",
+            ProblemType::RequestTimeout => "Request body too slow",
             ProblemType::Unavailable => "Temporarily unavailable",
         }
     }

@@ -50,6 +50,9 @@ pub struct Serving {
     /// connection opens or its previous response ends: a connection idle for longer
     /// (keep-alive or slowloris) is closed.
     pub header_read_timeout: Duration,
+    /// The time a client has to send a whole request body once its headers are in
+    /// ([`read_body`]): a body that trickles in for longer is answered 408.
+    pub body_read_timeout: Duration,
     /// The longest pause after a failed accept (out of file descriptors, say); pauses
     /// double from 5 ms up to this.
     pub max_accept_backoff: Duration,
@@ -62,6 +65,7 @@ impl Default for Serving {
         Serving {
             max_connections: 1_000,
             header_read_timeout: Duration::from_secs(20),
+            body_read_timeout: Duration::from_secs(30),
             max_accept_backoff: Duration::from_secs(1),
             grace: Duration::from_secs(10),
         }
@@ -69,8 +73,8 @@ impl Default for Serving {
 }
 
 impl Serving {
-    /// The defaults, overridden by `ROUTERO_MAX_CONNECTIONS` and
-    /// `ROUTERO_HEADER_READ_TIMEOUT_SECS` where set.
+    /// The defaults, overridden by `ROUTERO_MAX_CONNECTIONS`,
+    /// `ROUTERO_HEADER_READ_TIMEOUT_SECS` and `ROUTERO_BODY_READ_TIMEOUT_SECS` where set.
     ///
     /// # Errors
     ///
@@ -82,6 +86,9 @@ impl Serving {
         }
         if let Some(secs) = positive("ROUTERO_HEADER_READ_TIMEOUT_SECS")? {
             serving.header_read_timeout = Duration::from_secs(secs);
+        }
+        if let Some(secs) = positive("ROUTERO_BODY_READ_TIMEOUT_SECS")? {
+            serving.body_read_timeout = Duration::from_secs(secs);
         }
         Ok(serving)
     }
@@ -100,11 +107,86 @@ impl Serving {
         self
     }
 
+    /// With this body-read timeout.
+    #[must_use]
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Serving {
+        self.body_read_timeout = timeout;
+        self
+    }
+
     /// With this grace period for a stop.
     #[must_use]
     pub fn grace(mut self, grace: Duration) -> Serving {
         self.grace = grace;
         self
+    }
+}
+
+/// Why [`read_body`] gave up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// More than the limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// Not all there within the timeout.
+    TooSlow {
+        /// The timeout.
+        after: Duration,
+    },
+    /// The connection failed mid-body.
+    Unreadable(String),
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::TooLarge { limit } => write!(f, "the request body is over {limit} bytes"),
+            BodyError::TooSlow { after } => write!(
+                f,
+                "the request body did not arrive within {} s",
+                after.as_secs()
+            ),
+            BodyError::Unreadable(e) => write!(f, "the request body could not be read: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {}
+
+impl BodyError {
+    /// The billing API's problem for it: 413, 408 or 400, as `application/problem+json`.
+    pub fn problem(&self) -> Response<bytes::Bytes> {
+        use crate::api::ProblemType;
+        let kind = match self {
+            BodyError::TooLarge { .. } => ProblemType::PayloadTooLarge,
+            BodyError::TooSlow { .. } => ProblemType::RequestTimeout,
+            BodyError::Unreadable(_) => ProblemType::BadRequest,
+        };
+        kind.response(self.to_string())
+    }
+}
+
+/// Reads a request body whole: at most `limit` bytes, within `timeout` of the call
+/// (pass [`Serving::body_read_timeout`]). A slow or endless body costs the server a
+/// bounded wait and a bounded buffer.
+pub async fn read_body<B>(
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<bytes::Bytes, BodyError>
+where
+    B: Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    use http_body_util::{BodyExt, LengthLimitError, Limited};
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::TooSlow { after: timeout }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge { limit }),
+        Ok(Err(e)) => Err(BodyError::Unreadable(e.to_string())),
     }
 }
 
