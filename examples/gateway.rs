@@ -82,12 +82,16 @@ use routero::control::{
 use routero::drainer::{Drainer, DrainerConfig};
 use routero::http::capture::{CaptureConfig, CostCapture};
 use routero::http::headers;
+use routero::http::serve::{BodyError, read_body};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::money::parse_amount;
+use routero::notice::refresh_wallets;
 use routero::port::{SpendQueue, SystemClock};
+use routero::postgres::{PgConfig, PgStore};
 use routero::recorder::{RecordError, Recorder, RecorderConfig};
 use routero::redis::{Redis, RedisConfig};
 use routero::spend::{Metered, RequestContext};
+use routero::wallet::Wallets;
 use routero::{Currency, PriceTable, Provider};
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -235,6 +239,8 @@ struct OwnCredential {
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 struct Gateway {
+    /// How long a client has to send its request body.
+    body_timeout: Duration,
     keys: HashMap<String, Caller>,
     policy: BillingPolicy,
     credentials: OwnCredentials,
@@ -367,16 +373,17 @@ impl Gateway {
             (BillingMode::Managed, _) => upstream.credential.as_ref(),
         };
         let (parts, body) = request.into_parts();
-        let body = match Limited::new(body, MAX_REQUEST).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
-                let message = format!("request body: {e}");
-                return Ok(error(
-                    dialect,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request_too_large",
-                    &message,
-                ));
+        let body = match read_body(body, MAX_REQUEST, self.body_timeout).await {
+            Ok(body) => body,
+            Err(refused) => {
+                let (status, code) = match refused {
+                    BodyError::TooLarge { .. } => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large")
+                    }
+                    BodyError::TooSlow { .. } => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+                    _ => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+                };
+                return Ok(error(dialect, status, code, &refused.to_string()));
             }
         };
         let mut json: serde_json::Value = match serde_json::from_slice(&body) {
@@ -834,6 +841,34 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Refreshes the spend control's wallets: the one a notice names at once, every one
+/// on the schedule (which also catches notices lost while Redis was away).
+async fn keep_wallets(
+    control: MemoryControl,
+    store: Arc<dyn Wallets>,
+    workspaces: Vec<(OrgId, WorkspaceId)>,
+    every: Duration,
+    mut notices: Option<tokio::sync::mpsc::Receiver<WorkspaceId>>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        let which: Vec<(OrgId, WorkspaceId)> = tokio::select! {
+            _ = tick.tick() => workspaces.clone(),
+            Some(changed) = async {
+                match notices.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => workspaces.iter().filter(|(_, w)| *w == changed).cloned().collect(),
+        };
+        if let Err(e) = refresh_wallets(&control, &*store, &which, Utc::now()).await {
+            eprintln!("gateway: wallet refresh: {e}");
+        }
+    }
+}
+
 async fn run() -> Result<(), Error> {
     let path: PathBuf = std::env::args_os()
         .nth(1)
@@ -864,17 +899,68 @@ async fn run() -> Result<(), Error> {
     let draining = drainer.clone().map(Drainer::spawn);
 
     let control = MemoryControl::new();
-    for w in &config.wallets {
-        let (org, workspace) = (OrgId::new(&w.org)?, WorkspaceId::new(&w.workspace)?);
-        control
-            .refresh_wallet(
-                &org,
-                &workspace,
-                parse_amount(&w.balance, Currency::USD)
-                    .map_err(|e| format!("wallet of {workspace}: {e}"))?,
-                Decimal::ZERO,
-            )
-            .await?;
+    let keys = callers(&config.keys)?;
+    match std::env::var("ROUTERO_DATABASE_URL") {
+        // The wallets of record, kept current: at start, on every notice of a change
+        // (with Redis), and every ROUTERO_WALLET_REFRESH_SECS.
+        Ok(url) => {
+            let store: Arc<dyn Wallets> = Arc::new(PgStore::connect(PgConfig::new(url)).await?);
+            let mut workspaces: Vec<(OrgId, WorkspaceId)> = keys
+                .values()
+                .map(|c| {
+                    (
+                        c.attribution.who.org.clone(),
+                        c.attribution.who.workspace.clone(),
+                    )
+                })
+                .collect();
+            workspaces.sort();
+            workspaces.dedup();
+            let every = match std::env::var("ROUTERO_WALLET_REFRESH_SECS") {
+                Ok(s) => Duration::from_secs(
+                    s.parse::<u64>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("ROUTERO_WALLET_REFRESH_SECS={s:?}"))?,
+                ),
+                Err(_) => Duration::from_secs(30),
+            };
+            refresh_wallets(&control, &*store, &workspaces, Utc::now()).await?;
+            let notices = match &redis {
+                Some(redis) => Some(redis.listen_wallet_notices().await?),
+                None => None,
+            };
+            println!(
+                "wallets from ROUTERO_DATABASE_URL, refreshed every {}s{}",
+                every.as_secs(),
+                if notices.is_some() {
+                    " and on every notice"
+                } else {
+                    ""
+                }
+            );
+            tokio::spawn(keep_wallets(
+                control.clone(),
+                store,
+                workspaces,
+                every,
+                notices,
+            ));
+        }
+        Err(_) => {
+            for w in &config.wallets {
+                let (org, workspace) = (OrgId::new(&w.org)?, WorkspaceId::new(&w.workspace)?);
+                control
+                    .refresh_wallet(
+                        &org,
+                        &workspace,
+                        parse_amount(&w.balance, Currency::USD)
+                            .map_err(|e| format!("wallet of {workspace}: {e}"))?,
+                        Decimal::ZERO,
+                    )
+                    .await?;
+            }
+        }
     }
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_webpki_roots()
@@ -882,8 +968,10 @@ async fn run() -> Result<(), Error> {
         .enable_http1()
         .build();
     let (policy, credentials) = billing(&config)?;
+    let serving = routero::http::serve::Serving::from_env()?.grace(GRACE);
     let gateway = Arc::new(Gateway {
-        keys: callers(&config.keys)?,
+        body_timeout: serving.body_read_timeout,
+        keys,
         policy,
         credentials,
         openai: upstream(config.openai, Dialect::OpenAi)?,
@@ -921,7 +1009,6 @@ async fn run() -> Result<(), Error> {
         .unwrap_or_else(|| "127.0.0.1:8090".to_owned());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    let serving = routero::http::serve::Serving::from_env()?.grace(GRACE);
     let service = {
         let gateway = gateway.clone();
         move |_peer| {

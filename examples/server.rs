@@ -23,7 +23,8 @@
 //! another currency than its wallet's is debited and invoiced at. With
 //! `ROUTERO_METRICS_LISTEN` (an address) it serves Prometheus metrics on `/metrics`,
 //! and `/healthz` and `/readyz` (ready when the database and Redis it uses answer).
-//! Ctrl-C stops it.
+//! With both database and Redis, every wallet write is announced on Redis, so that
+//! running gateways lift a 402 as soon as a top-up lands. Ctrl-C stops it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,16 +36,18 @@ use bytes::Bytes;
 use chrono::Utc;
 use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use routero::attribution::OrgId;
 use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
-use routero::http::api::{ApiConfig, BillingApi, Principal, ProblemType, Role};
+use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
 use routero::http::ops::Ops;
+use routero::http::serve::read_body;
 use routero::invoice::{BillingDirectory, InvoiceStore};
 use routero::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero::money::RateTable;
+use routero::notice::{Notifying, WalletNotices};
 use routero::port::{SpendReader, SystemClock};
 use routero::postgres::{PgConfig, PgStore};
 use routero::recorder::{Recorder, RecorderConfig, RecorderHandle};
@@ -121,15 +124,24 @@ fn rates() -> Result<Arc<RateTable>, Error> {
 }
 
 /// The API over a store, its wallets opened in their billing currencies first.
-async fn api_over<S>(store: Arc<S>, rates: Arc<RateTable>) -> Result<BillingApi, Error>
+async fn api_over<S>(
+    store: Arc<S>,
+    rates: Arc<RateTable>,
+    notices: Option<Arc<dyn WalletNotices>>,
+) -> Result<BillingApi, Error>
 where
     S: SpendReader + Wallets + InvoiceStore,
 {
     let billing = directory()?;
     billing.open_wallets(&*store).await?;
+    // With notices, every wallet write is announced to the gateways.
+    let wallets: Arc<dyn Wallets> = match notices {
+        Some(notices) => Arc::new(Notifying::new(store.clone(), notices)),
+        None => store.clone(),
+    };
     Ok(BillingApi::new(
         store.clone(),
-        store.clone(),
+        wallets,
         store,
         Arc::new(SystemClock),
         ApiConfig {
@@ -148,6 +160,7 @@ type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 async fn serve(
     api: Arc<BillingApi>,
     tokens: Arc<[(String, Principal)]>,
+    body_timeout: Duration,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let full = |bytes: Bytes| {
@@ -177,16 +190,9 @@ async fn serve(
             Err(refused) => refused.map(full),
         });
     }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            let detail = format!("the request body is over {MAX_BODY} bytes");
-            return Ok(ProblemType::PayloadTooLarge.response(detail).map(full));
-        }
-        Err(e) => {
-            let detail = format!("the request body could not be read: {e}");
-            return Ok(ProblemType::BadRequest.response(detail).map(full));
-        }
+    let body = match read_body(body, MAX_BODY, body_timeout).await {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused.problem().map(full)),
     };
     let response = api.handle(caller, Request::from_parts(parts, body)).await;
     Ok(response.map(full))
@@ -280,7 +286,10 @@ async fn run() -> Result<(), Error> {
                 ));
                 drain = Some((drainer.spawn(), redis));
             }
-            api_over(store, rates).await?
+            let notices = drain.as_ref().map(|(_, redis): &(DrainerHandle, Redis)| {
+                Arc::new(redis.wallet_notices()) as Arc<dyn WalletNotices>
+            });
+            api_over(store, rates, notices).await?
         }
         Err(_) => {
             println!("serving the in-memory store with two weeks of demo traffic");
@@ -299,7 +308,7 @@ async fn run() -> Result<(), Error> {
                 println!("a demo request arrives every {every} ms");
                 live = Some(live_traffic(store.clone(), Duration::from_millis(every)));
             }
-            api_over(store, rates).await?
+            api_over(store, rates, None).await?
         }
     };
     let api = Arc::new(api);
@@ -339,6 +348,7 @@ async fn run() -> Result<(), Error> {
         .unwrap_or_else(|_| "127.0.0.1:8080".to_owned())
         .parse()?;
     let serving = routero::http::serve::Serving::from_env()?;
+    let body_timeout = serving.body_read_timeout;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     println!("org-wide admin token (every Acme workspace): {org_token}");
@@ -354,7 +364,7 @@ async fn run() -> Result<(), Error> {
         serving,
         move |_peer| {
             let (api, tokens) = (api.clone(), tokens.clone());
-            service_fn(move |request| serve(api.clone(), tokens.clone(), request))
+            service_fn(move |request| serve(api.clone(), tokens.clone(), body_timeout, request))
         },
         async {
             let _ = tokio::signal::ctrl_c().await;

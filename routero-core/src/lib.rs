@@ -10,7 +10,7 @@ pub mod tls;
 
 // Every module at the crate's root as well, where embedders found it before the
 // floors.
-pub use billing::{analytics, control, erp, export, invoice, wallet};
+pub use billing::{analytics, control, erp, export, invoice, notice, wallet};
 pub use meter::{attribution, cost, extract, money, price, provider, usage};
 #[cfg(feature = "runtime")]
 pub use pipeline::{drainer, recorder, telemetry};

@@ -41,9 +41,11 @@
 //! (set them with `SET {prefix}:{N}:fence <token>` to recover).
 
 mod control;
+pub mod notice;
 mod wire;
 
 pub use control::RedisControl;
+pub use notice::RedisWalletNotices;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -194,37 +196,44 @@ fn backend(error: fred::error::Error) -> BackendError {
     BackendError::new(kind, message).with_source(error)
 }
 
+/// A fred builder for the configuration: TLS, timeouts, reconnects.
+fn builder(config: &RedisConfig) -> Result<Builder, BackendError> {
+    let mut redis_config = Config::from_url(&config.url).map_err(backend)?;
+    if redis_config.tls.is_some() {
+        let roots = config.ca_file.clone().map_or(Roots::System, Roots::File);
+        let tls = client_config(Verify::Full, Some(&roots), config.client_identity.as_ref())
+            .map_err(|e| BackendError::new(ErrorKind::Invalid, format!("redis {e}")))?;
+        redis_config.tls = Some(TlsConnector::from(tls).into());
+    } else if config.ca_file.is_some() || config.client_identity.is_some() {
+        return Err(BackendError::new(
+            ErrorKind::Invalid,
+            "redis: a CA file or client certificate needs a rediss:// URL",
+        ));
+    }
+    let mut builder = Builder::from_config(redis_config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = config.connect_timeout;
+            c.internal_command_timeout = config.command_timeout;
+            c.max_command_attempts = 2;
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..TcpConfig::default()
+            };
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = config.command_timeout;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    Ok(builder)
+}
+
 impl Redis {
     /// Connects a pool. Reconnects are automatic (exponential backoff, 100 ms to 5 s,
     /// forever); while disconnected, commands fail after the command timeout with a
     /// retryable error.
     pub async fn connect(config: RedisConfig) -> Result<Redis, BackendError> {
-        let mut redis_config = Config::from_url(&config.url).map_err(backend)?;
-        if redis_config.tls.is_some() {
-            let roots = config.ca_file.clone().map_or(Roots::System, Roots::File);
-            let tls = client_config(Verify::Full, Some(&roots), config.client_identity.as_ref())
-                .map_err(|e| BackendError::new(ErrorKind::Invalid, format!("redis {e}")))?;
-            redis_config.tls = Some(TlsConnector::from(tls).into());
-        } else if config.ca_file.is_some() || config.client_identity.is_some() {
-            return Err(BackendError::new(
-                ErrorKind::Invalid,
-                "redis: a CA file or client certificate needs a rediss:// URL",
-            ));
-        }
-        let pool = Builder::from_config(redis_config)
-            .with_connection_config(|c| {
-                c.connection_timeout = config.connect_timeout;
-                c.internal_command_timeout = config.command_timeout;
-                c.max_command_attempts = 2;
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    ..TcpConfig::default()
-                };
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = config.command_timeout;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        let pool = builder(&config)?
             .build_pool(config.pool_size.max(1))
             .map_err(backend)?;
         pool.init().await.map_err(backend)?;
@@ -272,6 +281,13 @@ impl Redis {
                 ErrorKind::Corrupt,
                 format!("redis PING reply: {reply:?}"),
             )),
+        }
+    }
+
+    /// Wallet change notices on this connection ([`notice`]).
+    pub fn wallet_notices(&self) -> RedisWalletNotices {
+        RedisWalletNotices {
+            redis: self.clone(),
         }
     }
 

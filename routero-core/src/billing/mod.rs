@@ -4,7 +4,8 @@
 //! invoices, their rounding, the billing directory), [`control`] (spend controls:
 //! wallets and budgets before a request is forwarded), [`analytics`] (daily spend,
 //! trend, overview, daily activity), [`export`] (chargeback and FOCUS CSV) and [`erp`]
-//! (NetSuite and Coupa pushes). It reads the pipeline's rollups and ports.
+//! (NetSuite and Coupa pushes); [`notice`] (wallet changes reaching running spend
+//! controls). It reads the pipeline's rollups and ports.
 
 pub mod analytics;
 #[cfg(feature = "testing")]
@@ -14,4 +15,5 @@ pub mod erp;
 pub mod export;
 pub mod invoice;
 pub(crate) mod memory;
+pub mod notice;
 pub mod wallet;
