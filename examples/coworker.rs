@@ -23,7 +23,8 @@
 //! (`?sslmode=verify-full&sslrootcert=/etc/routero/rds-ca.pem`).
 //! `ROUTERO_METRICS_LISTEN` (an address such as `0.0.0.0:9464`: Prometheus metrics on
 //! `/metrics`, `/healthz`, and `/readyz`, ready when Redis and PostgreSQL answer and
-//! the schema is current), `RUST_LOG` (`info`).
+//! the schema is current; with `ROUTERO_ADMIN_TOKEN`, 16 characters or more, also the
+//! quarantine's admin API under `/admin/quarantine`, see `routero::http::ops::Admin`), `RUST_LOG` (`info`).
 //!
 //! Each shard this coworker holds drains on its own: a shard whose database
 //! connection hangs never holds back the others, nor their lease renewals.
@@ -252,6 +253,47 @@ async fn housekeeping(store: PgStore, warehouse: Option<String>) {
     }
 }
 
+/// The quarantine of a store still connecting: the admin API answers 503 until then.
+#[derive(Debug)]
+struct Connecting(Arc<OnceLock<PgStore>>);
+
+impl Connecting {
+    fn store(&self) -> Result<&PgStore, BackendError> {
+        self.0.get().ok_or_else(|| {
+            BackendError::new(
+                routero::port::ErrorKind::Unavailable,
+                "still connecting to PostgreSQL",
+            )
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Quarantine for Connecting {
+    async fn quarantined(
+        &self,
+    ) -> Result<Vec<routero::quarantine::QuarantinedBatch>, BackendError> {
+        self.store()?.quarantined().await
+    }
+
+    async fn replay(
+        &self,
+        id: u64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Release, BackendError> {
+        self.store()?.replay(id, at).await
+    }
+
+    async fn discard(
+        &self,
+        id: u64,
+        reason: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Release, BackendError> {
+        self.store()?.discard(id, reason, at).await
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs go to standard error; standard output is the quarantine command's answer.
@@ -394,6 +436,16 @@ async fn main() -> ExitCode {
                         }
                     }
                 });
+            let ops = match env("ROUTERO_ADMIN_TOKEN") {
+                Some(token) if token.len() >= 16 => {
+                    ops.admin(&token, Arc::new(Connecting(Arc::clone(&store_slot))))
+                }
+                Some(_) => {
+                    eprintln!("coworker: ROUTERO_ADMIN_TOKEN must be at least 16 characters");
+                    return ExitCode::from(2);
+                }
+                None => ops,
+            };
             let listener = match tokio::net::TcpListener::bind(addr).await {
                 Ok(listener) => listener,
                 Err(e) => {

@@ -267,7 +267,7 @@ pub fn in_acme_november(event: &SpendEvent) -> bool {
 }
 
 /// The cost of a day's rollups of `org` in one currency.
-pub(crate) async fn cost_in<R: SpendReader + ?Sized>(
+pub async fn cost_in<R: SpendReader + ?Sized>(
     reader: &R,
     org: &str,
     currency: Currency,

@@ -125,6 +125,11 @@ pub enum ProblemType {
     /// A request body that did not arrive within the host's timeout (answered by the
     /// host, as [`ProblemType::PayloadTooLarge`]).
     RequestTimeout,
+    /// A quarantined batch that was replayed or discarded before (the admin API).
+    AlreadyReleased,
+    /// A quarantined batch whose replay still fails; it stays quarantined (the admin
+    /// API).
+    ReplayFailed,
     /// The backend failed.
     Unavailable,
 }
@@ -146,6 +151,8 @@ impl ProblemType {
             ProblemType::MixedCurrencies => "mixed-currencies",
             ProblemType::PayloadTooLarge => "payload-too-large",
             ProblemType::RequestTimeout => "request-timeout",
+            ProblemType::AlreadyReleased => "already-released",
+            ProblemType::ReplayFailed => "replay-failed",
             ProblemType::Unavailable => "unavailable",
         }
     }
@@ -160,10 +167,10 @@ impl ProblemType {
             | ProblemType::DateOrder
             | ProblemType::RangeTooLong
             | ProblemType::MixedCurrencies => StatusCode::BAD_REQUEST,
-            ProblemType::IdempotencyConflict => StatusCode::CONFLICT,
-            ProblemType::InvalidAmount | ProblemType::InvalidCurrency => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ProblemType::IdempotencyConflict | ProblemType::AlreadyReleased => StatusCode::CONFLICT,
+            ProblemType::InvalidAmount
+            | ProblemType::InvalidCurrency
+            | ProblemType::ReplayFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -186,6 +193,8 @@ impl ProblemType {
             ProblemType::MixedCurrencies => "Spend in several currencies",
             ProblemType::PayloadTooLarge => "Request body too large",
             ProblemType::RequestTimeout => "Request body too slow",
+            ProblemType::AlreadyReleased => "Released before",
+            ProblemType::ReplayFailed => "The batch still cannot be applied",
             ProblemType::Unavailable => "Temporarily unavailable",
         }
     }

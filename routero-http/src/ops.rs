@@ -40,7 +40,10 @@ use hyper::service::service_fn;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::serve::{ServeReport, Serving, serve};
+use routero_core::quarantine::{Quarantine, Release};
+
+use crate::api::ProblemType;
+use crate::serve::{ServeReport, Serving, read_body, serve};
 
 /// How long one readiness check may take before it counts as failed.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -70,6 +73,7 @@ impl std::error::Error for OpsError {}
 pub struct Ops {
     handle: PrometheusHandle,
     checks: Vec<(Arc<str>, Check)>,
+    admin: Option<Arc<Admin>>,
 }
 
 impl fmt::Debug for Ops {
@@ -121,6 +125,7 @@ impl Ops {
         Ok(Ops {
             handle,
             checks: Vec::new(),
+            admin: None,
         })
     }
 
@@ -134,6 +139,17 @@ impl Ops {
     {
         self.checks
             .push((Arc::from(name), Arc::new(move || Box::pin(check()))));
+        self
+    }
+
+    /// Serves the operator's admin API under `/admin/` ([`Admin`]), to callers that
+    /// present `token` as a bearer token.
+    #[must_use]
+    pub fn admin(mut self, token: &str, quarantine: Arc<dyn Quarantine>) -> Ops {
+        self.admin = Some(Arc::new(Admin {
+            token: token.to_owned(),
+            quarantine,
+        }));
         self
     }
 
@@ -168,7 +184,17 @@ impl Ops {
     }
 
     /// Answers one request to the operations listener.
-    pub async fn answer<B>(&self, request: &Request<B>) -> Response<Full<Bytes>> {
+    pub async fn answer<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if request.uri().path().starts_with("/admin/") {
+            return match &self.admin {
+                Some(admin) => admin.answer(request).await.map(Full::new),
+                None => text(StatusCode::NOT_FOUND, "no admin API: set an admin token\n"),
+            };
+        }
         let path = request.uri().path();
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
@@ -225,13 +251,129 @@ impl Ops {
                 let ops = Arc::clone(&ops);
                 service_fn(move |request: Request<hyper::body::Incoming>| {
                     let ops = Arc::clone(&ops);
-                    async move { Ok::<_, Infallible>(ops.answer(&request).await) }
+                    async move { Ok::<_, Infallible>(ops.answer(request).await) }
                 })
             },
             shutdown,
         )
         .await
     }
+}
+
+/// The operator's admin API, on the operations listener (never on the billing API's):
+///
+/// | request | answer |
+/// |---|---|
+/// | `GET /admin/quarantine` | every quarantined batch, oldest first (an undecodable entry's bytes in base64) |
+/// | `POST /admin/quarantine/{id}/replay` | `200` applied now; `409` released before; `404`; a batch that still cannot be applied stays and is a `422` problem |
+/// | `POST /admin/quarantine/{id}/discard` with `{"reason": "…"}` | `200` released without applying; `409`; `404` |
+///
+/// Every request needs `authorization: Bearer <token>`; refusals are problems.
+pub struct Admin {
+    token: String,
+    quarantine: Arc<dyn Quarantine>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Discard {
+    reason: String,
+}
+
+impl Admin {
+    async fn answer<B>(&self, request: Request<B>) -> Response<Bytes>
+    where
+        B: hyper::body::Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in constant time: the token is the only key to this API.
+        let allowed = presented.is_some_and(|p| {
+            p.len() == self.token.len()
+                && p.bytes()
+                    .zip(self.token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !allowed {
+            return ProblemType::Unauthorized
+                .response("the admin API needs the admin bearer token");
+        }
+        let now = chrono::Utc::now();
+        let path = request.uri().path().trim_end_matches('/').to_owned();
+        let method = request.method().clone();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        match (method, segments.as_slice()) {
+            (Method::GET, ["admin", "quarantine"]) => match self.quarantine.quarantined().await {
+                Ok(list) => json(StatusCode::OK, &list),
+                Err(e) => ProblemType::Unavailable.response(e.to_string()),
+            },
+            (Method::POST, ["admin", "quarantine", id, action @ ("replay" | "discard")]) => {
+                let Ok(id) = id.parse::<u64>() else {
+                    return ProblemType::NotFound.response(format!("no quarantined batch {id:?}"));
+                };
+                let released = if *action == "replay" {
+                    self.quarantine.replay(id, now).await
+                } else {
+                    let body = match read_body(request.into_body(), 16 * 1024, CHECK_TIMEOUT).await
+                    {
+                        Ok(body) => body,
+                        Err(refused) => return refused.problem(),
+                    };
+                    let reason = match serde_json::from_slice::<Discard>(&body) {
+                        Ok(d) if !d.reason.trim().is_empty() && d.reason.chars().count() <= 500 => {
+                            d.reason
+                        }
+                        _ => {
+                            return ProblemType::BadRequest.response(
+                                r#"a discard takes {"reason": "…"} (1 to 500 characters)"#,
+                            );
+                        }
+                    };
+                    self.quarantine.discard(id, reason.trim(), now).await
+                };
+                match released {
+                    Ok(Release::Released) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({"id": id, "released": action}),
+                    ),
+                    Ok(Release::AlreadyReleased(state)) => {
+                        ProblemType::AlreadyReleased.response(format!(
+                            "batch {id} was released before: {}",
+                            serde_json::to_string(&state).unwrap_or_default()
+                        ))
+                    }
+                    Ok(Release::NotFound) => {
+                        ProblemType::NotFound.response(format!("no quarantined batch {id}"))
+                    }
+                    Err(e) if e.is_retryable() => ProblemType::Unavailable.response(e.to_string()),
+                    Err(e) => ProblemType::ReplayFailed
+                        .response(format!("batch {id} stays quarantined: {e}")),
+                }
+            }
+            (method, _) => ProblemType::NotFound.response(format!("no {method} {path}")),
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Bytes> {
+    let mut response = Response::new(Bytes::from(serde_json::to_vec(value).unwrap_or_default()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// `ROUTERO_METRICS_LISTEN`, parsed: `None` where unset.

@@ -28,7 +28,8 @@ pub(crate) async fn insert(
     let events = i32::try_from(q.batch.events.len()).unwrap_or(i32::MAX);
     tx.execute(
         "INSERT INTO routero_quarantine (shard, position_major, position_minor, batch_id, batch, \
-         events, reason, detail, quarantined_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         events, reason, detail, quarantined_at, raw) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &i32::from(q.shard.0),
             &big(q.through.major, "position")?,
@@ -39,6 +40,7 @@ pub(crate) async fn insert(
             &q.reason.as_str(),
             &q.detail,
             &q.at,
+            &q.raw,
         ],
     )
     .await
@@ -47,7 +49,7 @@ pub(crate) async fn insert(
 }
 
 const COLUMNS: &str = "id, shard, position_major, position_minor, batch, reason, detail, \
-    quarantined_at, state, released_at, release_reason";
+    quarantined_at, state, released_at, release_reason, raw";
 
 fn from_row(row: &Row) -> Result<QuarantinedBatch, BackendError> {
     let batch: String = row.try_get("batch").map_err(backend)?;
@@ -75,6 +77,7 @@ fn from_row(row: &Row) -> Result<QuarantinedBatch, BackendError> {
             count(row.try_get("position_minor").map_err(backend)?, "position")?,
         ),
         batch: serde_json::from_str::<SpendBatch>(&batch).map_err(|_| corrupt("batch"))?,
+        raw: row.try_get("raw").map_err(backend)?,
         reason: QuarantineReason::parse(&reason).ok_or_else(|| corrupt("reason"))?,
         detail: row.try_get("detail").map_err(backend)?,
         quarantined_at: row.try_get("quarantined_at").map_err(backend)?,
@@ -125,6 +128,9 @@ impl Quarantine for PgStore {
             Ok(held) => held,
             Err(release) => return Ok(release),
         };
+        if held.raw.is_some() {
+            return Err(routero_core::quarantine::unreadable_replay(id));
+        }
         let rollups = Rollups::of_events(&held.batch.events)?;
         let created = self
             .write_step(

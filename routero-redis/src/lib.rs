@@ -59,6 +59,7 @@ use fred::types::config::TlsConnector;
 use fred::types::scripts::Script;
 use routero_core::port::{
     AppendOutcome, BackendError, ErrorKind, FencingToken, LeaderElector, Lease, SpendQueue,
+    UnreadableEntry,
 };
 use routero_core::spend::{QueuePosition, QueuedBatch, ShardId, SpendBatch};
 pub use routero_core::tls::Identity;
@@ -396,22 +397,35 @@ impl SpendQueue for RedisQueue {
             let Value::Array(fields) = fields else {
                 return Err(corrupt("fields are not an array"));
             };
+            let at = position(&id)?;
             let payload = fields
                 .chunks(2)
                 .find(|pair| pair.first().and_then(Value::as_str).as_deref() == Some("b"))
                 .and_then(|pair| pair.get(1))
-                .and_then(Value::as_bytes)
-                .ok_or_else(|| corrupt("entry has no batch field"))?;
-            let batch = wire::decode(payload).map_err(|e| {
-                BackendError::new(
-                    ErrorKind::Corrupt,
-                    format!("redis entry {id} of shard {shard}: {e}"),
-                )
-            })?;
-            out.push(QueuedBatch {
-                position: position(&id)?,
-                batch,
-            });
+                .and_then(Value::as_bytes);
+            let decoded = match payload {
+                Some(payload) => {
+                    wire::decode(payload).map_err(|e| (payload.to_vec(), e.to_string()))
+                }
+                None => Err((Vec::new(), "the entry has no batch field".to_owned())),
+            };
+            match decoded {
+                Ok(batch) => out.push(QueuedBatch {
+                    position: at,
+                    batch,
+                }),
+                // The batches before it go first; the next read starts at it.
+                Err(_) if !out.is_empty() => break,
+                Err((raw, reason)) => {
+                    return Err(UnreadableEntry {
+                        shard,
+                        position: at,
+                        raw,
+                        reason,
+                    }
+                    .into_error());
+                }
+            }
         }
         Ok(out)
     }

@@ -22,9 +22,10 @@ use tokio::time::Instant;
 
 use crate::port::{
     ApplyOutcome, BackendError, DrainApply, LeaderElector, Lease, SpendQueue, SpendStore,
+    UnreadableEntry,
 };
 use crate::quarantine::{QuarantineApply, QuarantineReason};
-use crate::spend::{Rollups, ShardId, SpendEvent};
+use crate::spend::{BatchId, Rollups, ShardId, SpendBatch, SpendEvent};
 use crate::telemetry as metrics;
 
 /// How a drainer behaves.
@@ -189,10 +190,17 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
     async fn step_once(&self, lease: &Lease) -> Result<StepOutcome, BackendError> {
         let shard = lease.shard;
         let state = self.store.drain_state(shard).await?;
-        let queued = self
+        let queued = match self
             .queue
             .read_after(shard, state.watermark, self.config.max_batches)
-            .await?;
+            .await
+        {
+            Ok(queued) => queued,
+            Err(e) => match e.unreadable() {
+                Some(entry) => return self.set_aside(lease, state.watermark, entry).await,
+                None => return Err(e),
+            },
+        };
         let oldest = queued
             .first()
             .and_then(|q| q.batch.events.iter().map(|e| e.event_time).min());
@@ -261,6 +269,50 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
         })
     }
 
+    /// Moves an entry the queue cannot decode into the quarantine, with its bytes, in
+    /// the step that advances the watermark past it.
+    async fn set_aside(
+        &self,
+        lease: &Lease,
+        expected: Option<crate::spend::QueuePosition>,
+        entry: &UnreadableEntry,
+    ) -> Result<StepOutcome, BackendError> {
+        let batch = SpendBatch {
+            id: BatchId::parse(&format!("unreadable-{}-{}", entry.shard, entry.position))
+                .ok_or_else(|| BackendError::new(crate::port::ErrorKind::Invalid, "batch id"))?,
+            shard: lease.shard,
+            events: Vec::new(),
+        };
+        tracing::error!(shard = lease.shard.0, position = %entry.position, bytes = entry.raw.len(), reason = %entry.reason, "undecodable entry quarantined");
+        let outcome = self
+            .store
+            .quarantine(QuarantineApply {
+                shard: lease.shard,
+                token: lease.token,
+                expected,
+                through: entry.position,
+                batch: &batch,
+                raw: Some(&entry.raw),
+                reason: QuarantineReason::Corrupt,
+                detail: &entry.reason,
+                at: chrono::Utc::now(),
+            })
+            .await?;
+        match outcome {
+            ApplyOutcome::Applied => metrics::quarantined(QuarantineReason::Corrupt),
+            ApplyOutcome::AlreadyApplied => {}
+            ApplyOutcome::StaleLeader { .. } => return Ok(StepOutcome::Fenced),
+            ApplyOutcome::WatermarkMoved { .. } => return Ok(StepOutcome::Raced),
+        }
+        self.queue.trim_through(lease.shard, entry.position).await?;
+        Ok(StepOutcome::Drained {
+            batches: 0,
+            events: 0,
+            replayed: outcome == ApplyOutcome::AlreadyApplied,
+            quarantined: usize::from(outcome == ApplyOutcome::Applied),
+        })
+    }
+
     /// Applies each batch on its own; one that fails for good goes to the quarantine.
     async fn one_at_a_time(
         &self,
@@ -309,6 +361,7 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
                             expected,
                             through: batch.position,
                             batch: &batch.batch,
+                            raw: None,
                             reason,
                             detail: &detail,
                             at: chrono::Utc::now(),

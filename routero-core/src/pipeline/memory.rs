@@ -418,6 +418,7 @@ impl SpendStore for MemoryStore {
             shard: q.shard,
             position: q.through,
             batch: q.batch.clone(),
+            raw: q.raw.map(<[u8]>::to_vec),
             reason: q.reason,
             detail: q.detail.to_owned(),
             quarantined_at: q.at,
@@ -512,6 +513,9 @@ impl Quarantine for MemoryStore {
         let held = &state.quarantine[index];
         if held.state != QuarantineState::Quarantined {
             return Ok(Release::AlreadyReleased(held.state.clone()));
+        }
+        if held.raw.is_some() {
+            return Err(crate::quarantine::unreadable_replay(id));
         }
         let events = held.batch.events.clone();
         let rollups = Rollups::of_events(&events)?;

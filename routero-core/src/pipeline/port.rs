@@ -100,6 +100,19 @@ impl BackendError {
         self.kind
     }
 
+    /// The queue entry that could not be decoded, when this error reports one
+    /// ([`SpendQueue::read_after`]).
+    pub fn unreadable(&self) -> Option<&UnreadableEntry> {
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            if let Some(entry) = error.downcast_ref::<UnreadableEntry>() {
+                return Some(entry);
+            }
+            cause = error.source();
+        }
+        None
+    }
+
     /// Whether the same call may succeed later: the backend was unavailable, slow or
     /// busy with a conflicting write. Corrupt data and invalid requests are final.
     pub fn is_retryable(&self) -> bool {
@@ -107,6 +120,28 @@ impl BackendError {
             self.kind,
             ErrorKind::Unavailable | ErrorKind::Timeout | ErrorKind::Conflict
         )
+    }
+}
+
+/// A queue entry that cannot be decoded (a corrupt entry, or a wire format this build
+/// does not know): its position and its bytes as stored, for the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("entry {position} of shard {shard} cannot be decoded: {reason}")]
+pub struct UnreadableEntry {
+    /// Its shard.
+    pub shard: ShardId,
+    /// Its position.
+    pub position: QueuePosition,
+    /// Its bytes, as stored.
+    pub raw: Vec<u8>,
+    /// Why it cannot be decoded.
+    pub reason: String,
+}
+
+impl UnreadableEntry {
+    /// The [`ErrorKind::Corrupt`] error [`SpendQueue::read_after`] reports it with.
+    pub fn into_error(self) -> BackendError {
+        BackendError::new(ErrorKind::Corrupt, self.to_string()).with_source(self)
     }
 }
 
@@ -130,7 +165,10 @@ pub trait SpendQueue: fmt::Debug + Send + Sync + 'static {
     async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError>;
 
     /// Up to `limit` batches of a shard strictly after `after` (all when `None`),
-    /// oldest first.
+    /// oldest first. The read stops before an entry that cannot be decoded; when that
+    /// entry is the first after `after`, the answer is its [`UnreadableEntry`] (as
+    /// [`UnreadableEntry::into_error`]), which the drainer sets aside in the
+    /// quarantine with its bytes, so that the shard moves on.
     async fn read_after(
         &self,
         shard: ShardId,

@@ -109,8 +109,10 @@ pub struct QuarantineApply<'a> {
     pub expected: Option<QueuePosition>,
     /// The batch's position: the watermark advances to it.
     pub through: QueuePosition,
-    /// The batch, every event of it.
+    /// The batch, every event of it (none for an entry that could not be decoded).
     pub batch: &'a SpendBatch,
+    /// The entry's bytes as the queue stored them, when it could not be decoded.
+    pub raw: Option<&'a [u8]>,
     /// Why.
     pub reason: QuarantineReason,
     /// The error, for a person.
@@ -134,7 +136,9 @@ pub enum QuarantineState {
     Discarded {
         /// When.
         at: DateTime<Utc>,
-        /// Why, as the operator said.
+        /// Why, as the operator said (`release_reason` in JSON, beside the batch's
+        /// own `reason`).
+        #[serde(rename = "release_reason")]
         reason: String,
     },
 }
@@ -148,8 +152,15 @@ pub struct QuarantinedBatch {
     pub shard: ShardId,
     /// Its position in that shard.
     pub position: QueuePosition,
-    /// The batch.
+    /// The batch (empty for an entry that could not be decoded).
     pub batch: SpendBatch,
+    /// The entry's bytes as the queue stored them, when it could not be decoded
+    /// (base64 in JSON).
+    #[serde(
+        serialize_with = "base64_bytes",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub raw: Option<Vec<u8>>,
     /// Why it was set aside.
     pub reason: QuarantineReason,
     /// The error, for a person.
@@ -159,6 +170,25 @@ pub struct QuarantinedBatch {
     /// Where it stands.
     #[serde(flatten)]
     pub state: QuarantineState,
+}
+
+fn base64_bytes<S: serde::Serializer>(raw: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine;
+    match raw {
+        Some(bytes) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The error a replay of an undecodable entry answers: the store cannot read it either.
+pub fn unreadable_replay(id: u64) -> BackendError {
+    BackendError::new(
+        ErrorKind::Invalid,
+        format!(
+            "quarantined entry {id} could not be decoded: it holds raw bytes, no events to \
+             apply; discard it with a reason once its spend is accounted for"
+        ),
+    )
 }
 
 /// What a replay or a discard did.
