@@ -24,6 +24,7 @@ use serde_json::Value;
 struct Gateway {
     child: Child,
     addr: String,
+    metrics: String,
     spends: mpsc::Receiver<Value>,
     _config: TempFile,
 }
@@ -134,8 +135,13 @@ limit = "20.00"
     let path = std::env::temp_dir().join(format!("routero-gateway-{}.toml", std::process::id()));
     std::fs::write(&path, config).unwrap();
     let binary = common::example("gateway");
+    let metrics = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
     let mut child = Command::new(&binary)
         .arg(&path)
+        .env("ROUTERO_METRICS_LISTEN", &metrics)
         .env("ROUTERO_LISTEN", "127.0.0.1:0")
         .env("GATEWAY_TEST_OPENAI_KEY", "sk-upstream-openai")
         .env("GATEWAY_TEST_ANTHROPIC_KEY", "sk-upstream-anthropic")
@@ -166,6 +172,7 @@ limit = "20.00"
     Gateway {
         child,
         addr,
+        metrics,
         spends,
         _config: TempFile(path),
     }
@@ -519,6 +526,37 @@ async fn the_gateway_costs_records_and_controls_every_request() {
             .is_err(),
         "an upstream error records no spend"
     );
+
+    // Its metrics: requests by route and status, the recorder's counters.
+    let (status, scrape) = common::request(&gateway.metrics, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    let count = |series: &str| {
+        scrape.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    assert!(
+        count(r#"routero_http_requests_total{route="/v1/chat/completions",status="200"}"#)
+            >= Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        count(r#"routero_http_requests_total{route="/v1/messages",status="402"}"#) >= Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        count("routero_recorder_events_recorded_total") >= Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("routero_http_request_duration_seconds_bucket"),
+        "{scrape}"
+    );
+    let (status, _) = common::request(&gateway.metrics, "GET", "/readyz", &[], "");
+    assert_eq!(status, 200, "no Redis to wait for");
 }
 
 fn cost_of_full_stream() -> Decimal {

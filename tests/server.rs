@@ -244,3 +244,44 @@ fn the_product_pages_requests_work_as_written_for_a_one_workspace_principal() {
         assert_eq!(status, 200, "{path}: {body}");
     }
 }
+
+#[test]
+fn the_server_serves_its_metrics_and_probes() {
+    let metrics = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (_server, addr, token) = server(&[("ROUTERO_METRICS_LISTEN", &metrics)]);
+    let bearer = format!("Bearer {token}");
+    let (status, _) = request(
+        &addr,
+        "GET",
+        "/billing/overview?workspace=acme-prod",
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 200);
+    let (status, _) = request(&addr, "GET", "/billing/overview", &[], "");
+    assert_eq!(status, 401);
+    let (status, scrape) = request(&metrics, "GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    assert!(
+        scrape.contains(r#"routero_http_requests_total{route="/billing/overview",status="200"} 1"#),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains(r#"routero_http_requests_total{route="/billing/overview",status="401"} 1"#),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("# HELP routero_http_requests_total"),
+        "{scrape}"
+    );
+    assert_eq!(request(&metrics, "GET", "/healthz", &[], "").0, 200);
+    assert_eq!(request(&metrics, "GET", "/readyz", &[], "").0, 200);
+    assert_eq!(
+        request(&metrics, "GET", "/admin/quarantine", &[], "").0,
+        404,
+        "no admin token"
+    );
+}
