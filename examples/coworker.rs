@@ -159,7 +159,12 @@ async fn quarantine_command(args: &[String]) -> ExitCode {
                         b.batch.id,
                         b.batch.events.len(),
                         b.quarantined_at,
-                        b.detail
+                        match &b.raw {
+                            // An undecodable entry: its size here, its bytes in the
+                            // admin API's JSON (base64).
+                            Some(raw) => format!("{} ({} raw bytes kept)", b.detail, raw.len()),
+                            None => b.detail.clone(),
+                        }
                     );
                 }
                 Ok(None)
