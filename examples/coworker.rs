@@ -29,6 +29,10 @@
 //! Each shard this coworker holds drains on its own: a shard whose database
 //! connection hangs never holds back the others, nor their lease renewals.
 //!
+//! `coworker close-month YYYY-MM [--workspace W]` closes a month that is over for the
+//! workspaces of `ROUTERO_BILLING_FILE`, once, and prints each invoice;
+//! `coworker quarantine list|replay ID|discard ID --reason TEXT` tends the quarantine.
+//!
 //! Every five minutes a coworker applies the log retention and, with
 //! `ROUTERO_WAREHOUSE_DIR`, runs the warehouse sync of the current hour: each hour is
 //! exported once, by whichever coworker holds the sink; the others find it busy. A
@@ -41,6 +45,7 @@ use std::time::Duration;
 use chrono::Utc;
 use routero::drainer::{Drainer, DrainerConfig};
 use routero::http::ops::Ops;
+use routero::invoice::{Billing, BillingDirectory, Month};
 use routero::money::{ExchangeRates, RateTable};
 use routero::port::BackendError;
 use routero::postgres::{PgConfig, PgStore};
@@ -299,6 +304,101 @@ impl Quarantine for Connecting {
     }
 }
 
+/// `coworker close-month YYYY-MM [--workspace W]`: closes a month that is over for
+/// every workspace of `ROUTERO_BILLING_FILE` (or one): each invoice is numbered and
+/// frozen, once; closing it again prints the same invoice.
+async fn close_month_command(args: &[String]) -> ExitCode {
+    let usage = "usage: coworker close-month YYYY-MM [--workspace W]  \
+                 (ROUTERO_DATABASE_URL and ROUTERO_BILLING_FILE set)";
+    let (month, only) = match args {
+        [month] => (month, None),
+        [month, flag, workspace] if flag == "--workspace" => (month, Some(workspace)),
+        _ => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(month) = Month::parse(month) else {
+        eprintln!("coworker: {month:?} is not a month (YYYY-MM)");
+        return ExitCode::from(2);
+    };
+    let (Some(url), Some(file)) = (env("ROUTERO_DATABASE_URL"), env("ROUTERO_BILLING_FILE")) else {
+        eprintln!("{usage}");
+        return ExitCode::from(2);
+    };
+    let directory = match std::fs::read_to_string(&file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| BillingDirectory::from_toml(&text))
+    {
+        Ok(directory) => directory,
+        Err(e) => {
+            eprintln!("coworker: {file}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let workspaces: Vec<_> = directory
+        .iter()
+        .filter(|(w, _)| only.is_none_or(|o| w.as_str() == o))
+        .collect();
+    if workspaces.is_empty() {
+        eprintln!(
+            "coworker: {} names no such workspace",
+            only.map_or_else(|| file.clone(), |w| format!("{file} ({w})"))
+        );
+        return ExitCode::from(2);
+    }
+    if let Some(Err(e)) = read_rates() {
+        eprintln!("coworker: {e}");
+        return ExitCode::from(2);
+    }
+    let mut config = PgConfig::new(url);
+    config.schema = env("ROUTERO_DB_SCHEMA");
+    config.pool_size = 2;
+    let store = match PgStore::connect(config).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    reload_rates(&store);
+    let rates = store.rates();
+    let billing = Billing {
+        reader: &store,
+        wallets: &store,
+        invoices: &store,
+        rates: &*rates,
+    };
+    let mut failed = false;
+    println!("workspace\tinvoice\tcurrency\ttotal\tfinalized_at");
+    for (workspace, config) in workspaces {
+        match billing
+            .close_month(&config.org, workspace, month, config.plan, Utc::now())
+            .await
+        {
+            Ok(invoice) => println!(
+                "{workspace}\t{}\t{}\t{}\t{}",
+                invoice.number.as_deref().unwrap_or("-"),
+                invoice.currency,
+                invoice.total,
+                invoice
+                    .finalized_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ),
+            Err(e) => {
+                failed = true;
+                eprintln!("coworker: {workspace}: {e}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs go to standard error; standard output is the quarantine command's answer.
@@ -312,6 +412,9 @@ async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("quarantine") {
         return quarantine_command(&args[1..]).await;
+    }
+    if args.first().map(String::as_str) == Some("close-month") {
+        return close_month_command(&args[1..]).await;
     }
     if let Some(Err(e)) = read_rates() {
         eprintln!("coworker: {e}");

@@ -235,7 +235,9 @@ impl PgStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
     }
 
-    pub(crate) fn rates(&self) -> Arc<dyn ExchangeRates> {
+    /// The exchange rates the store converts with now (those of the last
+    /// [`set_rates`](Self::set_rates)): what invoices of the store's months use too.
+    pub fn rates(&self) -> Arc<dyn ExchangeRates> {
         self.rates
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

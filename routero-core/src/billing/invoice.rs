@@ -288,6 +288,11 @@ impl BillingDirectory {
         self.get(workspace).and_then(|b| b.plan)
     }
 
+    /// Every workspace configured, with its configuration, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&WorkspaceId, &WorkspaceBilling)> {
+        self.workspaces.iter()
+    }
+
     /// The workspaces configured for an org, in order.
     pub fn workspaces_of<'a>(&'a self, org: &'a OrgId) -> impl Iterator<Item = &'a WorkspaceId> {
         self.workspaces

@@ -1,0 +1,106 @@
+//! `coworker close-month` on real PostgreSQL: the month is closed once (a second run
+//! prints the same invoice), a month not over is refused, and the example server,
+//! which never closed anything itself, lists the final invoice.
+
+mod common;
+
+use std::process::Command;
+
+use common::{example, request, server_with_tokens};
+use serde_json::Value;
+
+fn database_url() -> Option<String> {
+    match std::env::var("ROUTERO_TEST_DATABASE_URL") {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("ROUTERO_TEST_DATABASE_URL is not set and services are required")
+        }
+        Err(_) => {
+            eprintln!("skipped: ROUTERO_TEST_DATABASE_URL is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+#[test]
+fn a_closed_month_is_listed_by_the_server() {
+    let Some(url) = database_url() else { return };
+    let schema = format!(
+        "t_close_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let billing = std::env::temp_dir().join(format!("{schema}.toml"));
+    std::fs::write(
+        &billing,
+        "[[workspace]]\nid = \"acme-prod\"\norg = \"acme\"\ncurrency = \"USD\"\nplan = \"49.00\"\n",
+    )
+    .unwrap();
+    let close = |args: &[&str]| {
+        let output = Command::new(example("coworker"))
+            .arg("close-month")
+            .args(args)
+            .env("ROUTERO_DATABASE_URL", &url)
+            .env("ROUTERO_DB_SCHEMA", &schema)
+            .env("ROUTERO_BILLING_FILE", &billing)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8(output.stdout).unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    };
+    let (code, first, errors) = close(&["2026-11"]);
+    assert_eq!(code, Some(0), "{errors}");
+    let row: Vec<&str> = first.lines().nth(1).unwrap().split('\t').collect();
+    assert_eq!(
+        &row[..4],
+        ["acme-prod", "INV-202611-000001", "USD", "49.00"],
+        "{first}"
+    );
+    let (code, again, _) = close(&["2026-11", "--workspace", "acme-prod"]);
+    assert_eq!(
+        (code, again),
+        (Some(0), first),
+        "closing again changes nothing"
+    );
+
+    let (code, _, errors) = close(&["2999-01"]);
+    assert_eq!(code, Some(1));
+    assert!(errors.contains("2999-01 is not over yet"), "{errors}");
+    let (code, _, errors) = close(&["2026-11", "--workspace", "globex"]);
+    assert_eq!(code, Some(2), "{errors}");
+
+    // The server over the same database lists the final invoice.
+    let database = format!(
+        "{url}{}options=-c%20search_path%3D{schema}",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    let billing_path = billing.display().to_string();
+    let (_server, addr, _, _, prod_token) = server_with_tokens(&[
+        ("ROUTERO_DATABASE_URL", &database),
+        ("ROUTERO_BILLING_FILE", &billing_path),
+    ]);
+    let bearer = format!("Bearer {prod_token}");
+    let (status, body) = request(
+        &addr,
+        "GET",
+        "/billing/invoices",
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    let invoices = listed.as_array().unwrap();
+    assert_eq!(invoices.len(), 1, "{listed}");
+    assert_eq!(invoices[0]["number"], "INV-202611-000001");
+    assert_eq!(invoices[0]["month"], "2026-11");
+    assert_eq!(invoices[0]["status"], "final");
+    assert_eq!(invoices[0]["total"], "49.00");
+    std::fs::remove_file(&billing).ok();
+}
