@@ -29,6 +29,9 @@
 //! Each shard this coworker holds drains on its own: a shard whose database
 //! connection hangs never holds back the others, nor their lease renewals.
 //!
+//! With `ROUTERO_BILLING_FILE` (the workspaces billed), coworkers close each month on
+//! their own, `ROUTERO_CLOSE_GRACE_HOURS` (6) after it ends, one coworker at a time,
+//! each workspace's month once (`PgStore::close_months_due`).
 //! `coworker close-month YYYY-MM [--workspace W]` closes a month that is over for the
 //! workspaces of `ROUTERO_BILLING_FILE`, once, and prints each invoice;
 //! `coworker quarantine list|replay ID|discard ID --reason TEXT` tends the quarantine.
@@ -213,7 +216,13 @@ async fn quarantine_command(args: &[String]) -> ExitCode {
 
 /// The rates reload, the replay of batches waiting for a rate, the log retention
 /// and, with a directory, the warehouse sync, every five minutes.
-async fn housekeeping(store: PgStore, warehouse: Option<String>) {
+/// Months to close on their own: the billing file's workspaces, after the grace.
+struct Closing {
+    directory: BillingDirectory,
+    grace: Duration,
+}
+
+async fn housekeeping(store: PgStore, warehouse: Option<String>, closing: Option<Closing>) {
     let sync = warehouse.and_then(|dir| {
         WarehouseSync::new(
             Arc::new(store.clone()),
@@ -244,6 +253,25 @@ async fn housekeeping(store: PgStore, warehouse: Option<String>) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "log retention failed; next time"),
+        }
+        if let Some(closing) = &closing {
+            match store
+                .close_months_due(&closing.directory, closing.grace, Utc::now())
+                .await
+            {
+                Ok(closed) => {
+                    for invoice in closed {
+                        tracing::info!(
+                            workspace = %invoice.workspace, month = %invoice.month,
+                            number = invoice.number.as_deref().unwrap_or("-"),
+                            total = %invoice.total, "month closed"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing the month stopped; the next run finishes it")
+                }
+            }
         }
         let Some(sync) = &sync else { continue };
         match sync.sync(Utc::now()).await {
@@ -500,6 +528,36 @@ async fn main() -> ExitCode {
             "twice ROUTERO_PG_STATEMENT_TIMEOUT_SECS is not under the lease ttl: a stuck step may outlive its lease"
         );
     }
+    // With a billing file, months close on their own after the grace.
+    let closing = match env("ROUTERO_BILLING_FILE") {
+        None => None,
+        Some(file) => {
+            let directory = std::fs::read_to_string(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|text| BillingDirectory::from_toml(&text));
+            let grace = match env("ROUTERO_CLOSE_GRACE_HOURS").map(|h| h.parse::<u64>()) {
+                None => Ok(6),
+                Some(Ok(h)) if h <= 24 * 27 => Ok(h),
+                Some(_) => {
+                    Err("ROUTERO_CLOSE_GRACE_HOURS must be whole hours, at most 648".to_owned())
+                }
+            };
+            match (directory, grace) {
+                (Ok(directory), Ok(hours)) => Some(Closing {
+                    directory,
+                    grace: Duration::from_secs(hours * 3600),
+                }),
+                (Err(e), _) => {
+                    eprintln!("coworker: {file}: {e}");
+                    return ExitCode::from(2);
+                }
+                (_, Err(e)) => {
+                    eprintln!("coworker: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
     if let Some(max) = env("ROUTERO_MAX_BATCHES") {
         match max.parse() {
             Ok(n) if n > 0 => drainer_config.max_batches = n,
@@ -581,7 +639,11 @@ async fn main() -> ExitCode {
     let _ = store_slot.set(store.clone());
     reload_rates(&store);
     tracing::info!(holder = %drainer_config.holder, shards = redis_config.shards, "draining");
-    let housekeeping = tokio::spawn(housekeeping(store.clone(), env("ROUTERO_WAREHOUSE_DIR")));
+    let housekeeping = tokio::spawn(housekeeping(
+        store.clone(),
+        env("ROUTERO_WAREHOUSE_DIR"),
+        closing,
+    ));
     let drainer = Drainer::new(redis.queue(), redis.elector(), store, drainer_config);
     let stats = drainer.run(shutdown_signal()).await;
     // A sync cut here is finished by the next one.

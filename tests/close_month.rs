@@ -104,3 +104,102 @@ fn a_closed_month_is_listed_by_the_server() {
     assert_eq!(invoices[0]["total"], "49.00");
     std::fs::remove_file(&billing).ok();
 }
+
+/// The coworker, running with a billing file, closes the month before this one on
+/// its own (a grace of 0 hours, so whatever today's date); the server lists it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coworker_closes_last_month_on_its_own() {
+    let Some(url) = database_url() else { return };
+    let Ok(redis) = std::env::var("ROUTERO_TEST_REDIS_URL") else {
+        assert!(
+            !std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
+            "ROUTERO_TEST_REDIS_URL is not set and services are required"
+        );
+        eprintln!("skipped: ROUTERO_TEST_REDIS_URL is not set (run scripts/test.sh)");
+        return;
+    };
+    let schema = format!(
+        "t_autoclose_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let billing = std::env::temp_dir().join(format!("{schema}.toml"));
+    std::fs::write(
+        &billing,
+        "[[workspace]]\nid = \"acme-prod\"\norg = \"acme\"\ncurrency = \"USD\"\nplan = \"49.00\"\n",
+    )
+    .unwrap();
+    let coworker = common::Process(
+        Command::new(example("coworker"))
+            .env("ROUTERO_DATABASE_URL", &url)
+            .env("ROUTERO_REDIS_URL", &redis)
+            .env("ROUTERO_REDIS_PREFIX", &schema)
+            .env("ROUTERO_DB_SCHEMA", &schema)
+            .env("ROUTERO_BILLING_FILE", &billing)
+            .env("ROUTERO_CLOSE_GRACE_HOURS", "0")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let number: String = loop {
+        let row = client
+            .query_opt(
+                &format!("SELECT number FROM {schema}.routero_invoices LIMIT 1"),
+                &[],
+            )
+            .await
+            .ok()
+            .flatten();
+        if let Some(row) = row {
+            break row.get(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the coworker closed nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    drop(coworker);
+    let last_month = routero::invoice::Month::of(chrono::Utc::now().date_naive()).previous();
+    assert!(
+        number.starts_with(&format!("INV-{}{:02}-", last_month.year, last_month.month)),
+        "{number}"
+    );
+
+    let database = format!(
+        "{url}{}options=-c%20search_path%3D{schema}",
+        if url.contains('?') { '&' } else { '?' }
+    );
+    let billing_path = billing.display().to_string();
+    let listed = tokio::task::spawn_blocking(move || {
+        let (_server, addr, _, _, prod_token) = server_with_tokens(&[
+            ("ROUTERO_DATABASE_URL", &database),
+            ("ROUTERO_BILLING_FILE", &billing_path),
+        ]);
+        let bearer = format!("Bearer {prod_token}");
+        request(
+            &addr,
+            "GET",
+            "/billing/invoices",
+            &[("authorization", &bearer)],
+            "",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed.0, 200, "{}", listed.1);
+    let invoices: Value = serde_json::from_str(&listed.1).unwrap();
+    assert_eq!(invoices[0]["number"], number.as_str());
+    assert_eq!(invoices[0]["status"], "final");
+    std::fs::remove_file(&billing).ok();
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use chrono::{Duration, NaiveDate};
-use routero_core::attribution::{BillingMode, OrgId, TeamId};
+use routero_core::attribution::{BillingMode, OrgId, TeamId, WorkspaceId};
 use routero_core::conformance::{self, apply_first_step, sample_day, sample_event};
 use routero_core::memory::{MemoryElector, MemoryQueue, MemoryStore};
 use routero_core::port::{
@@ -865,4 +865,114 @@ async fn tls_modes() {
     let missing = with_tls(&url, "localhost", "sslmode=verify-full");
     let e = tls_store(missing, "missing").await.unwrap_err();
     assert_eq!(e.kind(), routero_core::port::ErrorKind::Invalid, "{e}");
+}
+
+/// Two coworkers closing months on a schedule, with a clock of the test's: nothing
+/// before the grace; after it, each workspace's month once, numbered in order with no
+/// gap; nothing while another holds the close; what one left undone, the next run
+/// closes.
+#[tokio::test]
+async fn months_close_once_on_a_schedule() {
+    use routero_core::invoice::{BillingDirectory, WorkspaceBilling};
+    use std::time::Duration as StdDuration;
+
+    let Some(url) = database_url() else { return };
+    let schema = fresh_schema("close");
+    let connect = || {
+        let mut config = PgConfig::new(&url);
+        config.schema = Some(schema.clone());
+        PgStore::connect(config)
+    };
+    let (first, second) = (connect().await.unwrap(), connect().await.unwrap());
+    let org = OrgId::new("acme").unwrap();
+    let plan = |p: Option<&str>| WorkspaceBilling {
+        org: org.clone(),
+        currency: routero_core::Currency::USD,
+        plan: p.map(|p| Decimal::from_str_exact(p).unwrap()),
+    };
+    let directory = BillingDirectory::new()
+        .with(WorkspaceId::new("acme-a").unwrap(), plan(Some("49.00")))
+        .with(WorkspaceId::new("acme-b").unwrap(), plan(Some("99.00")))
+        .with(WorkspaceId::new("acme-c").unwrap(), plan(None));
+    let grace = StdDuration::from_secs(6 * 3600);
+    let at = |day: u32, hour: u32| {
+        chrono::NaiveDate::from_ymd_opt(2026, 12, day)
+            .unwrap()
+            .and_hms_opt(hour, 0, 0)
+            .unwrap()
+            .and_utc()
+    };
+
+    assert!(
+        first
+            .close_months_due(&directory, grace, at(1, 5))
+            .await
+            .unwrap()
+            .is_empty(),
+        "within the grace"
+    );
+    let (a, b) = tokio::join!(
+        first.close_months_due(&directory, grace, at(1, 7)),
+        second.close_months_due(&directory, grace, at(1, 7)),
+    );
+    let mut numbers: Vec<String> = a
+        .unwrap()
+        .into_iter()
+        .chain(b.unwrap())
+        .map(|i| {
+            assert_eq!(i.month.to_string(), "2026-11");
+            i.number.unwrap()
+        })
+        .collect();
+    numbers.sort();
+    assert_eq!(
+        numbers,
+        [
+            "INV-202611-000001",
+            "INV-202611-000002",
+            "INV-202611-000003"
+        ]
+    );
+    assert!(
+        second
+            .close_months_due(&directory, grace, at(2, 0))
+            .await
+            .unwrap()
+            .is_empty(),
+        "once"
+    );
+
+    // While another holds the close, a run does nothing; the next one finishes it.
+    let directory = directory.with(WorkspaceId::new("acme-d").unwrap(), plan(Some("5.00")));
+    let holder = first.client().await.unwrap();
+    holder
+        .batch_execute("SELECT pg_advisory_lock(7317020261201)")
+        .await
+        .unwrap();
+    assert!(
+        second
+            .close_months_due(&directory, grace, at(2, 1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    holder
+        .batch_execute("SELECT pg_advisory_unlock(7317020261201)")
+        .await
+        .unwrap();
+    let late = second
+        .close_months_due(&directory, grace, at(2, 2))
+        .await
+        .unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].workspace.as_str(), "acme-d");
+    assert_eq!(late[0].number.as_deref(), Some("INV-202611-000004"));
+    assert_eq!(late[0].total, Decimal::from_str_exact("5.00").unwrap());
+    for w in ["acme-a", "acme-b", "acme-c", "acme-d"] {
+        let finals =
+            routero_core::invoice::InvoiceStore::finalized(&first, &WorkspaceId::new(w).unwrap())
+                .await
+                .unwrap();
+        assert_eq!(finals.len(), 1, "{w}");
+    }
 }

@@ -98,6 +98,21 @@ impl Month {
         }
     }
 
+    /// The month before.
+    pub fn previous(self) -> Month {
+        if self.month == 1 {
+            Month {
+                year: self.year - 1,
+                month: 12,
+            }
+        } else {
+            Month {
+                year: self.year,
+                month: self.month - 1,
+            }
+        }
+    }
+
     /// Its first and last days.
     pub fn days(self) -> Option<(NaiveDate, NaiveDate)> {
         let first = self.first_day()?;
