@@ -9,8 +9,10 @@
 //! and exits. Start as many as you like: they share the shards through the leases.
 //! Optional: `ROUTERO_SHARDS` (16; every recorder and coworker must agree),
 //! `ROUTERO_REDIS_PREFIX` (`routero`), `ROUTERO_DB_SCHEMA`, `ROUTERO_HOLDER` (this
-//! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS` (months of the
-//! request log to keep before the current one), `ROUTERO_SPEND_LOG` (`0`: do not
+//! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS`,
+//! `ROUTERO_ROLLUP_RETENTION_MONTHS` and `ROUTERO_QUARANTINE_RETENTION_MONTHS` (whole
+//! months of the request log, of the daily rollups and of released quarantine rows to
+//! keep before the current one; unset: everything), `ROUTERO_SPEND_LOG` (`0`: do not
 //! write the request log), `ROUTERO_MAX_BATCHES` (the most queued batches one drain
 //! step applies; 512), `ROUTERO_LEASE_TTL_SECS` (10), `ROUTERO_LEASE_RENEW_SECS` (a
 //! third of the ttl), `ROUTERO_PG_LOCK_TIMEOUT_SECS` (2) and
@@ -36,7 +38,7 @@
 //! workspaces of `ROUTERO_BILLING_FILE`, once, and prints each invoice;
 //! `coworker quarantine list|replay ID|discard ID --reason TEXT` tends the quarantine.
 //!
-//! Every five minutes a coworker applies the log retention and, with
+//! Every five minutes a coworker applies the retention and, with
 //! `ROUTERO_WAREHOUSE_DIR`, runs the warehouse sync of the current hour: each hour is
 //! exported once, by whichever coworker holds the sink; the others find it busy. A
 //! coworker stopped in the middle of a sync leaves its run to the next one.
@@ -51,7 +53,7 @@ use routero::http::ops::Ops;
 use routero::invoice::{Billing, BillingDirectory, Month};
 use routero::money::{ExchangeRates, RateTable};
 use routero::port::BackendError;
-use routero::postgres::{PgConfig, PgStore};
+use routero::postgres::{PgConfig, PgStore, Retained};
 use routero::quarantine::{Quarantine, QuarantineState, Release, replay_waiting};
 use routero::redis::{Redis, RedisConfig};
 use routero::warehouse::{LocalDir, WarehouseSync};
@@ -247,12 +249,15 @@ async fn housekeeping(store: PgStore, warehouse: Option<String>, closing: Option
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "replaying waiting batches failed; next time"),
         }
-        match store.apply_log_retention(Utc::now().date_naive()).await {
-            Ok(dropped) if !dropped.is_empty() => {
-                tracing::info!(?dropped, "request-log months dropped");
+        match store.apply_retention(Utc::now().date_naive()).await {
+            Ok(r) if r != Retained::default() => {
+                tracing::info!(
+                    log_partitions = ?r.log_partitions, rollup_rows = r.rollup_rows,
+                    quarantine_rows = r.quarantine_rows, "retention applied"
+                );
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "log retention failed; next time"),
+            Err(e) => tracing::warn!(error = %e, "retention failed; next time"),
         }
         if let Some(closing) = &closing {
             match store
@@ -476,8 +481,29 @@ async fn main() -> ExitCode {
     let mut pg_config = PgConfig::new(database_url);
     pg_config.schema = env("ROUTERO_DB_SCHEMA");
     pg_config.pool_size = 4;
-    pg_config.log_retention_months =
-        env("ROUTERO_LOG_RETENTION_MONTHS").and_then(|m| m.parse().ok());
+    let months = |name: &str| -> Result<Option<u32>, String> {
+        env(name)
+            .map(|m| {
+                m.parse::<u32>()
+                    .map_err(|_| format!("{name} must be a number of months"))
+            })
+            .transpose()
+    };
+    match (
+        months("ROUTERO_LOG_RETENTION_MONTHS"),
+        months("ROUTERO_ROLLUP_RETENTION_MONTHS"),
+        months("ROUTERO_QUARANTINE_RETENTION_MONTHS"),
+    ) {
+        (Ok(log), Ok(rollups), Ok(quarantine)) => {
+            pg_config.log_retention_months = log;
+            pg_config.rollup_retention_months = rollups;
+            pg_config.quarantine_retention_months = quarantine;
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::from(2);
+        }
+    }
     pg_config.spend_log = env("ROUTERO_SPEND_LOG").is_none_or(|v| v != "0");
     let mut drainer_config = DrainerConfig::new(
         env("ROUTERO_HOLDER").unwrap_or_else(|| format!("coworker-{}", std::process::id())),

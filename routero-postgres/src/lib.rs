@@ -82,6 +82,13 @@ pub struct PgConfig {
     /// abandoned on the client side, and its connection closed rather than pooled.
     /// Keep both well under the drainer's lease ttl.
     pub statement_timeout: Duration,
+    /// How many whole months of daily rollups to keep before the current one (`None`:
+    /// everything); applied by [`PgStore::apply_retention`]. Final invoices are kept
+    /// apart and stay; analytics and drafts of older months then show nothing.
+    pub rollup_retention_months: Option<u32>,
+    /// How many whole months of released quarantine rows (replayed or discarded) to
+    /// keep before the current one (`None`: every one); batches still waiting stay.
+    pub quarantine_retention_months: Option<u32>,
 }
 
 impl PgConfig {
@@ -98,8 +105,34 @@ impl PgConfig {
             log_retention_months: None,
             lock_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(4),
+            rollup_retention_months: None,
+            quarantine_retention_months: None,
         }
     }
+}
+
+/// What [`PgStore::apply_retention`] dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Request-log partitions (months as `YYYY_MM`).
+    pub log_partitions: Vec<String>,
+    /// Daily rollup rows.
+    pub rollup_rows: u64,
+    /// Released quarantine rows.
+    pub quarantine_rows: u64,
+}
+
+/// The first day kept when `months` whole months before `today`'s are kept.
+fn keep_from(today: chrono::NaiveDate, months: u32) -> chrono::NaiveDate {
+    use chrono::Datelike;
+    let index = today.year() * 12 + i32::try_from(today.month0()).unwrap_or(0)
+        - i32::try_from(months).unwrap_or(i32::MAX);
+    chrono::NaiveDate::from_ymd_opt(
+        index.div_euclid(12),
+        u32::try_from(index.rem_euclid(12)).unwrap_or(0) + 1,
+        1,
+    )
+    .unwrap_or(today)
 }
 
 /// The store on a connection pool.
@@ -364,19 +397,48 @@ impl PgStore {
         &self,
         today: chrono::NaiveDate,
     ) -> Result<Vec<String>, BackendError> {
-        use chrono::Datelike;
         let Some(months) = self.config.log_retention_months else {
             return Ok(Vec::new());
         };
-        let index = today.year() * 12 + i32::try_from(today.month0()).unwrap_or(0)
-            - i32::try_from(months).unwrap_or(i32::MAX);
-        let keep_from = chrono::NaiveDate::from_ymd_opt(
-            index.div_euclid(12),
-            u32::try_from(index.rem_euclid(12)).unwrap_or(0) + 1,
-            1,
-        )
-        .unwrap_or(today);
-        self.prune_spend_log(keep_from).await
+        self.prune_spend_log(keep_from(today, months)).await
+    }
+
+    /// Applies every retention setting: the request log
+    /// ([`apply_log_retention`](Self::apply_log_retention)), the daily rollups
+    /// ([`PgConfig::rollup_retention_months`]) and the quarantine's released batches
+    /// ([`PgConfig::quarantine_retention_months`]; a batch still waiting is never
+    /// dropped). Each keeps its whole months before the current one.
+    pub async fn apply_retention(
+        &self,
+        today: chrono::NaiveDate,
+    ) -> Result<Retained, BackendError> {
+        let mut retained = Retained {
+            log_partitions: self.apply_log_retention(today).await?,
+            ..Retained::default()
+        };
+        let client = self.client().await?;
+        if let Some(months) = self.config.rollup_retention_months {
+            retained.rollup_rows = client
+                .execute(
+                    "DELETE FROM routero_daily_rollups WHERE day < $1",
+                    &[&keep_from(today, months)],
+                )
+                .await
+                .map_err(backend)?;
+        }
+        if let Some(months) = self.config.quarantine_retention_months {
+            let cutoff = keep_from(today, months)
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc());
+            retained.quarantine_rows = client
+                .execute(
+                    "DELETE FROM routero_quarantine WHERE state <> 'quarantined' AND released_at < $1",
+                    &[&cutoff],
+                )
+                .await
+                .map_err(backend)?;
+        }
+        Ok(retained)
     }
 
     /// Drops the spend-log partitions of months before `keep_from`; returns the

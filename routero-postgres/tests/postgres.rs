@@ -976,3 +976,80 @@ async fn months_close_once_on_a_schedule() {
         assert_eq!(finals.len(), 1, "{w}");
     }
 }
+
+/// Retention keeps whole months before the current one: older rollups, request-log
+/// partitions and released quarantine rows go; a batch still waiting stays.
+#[tokio::test]
+async fn retention_drops_old_months_and_keeps_waiting_batches() {
+    let Some(url) = database_url() else { return };
+    let mut config = PgConfig::new(&url);
+    config.schema = Some(fresh_schema("retention"));
+    config.log_retention_months = Some(1);
+    config.rollup_retention_months = Some(1);
+    config.quarantine_retention_months = Some(1);
+    let pg = PgStore::connect(config).await.unwrap();
+    let events: Vec<SpendEvent> = [(9u32, 0u64), (10, 1), (11, 2), (12, 3)]
+        .into_iter()
+        .map(|(month, seq)| {
+            let mut e = sample_event("acme", seq, "1.25");
+            e.event_time = NaiveDate::from_ymd_opt(2026, month, 2)
+                .unwrap()
+                .and_hms_opt(12, 0, 0)
+                .unwrap()
+                .and_utc();
+            e
+        })
+        .collect();
+    apply_first_step(&pg, &events, chrono::Utc::now()).await;
+    let client = pg.client().await.unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO routero_quarantine (shard, position_major, position_minor, batch_id, batch, \
+             events, reason, detail, quarantined_at, state, released_at, release_reason) VALUES \
+             (0, 1, 0, 'old-released', '{}', 0, 'corrupt', 'x', '2026-08-01', 'discarded', '2026-08-02', 'gone'), \
+             (0, 2, 0, 'old-waiting', '{}', 0, 'missing_exchange_rate', 'x', '2026-08-01', 'quarantined', NULL, NULL)",
+        )
+        .await
+        .unwrap();
+
+    let retained = pg
+        .apply_retention(NaiveDate::from_ymd_opt(2026, 12, 2).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(retained.rollup_rows, 2, "September and October");
+    assert_eq!(retained.quarantine_rows, 1, "the released one only");
+    assert_eq!(
+        retained.log_partitions.len(),
+        2,
+        "{:?}",
+        retained.log_partitions
+    );
+    let months: Vec<String> = client
+        .query(
+            "SELECT DISTINCT to_char(day, 'YYYY-MM') FROM routero_daily_rollups ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(months, ["2026-11", "2026-12"]);
+    let left: Vec<String> = client
+        .query("SELECT batch_id FROM routero_quarantine", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, ["old-waiting"]);
+    let again = pg
+        .apply_retention(NaiveDate::from_ymd_opt(2026, 12, 2).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        routero_postgres::Retained::default(),
+        "nothing twice"
+    );
+}
