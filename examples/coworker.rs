@@ -127,6 +127,24 @@ fn reload_rates(store: &PgStore) {
     }
 }
 
+/// The store a one-off command works on (`ROUTERO_DB_SCHEMA`, the exchange rates of
+/// `ROUTERO_FX_RATES_FILE`).
+async fn command_store(url: String, pool_size: usize) -> Result<PgStore, ExitCode> {
+    let mut config = PgConfig::new(url);
+    config.schema = env("ROUTERO_DB_SCHEMA");
+    config.pool_size = pool_size;
+    match PgStore::connect(config).await {
+        Ok(store) => {
+            reload_rates(&store);
+            Ok(store)
+        }
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// `coworker quarantine list|replay ID|discard ID --reason TEXT`.
 async fn quarantine_command(args: &[String]) -> ExitCode {
     let usage = "usage: coworker quarantine list | replay ID | discard ID --reason TEXT";
@@ -134,17 +152,10 @@ async fn quarantine_command(args: &[String]) -> ExitCode {
         eprintln!("coworker: set ROUTERO_DATABASE_URL");
         return ExitCode::from(2);
     };
-    let mut config = PgConfig::new(url);
-    config.schema = env("ROUTERO_DB_SCHEMA");
-    config.pool_size = 1;
-    let store = match PgStore::connect(config).await {
+    let store = match command_store(url, 1).await {
         Ok(store) => store,
-        Err(e) => {
-            eprintln!("coworker: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    reload_rates(&store);
     let id = |text: Option<&String>| text.and_then(|t| t.parse::<u64>().ok());
     let result = match (args.first().map(String::as_str), id(args.get(1))) {
         (Some("list"), _) => match store.quarantined().await {
@@ -384,17 +395,10 @@ async fn close_month_command(args: &[String]) -> ExitCode {
         eprintln!("coworker: {e}");
         return ExitCode::from(2);
     }
-    let mut config = PgConfig::new(url);
-    config.schema = env("ROUTERO_DB_SCHEMA");
-    config.pool_size = 2;
-    let store = match PgStore::connect(config).await {
+    let store = match command_store(url, 2).await {
         Ok(store) => store,
-        Err(e) => {
-            eprintln!("coworker: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    reload_rates(&store);
     let rates = store.rates();
     let billing = Billing {
         reader: &store,
@@ -509,13 +513,11 @@ async fn main() -> ExitCode {
         env("ROUTERO_HOLDER").unwrap_or_else(|| format!("coworker-{}", std::process::id())),
     );
     let seconds = |name: &str| -> Result<Option<Duration>, ExitCode> {
-        match env(name).map(|v| v.parse::<f64>()) {
+        match env(name).map(|v| v.parse::<u64>()) {
             None => Ok(None),
-            Some(Ok(s)) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
-                Ok(Some(Duration::from_secs_f64(s)))
-            }
+            Some(Ok(s)) if (1..=86_400).contains(&s) => Ok(Some(Duration::from_secs(s))),
             Some(_) => {
-                eprintln!("coworker: {name} must be a number of seconds above 0 and at most 86400");
+                eprintln!("coworker: {name} must be whole seconds from 1 to 86400");
                 Err(ExitCode::from(2))
             }
         }

@@ -6,33 +6,13 @@ mod common;
 
 use std::process::Command;
 
-use common::{example, request, server_with_tokens};
+use common::{database_url, example, request, server_with_tokens, unique};
 use serde_json::Value;
-
-fn database_url() -> Option<String> {
-    match std::env::var("ROUTERO_TEST_DATABASE_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
-            panic!("ROUTERO_TEST_DATABASE_URL is not set and services are required")
-        }
-        Err(_) => {
-            eprintln!("skipped: ROUTERO_TEST_DATABASE_URL is not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
 
 #[test]
 fn a_closed_month_is_listed_by_the_server() {
     let Some(url) = database_url() else { return };
-    let schema = format!(
-        "t_close_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+    let schema = unique("t_close");
     let billing = std::env::temp_dir().join(format!("{schema}.toml"));
     std::fs::write(
         &billing,
@@ -110,22 +90,10 @@ fn a_closed_month_is_listed_by_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coworker_closes_last_month_on_its_own() {
     let Some(url) = database_url() else { return };
-    let Ok(redis) = std::env::var("ROUTERO_TEST_REDIS_URL") else {
-        assert!(
-            !std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
-            "ROUTERO_TEST_REDIS_URL is not set and services are required"
-        );
-        eprintln!("skipped: ROUTERO_TEST_REDIS_URL is not set (run scripts/test.sh)");
+    let Some((redis, _)) = common::services() else {
         return;
     };
-    let schema = format!(
-        "t_autoclose_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+    let schema = unique("t_autoclose");
     let billing = std::env::temp_dir().join(format!("{schema}.toml"));
     std::fs::write(
         &billing,

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Process, example, request};
+use common::{Process, example, request, services, unique};
 use routero::port::SpendQueue;
 use routero::redis::{Redis, RedisConfig};
 use routero::spend::{BatchId, ShardId, SpendBatch};
@@ -19,33 +19,6 @@ use routero_core::conformance::sample_event;
 use rust_decimal::Decimal;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-
-fn services() -> Option<(String, String)> {
-    match (
-        std::env::var("ROUTERO_TEST_REDIS_URL"),
-        std::env::var("ROUTERO_TEST_DATABASE_URL"),
-    ) {
-        (Ok(redis), Ok(pg)) => Some((redis, pg)),
-        _ if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
-            panic!("Redis and PostgreSQL are required (run scripts/test.sh)")
-        }
-        _ => {
-            eprintln!("skipped: ROUTERO_TEST_REDIS_URL or ROUTERO_TEST_DATABASE_URL is not set");
-            None
-        }
-    }
-}
-
-fn unique(what: &str) -> String {
-    format!(
-        "{what}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    )
-}
 
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -4,10 +4,13 @@
 //! with exact totals; the waiting batch replays once its rate is known, once; the
 //! undecodable one can only be discarded.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
+use common::{services, unique};
 use routero::Currency;
 use routero::attribution::{BillingMode, WorkspaceId};
 use routero::drainer::{Drainer, DrainerConfig};
@@ -20,22 +23,6 @@ use routero::spend::{BatchId, Pricing, ShardId, SpendBatch, SpendEvent};
 use routero::wallet::Wallets;
 use routero_core::conformance::{cost_in, sample_day, sample_event};
 use rust_decimal::Decimal;
-
-fn services() -> Option<(String, String)> {
-    match (
-        std::env::var("ROUTERO_TEST_REDIS_URL"),
-        std::env::var("ROUTERO_TEST_DATABASE_URL"),
-    ) {
-        (Ok(redis), Ok(pg)) => Some((redis, pg)),
-        _ if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
-            panic!("Redis and PostgreSQL are required (run scripts/test.sh)")
-        }
-        _ => {
-            eprintln!("skipped: ROUTERO_TEST_REDIS_URL or ROUTERO_TEST_DATABASE_URL is not set");
-            None
-        }
-    }
-}
 
 fn money(text: &str) -> Decimal {
     Decimal::from_str_exact(text).unwrap()
@@ -70,14 +57,7 @@ async fn poison_never_stalls_a_shard_on_redis_and_postgres() {
     let Some((redis_url, pg_url)) = services() else {
         return;
     };
-    let unique = format!(
-        "{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+    let unique = unique("q");
     let mut redis_config = RedisConfig::new(&redis_url);
     redis_config.prefix = format!("quarantine-{unique}");
     redis_config.shards = 1;

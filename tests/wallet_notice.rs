@@ -9,23 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Process, example, exchange, fake_upstream, server_with_tokens};
-
-fn services() -> Option<(String, String)> {
-    match (
-        std::env::var("ROUTERO_TEST_REDIS_URL"),
-        std::env::var("ROUTERO_TEST_DATABASE_URL"),
-    ) {
-        (Ok(redis), Ok(pg)) => Some((redis, pg)),
-        _ if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
-            panic!("Redis and PostgreSQL are required (run scripts/test.sh)")
-        }
-        _ => {
-            eprintln!("skipped: ROUTERO_TEST_REDIS_URL or ROUTERO_TEST_DATABASE_URL is not set");
-            None
-        }
-    }
-}
+use common::{Process, example, exchange, fake_upstream, server_with_tokens, services, unique};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_up_lifts_the_gateways_402() {
@@ -33,14 +17,7 @@ async fn a_top_up_lifts_the_gateways_402() {
         return;
     };
     // A schema of its own, through the connection's search path.
-    let schema = format!(
-        "t_notice_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
+    let schema = unique("t_notice");
     let (client, connection) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls)
         .await
         .unwrap();

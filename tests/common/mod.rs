@@ -292,3 +292,43 @@ pub(crate) fn fixture_cost(
         .unwrap()
         .total()
 }
+
+/// `ROUTERO_TEST_DATABASE_URL`, or `None` after a notice; with
+/// `ROUTERO_TEST_REQUIRE_SERVICES=1` a missing server fails the test.
+pub(crate) fn database_url() -> Option<String> {
+    service("ROUTERO_TEST_DATABASE_URL")
+}
+
+/// `ROUTERO_TEST_REDIS_URL` and `ROUTERO_TEST_DATABASE_URL`, or `None` after a notice.
+pub(crate) fn services() -> Option<(String, String)> {
+    Some((
+        service("ROUTERO_TEST_REDIS_URL")?,
+        service("ROUTERO_TEST_DATABASE_URL")?,
+    ))
+}
+
+fn service(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("{variable} is not set and services are required (run scripts/test.sh)")
+        }
+        Err(_) => {
+            eprintln!("skipped: {variable} is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// A name no other test run uses (a schema, a key prefix): `prefix`, the process and
+/// the clock.
+pub(crate) fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
