@@ -10,10 +10,12 @@ pub mod tls;
 
 // Every module at the crate's root as well, where embedders found it before the
 // floors.
+#[cfg(feature = "runtime")]
+pub use billing::jobs;
 pub use billing::{analytics, control, erp, export, invoice, notice, wallet};
 pub use meter::{attribution, cost, extract, money, price, provider, usage};
 #[cfg(feature = "runtime")]
-pub use pipeline::{drainer, recorder, telemetry};
+pub use pipeline::{drainer, recorder, schedule, telemetry};
 pub use pipeline::{memory, port, quarantine, spend, warehouse};
 
 pub use cost::{Cost, CostCategory, CostError, CostLine};

@@ -36,11 +36,14 @@
 
 mod drain;
 mod invoice;
+mod jobs;
 mod quarantine;
 mod read;
 mod tls;
 mod wallet;
 mod warehouse;
+
+pub use jobs::RetentionJob;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

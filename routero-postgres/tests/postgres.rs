@@ -867,13 +867,26 @@ async fn tls_modes() {
     assert_eq!(e.kind(), routero_core::port::ErrorKind::Invalid, "{e}");
 }
 
-/// Two coworkers closing months on a schedule, with a clock of the test's: nothing
-/// before the grace; after it, each workspace's month once, numbered in order with no
-/// gap; nothing while another holds the close; what one left undone, the next run
-/// closes.
+#[tokio::test]
+async fn job_runs_conformance() {
+    let Some(url) = database_url() else { return };
+    let pg = store(&url, "jobruns").await;
+    routero_core::schedule::conformance(&pg, "conformance").await;
+}
+
+/// Two coworkers' schedulers closing months, with a clock of the test's and leases
+/// that expire by it: nothing before the grace; after it, each workspace's month once,
+/// numbered in order with no gap; a holder stopped in the middle of the close (its
+/// work dropped mid-transaction) leaves no half-closed month, and the next holder,
+/// once the lease has expired, closes the rest; late spend leaves a closed invoice as
+/// it was.
 #[tokio::test]
 async fn months_close_once_on_a_schedule() {
-    use routero_core::invoice::{BillingDirectory, WorkspaceBilling};
+    use routero_core::invoice::{BillingDirectory, InvoiceStore, WorkspaceBilling};
+    use routero_core::jobs::MonthClose;
+    use routero_core::memory::ManualClock;
+    use routero_core::port::Clock;
+    use routero_core::schedule::{Job, JobRuns, RunFilter, RunState, Scheduler, SchedulerConfig};
     use std::time::Duration as StdDuration;
 
     let Some(url) = database_url() else { return };
@@ -885,16 +898,21 @@ async fn months_close_once_on_a_schedule() {
     };
     let (first, second) = (connect().await.unwrap(), connect().await.unwrap());
     let org = OrgId::new("acme").unwrap();
-    let plan = |p: Option<&str>| WorkspaceBilling {
+    let plan = |p: &str| WorkspaceBilling {
         org: org.clone(),
         currency: routero_core::Currency::USD,
-        plan: p.map(|p| Decimal::from_str_exact(p).unwrap()),
+        plan: Some(Decimal::from_str_exact(p).unwrap()),
     };
-    let directory = BillingDirectory::new()
-        .with(WorkspaceId::new("acme-a").unwrap(), plan(Some("49.00")))
-        .with(WorkspaceId::new("acme-b").unwrap(), plan(Some("99.00")))
-        .with(WorkspaceId::new("acme-c").unwrap(), plan(None));
-    let grace = StdDuration::from_secs(6 * 3600);
+    // Enough workspaces that a close takes a while to stop in the middle of.
+    let mut directory = BillingDirectory::new();
+    for n in 0..40 {
+        directory = directory.with(
+            WorkspaceId::new(&format!("acme-{n:02}")).unwrap(),
+            plan("49.00"),
+        );
+    }
+    directory = directory.with(WorkspaceId::new("acme-ws").unwrap(), plan("10.00"));
+    let directory = Arc::new(directory);
     let at = |day: u32, hour: u32| {
         chrono::NaiveDate::from_ymd_opt(2026, 12, day)
             .unwrap()
@@ -902,79 +920,121 @@ async fn months_close_once_on_a_schedule() {
             .unwrap()
             .and_utc()
     };
-
-    assert!(
-        first
-            .close_months_due(&directory, grace, at(1, 5))
-            .await
-            .unwrap()
-            .is_empty(),
-        "within the grace"
-    );
-    let (a, b) = tokio::join!(
-        first.close_months_due(&directory, grace, at(1, 7)),
-        second.close_months_due(&directory, grace, at(1, 7)),
-    );
-    let mut numbers: Vec<String> = a
+    let clock = Arc::new(ManualClock::new(at(1, 5)));
+    let set = |t: chrono::DateTime<chrono::Utc>| clock.advance((t - clock.now()).to_std().unwrap());
+    let elector = Arc::new(MemoryElector::new(clock.clone()));
+    let scheduler = |store: &PgStore, holder: &str| {
+        let rates_of = store.clone();
+        let job = MonthClose::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(move || rates_of.rates()),
+            Arc::clone(&directory),
+            StdDuration::from_secs(6 * 3600),
+        );
+        let mut config = SchedulerConfig::new(holder);
+        config.lease_ttl = StdDuration::from_secs(30);
+        Scheduler::new(
+            elector.clone(),
+            Arc::new(store.clone()),
+            clock.clone(),
+            vec![Arc::new(job) as Arc<dyn Job>],
+            config,
+        )
         .unwrap()
-        .into_iter()
-        .chain(b.unwrap())
-        .map(|i| {
-            assert_eq!(i.month.to_string(), "2026-11");
-            i.number.unwrap()
-        })
-        .collect();
-    numbers.sort();
-    assert_eq!(
-        numbers,
-        [
-            "INV-202611-000001",
-            "INV-202611-000002",
-            "INV-202611-000003"
-        ]
-    );
-    assert!(
-        second
-            .close_months_due(&directory, grace, at(2, 0))
+    };
+    let (one, two) = (scheduler(&first, "one"), scheduler(&second, "two"));
+    let count = || async {
+        first
+            .client()
             .await
             .unwrap()
-            .is_empty(),
-        "once"
+            .query_one("SELECT count(*) FROM routero_invoices", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+
+    let ticks = one.tick().await;
+    assert!(
+        ticks[0].done.is_empty() && !ticks[0].busy,
+        "within the grace: {ticks:?}"
+    );
+    assert_eq!(count().await, 0);
+
+    // After the grace, the first holder is stopped in the middle of the close.
+    set(at(1, 7));
+    {
+        let tick = one.tick();
+        tokio::pin!(tick);
+        loop {
+            tokio::select! {
+                _ = &mut tick => panic!("the close finished before it could be stopped"),
+                () = tokio::time::sleep(StdDuration::from_millis(2)) => {}
+            }
+            if count().await > 0 {
+                break;
+            }
+        }
+    }
+    let partial = count().await;
+    assert!(
+        (1..41).contains(&partial),
+        "{partial} closed before the stop"
+    );
+    // Its lease still runs: the other finds the job busy.
+    assert!(two.tick().await[0].busy);
+    set(at(1, 7) + chrono::Duration::seconds(31));
+    let ticks = two.tick().await;
+    assert_eq!(ticks[0].done, ["2026-11"], "{ticks:?}");
+    let runs = JobRuns::runs(&second, &RunFilter::default()).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        (runs[0].state, runs[0].attempts, runs[0].holder.as_str()),
+        (RunState::Done, 2, "two")
+    );
+    assert_eq!(
+        runs[0].detail.as_deref(),
+        Some(format!("{} closed, {partial} closed before", 41 - partial).as_str())
     );
 
-    // While another holds the close, a run does nothing; the next one finishes it.
-    let directory = directory.with(WorkspaceId::new("acme-d").unwrap(), plan(Some("5.00")));
-    let holder = first.client().await.unwrap();
-    holder
-        .batch_execute("SELECT pg_advisory_lock(7317020261201)")
-        .await
-        .unwrap();
-    assert!(
-        second
-            .close_months_due(&directory, grace, at(2, 1))
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    holder
-        .batch_execute("SELECT pg_advisory_unlock(7317020261201)")
-        .await
-        .unwrap();
-    let late = second
-        .close_months_due(&directory, grace, at(2, 2))
-        .await
-        .unwrap();
-    assert_eq!(late.len(), 1);
-    assert_eq!(late[0].workspace.as_str(), "acme-d");
-    assert_eq!(late[0].number.as_deref(), Some("INV-202611-000004"));
-    assert_eq!(late[0].total, Decimal::from_str_exact("5.00").unwrap());
-    for w in ["acme-a", "acme-b", "acme-c", "acme-d"] {
-        let finals =
-            routero_core::invoice::InvoiceStore::finalized(&first, &WorkspaceId::new(w).unwrap())
-                .await
-                .unwrap();
-        assert_eq!(finals.len(), 1, "{w}");
+    // Each workspace once, numbered 1..=41 with no gap.
+    let mut numbers = Vec::new();
+    for (workspace, _) in directory.iter() {
+        let finals = first.finalized(workspace).await.unwrap();
+        assert_eq!(finals.len(), 1, "{workspace}");
+        numbers.push(finals[0].number.clone().unwrap());
     }
+    numbers.sort();
+    let expected: Vec<String> = (1..=41).map(|n| format!("INV-202611-{n:06}")).collect();
+    assert_eq!(numbers, expected);
+
+    // Later ticks, by either, close nothing again.
+    set(at(2, 0));
+    assert!(one.tick().await[0].done.is_empty());
+    assert!(two.tick().await[0].done.is_empty());
+    assert_eq!(count().await, 41);
+
+    // November spend drained after the close: the rollups take it, the closed invoice
+    // stays as it was (the next invoice carries it: the invoice conformance suite).
+    let acme_ws = WorkspaceId::new("acme-ws").unwrap();
+    let before = first.finalized(&acme_ws).await.unwrap();
+    let late = vec![sample_event("acme", 1, "2.50")];
+    assert_eq!(
+        apply_first_step(&first, &late, at(2, 1)).await,
+        ApplyOutcome::Applied
+    );
+    assert_eq!(first.finalized(&acme_ws).await.unwrap(), before);
+    let filter = RollupFilter::new(org.clone(), sample_day(), sample_day());
+    let spent: Decimal = first
+        .rollups(&filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.totals.cost)
+        .sum();
+    assert_eq!(spent, Decimal::from_str_exact("2.50").unwrap());
 }
 
 /// Retention keeps whole months before the current one: older rollups, request-log

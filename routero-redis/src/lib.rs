@@ -262,10 +262,21 @@ impl Redis {
         }
     }
 
-    /// The leader elector on this connection.
+    /// The leader elector of the shards on this connection.
     pub fn elector(&self) -> RedisElector {
         RedisElector {
             redis: self.clone(),
+            scope: "",
+        }
+    }
+
+    /// The leader elector of the scheduler's jobs (`routero::schedule`): the same
+    /// leases and fencing, under keys of their own (`{prefix}:jobs:{n}:lease`), so a
+    /// job's lease never meets a shard's.
+    pub fn job_elector(&self) -> RedisElector {
+        RedisElector {
+            redis: self.clone(),
+            scope: "jobs:",
         }
     }
 
@@ -473,6 +484,16 @@ impl SpendQueue for RedisQueue {
 #[derive(Debug, Clone)]
 pub struct RedisElector {
     redis: Redis,
+    scope: &'static str,
+}
+
+impl RedisElector {
+    fn key(&self, shard: ShardId, suffix: &str) -> String {
+        format!(
+            "{}:{}{{{}}}:{suffix}",
+            self.redis.config.prefix, self.scope, shard.0
+        )
+    }
 }
 
 fn lease_value(lease: &Lease) -> String {
@@ -493,10 +514,7 @@ impl LeaderElector for RedisElector {
                 format!("lease holder {holder:?}"),
             ));
         }
-        let keys = vec![
-            self.redis.key(shard, "lease"),
-            self.redis.key(shard, "fence"),
-        ];
+        let keys = vec![self.key(shard, "lease"), self.key(shard, "fence")];
         let token: Option<u64> = self
             .redis
             .scripts
@@ -523,7 +541,7 @@ impl LeaderElector for RedisElector {
             .renew
             .evalsha_with_reload(
                 self.redis.pool.next(),
-                vec![self.redis.key(lease.shard, "lease")],
+                vec![self.key(lease.shard, "lease")],
                 vec![lease_value(lease), millis(lease.ttl)],
             )
             .await
@@ -538,7 +556,7 @@ impl LeaderElector for RedisElector {
             .release
             .evalsha_with_reload(
                 self.redis.pool.next(),
-                vec![self.redis.key(lease.shard, "lease")],
+                vec![self.key(lease.shard, "lease")],
                 vec![lease_value(lease)],
             )
             .await

@@ -1,5 +1,6 @@
 //! The sync loop, the Parquet and NDJSON encoders and the local-directory sink.
 
+use std::fmt;
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use parquet::data_type::{
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::{SerializedColumnWriter, SerializedFileWriter};
 use parquet::schema::parser::parse_message_type;
+use routero_core::schedule::JobError;
 use tokio::io::AsyncWriteExt as _;
 
 use super::{
@@ -102,6 +104,7 @@ pub struct WarehouseSync<S: ?Sized, K: ?Sized> {
     source: Arc<S>,
     sink: Arc<K>,
     name: String,
+    job_name: String,
     formats: Vec<FileFormat>,
     page_rows: usize,
 }
@@ -122,6 +125,7 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
             source,
             sink,
             name: name.to_owned(),
+            job_name: format!("warehouse-sync/{name}"),
             formats: vec![FileFormat::Parquet, FileFormat::Ndjson],
             page_rows: 65_536,
         })
@@ -824,6 +828,53 @@ impl Drop for LocalObject {
             // file no reader looks at.
             let _ = std::fs::remove_file(&self.temp);
         }
+    }
+}
+
+/// The sync as a scheduled job (`warehouse-sync/{name}`): the period is the UTC hour
+/// (`2026-12-02T15`), run once by whichever coworker holds the job's lease. A sink
+/// another exporter holds fails the run, which the next tick retries.
+#[async_trait]
+impl<S, K> routero_core::schedule::Job for WarehouseSync<S, K>
+where
+    S: WarehouseSource + fmt::Debug + ?Sized,
+    K: Sink + ?Sized,
+{
+    #[expect(clippy::misnamed_getters, reason = "the job's name, not the sink's")]
+    fn name(&self) -> &str {
+        &self.job_name
+    }
+
+    async fn due(&self, now: DateTime<Utc>) -> Result<Vec<String>, JobError> {
+        Ok(vec![now.format("%Y-%m-%dT%H").to_string()])
+    }
+
+    async fn run(&self, _period: &str, now: DateTime<Utc>) -> Result<String, JobError> {
+        let report = self
+            .sync(now)
+            .await
+            .map_err(|e| JobError::transient(e.to_string()))?;
+        if report.busy {
+            return Err(JobError::transient("another exporter holds the sink"));
+        }
+        let mut detail = Vec::new();
+        for run in &report.runs {
+            tracing::info!(
+                run = run.run.run, resumed = run.resumed, rollups = run.rows.rollups,
+                log = run.rows.log, manifest = %run.manifest, "warehouse run exported"
+            );
+            detail.push(format!(
+                "run {}{}: {} rollup rows, {} log rows",
+                run.run.run,
+                if run.resumed { " (resumed)" } else { "" },
+                run.rows.rollups,
+                run.rows.log
+            ));
+        }
+        if let Some(done) = &report.already_done {
+            detail.push(format!("run {} was done before", done.run));
+        }
+        Ok(detail.join("; "))
     }
 }
 

@@ -120,7 +120,8 @@ impl Month {
         Some((first, next.pred_opt()?))
     }
 
-    fn start(self) -> Option<DateTime<Utc>> {
+    /// The month's first instant (00:00 UTC of its first day).
+    pub fn start(self) -> Option<DateTime<Utc>> {
         Some(self.first_day()?.and_hms_opt(0, 0, 0)?.and_utc())
     }
 }

@@ -4,7 +4,8 @@
 //! invoices, their rounding, the billing directory), [`control`] (spend controls:
 //! wallets and budgets before a request is forwarded), [`analytics`] (daily spend,
 //! trend, overview, daily activity), [`export`] (chargeback and FOCUS CSV) and [`erp`]
-//! (NetSuite and Coupa pushes); [`notice`] (wallet changes reaching running spend
+//! (NetSuite and Coupa pushes), [`jobs`] (month close and ERP push on the
+//! scheduler, feature `runtime`); [`notice`] (wallet changes reaching running spend
 //! controls). It reads the pipeline's rollups and ports.
 
 pub mod analytics;
@@ -14,6 +15,8 @@ pub mod control;
 pub mod erp;
 pub mod export;
 pub mod invoice;
+#[cfg(feature = "runtime")]
+pub mod jobs;
 pub(crate) mod memory;
 pub mod notice;
 pub mod wallet;

@@ -3,8 +3,8 @@
 //!
 //! [`spend`] (the request's context, its spend event, batches and daily rollups),
 //! [`port`] (the queue, the leader elector, the store and its read side, the clock),
-//! [`recorder`] and [`drainer`] with their metrics in [`telemetry`] (feature
-//! `runtime`), [`quarantine`] (batches the
+//! [`recorder`] and [`drainer`] with their metrics in [`telemetry`] and the
+//! periodic jobs' [`schedule`] (feature `runtime`), [`quarantine`] (batches the
 //! drain cannot apply), [`warehouse`] (the port the warehouse sync reads a store
 //! through) and [`memory`] (the in-memory implementation of every port: the embedded
 //! default and the adapters' oracle). It depends on the meter, and on billing only
@@ -19,6 +19,8 @@ pub mod port;
 pub mod quarantine;
 #[cfg(feature = "runtime")]
 pub mod recorder;
+#[cfg(feature = "runtime")]
+pub mod schedule;
 pub mod spend;
 #[cfg(feature = "runtime")]
 pub mod telemetry;
