@@ -14,7 +14,8 @@
 //! - [`api`]: the billing REST API (wallet, top-ups, transactions, invoices, spend
 //!   analytics, daily activity) as a framework-free service from
 //!   `http::Request<Bytes>` to `http::Response<Bytes>`, scoped by a [`api::Principal`].
-//! - `erp` (feature `client`): the hyper transport ERP pushes go through.
+//! - `erp` (feature `client`): the hyper transport ERP pushes go through, and `oauth`:
+//!   the ERPs' authentication (OAuth 1.0a signatures, OAuth 2.0 client credentials).
 
 pub mod api;
 pub mod capture;
@@ -23,6 +24,8 @@ pub mod erp;
 pub mod headers;
 #[cfg(feature = "tower")]
 pub mod layer;
+#[cfg(feature = "client")]
+pub mod oauth;
 #[cfg(feature = "ops")]
 pub mod ops;
 #[cfg(feature = "server")]

@@ -19,7 +19,8 @@ use routero_core::erp::{
     netsuite_journal_entry,
 };
 use routero_core::invoice::{Invoice, InvoiceLine, InvoiceStatus, LineKind, Month};
-use routero_http::erp::HyperTransport;
+use routero_http::erp::{ErpAuth, HyperTransport};
+use routero_http::oauth::Secret;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -190,7 +191,7 @@ fn pusher(
     let mut pusher = Pusher::new(HyperTransport::new(
         client,
         &format!("http://{addr}"),
-        Some("Bearer erp-token".parse().unwrap()),
+        ErpAuth::Header(Secret::new("Bearer erp-token")),
     ));
     pusher.backoff = Duration::from_millis(5);
     pusher.max_backoff = Duration::from_millis(20);
