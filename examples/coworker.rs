@@ -18,30 +18,24 @@
 //! third of the ttl), `ROUTERO_PG_LOCK_TIMEOUT_SECS` (2) and
 //! `ROUTERO_PG_STATEMENT_TIMEOUT_SECS` (4; a drain transaction with no answer for
 //! twice this long is abandoned and its connection closed: keep it under half the
-//! ttl), `ROUTERO_WAREHOUSE_DIR` (run the warehouse sync into this directory),
-//! TLS: a `rediss://` URL, with `ROUTERO_REDIS_CA_FILE` (the CA's PEM; else the
+//! ttl), TLS: a `rediss://` URL, with `ROUTERO_REDIS_CA_FILE` (the CA's PEM; else the
 //! system's roots) and, where the server asks, `ROUTERO_REDIS_CLIENT_CERT` and
 //! `ROUTERO_REDIS_CLIENT_KEY`; for PostgreSQL, libpq's settings in the URL
 //! (`?sslmode=verify-full&sslrootcert=/etc/routero/rds-ca.pem`).
 //! `ROUTERO_METRICS_LISTEN` (an address such as `0.0.0.0:9464`: Prometheus metrics on
 //! `/metrics`, `/healthz`, and `/readyz`, ready when Redis and PostgreSQL answer and
 //! the schema is current; with `ROUTERO_ADMIN_TOKEN`, 16 characters or more, also the
-//! quarantine's admin API under `/admin/quarantine`, see `routero::http::ops::Admin`), `RUST_LOG` (`info`).
+//! quarantine's and the jobs' admin API under `/admin/`, see `routero::http::ops::Admin`),
+//! `RUST_LOG` (`info`).
 //!
 //! Each shard this coworker holds drains on its own: a shard whose database
 //! connection hangs never holds back the others, nor their lease renewals.
 //!
-//! With `ROUTERO_BILLING_FILE` (the workspaces billed), coworkers close each month on
-//! their own, `ROUTERO_CLOSE_GRACE_HOURS` (6) after it ends, one coworker at a time,
-//! each workspace's month once (`PgStore::close_months_due`).
-//! `coworker close-month YYYY-MM [--workspace W]` closes a month that is over for the
-//! workspaces of `ROUTERO_BILLING_FILE`, once, and prints each invoice;
+//! Beside the drain, a scheduler runs the billing calendar's jobs, each period once
+//! across every coworker (a job lease and a run record in `routero_job_runs`; see
+//! `coworker --help` for the jobs and their settings, and `GET /admin/jobs` for their
+//! runs). `coworker close-month YYYY-MM [--workspace W]` closes a month by hand;
 //! `coworker quarantine list|replay ID|discard ID --reason TEXT` tends the quarantine.
-//!
-//! Every five minutes a coworker applies the retention and, with
-//! `ROUTERO_WAREHOUSE_DIR`, runs the warehouse sync of the current hour: each hour is
-//! exported once, by whichever coworker holds the sink; the others find it busy. A
-//! coworker stopped in the middle of a sync leaves its run to the next one.
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -49,14 +43,21 @@ use std::time::Duration;
 
 use chrono::Utc;
 use routero::drainer::{Drainer, DrainerConfig};
+use routero::erp::{CoupaSupplier, NetSuiteAccounts, Pusher};
+use routero::http::erp::{ErpAuth, HyperTransport};
+use routero::http::oauth::{ClientAuth, ClientCredentials, JwtAssertion, OAuth1, Secret};
 use routero::http::ops::Ops;
 use routero::invoice::{Billing, BillingDirectory, Month};
+use routero::jobs::{ErpPush, ErpTarget, MonthClose};
 use routero::money::{ExchangeRates, RateTable};
-use routero::port::BackendError;
-use routero::postgres::{PgConfig, PgStore, Retained};
+use routero::port::{BackendError, FencingToken, SystemClock};
+use routero::postgres::{PgConfig, PgStore, RetentionJob};
 use routero::quarantine::{Quarantine, QuarantineState, Release, replay_waiting};
 use routero::redis::{Redis, RedisConfig};
-use routero::warehouse::{LocalDir, WarehouseSync};
+use routero::schedule::{
+    Claim, Job, JobRun, JobRuns, RunFilter, RunOutcome, RunState, Scheduler, SchedulerConfig,
+};
+use routero::warehouse::{LocalDir, ObjectStoreSink, WarehouseSync, options_from_env};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -227,24 +228,59 @@ async fn quarantine_command(args: &[String]) -> ExitCode {
     }
 }
 
-/// The rates reload, the replay of batches waiting for a rate, the log retention
-/// and, with a directory, the warehouse sync, every five minutes.
-/// Months to close on their own: the billing file's workspaces, after the grace.
-struct Closing {
-    directory: BillingDirectory,
-    grace: Duration,
-}
+const HELP: &str = "\
+coworker: drains spend from Redis into PostgreSQL, exactly once, and runs the
+billing calendar's jobs.
 
-async fn housekeeping(store: PgStore, warehouse: Option<String>, closing: Option<Closing>) {
-    let sync = warehouse.and_then(|dir| {
-        WarehouseSync::new(
-            Arc::new(store.clone()),
-            Arc::new(LocalDir::new(dir)),
-            "warehouse",
-        )
-        .inspect_err(|e| tracing::error!(error = %e, "no warehouse sync"))
-        .ok()
-    });
+usage: coworker                      drain and schedule until SIGTERM
+       coworker close-month YYYY-MM [--workspace W]
+       coworker quarantine list|replay ID|discard ID --reason TEXT
+       coworker --help
+
+Required: ROUTERO_REDIS_URL, ROUTERO_DATABASE_URL.
+
+Scheduled jobs (each period once across every coworker; a failed run is retried
+with backoff from 1 minute to 1 hour, a refused one waits for
+POST /admin/jobs/retry; runs are listed by GET /admin/jobs and counted in
+routero_job_runs{job,state}):
+  retention               daily (period YYYY-MM-DD): drops request-log
+                          partitions, rollups and released quarantine rows older
+                          than ROUTERO_LOG_RETENTION_MONTHS,
+                          ROUTERO_ROLLUP_RETENTION_MONTHS and
+                          ROUTERO_QUARANTINE_RETENTION_MONTHS (unset: kept)
+  month-close             with ROUTERO_BILLING_FILE: ROUTERO_CLOSE_GRACE_HOURS (6)
+                          after each UTC month ends (period YYYY-MM), numbers and
+                          freezes every workspace's invoice
+  erp-push                with ROUTERO_BILLING_FILE and ROUTERO_ERP=netsuite|coupa:
+                          each final invoice once (period WORKSPACE/YYYY-MM), from
+                          ROUTERO_ERP_SINCE=YYYY-MM if set
+      netsuite: ROUTERO_NETSUITE_ACCOUNT, ROUTERO_NETSUITE_SUBSIDIARY,
+                ROUTERO_NETSUITE_EXPENSE_ACCOUNT, ROUTERO_NETSUITE_PAYABLE_ACCOUNT,
+                optional ROUTERO_NETSUITE_CURRENCY, ROUTERO_NETSUITE_DEPARTMENT,
+                ROUTERO_ERP_URL (default https://ACCOUNT.suitetalk.api.netsuite.com);
+                token-based auth: ROUTERO_NETSUITE_CONSUMER_KEY,
+                ROUTERO_NETSUITE_CONSUMER_SECRET, ROUTERO_NETSUITE_TOKEN_ID,
+                ROUTERO_NETSUITE_TOKEN_SECRET; or OAuth 2.0 client credentials:
+                ROUTERO_NETSUITE_CLIENT_ID, ROUTERO_NETSUITE_CERTIFICATE_ID,
+                ROUTERO_NETSUITE_PRIVATE_KEY_FILE (PEM, RSA or P-256)
+      coupa:    ROUTERO_ERP_URL (https://INSTANCE.coupahost.com),
+                ROUTERO_COUPA_SUPPLIER_ID, ROUTERO_COUPA_CLIENT_ID,
+                ROUTERO_COUPA_CLIENT_SECRET, ROUTERO_COUPA_SCOPE
+                (core.invoice.read core.invoice.write)
+      Every secret may come from a file instead: NAME_FILE=/run/secrets/...
+  warehouse-sync/warehouse  hourly (period YYYY-MM-DDTHH), with
+                          ROUTERO_WAREHOUSE_URL (s3://bucket/prefix, gs://...,
+                          az://..., file:///...; the store's settings from AWS_*,
+                          GOOGLE_*, AZURE_*) or ROUTERO_WAREHOUSE_DIR
+
+Scheduler: ROUTERO_SCHEDULE_INTERVAL_SECS (60), job leases last
+ROUTERO_LEASE_TTL_SECS (10).
+Drain, TLS, metrics and admin settings: see the example's documentation
+(examples/coworker.rs) and the README's \"Operating it\".
+";
+
+/// The rates reload and the replay of batches waiting for a rate, every five minutes.
+async fn housekeeping(store: PgStore) {
     let mut tick = tokio::time::interval(Duration::from_secs(300));
     loop {
         tick.tick().await;
@@ -260,51 +296,157 @@ async fn housekeeping(store: PgStore, warehouse: Option<String>, closing: Option
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "replaying waiting batches failed; next time"),
         }
-        match store.apply_retention(Utc::now().date_naive()).await {
-            Ok(r) if r != Retained::default() => {
-                tracing::info!(
-                    log_partitions = ?r.log_partitions, rollup_rows = r.rollup_rows,
-                    quarantine_rows = r.quarantine_rows, "retention applied"
-                );
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retention failed; next time"),
-        }
-        if let Some(closing) = &closing {
-            match store
-                .close_months_due(&closing.directory, closing.grace, Utc::now())
-                .await
-            {
-                Ok(closed) => {
-                    for invoice in closed {
-                        tracing::info!(
-                            workspace = %invoice.workspace, month = %invoice.month,
-                            number = invoice.number.as_deref().unwrap_or("-"),
-                            total = %invoice.total, "month closed"
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "closing the month stopped; the next run finishes it")
-                }
-            }
-        }
-        let Some(sync) = &sync else { continue };
-        match sync.sync(Utc::now()).await {
-            Ok(report) if report.busy => tracing::debug!("warehouse sink busy"),
-            Ok(report) => {
-                for run in report.runs {
-                    tracing::info!(
-                        run = run.run.run, resumed = run.resumed, rollups = run.rows.rollups,
-                        log = run.rows.log, manifest = %run.manifest, "warehouse run exported"
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "warehouse sync stopped; the next one finishes it")
-            }
-        }
     }
+}
+
+/// Months to close on their own: the billing file's workspaces, after the grace.
+struct Closing {
+    directory: Arc<BillingDirectory>,
+    grace: Duration,
+}
+
+/// A setting that may be a secret: `NAME` or the file `NAME_FILE` names.
+fn secret(name: &str) -> Result<Secret, String> {
+    Secret::from_env(name)?.ok_or_else(|| format!("set {name} or {name}_FILE"))
+}
+
+fn required(name: &str) -> Result<String, String> {
+    env(name).ok_or_else(|| format!("set {name}"))
+}
+
+/// The ERP push job of `ROUTERO_ERP` (`netsuite`, `coupa`; unset or `none`: none).
+fn erp_job(
+    directory: &Arc<BillingDirectory>,
+    store: &PgStore,
+) -> Result<Option<Arc<dyn Job>>, String> {
+    let kind = env("ROUTERO_ERP").unwrap_or_default();
+    let (base_url, target, auth) = match kind.as_str() {
+        "" | "none" => return Ok(None),
+        "netsuite" => {
+            let account = required("ROUTERO_NETSUITE_ACCOUNT")?;
+            let host = account.to_ascii_lowercase().replace('_', "-");
+            let base = env("ROUTERO_ERP_URL")
+                .unwrap_or_else(|| format!("https://{host}.suitetalk.api.netsuite.com"));
+            let target = ErpTarget::NetSuite(NetSuiteAccounts {
+                subsidiary: required("ROUTERO_NETSUITE_SUBSIDIARY")?,
+                expense_account: required("ROUTERO_NETSUITE_EXPENSE_ACCOUNT")?,
+                payable_account: required("ROUTERO_NETSUITE_PAYABLE_ACCOUNT")?,
+                currency: env("ROUTERO_NETSUITE_CURRENCY"),
+                department: env("ROUTERO_NETSUITE_DEPARTMENT"),
+            });
+            let auth = if let Some(client_id) = env("ROUTERO_NETSUITE_CLIENT_ID") {
+                let key_file = required("ROUTERO_NETSUITE_PRIVATE_KEY_FILE")?;
+                let pem = std::fs::read(&key_file).map_err(|e| format!("{key_file}: {e}"))?;
+                let jwt = JwtAssertion::from_pem(
+                    client_id,
+                    required("ROUTERO_NETSUITE_CERTIFICATE_ID")?,
+                    vec!["rest_webservices".to_owned()],
+                    &pem,
+                )
+                .map_err(|e| format!("{key_file}: {e}"))?;
+                ErpAuth::ClientCredentials(Box::new(ClientCredentials {
+                    token_url: format!("{base}/services/rest/auth/oauth2/v1/token"),
+                    auth: ClientAuth::Assertion(Box::new(jwt)),
+                    scope: String::new(),
+                    refresh_margin: Duration::from_secs(120),
+                }))
+            } else {
+                ErpAuth::OAuth1(OAuth1::netsuite(
+                    account,
+                    required("ROUTERO_NETSUITE_CONSUMER_KEY")?,
+                    secret("ROUTERO_NETSUITE_CONSUMER_SECRET")?,
+                    required("ROUTERO_NETSUITE_TOKEN_ID")?,
+                    secret("ROUTERO_NETSUITE_TOKEN_SECRET")?,
+                ))
+            };
+            (base, target, auth)
+        }
+        "coupa" => {
+            let base = required("ROUTERO_ERP_URL")?;
+            let target = ErpTarget::Coupa(CoupaSupplier {
+                supplier_id: required("ROUTERO_COUPA_SUPPLIER_ID")?,
+            });
+            let auth = ErpAuth::ClientCredentials(Box::new(ClientCredentials {
+                token_url: format!("{}/oauth2/token", base.trim_end_matches('/')),
+                auth: ClientAuth::Secret {
+                    client_id: required("ROUTERO_COUPA_CLIENT_ID")?,
+                    client_secret: secret("ROUTERO_COUPA_CLIENT_SECRET")?,
+                },
+                scope: env("ROUTERO_COUPA_SCOPE")
+                    .unwrap_or_else(|| "core.invoice.read core.invoice.write".to_owned()),
+                refresh_margin: Duration::from_secs(120),
+            }));
+            (base, target, auth)
+        }
+        other => return Err(format!("ROUTERO_ERP={other:?}: netsuite, coupa or none")),
+    };
+    let since = env("ROUTERO_ERP_SINCE")
+        .map(|m| Month::parse(&m).ok_or_else(|| format!("ROUTERO_ERP_SINCE={m:?}: YYYY-MM")))
+        .transpose()?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector);
+    let mut pusher = Pusher::new(HyperTransport::new(client, &base_url, auth));
+    // A few attempts per run; the scheduler retries across runs with its backoff.
+    pusher.max_attempts = 3;
+    Ok(Some(Arc::new(ErpPush::new(
+        pusher,
+        target,
+        Arc::new(store.clone()),
+        Arc::clone(directory),
+        since,
+    ))))
+}
+
+/// The warehouse sync job of `ROUTERO_WAREHOUSE_URL` (`s3://…`, `gs://…`, `az://…`,
+/// `file:///…`; the store's settings from `AWS_*`, `GOOGLE_*`, `AZURE_*`) or
+/// `ROUTERO_WAREHOUSE_DIR`.
+fn warehouse_job(store: &PgStore) -> Result<Option<Arc<dyn Job>>, String> {
+    let source = Arc::new(store.clone());
+    if let Some(url) = env("ROUTERO_WAREHOUSE_URL") {
+        let sink =
+            ObjectStoreSink::from_url(&url, options_from_env()).map_err(|e| e.to_string())?;
+        let sync =
+            WarehouseSync::new(source, Arc::new(sink), "warehouse").map_err(|e| e.to_string())?;
+        return Ok(Some(Arc::new(sync)));
+    }
+    if let Some(dir) = env("ROUTERO_WAREHOUSE_DIR") {
+        let sync = WarehouseSync::new(source, Arc::new(LocalDir::new(dir)), "warehouse")
+            .map_err(|e| e.to_string())?;
+        return Ok(Some(Arc::new(sync)));
+    }
+    Ok(None)
+}
+
+/// The scheduler's jobs: retention always; the month close with a billing file;
+/// the ERP push with `ROUTERO_ERP` (and a billing file); the warehouse sync with a
+/// sink.
+fn jobs(store: &PgStore, closing: Option<&Closing>) -> Result<Vec<Arc<dyn Job>>, String> {
+    let mut jobs: Vec<Arc<dyn Job>> = vec![Arc::new(RetentionJob::new(store.clone()))];
+    if let Some(closing) = closing {
+        let rates_of = store.clone();
+        jobs.push(Arc::new(MonthClose::new(
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(store.clone()),
+            Arc::new(move || rates_of.rates()),
+            Arc::clone(&closing.directory),
+            closing.grace,
+        )));
+        if let Some(erp) = erp_job(&closing.directory, store)? {
+            jobs.push(erp);
+        }
+    } else if env("ROUTERO_ERP").is_some_and(|e| e != "none") {
+        return Err("ROUTERO_ERP needs ROUTERO_BILLING_FILE (the workspaces invoiced)".into());
+    }
+    if let Some(sync) = warehouse_job(store)? {
+        jobs.push(sync);
+    }
+    Ok(jobs)
 }
 
 /// The quarantine of a store still connecting: the admin API answers 503 until then.
@@ -345,6 +487,43 @@ impl Quarantine for Connecting {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Release, BackendError> {
         self.store()?.discard(id, reason, at).await
+    }
+}
+
+#[async_trait::async_trait]
+impl JobRuns for Connecting {
+    async fn claim(
+        &self,
+        job: &str,
+        period: &str,
+        token: FencingToken,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Claim, BackendError> {
+        self.store()?.claim(job, period, token, holder, now).await
+    }
+
+    async fn finish(
+        &self,
+        job: &str,
+        period: &str,
+        token: FencingToken,
+        outcome: &RunOutcome,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, BackendError> {
+        self.store()?.finish(job, period, token, outcome, now).await
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<JobRun>, BackendError> {
+        self.store()?.runs(filter).await
+    }
+
+    async fn retry(&self, job: &str, period: &str) -> Result<Option<bool>, BackendError> {
+        self.store()?.retry(job, period).await
+    }
+
+    async fn counts(&self, job: &str) -> Result<Vec<(RunState, u64)>, BackendError> {
+        self.store()?.counts(job).await
     }
 }
 
@@ -447,6 +626,13 @@ async fn main() -> ExitCode {
         )
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if matches!(
+        args.first().map(String::as_str),
+        Some("--help" | "-h" | "help")
+    ) {
+        print!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
     if args.first().map(String::as_str) == Some("quarantine") {
         return quarantine_command(&args[1..]).await;
     }
@@ -572,7 +758,7 @@ async fn main() -> ExitCode {
             };
             match (directory, grace) {
                 (Ok(directory), Ok(hours)) => Some(Closing {
-                    directory,
+                    directory: Arc::new(directory),
                     grace: Duration::from_secs(hours * 3600),
                 }),
                 (Err(e), _) => {
@@ -631,9 +817,9 @@ async fn main() -> ExitCode {
                     }
                 });
             let ops = match env("ROUTERO_ADMIN_TOKEN") {
-                Some(token) if token.len() >= 16 => {
-                    ops.admin(&token, Arc::new(Connecting(Arc::clone(&store_slot))))
-                }
+                Some(token) if token.len() >= 16 => ops
+                    .admin(&token, Arc::new(Connecting(Arc::clone(&store_slot))))
+                    .admin_jobs(Arc::new(Connecting(Arc::clone(&store_slot)))),
                 Some(_) => {
                     eprintln!("coworker: ROUTERO_ADMIN_TOKEN must be at least 16 characters");
                     return ExitCode::from(2);
@@ -667,15 +853,41 @@ async fn main() -> ExitCode {
     let _ = store_slot.set(store.clone());
     reload_rates(&store);
     tracing::info!(holder = %drainer_config.holder, shards = redis_config.shards, "draining");
-    let housekeeping = tokio::spawn(housekeeping(
-        store.clone(),
-        env("ROUTERO_WAREHOUSE_DIR"),
-        closing,
-    ));
+    let housekeeping = tokio::spawn(housekeeping(store.clone()));
+    let jobs = match jobs(&store, closing.as_ref()) {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut schedule = SchedulerConfig::new(drainer_config.holder.clone());
+    schedule.lease_ttl = drainer_config.lease_ttl;
+    match seconds("ROUTERO_SCHEDULE_INTERVAL_SECS") {
+        Ok(Some(every)) => schedule.interval = every,
+        Ok(None) => {}
+        Err(code) => return code,
+    }
+    let scheduler = match Scheduler::new(
+        Arc::new(redis.job_elector()),
+        Arc::new(store.clone()),
+        Arc::new(SystemClock),
+        jobs,
+        schedule,
+    ) {
+        Ok(scheduler) => scheduler,
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(jobs = ?scheduler.jobs(), "scheduling");
+    let scheduler = tokio::spawn(scheduler.run(std::future::pending()));
     let drainer = Drainer::new(redis.queue(), redis.elector(), store, drainer_config);
     let stats = drainer.run(shutdown_signal()).await;
-    // A sync cut here is finished by the next one.
+    // A job cut here is finished by the next holder (its run record stays running).
     housekeeping.abort();
+    scheduler.abort();
     tracing::info!(
         batches = stats.batches,
         events = stats.events,

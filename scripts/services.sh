@@ -13,7 +13,10 @@
 #                    called before the servers start, it gives Redis a TLS port
 #                    (client certificates required; sets redis_tls_url) and
 #                    PostgreSQL ssl=on
-#   services_cleanup stop both and remove `work` (install it as the EXIT trap)
+#   start_s3         an S3-compatible server on loopback (moto_server, installed
+#                    from PyPI with `pip install moto[server]` when missing); sets
+#                    s3_endpoint
+#   services_cleanup stop them all and remove `work` (install it as the EXIT trap)
 #   ensure_browser   install Debian's chromium and chromium-driver when missing (the
 #                    dashboard's browser test)
 # Functions log to stderr with the script's name.
@@ -30,6 +33,8 @@ pg_data=""
 pg_port=""
 pg_user=""
 database_url=""
+s3_pid=""
+s3_endpoint=""
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 
@@ -44,6 +49,7 @@ missing_service() {
 services_cleanup() {
   set +e
   stop_redis
+  [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null
   if [ -n "$pg_ctl" ] && [ -n "$pg_data" ]; then
     as_pg "$pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1
   fi
@@ -230,4 +236,28 @@ start_postgres() {
 
 stop_postgres() {
   as_pg "$pg_ctl" -D "$pg_data" -m fast -w stop >/dev/null
+}
+
+start_s3() {
+  if ! command -v moto_server >/dev/null 2>&1; then
+    log "installing moto[server] from PyPI"
+    python3 -m pip install -q 'moto[server]' >/dev/null 2>&1 ||
+      { missing_service "moto_server is not installed and could not be"; return 0; }
+    hash -r
+  fi
+  local port
+  port="$(free_port)" || { missing_service "no free port for S3"; return 0; }
+  mkdir -p "$work/s3"
+  moto_server -H 127.0.0.1 -p "$port" >"$work/s3/moto.log" 2>&1 &
+  s3_pid=$!
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      s3_endpoint="http://127.0.0.1:$port"
+      log "S3-compatible server (moto) on $s3_endpoint"
+      return 0
+    fi
+    sleep 0.1
+  done
+  missing_service "moto_server did not start"
+  cat "$work/s3/moto.log" >&2 || true
 }

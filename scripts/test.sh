@@ -6,8 +6,9 @@
 # makes a throwaway CA and certificates (openssl), starts one instance of each on free
 # loopback ports in a temporary directory (Redis with a TLS port that asks for client
 # certificates, PostgreSQL with ssl=on), exports ROUTERO_TEST_REDIS_URL,
-# ROUTERO_TEST_REDIS_TLS_URL, ROUTERO_TEST_DATABASE_URL and ROUTERO_TEST_TLS_DIR, runs
-# `cargo test --workspace`, and stops both servers whatever happens.
+# ROUTERO_TEST_REDIS_TLS_URL, ROUTERO_TEST_DATABASE_URL and ROUTERO_TEST_TLS_DIR, starts
+# an S3-compatible server (moto, from PyPI; ROUTERO_TEST_S3_ENDPOINT), runs
+# `cargo test --workspace`, and stops the servers whatever happens.
 #
 # Environment:
 #   ROUTERO_TEST_REQUIRE_SERVICES=1  a server that cannot be installed or started fails
@@ -34,6 +35,8 @@ start_redis
 [ -n "$redis_tls_url" ] && export ROUTERO_TEST_REDIS_TLS_URL="$redis_tls_url"
 start_postgres
 [ -n "$database_url" ] && export ROUTERO_TEST_DATABASE_URL="$database_url"
+start_s3
+[ -n "$s3_endpoint" ] && export ROUTERO_TEST_S3_ENDPOINT="$s3_endpoint"
 ensure_browser
 export ROUTERO_TEST_ARTEFACTS="${ROUTERO_TEST_ARTEFACTS:-$PWD/target/test-artefacts}"
 

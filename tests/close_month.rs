@@ -171,3 +171,120 @@ async fn the_coworker_closes_last_month_on_its_own() {
     assert_eq!(invoices[0]["status"], "final");
     std::fs::remove_file(&billing).ok();
 }
+
+/// Two coworkers across a month's close: the first is killed (SIGKILL) in the middle
+/// of closing 300 workspaces; the second, once the job's lease has expired, closes
+/// the rest. Each workspace has one invoice, numbered with no gap, and the run record
+/// shows the two attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coworker_killed_mid_close_leaves_no_half_closed_month() {
+    let Some(url) = database_url() else { return };
+    let Some((redis, _)) = common::services() else {
+        return;
+    };
+    let schema = unique("t_killclose");
+    let billing = std::env::temp_dir().join(format!("{schema}.toml"));
+    let mut file = String::new();
+    for n in 0..300 {
+        file.push_str(&format!(
+            "[[workspace]]\nid = \"ws-{n:03}\"\norg = \"acme\"\ncurrency = \"USD\"\nplan = \"49.00\"\n"
+        ));
+    }
+    std::fs::write(&billing, file).unwrap();
+    let coworker = |holder: &str| {
+        common::Process(
+            Command::new(example("coworker"))
+                .env("ROUTERO_DATABASE_URL", &url)
+                .env("ROUTERO_REDIS_URL", &redis)
+                .env("ROUTERO_REDIS_PREFIX", &schema)
+                .env("ROUTERO_DB_SCHEMA", &schema)
+                .env("ROUTERO_BILLING_FILE", &billing)
+                .env("ROUTERO_CLOSE_GRACE_HOURS", "0")
+                .env("ROUTERO_LEASE_TTL_SECS", "2")
+                .env("ROUTERO_SCHEDULE_INTERVAL_SECS", "1")
+                .env("ROUTERO_HOLDER", holder)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let count = || async {
+        client
+            .query_opt(
+                &format!("SELECT count(*) FROM {schema}.routero_invoices"),
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.get::<_, i64>(0))
+    };
+    let mut first = coworker("first");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while count().await == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing closed");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let partial = count().await;
+    assert!(
+        partial < 300,
+        "the close finished before the kill ({partial})"
+    );
+
+    let _second = coworker("second");
+    let run = loop {
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT state, attempts, holder FROM {schema}.routero_job_runs \
+                     WHERE job = 'month-close'"
+                ),
+                &[],
+            )
+            .await
+            .ok()
+            .flatten();
+        if let Some(row) = row.filter(|r| r.get::<_, String>(0) == "done") {
+            break (row.get::<_, i32>(1), row.get::<_, String>(2));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(run, (2, "second".to_owned()));
+    let rows = client
+        .query(
+            &format!(
+                "SELECT workspace, count(*), min(number) FROM {schema}.routero_invoices \
+                 GROUP BY workspace ORDER BY 3"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 300);
+    let last_month = routero::invoice::Month::of(chrono::Utc::now().date_naive()).previous();
+    for (n, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<_, i64>(1), 1, "{}", row.get::<_, String>(0));
+        assert_eq!(
+            row.get::<_, String>(2),
+            format!(
+                "INV-{}{:02}-{:06}",
+                last_month.year,
+                last_month.month,
+                n + 1
+            )
+        );
+    }
+    std::fs::remove_file(&billing).ok();
+}

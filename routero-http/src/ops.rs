@@ -41,6 +41,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
 use routero_core::quarantine::{Quarantine, Release};
+use routero_core::schedule::{JobRuns, RunFilter, RunState};
 
 use crate::api::ProblemType;
 use crate::serve::{ServeReport, Serving, read_body, serve};
@@ -149,7 +150,18 @@ impl Ops {
         self.admin = Some(Arc::new(Admin {
             token: token.to_owned(),
             quarantine,
+            jobs: None,
         }));
+        self
+    }
+
+    /// Adds the scheduler's run records to the admin API (`/admin/jobs`); call after
+    /// [`admin`](Self::admin).
+    #[must_use]
+    pub fn admin_jobs(mut self, runs: Arc<dyn JobRuns>) -> Ops {
+        if let Some(admin) = self.admin.as_mut().and_then(Arc::get_mut) {
+            admin.jobs = Some(runs);
+        }
         self
     }
 
@@ -267,11 +279,21 @@ impl Ops {
 /// | `GET /admin/quarantine` | every quarantined batch, oldest first (an undecodable entry's bytes in base64) |
 /// | `POST /admin/quarantine/{id}/replay` | `200` applied now; `409` released before; `404`; a batch that still cannot be applied stays and is a `422` problem |
 /// | `POST /admin/quarantine/{id}/discard` with `{"reason": "…"}` | `200` released without applying; `409`; `404` |
+/// | `GET /admin/jobs[?job=…&state=…&limit=…]` | the scheduler's run records, newest first: job, period, state (`running`, `done`, `failed`, `refused`), attempts, error, next attempt |
+/// | `POST /admin/jobs/retry` with `{"job": "…", "period": "…"}` | `200` a failed or refused run becomes due at once; `409` it is not failed or refused; `404` |
 ///
 /// Every request needs `authorization: Bearer <token>`; refusals are problems.
 pub struct Admin {
     token: String,
     quarantine: Arc<dyn Quarantine>,
+    jobs: Option<Arc<dyn JobRuns>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Retry {
+    job: String,
+    period: String,
 }
 
 impl fmt::Debug for Admin {
@@ -359,6 +381,68 @@ impl Admin {
                     Err(e) if e.is_retryable() => ProblemType::Unavailable.response(e.to_string()),
                     Err(e) => ProblemType::ReplayFailed
                         .response(format!("batch {id} stays quarantined: {e}")),
+                }
+            }
+            (Method::GET, ["admin", "jobs"]) => {
+                let Some(jobs) = &self.jobs else {
+                    return ProblemType::NotFound.response("this process runs no scheduler");
+                };
+                let mut filter = RunFilter::default();
+                for (name, value) in
+                    form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                {
+                    match name.as_ref() {
+                        "job" => filter.job = Some(value.into_owned()),
+                        "state" => match RunState::parse(&value) {
+                            Some(state) => filter.state = Some(state),
+                            None => {
+                                return ProblemType::BadRequest.response(format!(
+                                    "state {value:?}: running, done, failed or refused"
+                                ));
+                            }
+                        },
+                        "limit" => match value.parse::<usize>() {
+                            Ok(n) if (1..=1000).contains(&n) => filter.limit = n,
+                            _ => {
+                                return ProblemType::BadRequest
+                                    .response("limit is a number from 1 to 1000");
+                            }
+                        },
+                        other => {
+                            return ProblemType::BadRequest
+                                .response(format!("unknown parameter {other:?}"));
+                        }
+                    }
+                }
+                match jobs.runs(&filter).await {
+                    Ok(runs) => json(StatusCode::OK, &runs),
+                    Err(e) => ProblemType::Unavailable.response(e.to_string()),
+                }
+            }
+            (Method::POST, ["admin", "jobs", "retry"]) => {
+                let Some(jobs) = &self.jobs else {
+                    return ProblemType::NotFound.response("this process runs no scheduler");
+                };
+                let body = match read_body(request.into_body(), 16 * 1024, CHECK_TIMEOUT).await {
+                    Ok(body) => body,
+                    Err(refused) => return refused.problem(),
+                };
+                let Ok(retry) = serde_json::from_slice::<Retry>(&body) else {
+                    return ProblemType::BadRequest
+                        .response(r#"a retry takes {"job": "…", "period": "…"}"#);
+                };
+                match jobs.retry(&retry.job, &retry.period).await {
+                    Ok(Some(true)) => json(
+                        StatusCode::OK,
+                        &serde_json::json!({"job": retry.job, "period": retry.period, "due": true}),
+                    ),
+                    Ok(Some(false)) => ProblemType::AlreadyReleased.response(format!(
+                        "{} {} is neither failed nor refused",
+                        retry.job, retry.period
+                    )),
+                    Ok(None) => ProblemType::NotFound
+                        .response(format!("no run of {} for {}", retry.job, retry.period)),
+                    Err(e) => ProblemType::Unavailable.response(e.to_string()),
                 }
             }
             (method, _) => ProblemType::NotFound.response(format!("no {method} {path}")),

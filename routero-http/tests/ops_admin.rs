@@ -198,3 +198,100 @@ async fn the_quarantine_is_listed_replayed_and_discarded_with_the_admin_token() 
     assert_eq!(list[0]["release_reason"], "hand-written garbage");
     assert_eq!(list[1]["state"], "replayed");
 }
+
+/// The scheduler's run records through the admin API: listed, filtered, a refused
+/// run retried; bad filters are 400s.
+#[tokio::test]
+async fn job_runs_are_listed_and_a_refused_one_retried() {
+    use routero_core::schedule::{JobRuns, MemoryJobRuns, RunOutcome};
+
+    let runs = Arc::new(MemoryJobRuns::new());
+    let now = Utc::now();
+    for (period, outcome) in [
+        ("acme-prod/2026-10", RunOutcome::Done("posted".into())),
+        (
+            "acme-prod/2026-11",
+            RunOutcome::Refused("the ERP refused the record with 400: bad account".into()),
+        ),
+    ] {
+        runs.claim("erp-push", period, FencingToken(3), "c1", now)
+            .await
+            .unwrap();
+        runs.finish("erp-push", period, FencingToken(3), &outcome, now)
+            .await
+            .unwrap();
+    }
+    let ops = Ops::install()
+        .unwrap()
+        .admin(TOKEN, Arc::new(MemoryStore::new()))
+        .admin_jobs(runs.clone());
+
+    let (status, all) = call(&ops, Method::GET, "/admin/jobs", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let (status, refused) = call(
+        &ops,
+        Method::GET,
+        "/admin/jobs?job=erp-push&state=refused",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(refused[0]["period"], "acme-prod/2026-11");
+    assert_eq!(refused[0]["state"], "refused");
+    assert_eq!(refused[0]["attempts"], 1);
+    assert!(
+        refused[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad account")
+    );
+    for bad in [
+        "/admin/jobs?state=gone",
+        "/admin/jobs?limit=0",
+        "/admin/jobs?x=1",
+    ] {
+        assert_eq!(
+            call(&ops, Method::GET, bad, Some(TOKEN), "").await.0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(
+        call(&ops, Method::GET, "/admin/jobs", None, "").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let retry = |period: &'static str| {
+        let ops = &ops;
+        async move {
+            call(
+                ops,
+                Method::POST,
+                "/admin/jobs/retry",
+                Some(TOKEN),
+                &format!(r#"{{"job": "erp-push", "period": "{period}"}}"#),
+            )
+            .await
+        }
+    };
+    let (status, body) = retry("acme-prod/2026-11").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(retry("acme-prod/2026-10").await.0, StatusCode::CONFLICT);
+    assert_eq!(retry("acme-prod/2026-09").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&ops, Method::POST, "/admin/jobs/retry", Some(TOKEN), "{}")
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let (_, failed) = call(
+        &ops,
+        Method::GET,
+        "/admin/jobs?state=failed",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(failed[0]["period"], "acme-prod/2026-11");
+}

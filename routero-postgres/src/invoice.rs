@@ -3,9 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use routero_core::attribution::WorkspaceId;
-use routero_core::invoice::{
-    Billing, BillingDirectory, Invoice, InvoiceError, InvoiceStore, Month,
-};
+use routero_core::invoice::{Invoice, InvoiceStore};
 use routero_core::port::{BackendError, ErrorKind};
 
 use crate::{PgStore, backend};
@@ -36,18 +34,36 @@ impl InvoiceStore for PgStore {
         mut invoice: Invoice,
         at: DateTime<Utc>,
     ) -> Result<Invoice, BackendError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let month = invoice.month.first_day().ok_or_else(|| {
             BackendError::new(ErrorKind::Invalid, format!("month {}", invoice.month))
         })?;
         if let Some(row) = existing(&client, invoice.workspace.as_str(), month).await? {
             return decode(&row.get::<_, String>(0));
         }
-        let seq: i64 = client
-            .query_one("SELECT nextval('routero_invoice_number')", &[])
+        // The number comes from a counter row locked until commit: finalisers take
+        // turns, and a close that fails or dies before its commit uses no number.
+        let tx = client.transaction().await.map_err(backend)?;
+        let seq: i64 = tx
+            .query_one(
+                "UPDATE routero_invoice_counter SET last = last + 1 RETURNING last",
+                &[],
+            )
             .await
             .map_err(backend)?
             .get(0);
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT body FROM routero_invoices WHERE workspace = $1 AND month = $2",
+                &[&invoice.workspace.as_str(), &month],
+            )
+            .await
+            .map_err(backend)?
+        {
+            // Another coworker finalised it while this one waited: theirs stands.
+            tx.rollback().await.map_err(backend)?;
+            return decode(&row.get::<_, String>(0));
+        }
         invoice.number = Some(format!(
             "INV-{}{:02}-{seq:06}",
             invoice.month.year, invoice.month.month
@@ -55,25 +71,21 @@ impl InvoiceStore for PgStore {
         invoice.finalized_at = Some(at);
         let body = serde_json::to_string(&invoice)
             .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
-        let inserted = client
-            .execute(
-                "INSERT INTO routero_invoices (workspace, month, number, finalized_at, body) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (workspace, month) DO NOTHING",
-                &[&invoice.workspace.as_str(), &month, &invoice.number, &at, &body],
-            )
-            .await
-            .map_err(backend)?;
-        if inserted == 1 {
-            return Ok(invoice);
-        }
-        // Another coworker finalised it first: theirs stands.
-        match existing(&client, invoice.workspace.as_str(), month).await? {
-            Some(row) => decode(&row.get::<_, String>(0)),
-            None => Err(BackendError::new(
-                ErrorKind::Conflict,
-                "invoice vanished while finalising",
-            )),
-        }
+        tx.execute(
+            "INSERT INTO routero_invoices (workspace, month, number, finalized_at, body) \
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &invoice.workspace.as_str(),
+                &month,
+                &invoice.number,
+                &at,
+                &body,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(invoice)
     }
 
     async fn finalized(&self, workspace: &WorkspaceId) -> Result<Vec<Invoice>, BackendError> {
@@ -88,86 +100,5 @@ impl InvoiceStore for PgStore {
         rows.iter()
             .map(|row| decode(&row.get::<_, String>(0)))
             .collect()
-    }
-}
-
-impl PgStore {
-    /// Closes the month before `now`'s, once `grace` has passed since it ended (so
-    /// that late spend of its last minutes has drained), for every workspace of
-    /// `directory` whose month is not closed yet; answers the invoices closed now.
-    ///
-    /// Any number of coworkers may call it on a schedule: one at a time holds a
-    /// PostgreSQL advisory lock for the close (the others answer at once, with
-    /// nothing), so invoice numbers are taken by one process, in order; each month of
-    /// a workspace is finalised once (the `(workspace, month)` key); and a close cut
-    /// short (a crash, a lost connection, which releases the lock) is finished by the
-    /// next call. Spend that arrives after the close lands on the next invoice.
-    pub async fn close_months_due(
-        &self,
-        directory: &BillingDirectory,
-        grace: std::time::Duration,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Invoice>, InvoiceError> {
-        let month = Month::of(now.date_naive()).previous();
-        let due = Month::of(now.date_naive())
-            .first_day()
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .map(|t| t.and_utc())
-            .and_then(|start| {
-                chrono::Duration::from_std(grace)
-                    .ok()
-                    .and_then(|g| start.checked_add_signed(g))
-            });
-        if due.is_none_or(|due| now < due) {
-            return Ok(Vec::new());
-        }
-        let lock = self.client().await?;
-        let held: bool = lock
-            .query_one("SELECT pg_try_advisory_lock(7317020261201)", &[])
-            .await
-            .map_err(backend)?
-            .get(0);
-        if !held {
-            return Ok(Vec::new());
-        }
-        let rates = self.rates();
-        let billing = Billing {
-            reader: self,
-            wallets: self,
-            invoices: self,
-            rates: &*rates,
-        };
-        let first_day = month
-            .first_day()
-            .ok_or_else(|| InvoiceError::Month(month.to_string()))?;
-        let closed = async {
-            let mut closed = Vec::new();
-            for (workspace, config) in directory.iter() {
-                let client = self.client().await?;
-                if existing(&client, workspace.as_str(), first_day)
-                    .await?
-                    .is_some()
-                {
-                    continue;
-                }
-                drop(client);
-                closed.push(
-                    billing
-                        .close_month(&config.org, workspace, month, config.plan, now)
-                        .await?,
-                );
-            }
-            Ok::<_, InvoiceError>(closed)
-        }
-        .await;
-        // A lock left behind by a failed unlock goes with the connection.
-        if lock
-            .batch_execute("SELECT pg_advisory_unlock(7317020261201)")
-            .await
-            .is_err()
-        {
-            drop(deadpool_postgres::Object::take(lock));
-        }
-        closed
     }
 }

@@ -684,6 +684,10 @@ pub use self::engine::{
 };
 
 mod engine;
+#[cfg(feature = "object-store")]
+mod object;
+#[cfg(feature = "object-store")]
+pub use self::object::{ObjectStoreSink, options_from_env};
 
 #[cfg(feature = "testing")]
 pub mod conformance;
