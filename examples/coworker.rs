@@ -57,7 +57,7 @@ use routero::redis::{Redis, RedisConfig};
 use routero::schedule::{
     Claim, Job, JobRun, JobRuns, RunFilter, RunOutcome, RunState, Scheduler, SchedulerConfig,
 };
-use routero::warehouse::{LocalDir, ObjectStoreSink, WarehouseSync, options_from_env};
+use routero::warehouse::{LocalDir, WarehouseSync};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -269,7 +269,8 @@ routero_job_runs{job,state}):
                 (core.invoice.read core.invoice.write)
       Every secret may come from a file instead: NAME_FILE=/run/secrets/...
   warehouse-sync/warehouse  hourly (period YYYY-MM-DDTHH), with
-                          ROUTERO_WAREHOUSE_URL (s3://bucket/prefix, gs://...,
+                          ROUTERO_WAREHOUSE_URL (built --features object-store;
+                          s3://bucket/prefix, gs://...,
                           az://..., file:///...; the store's settings from AWS_*,
                           GOOGLE_*, AZURE_*) or ROUTERO_WAREHOUSE_DIR
 
@@ -408,11 +409,20 @@ fn erp_job(
 fn warehouse_job(store: &PgStore) -> Result<Option<Arc<dyn Job>>, String> {
     let source = Arc::new(store.clone());
     if let Some(url) = env("ROUTERO_WAREHOUSE_URL") {
-        let sink =
-            ObjectStoreSink::from_url(&url, options_from_env()).map_err(|e| e.to_string())?;
-        let sync =
-            WarehouseSync::new(source, Arc::new(sink), "warehouse").map_err(|e| e.to_string())?;
-        return Ok(Some(Arc::new(sync)));
+        #[cfg(feature = "object-store")]
+        {
+            use routero::warehouse::{ObjectStoreSink, options_from_env};
+            let sink =
+                ObjectStoreSink::from_url(&url, options_from_env()).map_err(|e| e.to_string())?;
+            let sync = WarehouseSync::new(source, Arc::new(sink), "warehouse")
+                .map_err(|e| e.to_string())?;
+            return Ok(Some(Arc::new(sync)));
+        }
+        #[cfg(not(feature = "object-store"))]
+        return Err(format!(
+            "ROUTERO_WAREHOUSE_URL={url}: this build has no object storage \
+             (cargo build --features object-store)"
+        ));
     }
     if let Some(dir) = env("ROUTERO_WAREHOUSE_DIR") {
         let sync = WarehouseSync::new(source, Arc::new(LocalDir::new(dir)), "warehouse")

@@ -12,6 +12,12 @@
 //!   provider: set its `provider` to price and extract it as that provider);
 //! - `POST /v1/messages` in Anthropic's dialect, forwarded to the `[anthropic]` upstream.
 //!
+//! Prices are the bundled table, with `ROUTERO_PRICES_FILE` (a price file in either
+//! format) layered over it: the file is put in force again on SIGHUP and whenever it
+//! changes (checked every `ROUTERO_PRICES_POLL_MS`, 1000), swapped whole between
+//! requests, so each request is priced by one table and every cost names its version
+//! (`{bundled}+{file}@{crc32}`); a file that does not load leaves the table in force.
+//!
 //! With `ROUTERO_METRICS_LISTEN` (an address) it also serves Prometheus metrics on
 //! `/metrics` (requests by route and status, their latency to the response head, the
 //! recorder's counters), `/healthz`, and `/readyz` (ready when Redis answers).
@@ -88,6 +94,7 @@ use routero::money::parse_amount;
 use routero::notice::refresh_wallets;
 use routero::port::{SpendQueue, SystemClock};
 use routero::postgres::{PgConfig, PgStore};
+use routero::price::{LivePrices, layered};
 use routero::recorder::{RecordError, Recorder, RecorderConfig};
 use routero::redis::{Redis, RedisConfig};
 use routero::spend::{Metered, RequestContext};
@@ -246,7 +253,7 @@ struct Gateway {
     credentials: OwnCredentials,
     openai: Option<Upstream>,
     anthropic: Option<Upstream>,
-    prices: Arc<PriceTable>,
+    prices: LivePrices,
     control: MemoryControl,
     budgets: Vec<Budget>,
     recorder: Recorder,
@@ -330,6 +337,9 @@ impl Gateway {
         request: Request<Incoming>,
     ) -> Result<Response<Out>, Infallible> {
         let at = Utc::now();
+        // One table prices the whole request, estimate and cost, whatever a reload
+        // puts in force meanwhile.
+        let prices = self.prices.current();
         let path = request.uri().path().to_owned();
         let Some(upstream) = self.route(&path) else {
             let message = format!("no route for {}", path.escape_debug());
@@ -423,8 +433,7 @@ impl Gateway {
             max_tokens(&json).unwrap_or(self.default_max_tokens)
         };
         let prompt = u64::try_from(body.len()).unwrap_or(u64::MAX);
-        let estimate = match max_cost(&self.prices, &upstream.provider, &model, prompt, output, at)
-        {
+        let estimate = match max_cost(&prices, &upstream.provider, &model, prompt, output, at) {
             Ok(estimate) => estimate,
             Err(e) if mode == BillingMode::Managed => {
                 let message = format!("a managed key cannot be billed for this model: {e}");
@@ -556,7 +565,7 @@ impl Gateway {
         if event_stream {
             let config = CaptureConfig {
                 context,
-                prices: self.prices.clone(),
+                prices: Arc::clone(&prices),
                 sse_comment: true,
             };
             headers::declare_trailers(&mut head.headers);
@@ -585,7 +594,7 @@ impl Gateway {
             .iter()
             .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
             .collect();
-        let metered = context.price_body(&self.prices, &body, &header_pairs);
+        let metered = context.price_body(&prices, &body, &header_pairs);
         headers::insert_metered(&mut head.headers, &metered);
         spent.record(metered);
         Ok(Response::from_parts(head, full(body)))
@@ -869,6 +878,71 @@ async fn keep_wallets(
     }
 }
 
+/// What a price file looked like when last read: its size, modification time and
+/// checksum.
+type Stamp = (u64, Option<std::time::SystemTime>, u32);
+
+/// `ROUTERO_PRICES_FILE` layered over the bundled table, and its stamp.
+fn read_prices(path: &str) -> Result<(PriceTable, Stamp), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    let table = layered(&PriceTable::bundled(), &text).map_err(|e| format!("{path}: {e}"))?;
+    Ok((
+        table,
+        (
+            meta.len(),
+            meta.modified().ok(),
+            crc32fast::hash(text.as_bytes()),
+        ),
+    ))
+}
+
+/// Puts the price file in force again on SIGHUP and whenever it changes (checked
+/// every `ROUTERO_PRICES_POLL_MS`, 1000). A file that does not load leaves the table
+/// in force as it is.
+async fn keep_prices(live: LivePrices, path: String, mut stamp: Stamp, every: Duration) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        let signalled = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hup.as_mut() {
+                    Some(hup) => hup.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
+        };
+        if !signalled {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if (meta.len(), meta.modified().ok()) == (stamp.0, stamp.1) {
+                continue;
+            }
+        }
+        match read_prices(&path) {
+            Ok((_, new)) if !signalled && new.2 == stamp.2 => stamp = new,
+            Ok((table, new)) => {
+                stamp = new;
+                let old = live.replace(Arc::new(table));
+                metrics::counter!("routero_price_reloads_total", "outcome" => "loaded")
+                    .increment(1);
+                println!(
+                    "prices {} in force (was {})",
+                    live.current().version(),
+                    old.version()
+                );
+            }
+            Err(e) => {
+                metrics::counter!("routero_price_reloads_total", "outcome" => "refused")
+                    .increment(1);
+                eprintln!("gateway: {e}; the prices in force stay");
+            }
+        }
+    }
+}
+
 async fn run() -> Result<(), Error> {
     let path: PathBuf = std::env::args_os()
         .nth(1)
@@ -968,6 +1042,25 @@ async fn run() -> Result<(), Error> {
         .enable_http1()
         .build();
     let (policy, credentials) = billing(&config)?;
+    let prices = match std::env::var("ROUTERO_PRICES_FILE") {
+        Ok(file) => {
+            let (table, stamp) = read_prices(&file)?;
+            println!("prices {} from {file}", table.version());
+            let live = LivePrices::new(Arc::new(table));
+            let every = match std::env::var("ROUTERO_PRICES_POLL_MS") {
+                Ok(ms) => ms
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| format!("ROUTERO_PRICES_POLL_MS={ms:?}"))?,
+                Err(_) => Duration::from_secs(1),
+            };
+            tokio::spawn(keep_prices(live.clone(), file, stamp, every));
+            live
+        }
+        Err(_) => LivePrices::new(PriceTable::bundled()),
+    };
     let serving = routero::http::serve::Serving::from_env()?.grace(GRACE);
     let gateway = Arc::new(Gateway {
         body_timeout: serving.body_read_timeout,
@@ -976,7 +1069,7 @@ async fn run() -> Result<(), Error> {
         credentials,
         openai: upstream(config.openai, Dialect::OpenAi)?,
         anthropic: upstream(config.anthropic, Dialect::Anthropic)?,
-        prices: PriceTable::bundled(),
+        prices: prices.clone(),
         control,
         budgets: config
             .budgets

@@ -13,11 +13,16 @@
 //! `--prices` loads Routero's TOML format or a LiteLLM JSON map instead of the bundled
 //! table; given more than once, each file is layered over the ones before it.
 //!
+//! `routero-cost prices diff OLD NEW [--json]` compares two price files (either
+//! format; `bundled` names the bundled table): models added and removed, and each
+//! rate that changed with its old and new value (per million tokens; fees per unit)
+//! and relative change; `--json` prints the same as one JSON object.
+//!
 //! Exit codes: 0 priced; 1 unreadable file; 2 bad arguments; 3 malformed input;
 //! 4 unknown model; 5 usage unknown (the response carries none); 6 usage that the
 //! model's price cannot price (tier, category or overflow); 7 invalid price file.
 
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -28,7 +33,8 @@ use routero::{CostError, PriceTable, Provider};
 use serde_json::{Map, Value, json};
 
 const USAGE: &str =
-    "usage: routero-cost [--prices FILE]... --provider NAME [--model NAME] [--at RFC3339] [FILE]";
+    "usage: routero-cost [--prices FILE]... --provider NAME [--model NAME] [--at RFC3339] [FILE]
+       routero-cost prices diff OLD NEW [--json]";
 
 struct Failure {
     code: u8,
@@ -291,7 +297,83 @@ fn run() -> Result<Value, Failure> {
     Ok(out)
 }
 
+/// One table of `prices diff`: a file, or `bundled`.
+fn diff_side(path: &str) -> Result<Arc<PriceTable>, Failure> {
+    if path == "bundled" {
+        return Ok(PriceTable::bundled());
+    }
+    load_prices(&[path.to_owned()])
+}
+
+/// `routero-cost prices diff OLD NEW [--json]`.
+fn prices_command(args: &[String]) -> Result<String, Failure> {
+    const DIFF_USAGE: &str =
+        "usage: routero-cost prices diff OLD NEW [--json]  (OLD, NEW: a price file or `bundled`)";
+    let json = args.iter().any(|a| a == "--json");
+    let rest: Vec<&String> = args.iter().filter(|a| *a != "--json").collect();
+    let [verb, old, new] = rest.as_slice() else {
+        return Err(fail(2, DIFF_USAGE));
+    };
+    if verb.as_str() != "diff" {
+        return Err(fail(2, DIFF_USAGE));
+    }
+    let (old, new) = (diff_side(old)?, diff_side(new)?);
+    let d = price::diff(&old, &new);
+    if json {
+        return serde_json::to_string_pretty(&d).map_err(|e| fail(1, e.to_string()));
+    }
+    let mut out = format!(
+        "{} -> {}: {} added, {} removed, {} rates changed\n",
+        old.version(),
+        new.version(),
+        d.added.len(),
+        d.removed.len(),
+        d.changed.len()
+    );
+    for m in &d.added {
+        out.push_str(&format!("added    {}/{}\n", m.provider, m.model));
+    }
+    for m in &d.removed {
+        out.push_str(&format!("removed  {}/{}\n", m.provider, m.model));
+    }
+    let shown =
+        |v: Option<rust_decimal::Decimal>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    for c in &d.changed {
+        let relative = c.relative.map_or_else(String::new, |r| {
+            format!(
+                " ({:+}%)",
+                (r * rust_decimal::Decimal::ONE_HUNDRED)
+                    .round_dp(2)
+                    .normalize()
+            )
+        });
+        out.push_str(&format!(
+            "changed  {}/{} {} {} -> {}{relative}\n",
+            c.model.provider,
+            c.model.model,
+            c.rate,
+            shown(c.old),
+            shown(c.new)
+        ));
+    }
+    Ok(out.trim_end().to_owned())
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("prices") {
+        return match prices_command(&args[1..]) {
+            Ok(out) => {
+                // A reader that stops early (`| head`) is not an error.
+                let _ = writeln!(std::io::stdout(), "{out}");
+                ExitCode::SUCCESS
+            }
+            Err(failure) => {
+                eprintln!("routero-cost: {}", failure.message.replace('\n', " "));
+                ExitCode::from(failure.code)
+            }
+        };
+    }
     match run() {
         Ok(out) => {
             println!("{out}");

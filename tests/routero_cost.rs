@@ -229,3 +229,94 @@ fn price_files_replace_the_bundled_table() {
     assert_eq!(out.status.code(), Some(7));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `routero-cost prices diff`: models added and removed, changed rates with their
+/// relative change, as text and JSON; the exit codes of bad input.
+#[test]
+fn prices_diff_lists_what_changed() {
+    let dir = std::env::temp_dir().join(format!("routero-diff-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let old = dir.join("old.toml");
+    let new = dir.join("new.toml");
+    std::fs::write(
+        &old,
+        "format = 1\nversion = \"v1\"\ncurrency = \"USD\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"o4-mini\"\ninput = \"1.1\"\noutput = \"4.4\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"retired\"\ninput = \"1\"\noutput = \"2\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &new,
+        "format = 1\nversion = \"v2\"\ncurrency = \"USD\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"o4-mini\"\ninput = \"1.21\"\noutput = \"4.4\"\n\
+         [[model]]\nprovider = \"mistral\"\nname = \"new-one\"\ninput = \"0.4\"\noutput = \"2\"\n",
+    )
+    .unwrap();
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let out = run(&["prices", "diff", old, new], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "v1 -> v2: 1 added, 1 removed, 1 rates changed\n\
+         added    mistral/new-one\n\
+         removed  openai/retired\n\
+         changed  openai/o4-mini standard.input 1.1 -> 1.21 (+10%)\n"
+    );
+    let out = run(&["prices", "diff", old, new, "--json"], None);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["changed"][0]["old"], "1.1");
+    assert_eq!(json["changed"][0]["new"], "1.21");
+    assert_eq!(json["changed"][0]["relative"], "0.1");
+    assert_eq!(json["added"][0]["model"], "new-one");
+    // Against itself: nothing.
+    let out = run(&["prices", "diff", "bundled", "bundled"], None);
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains(": 0 added, 0 removed, 0 rates changed")
+    );
+    assert_eq!(run(&["prices", "diff", old], None).status.code(), Some(2));
+    assert_eq!(
+        run(&["prices", "diff", old, "/nonexistent"], None)
+            .status
+            .code(),
+        Some(1)
+    );
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "format = 1\n[[model]]\n").unwrap();
+    assert_eq!(
+        run(&["prices", "diff", old, broken.to_str().unwrap()], None)
+            .status
+            .code(),
+        Some(7)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// With `ROUTERO_LITELLM_PRICES` set, where the bundled table and the community map
+/// disagree: information for a reader, not a failure.
+#[test]
+fn bundled_prices_against_the_community_map() {
+    let Ok(path) = std::env::var("ROUTERO_LITELLM_PRICES") else {
+        eprintln!("skipped: ROUTERO_LITELLM_PRICES is not set");
+        return;
+    };
+    let out = run(&["prices", "diff", "bundled", &path], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    println!("{}", lines.next().unwrap());
+    for line in lines.filter(|l| !l.starts_with("added")) {
+        println!("{line}");
+    }
+}

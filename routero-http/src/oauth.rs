@@ -303,7 +303,8 @@ pub struct JwtAssertion {
     pub client_id: String,
     /// The certificate id NetSuite gave the uploaded certificate (`kid`).
     pub certificate_id: String,
-    /// The scopes (`rest_webservices`, `restlets`).
+    /// The scopes (`rest_webservices`, `restlets`, `suite_analytics`), sent
+    /// comma-separated.
     pub scopes: Vec<String>,
     key: SigningKey,
 }
@@ -384,7 +385,8 @@ impl JwtAssertion {
             "alg": self.algorithm(), "typ": "JWT", "kid": self.certificate_id,
         });
         let claims = serde_json::json!({
-            "iss": self.client_id, "scope": self.scopes, "aud": audience,
+            // NetSuite takes the scopes as one comma-separated string.
+            "iss": self.client_id, "scope": self.scopes.join(","), "aud": audience,
             "iat": now, "exp": now + 3600,
         });
         let input = format!(

@@ -292,7 +292,7 @@ fn verify_jwt(jwt: &str, public: &[u8], algorithm: &str) -> bool {
     header["alg"] == algorithm
         && header["kid"] == "cert-42"
         && claims["iss"] == "netsuite-client"
-        && claims["scope"] == serde_json::json!(["rest_webservices"])
+        && claims["scope"] == "rest_webservices,restlets"
         && claims["aud"]
             .as_str()
             .is_some_and(|a| a.ends_with("/services/rest/auth/oauth2/v1/token"))
@@ -546,7 +546,7 @@ async fn netsuite_oauth2_client_credentials_with_a_signed_assertion() {
         let jwt = JwtAssertion::from_pem(
             "netsuite-client",
             "cert-42",
-            vec!["rest_webservices".into()],
+            vec!["rest_webservices".into(), "restlets".into()],
             &pem,
         )
         .unwrap();

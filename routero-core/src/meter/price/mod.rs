@@ -7,13 +7,17 @@
 //!   [`load`] tells them apart.
 //! - [`PriceTable::bundled`]: the default table compiled into the crate.
 
+mod diff;
 pub mod file;
 pub mod litellm;
+mod live;
 mod model;
 mod name;
 mod table;
 
+pub use diff::{PriceDiff, PricedModel, RateChange, diff};
 pub use litellm::LiteLlmReport;
+pub use live::{LayerError, LivePrices, layered};
 pub use model::{
     ContextTier, Fees, ModelPrice, ModelPriceSpec, RateKind, Rates, Schedule, TierPricing,
 };

@@ -73,6 +73,11 @@ impl PriceTable {
         }
     }
 
+    /// Renames the table's version (what its costs record).
+    pub fn set_version(&mut self, version: &str) {
+        self.version = Arc::from(version);
+    }
+
     /// The version id every [`Cost`](crate::cost::Cost) priced from this table records.
     pub fn version(&self) -> &str {
         &self.version
