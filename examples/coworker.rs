@@ -235,6 +235,8 @@ billing calendar's jobs.
 usage: coworker                      drain and schedule until SIGTERM
        coworker close-month YYYY-MM [--workspace W]
        coworker quarantine list|replay ID|discard ID --reason TEXT
+       coworker reprice --dry-run --from DAY --to DAY --prices FILE [--org O]
+                [--workspace W] [--provider P] [--model M] [--billing-mode M] [--csv]
        coworker --help
 
 Required: ROUTERO_REDIS_URL, ROUTERO_DATABASE_URL.
@@ -537,6 +539,124 @@ impl JobRuns for Connecting {
     }
 }
 
+/// `coworker reprice --dry-run --from DAY --to DAY --prices FILE [filters] [--csv]`:
+/// every logged request in range priced again with FILE layered over the bundled
+/// table; prints the report (JSON, or CSV) and writes nothing.
+async fn reprice_command(args: &[String]) -> ExitCode {
+    use routero::price::{PriceTable, layered};
+    use routero::reprice::{RepricingScope, dry_run};
+    let usage = "usage: coworker reprice --dry-run --from YYYY-MM-DD --to YYYY-MM-DD \
+                 --prices FILE [--org O] [--workspace W] [--provider P] [--model M] \
+                 [--billing-mode managed|byok] [--csv]  (ROUTERO_DATABASE_URL set)";
+    let mut flags: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let (mut dry, mut csv) = (false, false);
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--dry-run" => dry = true,
+            "--csv" => csv = true,
+            flag @ ("--from" | "--to" | "--prices" | "--org" | "--workspace" | "--provider"
+            | "--model" | "--billing-mode") => match rest.next() {
+                Some(value) => {
+                    flags.insert(flag, value);
+                }
+                None => {
+                    eprintln!("coworker: {flag} needs a value\n{usage}");
+                    return ExitCode::from(2);
+                }
+            },
+            other => {
+                eprintln!("coworker: unexpected {other:?}\n{usage}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if !dry {
+        eprintln!(
+            "coworker: only the dry run is available (--dry-run): it reports what a \
+             repricing would change and writes nothing\n{usage}"
+        );
+        return ExitCode::from(2);
+    }
+    let day = |name: &str| -> Result<chrono::NaiveDate, String> {
+        let text = flags
+            .get(name)
+            .ok_or_else(|| format!("{name} is required"))?;
+        text.parse()
+            .map_err(|_| format!("{name} {text:?}: a day, YYYY-MM-DD"))
+    };
+    let scope = (|| -> Result<RepricingScope, String> {
+        let mut scope = RepricingScope::days(day("--from")?, day("--to")?);
+        if scope.to < scope.from {
+            return Err("--to is before --from".to_owned());
+        }
+        scope.org = flags
+            .get("--org")
+            .map(|o| routero::attribution::OrgId::new(o).map_err(|e| e.to_string()))
+            .transpose()?;
+        scope.workspace = flags
+            .get("--workspace")
+            .map(|w| routero::attribution::WorkspaceId::new(w).map_err(|e| e.to_string()))
+            .transpose()?;
+        scope.provider = flags
+            .get("--provider")
+            .map(|p| routero::Provider::parse(p).map_err(|e| e.to_string()))
+            .transpose()?;
+        scope.model = flags.get("--model").map(|m| (*m).to_owned());
+        scope.billing_mode = flags
+            .get("--billing-mode")
+            .map(|m| m.parse::<routero::attribution::BillingMode>())
+            .transpose()?;
+        Ok(scope)
+    })();
+    let scope = match scope {
+        Ok(scope) => scope,
+        Err(e) => {
+            eprintln!("coworker: {e}\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(file) = flags.get("--prices") else {
+        eprintln!("coworker: --prices is required\n{usage}");
+        return ExitCode::from(2);
+    };
+    let prices = match std::fs::read_to_string(file)
+        .map_err(|e| e.to_string())
+        .and_then(|text| layered(&PriceTable::bundled(), &text).map_err(|e| e.to_string()))
+    {
+        Ok(prices) => prices,
+        Err(e) => {
+            eprintln!("coworker: {file}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(url) = env("ROUTERO_DATABASE_URL") else {
+        eprintln!("coworker: set ROUTERO_DATABASE_URL");
+        return ExitCode::from(2);
+    };
+    let store = match command_store(url, 2).await {
+        Ok(store) => store,
+        Err(code) => return code,
+    };
+    match dry_run(&store, &scope, &prices, 5_000).await {
+        Ok(report) if csv => {
+            print!("{}", report.to_csv());
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `coworker close-month YYYY-MM [--workspace W]`: closes a month that is over for
 /// every workspace of `ROUTERO_BILLING_FILE` (or one): each invoice is numbered and
 /// frozen, once; closing it again prints the same invoice.
@@ -648,6 +768,9 @@ async fn main() -> ExitCode {
     }
     if args.first().map(String::as_str) == Some("close-month") {
         return close_month_command(&args[1..]).await;
+    }
+    if args.first().map(String::as_str) == Some("reprice") {
+        return reprice_command(&args[1..]).await;
     }
     if let Some(Err(e)) = read_rates() {
         eprintln!("coworker: {e}");

@@ -60,7 +60,8 @@ pub async fn store_suite<S, F, Fut>(
         + SpendReader
         + crate::wallet::Wallets
         + crate::invoice::InvoiceStore
-        + crate::quarantine::Quarantine,
+        + crate::quarantine::Quarantine
+        + crate::reprice::RequestLog,
     F: FnMut(&'static str) -> Fut,
     Fut: Future<Output = S>,
 {
@@ -74,6 +75,7 @@ pub async fn store_suite<S, F, Fut>(
     wallet_concurrent_writes_lose_nothing(&fresh("concurrent").await).await;
     invoices_close_months_and_carry_late_spend(&fresh("invoices").await).await;
     export_round_trips_a_month(&fresh("export").await).await;
+    repricing_dry_run(&fresh("reprice").await).await;
     let store = Arc::new(fresh("poison").await);
     let handle = Arc::clone(&store);
     poison_batches_never_stall_a_shard(store, move |rates| set_rates(&handle, rates)).await;

@@ -12,7 +12,7 @@ pub mod tls;
 // floors.
 #[cfg(feature = "runtime")]
 pub use billing::jobs;
-pub use billing::{analytics, control, erp, export, invoice, notice, wallet};
+pub use billing::{analytics, control, erp, export, invoice, notice, reprice, wallet};
 pub use meter::{attribution, cost, extract, money, price, provider, usage};
 #[cfg(feature = "runtime")]
 pub use pipeline::{drainer, recorder, schedule, telemetry};

@@ -17,7 +17,7 @@ use routero_core::wallet::{self, EntryKind};
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{Json, ToSql, Type};
 
 use crate::{PgStore, backend};
 
@@ -375,9 +375,9 @@ async fn insert_unpriced(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result<
 const LOG_COLUMNS: &str = "request_id, event_time, org, workspace, team, api_key, user_id, \
     customer, provider, model, billing_mode, success, partial, input_tokens, cache_read_tokens, \
     cache_write_5m_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost, \
-    price_version, priced_model, unpriced_reason, currency";
+    price_version, priced_model, unpriced_reason, currency, usage";
 
-const LOG_TYPES: [Type; 24] = [
+const LOG_TYPES: [Type; 25] = [
     Type::TEXT,
     Type::TIMESTAMPTZ,
     Type::TEXT,
@@ -402,6 +402,7 @@ const LOG_TYPES: [Type; 24] = [
     Type::TEXT,
     Type::TEXT,
     Type::TEXT,
+    Type::JSONB,
 ];
 
 /// Writes the request log of a drain step with `COPY … BINARY`, several times
@@ -455,7 +456,8 @@ async fn copy_spend_log(
         let (cost, price_version, priced_model, reason) = event.logged_pricing();
         let success = event.outcome == Outcome::Success;
         let currency = event.currency().map(|c| c.code());
-        let row: [&(dyn ToSql + Sync); 24] = [
+        let usage = event.usage.as_ref().map(Json);
+        let row: [&(dyn ToSql + Sync); 25] = [
             &event.request_id.as_str(),
             &event.event_time,
             &org,
@@ -480,6 +482,7 @@ async fn copy_spend_log(
             &priced_model,
             &reason,
             &currency,
+            &usage,
         ];
         writer.as_mut().write(&row).await?;
     }
@@ -497,6 +500,7 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
     let mut tokens: [Vec<Option<i64>>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut cost: Vec<Option<Decimal>> = Vec::with_capacity(n);
     let mut labels: [Vec<Option<&str>>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let mut usage: Vec<Option<Json<&routero_core::Usage>>> = Vec::with_capacity(n);
     for event in events {
         request.push(event.request_id.as_str());
         time.push(event.event_time);
@@ -517,6 +521,7 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
         labels[1].push(priced_model);
         labels[2].push(reason);
         labels[3].push(event.currency().map(|c| c.code()));
+        usage.push(event.usage.as_ref().map(Json));
     }
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request, &time];
     for column in &dims {
@@ -531,6 +536,7 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
     for column in &labels {
         params.push(column);
     }
+    params.push(&usage);
     let statement = tx
         .prepare_cached(include_str!("../sql/insert_spend_log.sql"))
         .await

@@ -39,6 +39,7 @@ mod invoice;
 mod jobs;
 mod quarantine;
 mod read;
+mod reprice;
 mod tls;
 mod wallet;
 mod warehouse;

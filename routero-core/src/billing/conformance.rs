@@ -938,3 +938,127 @@ pub async fn export_round_trips_a_month<S: SpendStore + SpendReader + ?Sized>(st
     let (summary, _) = export(request(ExportFormat::Chargeback, Some(vec![team]))).await;
     assert_eq!(summary.cost(Currency::USD), team_cost);
 }
+
+/// A dry-run repricing over a store's request log (feature `testing`): November's
+/// gpt-4o requests, priced at the bundled rates, priced again with gpt-4o's input
+/// rate doubled and a price for a model that had none; each total exact, pages of
+/// two, and a workspace's scope leaves the others out.
+pub async fn repricing_dry_run<S>(store: &S)
+where
+    S: SpendStore + crate::reprice::RequestLog + SpendReader,
+{
+    use crate::price::{PriceTable, layered};
+    use crate::reprice::{RepricingScope, dry_run};
+    use crate::spend::{Pricing, UnpricedReason};
+
+    let bundled = PriceTable::bundled();
+    let mut events = Vec::new();
+    let mut extra = std::collections::BTreeMap::<&str, Decimal>::new();
+    let mut recorded = std::collections::BTreeMap::<&str, Decimal>::new();
+    for (org, seq) in [
+        ("acme", 1u64),
+        ("acme", 2),
+        ("acme", 3),
+        ("globex", 4),
+        ("globex", 5),
+    ] {
+        let mut event = sample_event(org, seq, "0");
+        let usage = event.usage.unwrap_or_else(|| panic!("usage"));
+        let cost = bundled
+            .cost(&event.provider, &event.model, &usage, event.event_time)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .total();
+        if let Pricing::Priced { cost: c, .. } = &mut event.pricing {
+            *c = cost;
+        }
+        *recorded.entry(org).or_default() += cost;
+        // Doubling the input rate (2.5 → 5 per million) adds 2.5 per million input tokens.
+        *extra.entry(org).or_default() += Decimal::from(usage.input_tokens) * Decimal::new(25, 7);
+        events.push(event);
+    }
+    // A model without a price then, priced now: 1,000 input and 100 output tokens.
+    let mut unknown = sample_event("acme", 6, "0");
+    unknown.model = "acme-custom-1".to_owned();
+    unknown.usage = Some(crate::Usage::tokens(1_000, 100));
+    unknown.pricing = Pricing::Unpriced {
+        reason: UnpricedReason::UnknownModel,
+        detail: "unknown model".to_owned(),
+    };
+    events.push(unknown);
+    // No usage at all: nothing to price from.
+    let mut blind = sample_event("acme", 7, "0");
+    blind.usage = None;
+    blind.pricing = Pricing::Unpriced {
+        reason: UnpricedReason::NoUsage,
+        detail: "no usage".to_owned(),
+    };
+    events.push(blind);
+    // December: out of the scope.
+    let mut later = sample_event("acme", 8, "0.5");
+    later.event_time += chrono::Duration::days(30);
+    events.push(later);
+    apply_step(store, 1, &events).await;
+
+    let corrected = layered(
+        &bundled,
+        "format = 1\nversion = \"fix-1\"\ncurrency = \"USD\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"gpt-4o\"\ninput = \"5\"\ncache_read = \"1.25\"\noutput = \"10\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"acme-custom-1\"\ninput = \"2\"\noutput = \"8\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let november = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).unwrap_or_default();
+    let scope = RepricingScope::days(november(1), november(30));
+    let report = dry_run(store, &scope, &corrected, 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.price_version, corrected.version());
+    let row = |workspace: &str, model: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.workspace == workspace && r.model == model)
+            .unwrap_or_else(|| panic!("no row {workspace} {model}: {report:?}"))
+    };
+    let acme = row("acme-ws", "gpt-4o");
+    assert_eq!((acme.requests, acme.changed, acme.no_usage), (4, 3, 1));
+    assert_eq!(acme.old_total, recorded["acme"]);
+    assert_eq!(acme.delta, extra["acme"]);
+    assert_eq!(acme.new_total, recorded["acme"] + extra["acme"]);
+    let globex = row("globex-ws", "gpt-4o");
+    assert_eq!((globex.requests, globex.delta), (2, extra["globex"]));
+    let custom = row("acme-ws", "acme-custom-1");
+    // 1,000 × 2 / 1M + 100 × 8 / 1M.
+    let custom_cost = Decimal::new(28, 4);
+    assert_eq!(
+        (custom.newly_priced, custom.new_total, custom.delta),
+        (1, custom_cost, custom_cost)
+    );
+    assert_eq!(report.rows.len(), 3, "{report:?}");
+    assert_eq!(report.total.requests, 7, "December is out of the scope");
+    assert_eq!(
+        report.total.delta,
+        extra["acme"] + extra["globex"] + custom_cost
+    );
+    let csv = report.to_csv();
+    assert!(
+        csv.starts_with("workspace,provider,model,requests,"),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .last()
+            .unwrap_or_default()
+            .starts_with("total,,,7,"),
+        "{csv}"
+    );
+
+    // One workspace: the others are left out.
+    let mut only = scope.clone();
+    only.workspace =
+        Some(crate::attribution::WorkspaceId::new("globex-ws").unwrap_or_else(|e| panic!("{e}")));
+    let report = dry_run(store, &only, &corrected, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.rows.len(), 1);
+    assert_eq!(report.total.delta, extra["globex"]);
+}

@@ -6,7 +6,7 @@
 //! trend, overview, daily activity), [`export`] (chargeback and FOCUS CSV) and [`erp`]
 //! (NetSuite and Coupa pushes), [`jobs`] (month close and ERP push on the
 //! scheduler, feature `runtime`); [`notice`] (wallet changes reaching running spend
-//! controls). It reads the pipeline's rollups and ports.
+//! controls); [`reprice`] (past spend priced again, the dry run). It reads the pipeline's rollups and ports.
 
 pub mod analytics;
 #[cfg(feature = "testing")]
@@ -19,4 +19,5 @@ pub mod invoice;
 pub mod jobs;
 pub(crate) mod memory;
 pub mod notice;
+pub mod reprice;
 pub mod wallet;

@@ -361,6 +361,11 @@ impl MemoryStore {
         lock(&self.state).log.get(request).cloned()
     }
 
+    /// Every logged event, in no particular order.
+    pub fn logged_events(&self) -> Vec<SpendEvent> {
+        lock(&self.state).log.values().cloned().collect()
+    }
+
     /// How many requests are logged.
     pub fn logged_count(&self) -> usize {
         lock(&self.state).log.len()
