@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{database_url, example, request, server_with_tokens, unique};
+use common::{database_url, request, server_with_tokens, unique};
 use serde_json::Value;
 
 #[test]
@@ -19,20 +17,15 @@ fn a_closed_month_is_listed_by_the_server() {
         "[[workspace]]\nid = \"acme-prod\"\norg = \"acme\"\ncurrency = \"USD\"\nplan = \"49.00\"\n",
     )
     .unwrap();
+    let billing_path = billing.display().to_string();
     let close = |args: &[&str]| {
-        let output = Command::new(example("coworker"))
-            .arg("close-month")
-            .args(args)
-            .env("ROUTERO_DATABASE_URL", &url)
-            .env("ROUTERO_DB_SCHEMA", &schema)
-            .env("ROUTERO_BILLING_FILE", &billing)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
+        common::coworker_command(
+            &[&["close-month"], args].concat(),
+            &[
+                ("ROUTERO_DATABASE_URL", &url),
+                ("ROUTERO_DB_SCHEMA", &schema),
+                ("ROUTERO_BILLING_FILE", &billing_path),
+            ],
         )
     };
     let (code, first, errors) = close(&["2026-11"]);
@@ -100,24 +93,16 @@ async fn the_coworker_closes_last_month_on_its_own() {
         "[[workspace]]\nid = \"acme-prod\"\norg = \"acme\"\ncurrency = \"USD\"\nplan = \"49.00\"\n",
     )
     .unwrap();
-    let coworker = common::Process(
-        Command::new(example("coworker"))
-            .env("ROUTERO_DATABASE_URL", &url)
-            .env("ROUTERO_REDIS_URL", &redis)
-            .env("ROUTERO_REDIS_PREFIX", &schema)
-            .env("ROUTERO_DB_SCHEMA", &schema)
-            .env("ROUTERO_BILLING_FILE", &billing)
-            .env("ROUTERO_CLOSE_GRACE_HOURS", "0")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let billing_path = billing.display().to_string();
+    let coworker = common::coworker(&[
+        ("ROUTERO_DATABASE_URL", &url),
+        ("ROUTERO_REDIS_URL", &redis),
+        ("ROUTERO_REDIS_PREFIX", &schema),
+        ("ROUTERO_DB_SCHEMA", &schema),
+        ("ROUTERO_BILLING_FILE", &billing_path),
+        ("ROUTERO_CLOSE_GRACE_HOURS", "0"),
+    ]);
+    let client = common::pg_client(&url).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let number: String = loop {
         let row = client
@@ -191,29 +176,21 @@ async fn a_coworker_killed_mid_close_leaves_no_half_closed_month() {
         ));
     }
     std::fs::write(&billing, file).unwrap();
+    let billing_path = billing.display().to_string();
     let coworker = |holder: &str| {
-        common::Process(
-            Command::new(example("coworker"))
-                .env("ROUTERO_DATABASE_URL", &url)
-                .env("ROUTERO_REDIS_URL", &redis)
-                .env("ROUTERO_REDIS_PREFIX", &schema)
-                .env("ROUTERO_DB_SCHEMA", &schema)
-                .env("ROUTERO_BILLING_FILE", &billing)
-                .env("ROUTERO_CLOSE_GRACE_HOURS", "0")
-                .env("ROUTERO_LEASE_TTL_SECS", "2")
-                .env("ROUTERO_SCHEDULE_INTERVAL_SECS", "1")
-                .env("ROUTERO_HOLDER", holder)
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        common::coworker(&[
+            ("ROUTERO_DATABASE_URL", &url),
+            ("ROUTERO_REDIS_URL", &redis),
+            ("ROUTERO_REDIS_PREFIX", &schema),
+            ("ROUTERO_DB_SCHEMA", &schema),
+            ("ROUTERO_BILLING_FILE", &billing_path),
+            ("ROUTERO_CLOSE_GRACE_HOURS", "0"),
+            ("ROUTERO_LEASE_TTL_SECS", "2"),
+            ("ROUTERO_SCHEDULE_INTERVAL_SECS", "1"),
+            ("ROUTERO_HOLDER", holder),
+        ])
     };
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = common::pg_client(&url).await;
     let count = || async {
         client
             .query_opt(

@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -43,29 +43,13 @@ fn serve(coupa: Arc<Mutex<Coupa>>) -> String {
 fn answer(stream: TcpStream, coupa: &Mutex<Coupa>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut words = line.split_whitespace();
-        let method = words.next().unwrap_or_default().to_owned();
-        let target = words.next().unwrap_or_default().to_owned();
-        let mut headers = HashMap::new();
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header)?;
-            let Some((name, value)) = header.trim_end().split_once(':') else {
-                break;
-            };
-            headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
-        }
-        let length = headers
-            .get("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
+    while let Some(common::Incoming {
+        method,
+        target,
+        headers,
+        body,
+    }) = common::read_request(&mut reader)?
+    {
         let (status, reply) = {
             let mut coupa = coupa.lock().unwrap();
             if target == "/oauth2/token" {
@@ -128,6 +112,7 @@ fn answer(stream: TcpStream, coupa: &Mutex<Coupa>) -> std::io::Result<()> {
             reply.len()
         )?;
     }
+    Ok(())
 }
 
 fn form_urlencoded_pairs(text: &str) -> HashMap<String, String> {
@@ -163,22 +148,25 @@ async fn each_final_invoice_is_pushed_once_by_two_coworkers() {
         .iter()
         .enumerate()
         .map(|(n, log)| {
+            // At debug level, into a file the test reads for secrets.
             common::Process(
                 Command::new(example("coworker"))
-                    .env("ROUTERO_DATABASE_URL", &url)
-                    .env("ROUTERO_REDIS_URL", &redis)
-                    .env("ROUTERO_REDIS_PREFIX", &schema)
-                    .env("ROUTERO_DB_SCHEMA", &schema)
+                    .envs([
+                        ("ROUTERO_DATABASE_URL", url.as_str()),
+                        ("ROUTERO_REDIS_URL", &redis),
+                        ("ROUTERO_REDIS_PREFIX", &schema),
+                        ("ROUTERO_DB_SCHEMA", &schema),
+                        ("ROUTERO_CLOSE_GRACE_HOURS", "0"),
+                        ("ROUTERO_SCHEDULE_INTERVAL_SECS", "1"),
+                        ("ROUTERO_ERP", "coupa"),
+                        ("ROUTERO_ERP_URL", &format!("http://{addr}")),
+                        ("ROUTERO_COUPA_SUPPLIER_ID", "77"),
+                        ("ROUTERO_COUPA_CLIENT_ID", "routero"),
+                        ("RUST_LOG", "debug"),
+                    ])
                     .env("ROUTERO_BILLING_FILE", &billing)
-                    .env("ROUTERO_CLOSE_GRACE_HOURS", "0")
-                    .env("ROUTERO_SCHEDULE_INTERVAL_SECS", "1")
-                    .env("ROUTERO_HOLDER", format!("coworker-{n}"))
-                    .env("ROUTERO_ERP", "coupa")
-                    .env("ROUTERO_ERP_URL", format!("http://{addr}"))
-                    .env("ROUTERO_COUPA_SUPPLIER_ID", "77")
-                    .env("ROUTERO_COUPA_CLIENT_ID", "routero")
                     .env("ROUTERO_COUPA_CLIENT_SECRET_FILE", &secret_file)
-                    .env("RUST_LOG", "debug")
+                    .env("ROUTERO_HOLDER", format!("coworker-{n}"))
                     .stdout(Stdio::null())
                     .stderr(std::fs::File::create(log).unwrap())
                     .spawn()
@@ -186,7 +174,6 @@ async fn each_final_invoice_is_pushed_once_by_two_coworkers() {
             )
         })
         .collect();
-
     let deadline = Instant::now() + Duration::from_secs(90);
     while coupa.lock().unwrap().invoices.len() < 4 {
         assert!(
@@ -215,10 +202,7 @@ async fn each_final_invoice_is_pushed_once_by_two_coworkers() {
     );
     assert_eq!(coupa.unauthorized, 0);
 
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = common::pg_client(&url).await;
     let rows = client
         .query(
             &format!(

@@ -3,9 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{database_url, example, unique};
+use common::{database_url, unique};
 use routero::postgres::{PgConfig, PgStore};
 use routero_core::conformance::{apply_step, sample_event};
 use rust_decimal::Decimal;
@@ -41,18 +39,12 @@ async fn a_dry_run_reports_the_corrected_totals() {
     .unwrap();
     let prices = prices.display().to_string();
     let run = |extra: &[&str]| {
-        let output = Command::new(example("coworker"))
-            .arg("reprice")
-            .args(extra)
-            .env("ROUTERO_DATABASE_URL", &url)
-            .env("ROUTERO_DB_SCHEMA", &schema)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8(output.stdout).unwrap(),
-            String::from_utf8(output.stderr).unwrap(),
+        common::coworker_command(
+            &[&["reprice"], extra].concat(),
+            &[
+                ("ROUTERO_DATABASE_URL", &url),
+                ("ROUTERO_DB_SCHEMA", &schema),
+            ],
         )
     };
     let scope = [

@@ -5,8 +5,10 @@
 //! cached and fetched again on a 401; and no credential in any log line.
 #![cfg(feature = "client")]
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -324,31 +326,13 @@ fn serve(erp: Arc<Mutex<Erp>>) -> String {
 fn answer(stream: TcpStream, erp: &Mutex<Erp>, host: &str) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut words = line.split_whitespace();
-        let (method, target) = (
-            words.next().unwrap_or_default().to_owned(),
-            words.next().unwrap_or_default().to_owned(),
-        );
-        let mut headers = HashMap::new();
-        loop {
-            let mut header = String::new();
-            reader.read_line(&mut header)?;
-            let Some((name, value)) = header.trim_end().split_once(':') else {
-                break;
-            };
-            headers.insert(name.to_ascii_lowercase(), value.trim().to_owned());
-        }
-        let length = headers
-            .get("content-length")
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body)?;
+    while let Some(common::Incoming {
+        method,
+        target,
+        headers,
+        body,
+    }) = common::read_request(&mut reader)?
+    {
         let (status, reply) = {
             let mut erp = erp.lock().unwrap();
             if target.ends_with("/token") {
@@ -368,12 +352,9 @@ fn answer(stream: TcpStream, erp: &Mutex<Erp>, host: &str) -> std::io::Result<()
                 }
             }
         };
-        write!(
-            out,
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{reply}",
-            reply.len()
-        )?;
+        common::reply(&mut out, status, &reply)?;
     }
+    Ok(())
 }
 
 fn transport(addr: &str, auth: ErpAuth) -> HyperTransport<HttpConnector> {

@@ -201,15 +201,24 @@ pub(crate) fn fake_upstream() -> (String, Arc<Mutex<Vec<Received>>>) {
     (addr, received)
 }
 
-fn replay(stream: TcpStream, log: &Mutex<Vec<Received>>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
+/// One HTTP/1.1 request read off a connection, as a test server sees it.
+pub(crate) struct Incoming {
+    pub(crate) method: String,
+    pub(crate) target: String,
+    /// Names lower-cased.
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Vec<u8>,
+}
+
+/// The next request on `reader`; `None` when the client closed the connection.
+pub(crate) fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<Incoming>> {
     let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or_default().to_owned();
+    let target = words.next().unwrap_or_default().to_owned();
     let mut headers = HashMap::new();
     loop {
         line.clear();
@@ -225,6 +234,67 @@ fn replay(stream: TcpStream, log: &Mutex<Vec<Received>>) -> std::io::Result<()> 
         .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
+    Ok(Some(Incoming {
+        method,
+        target,
+        headers,
+        body,
+    }))
+}
+
+/// The `coworker` example as a long-running process with `env` added (its output
+/// discarded), killed when dropped.
+pub(crate) fn coworker(env: &[(&str, &str)]) -> Process {
+    Process(
+        Command::new(example("coworker"))
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// One `coworker` command (`close-month …`, `reprice …`) with `env`: its exit code,
+/// standard output and standard error.
+pub(crate) fn coworker_command(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let output = Command::new(example("coworker"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// A plain PostgreSQL client on `url`, its connection driven in the background.
+pub(crate) async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+fn replay(stream: TcpStream, log: &Mutex<Vec<Received>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let Some(Incoming {
+        target: path,
+        headers,
+        body,
+        ..
+    }) = read_request(&mut reader)?
+    else {
+        return Ok(());
+    };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     log.lock().unwrap().push(Received {
         path,
