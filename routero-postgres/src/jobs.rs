@@ -167,6 +167,23 @@ impl JobRuns for PgStore {
         Ok(row.map(|r| r.get::<_, i64>(0) == 1))
     }
 
+    async fn settled(
+        &self,
+        job: &str,
+        periods: &[String],
+    ) -> Result<std::collections::HashSet<String>, BackendError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT period FROM routero_job_runs WHERE job = $1 AND period = ANY($2) \
+                 AND state IN ('done', 'refused')",
+                &[&job, &periods],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn counts(&self, job: &str) -> Result<Vec<(RunState, u64)>, BackendError> {
         let client = self.client().await?;
         let rows = client

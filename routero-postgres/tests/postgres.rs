@@ -1072,18 +1072,33 @@ async fn retention_drops_old_months_and_keeps_waiting_batches() {
         .await
         .unwrap();
 
-    let retained = pg
-        .apply_retention(NaiveDate::from_ymd_opt(2026, 12, 2).unwrap())
-        .await
+    // The coworker's daily job does it: one run for the day, its account kept.
+    {
+        use routero_core::memory::ManualClock;
+        use routero_core::schedule::{Job, JobRuns, RunFilter, Scheduler, SchedulerConfig};
+        let today = NaiveDate::from_ymd_opt(2026, 12, 2)
+            .unwrap()
+            .and_hms_opt(3, 0, 0)
+            .unwrap()
+            .and_utc();
+        let clock = Arc::new(ManualClock::new(today));
+        let scheduler = Scheduler::new(
+            Arc::new(MemoryElector::new(clock.clone())),
+            Arc::new(pg.clone()),
+            clock,
+            vec![Arc::new(routero_postgres::RetentionJob::new(pg.clone())) as Arc<dyn Job>],
+            SchedulerConfig::new("test"),
+        )
         .unwrap();
-    assert_eq!(retained.rollup_rows, 2, "September and October");
-    assert_eq!(retained.quarantine_rows, 1, "the released one only");
-    assert_eq!(
-        retained.log_partitions.len(),
-        2,
-        "{:?}",
-        retained.log_partitions
-    );
+        assert_eq!(scheduler.tick().await[0].done, ["2026-12-02"]);
+        assert!(scheduler.tick().await[0].done.is_empty(), "once a day");
+        let runs = JobRuns::runs(&pg, &RunFilter::default()).await.unwrap();
+        // September and October's rollups, the released quarantine row only.
+        assert_eq!(
+            runs[0].detail.as_deref(),
+            Some("2 log partitions dropped, 2 rollup rows, 1 quarantine rows")
+        );
+    }
     let months: Vec<String> = client
         .query(
             "SELECT DISTINCT to_char(day, 'YYYY-MM') FROM routero_daily_rollups ORDER BY 1",

@@ -249,6 +249,28 @@ pub trait JobRuns: fmt::Debug + Send + Sync + 'static {
     /// refused.
     async fn retry(&self, job: &str, period: &str) -> Result<Option<bool>, BackendError>;
 
+    /// Which of `periods` are settled for `job` (`done` or `refused`): the scheduler
+    /// skips them without a claim each.
+    async fn settled(
+        &self,
+        job: &str,
+        periods: &[String],
+    ) -> Result<std::collections::HashSet<String>, BackendError> {
+        let runs = self
+            .runs(&RunFilter {
+                job: Some(job.to_owned()),
+                state: None,
+                limit: usize::MAX,
+            })
+            .await?;
+        Ok(runs
+            .into_iter()
+            .filter(|r| matches!(r.state, RunState::Done | RunState::Refused))
+            .filter(|r| periods.contains(&r.period))
+            .map(|r| r.period)
+            .collect())
+    }
+
     /// How many records of `job` are in each state.
     async fn counts(&self, job: &str) -> Result<Vec<(RunState, u64)>, BackendError> {
         let runs = self
@@ -455,7 +477,15 @@ impl Scheduler {
                 return;
             }
         };
-        for period in periods {
+        let settled = match self.runs.settled(name, &periods).await {
+            Ok(settled) => settled,
+            Err(e) => {
+                tracing::warn!(job = %name, error = %e, "reading the job's runs failed; next tick");
+                report.failed.push((String::new(), e.into()));
+                return;
+            }
+        };
+        for period in periods.into_iter().filter(|p| !settled.contains(p)) {
             if lost.load(Ordering::SeqCst) {
                 report.lost = true;
                 return;
@@ -821,6 +851,15 @@ pub async fn conformance(runs: &dyn JobRuns, job: &str) {
         .await
         .expect("runs");
     assert_eq!(refused_only.len(), 1);
+    let asked = ["p1".to_owned(), "p2".to_owned(), "p3".to_owned()];
+    let mut settled: Vec<String> = runs
+        .settled(job, &asked)
+        .await
+        .expect("settled")
+        .into_iter()
+        .collect();
+    settled.sort();
+    assert_eq!(settled, ["p1", "p2"], "done and refused; p3 has no run");
     let counts = runs.counts(job).await.expect("counts");
     assert!(counts.contains(&(RunState::Refused, 1)) && counts.contains(&(RunState::Done, 1)));
     assert_eq!(runs.retry(job, "p1").await.expect("retry"), Some(false));
