@@ -10,6 +10,9 @@
 //!
 //! By default the API runs over the in-memory store, filled with the quickstart's demo
 //! traffic spread over the last fourteen days and with two topped-up Acme wallets;
+//! Over the in-memory store, with no coworker beside it, the server closes each month
+//! itself (`ROUTERO_CLOSE_GRACE_HOURS`, 6, after it ends), on the same scheduler and
+//! `month-close` job a coworker runs; over PostgreSQL the coworkers close them.
 //! `ROUTERO_DEMO_EVERY_MS=N` keeps demo requests arriving, one every N milliseconds,
 //! through the recorder, the in-memory queue and a drainer, as a gateway's would. With
 //! `ROUTERO_DATABASE_URL` set it serves that PostgreSQL database instead (migrated on
@@ -124,6 +127,41 @@ fn rates() -> Result<Arc<RateTable>, Error> {
 }
 
 /// The API over a store, its wallets opened in their billing currencies first.
+/// The in-memory store's month close: the `month-close` job on a scheduler of its
+/// own, `ROUTERO_CLOSE_GRACE_HOURS` (6) after each month, for the directory's
+/// workspaces.
+fn close_months(
+    store: Arc<routero::memory::MemoryStore>,
+    rates: Arc<RateTable>,
+) -> Result<impl std::future::Future<Output = ()>, Error> {
+    use routero::schedule::{Job, MemoryJobRuns, Scheduler, SchedulerConfig};
+    let hours = match std::env::var("ROUTERO_CLOSE_GRACE_HOURS") {
+        Ok(h) => h
+            .parse::<u64>()
+            .ok()
+            .filter(|h| *h <= 24 * 27)
+            .ok_or_else(|| format!("ROUTERO_CLOSE_GRACE_HOURS={h:?}: whole hours, at most 648"))?,
+        Err(_) => 6,
+    };
+    let job = routero::jobs::MonthClose::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        Arc::new(move || rates.clone() as Arc<dyn routero::money::ExchangeRates>),
+        Arc::new(directory()?),
+        Duration::from_secs(hours * 3600),
+    );
+    let clock = Arc::new(routero::port::SystemClock);
+    let scheduler = Scheduler::new(
+        Arc::new(routero::memory::MemoryElector::new(clock.clone())),
+        Arc::new(MemoryJobRuns::new()),
+        clock,
+        vec![Arc::new(job) as Arc<dyn Job>],
+        SchedulerConfig::new("server"),
+    )?;
+    Ok(scheduler.run(std::future::pending()))
+}
+
 async fn api_over<S>(
     store: Arc<S>,
     rates: Arc<RateTable>,
@@ -308,6 +346,9 @@ async fn run() -> Result<(), Error> {
                 println!("a demo request arrives every {every} ms");
                 live = Some(live_traffic(store.clone(), Duration::from_millis(every)));
             }
+            // No coworker runs beside the in-memory store: the server closes its
+            // months itself, on the same scheduler a coworker runs.
+            tokio::spawn(close_months(store.clone(), rates.clone())?);
             api_over(store, rates, None).await?
         }
     };

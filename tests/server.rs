@@ -285,3 +285,33 @@ fn the_server_serves_its_metrics_and_probes() {
         "no admin token"
     );
 }
+
+/// The in-memory demo has no coworker: the server closes last month itself, on the
+/// scheduler (a grace of 0 hours, so whatever today's date), and lists it.
+#[test]
+fn the_demo_server_closes_last_month_itself() {
+    let (_server, addr, _, _, prod_token) =
+        common::server_with_tokens(&[("ROUTERO_CLOSE_GRACE_HOURS", "0")]);
+    let bearer = format!("Bearer {prod_token}");
+    let last_month = routero::invoice::Month::of(chrono::Utc::now().date_naive()).previous();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let invoices = loop {
+        let (status, body) = request(
+            &addr,
+            "GET",
+            "/billing/invoices",
+            &[("authorization", &bearer)],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let invoices: Value = serde_json::from_str(&body).unwrap();
+        if !invoices.as_array().unwrap().is_empty() {
+            break invoices;
+        }
+        assert!(std::time::Instant::now() < deadline, "no month closed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(invoices[0]["month"], last_month.to_string());
+    assert_eq!(invoices[0]["status"], "final");
+    assert!(invoices[0]["number"].as_str().unwrap().starts_with("INV-"));
+}
