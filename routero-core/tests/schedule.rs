@@ -258,3 +258,83 @@ async fn each_workspace_gets_one_invoice_and_one_push_across_two_coworkers() {
     assert_eq!(done.len(), 3);
     assert!(done.iter().all(|r| r.attempts == 2), "{done:?}");
 }
+
+/// An elector that counts lease renewals.
+#[derive(Debug)]
+struct Counting {
+    inner: MemoryElector,
+    renewals: AtomicU32,
+}
+
+#[async_trait]
+impl routero_core::port::LeaderElector for Counting {
+    async fn acquire(
+        &self,
+        shard: routero_core::spend::ShardId,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<routero_core::port::Lease>, routero_core::port::BackendError> {
+        self.inner.acquire(shard, holder, ttl).await
+    }
+    async fn renew(
+        &self,
+        lease: &routero_core::port::Lease,
+    ) -> Result<bool, routero_core::port::BackendError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        self.inner.renew(lease).await
+    }
+    async fn release(
+        &self,
+        lease: &routero_core::port::Lease,
+    ) -> Result<(), routero_core::port::BackendError> {
+        self.inner.release(lease).await
+    }
+}
+
+/// A job that never finishes.
+#[derive(Debug)]
+struct Stuck;
+
+#[async_trait]
+impl Job for Stuck {
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    async fn due(&self, _now: DateTime<Utc>) -> Result<Vec<String>, JobError> {
+        Ok(vec!["p".into()])
+    }
+    async fn run(&self, _period: &str, _now: DateTime<Utc>) -> Result<String, JobError> {
+        std::future::pending().await
+    }
+}
+
+/// A tick cut short (its future dropped, as when the process's task is aborted) stops
+/// renewing its job's lease: the lease expires and another coworker takes the job.
+#[tokio::test]
+async fn a_dropped_tick_stops_renewing_its_lease() {
+    let clock = Arc::new(ManualClock::new(at("2026-12-01T00:00:00Z")));
+    let elector = Arc::new(Counting {
+        inner: MemoryElector::new(clock.clone()),
+        renewals: AtomicU32::new(0),
+    });
+    let mut config = SchedulerConfig::new("one");
+    config.lease_ttl = Duration::from_millis(30);
+    let scheduler = Scheduler::new(
+        elector.clone(),
+        Arc::new(MemoryJobRuns::new()),
+        clock,
+        vec![Arc::new(Stuck) as Arc<dyn Job>],
+        config,
+    )
+    .unwrap();
+    let cut = tokio::time::timeout(Duration::from_millis(100), scheduler.tick()).await;
+    assert!(cut.is_err(), "the stuck job holds the tick");
+    let renewed = elector.renewals.load(Ordering::SeqCst);
+    assert!(renewed > 0, "the lease was kept while the job ran");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        elector.renewals.load(Ordering::SeqCst),
+        renewed,
+        "no renewal after the cut"
+    );
+}

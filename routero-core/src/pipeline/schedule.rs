@@ -345,6 +345,15 @@ pub struct JobTick {
     pub lost: bool,
 }
 
+/// A lease keeper's task, aborted when the tick that started it ends or is dropped.
+struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs jobs once per period across replicas (see the module).
 #[derive(Debug)]
 pub struct Scheduler {
@@ -430,7 +439,8 @@ impl Scheduler {
         };
         metrics::gauge!("routero_job_lease_held", "job" => name.clone()).set(1.0);
         let lost = Arc::new(AtomicBool::new(false));
-        let keeper = {
+        // Aborted when dropped: a tick cut short (its future dropped) stops renewing.
+        let keeper = KeepAlive({
             let elector = Arc::clone(&self.elector);
             let lease = lease.clone();
             let lost = Arc::clone(&lost);
@@ -450,9 +460,9 @@ impl Scheduler {
                     }
                 }
             })
-        };
+        });
         self.work(job, lease.token, &lost, &mut report).await;
-        keeper.abort();
+        drop(keeper);
         metrics::gauge!("routero_job_lease_held", "job" => name.clone()).set(0.0);
         if let Err(e) = self.elector.release(&lease).await {
             tracing::debug!(job = %name, error = %e, "releasing the job's lease failed; it expires");
