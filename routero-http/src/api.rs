@@ -130,6 +130,9 @@ pub enum ProblemType {
     /// A quarantined batch whose replay still fails; it stays quarantined (the admin
     /// API).
     ReplayFailed,
+    /// A scheduled job's run that is neither failed nor refused, asked to be retried
+    /// (the admin API).
+    NotRetryable,
     /// The backend failed.
     Unavailable,
 }
@@ -153,6 +156,7 @@ impl ProblemType {
             ProblemType::RequestTimeout => "request-timeout",
             ProblemType::AlreadyReleased => "already-released",
             ProblemType::ReplayFailed => "replay-failed",
+            ProblemType::NotRetryable => "not-retryable",
             ProblemType::Unavailable => "unavailable",
         }
     }
@@ -167,7 +171,9 @@ impl ProblemType {
             | ProblemType::DateOrder
             | ProblemType::RangeTooLong
             | ProblemType::MixedCurrencies => StatusCode::BAD_REQUEST,
-            ProblemType::IdempotencyConflict | ProblemType::AlreadyReleased => StatusCode::CONFLICT,
+            ProblemType::IdempotencyConflict
+            | ProblemType::AlreadyReleased
+            | ProblemType::NotRetryable => StatusCode::CONFLICT,
             ProblemType::InvalidAmount
             | ProblemType::InvalidCurrency
             | ProblemType::ReplayFailed => StatusCode::UNPROCESSABLE_ENTITY,
@@ -195,6 +201,7 @@ impl ProblemType {
             ProblemType::RequestTimeout => "Request body too slow",
             ProblemType::AlreadyReleased => "Released before",
             ProblemType::ReplayFailed => "The batch still cannot be applied",
+            ProblemType::NotRetryable => "The run is neither failed nor refused",
             ProblemType::Unavailable => "Temporarily unavailable",
         }
     }

@@ -436,7 +436,7 @@ impl Admin {
                         StatusCode::OK,
                         &serde_json::json!({"job": retry.job, "period": retry.period, "due": true}),
                     ),
-                    Ok(Some(false)) => ProblemType::AlreadyReleased.response(format!(
+                    Ok(Some(false)) => ProblemType::NotRetryable.response(format!(
                         "{} {} is neither failed nor refused",
                         retry.job, retry.period
                     )),

@@ -277,7 +277,15 @@ async fn job_runs_are_listed_and_a_refused_one_retried() {
     };
     let (status, body) = retry("acme-prod/2026-11").await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(retry("acme-prod/2026-10").await.0, StatusCode::CONFLICT);
+    let (status, problem) = retry("acme-prod/2026-10").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        problem["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/not-retryable"),
+        "{problem}"
+    );
     assert_eq!(retry("acme-prod/2026-09").await.0, StatusCode::NOT_FOUND);
     assert_eq!(
         call(&ops, Method::POST, "/admin/jobs/retry", Some(TOKEN), "{}")
