@@ -61,7 +61,7 @@ pub async fn store_suite<S, F, Fut>(
         + crate::wallet::Wallets
         + crate::invoice::InvoiceStore
         + crate::quarantine::Quarantine
-        + crate::reprice::RequestLog,
+        + crate::reprice::Repricings,
     F: FnMut(&'static str) -> Fut,
     Fut: Future<Output = S>,
 {
@@ -76,6 +76,7 @@ pub async fn store_suite<S, F, Fut>(
     invoices_close_months_and_carry_late_spend(&fresh("invoices").await).await;
     export_round_trips_a_month(&fresh("export").await).await;
     repricing_dry_run(&fresh("reprice").await).await;
+    repricing_applies_once(&fresh("repricings").await).await;
     let store = Arc::new(fresh("poison").await);
     let handle = Arc::clone(&store);
     poison_batches_never_stall_a_shard(store, move |rates| set_rates(&handle, rates)).await;

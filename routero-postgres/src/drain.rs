@@ -12,7 +12,9 @@ use routero_core::port::{
     ApplyOutcome, BackendError, DrainApply, DrainState, ErrorKind, FencingToken, SpendStore,
 };
 use routero_core::quarantine::QuarantineApply;
-use routero_core::spend::{Outcome, Pricing, QueuePosition, Rollups, ShardId, SpendEvent};
+use routero_core::spend::{
+    Outcome, Pricing, QueuePosition, RollupKey, Rollups, ShardId, SpendEvent,
+};
 use routero_core::wallet::{self, EntryKind};
 use rust_decimal::Decimal;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -244,15 +246,64 @@ async fn debit_wallets(
 }
 
 async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups) -> Result<(), BackendError> {
-    if rollups.is_empty() {
+    let mut rows = Vec::with_capacity(rollups.len());
+    for (key, totals) in rollups.iter() {
+        let mut counts = [0i64; 10];
+        for (slot, value) in counts.iter_mut().zip(totals.counts()) {
+            *slot = big(value, "rollup count")?;
+        }
+        rows.push((key, counts, totals.cost));
+    }
+    add_to_rollups(tx, &rows).await
+}
+
+/// Adds signed amounts to rollups in one statement: the counts (in
+/// [`RollupTotals::counts`](routero_core::spend::RollupTotals::counts)' order) and
+/// the cost of each key. A drain adds; a correction takes out what a request added
+/// and adds what it adds now (the columns' checks keep every sum at or above zero).
+pub(crate) async fn add_to_rollups(
+    tx: &Transaction<'_>,
+    rows: &[(&RollupKey, [i64; 10], Decimal)],
+) -> Result<(), BackendError> {
+    if rows.is_empty() {
         return Ok(());
     }
-    let n = rollups.len();
+    // In key order, so that two transactions adding to the same rollups (a drain
+    // and a correction) lock them in the same order and never deadlock.
+    let mut rows: Vec<&(&RollupKey, [i64; 10], Decimal)> = rows.iter().collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    // What takes counts out updates rows that are there; the rest is upserted.
+    let (taking, adding): (Vec<_>, Vec<_>) = rows
+        .into_iter()
+        .partition(|(_, counts, _)| counts.iter().any(|c| *c < 0));
+    if !taking.is_empty() {
+        let updated = write_rollups(tx, &taking, include_str!("../sql/update_rollups.sql")).await?;
+        if updated != u64::try_from(taking.len()).unwrap_or(u64::MAX) {
+            return Err(BackendError::new(
+                ErrorKind::Corrupt,
+                "a correction takes out of a rollup that is not there",
+            ));
+        }
+    }
+    if !adding.is_empty() {
+        write_rollups(tx, &adding, include_str!("../sql/upsert_rollups.sql")).await?;
+    }
+    Ok(())
+}
+
+/// Runs `sql` (an upsert or an update) over rollup rows passed as 22 arrays; answers
+/// the rows it wrote.
+async fn write_rollups(
+    tx: &Transaction<'_>,
+    rows: &[&(&RollupKey, [i64; 10], Decimal)],
+    sql: &str,
+) -> Result<u64, BackendError> {
+    let n = rows.len();
     let mut day: Vec<NaiveDate> = Vec::with_capacity(n);
     let mut text: [Vec<&str>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut counts: [Vec<i64>; 10] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut cost: Vec<Decimal> = Vec::with_capacity(n);
-    for (key, totals) in rollups.iter() {
+    for (key, sums, amount) in rows {
         day.push(key.day);
         let [org, workspace, team, api_key, user, customer] = dimension_columns(&key.who);
         let dims = [
@@ -270,22 +321,10 @@ async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups) -> Result<(), B
         for (column, value) in text.iter_mut().zip(dims) {
             column.push(value);
         }
-        let sums = [
-            (totals.input_tokens, "input_tokens"),
-            (totals.cache_read_tokens, "cache_read_tokens"),
-            (totals.cache_write_5m_tokens, "cache_write_5m_tokens"),
-            (totals.cache_write_1h_tokens, "cache_write_1h_tokens"),
-            (totals.output_tokens, "output_tokens"),
-            (totals.reasoning_tokens, "reasoning_tokens"),
-            (totals.web_search_requests, "web_search_requests"),
-            (totals.successes, "successes"),
-            (totals.failures, "failures"),
-            (totals.unpriced, "unpriced"),
-        ];
-        for (column, (value, what)) in counts.iter_mut().zip(sums) {
-            column.push(big(value, what)?);
+        for (column, value) in counts.iter_mut().zip(sums) {
+            column.push(*value);
         }
-        cost.push(totals.cost);
+        cost.push(*amount);
     }
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(22);
     params.push(&day);
@@ -296,12 +335,8 @@ async fn upsert_rollups(tx: &Transaction<'_>, rollups: &Rollups) -> Result<(), B
         params.push(column);
     }
     params.push(&cost);
-    let statement = tx
-        .prepare_cached(include_str!("../sql/upsert_rollups.sql"))
-        .await
-        .map_err(backend)?;
-    tx.execute(&statement, &params).await.map_err(backend)?;
-    Ok(())
+    let statement = tx.prepare_cached(sql).await.map_err(backend)?;
+    tx.execute(&statement, &params).await.map_err(backend)
 }
 
 /// The dimension columns: org, workspace, team, key, user, customer ('' for none).

@@ -346,55 +346,69 @@ impl PgStore {
             };
         }
         expire_lots(&tx, workspace, currency, at).await?;
-        let entry = match write {
-            WalletWrite::Credit {
-                kind,
-                lot,
-                amount,
-                expires_at,
-                memo,
-            } => {
-                credit(
-                    &tx,
-                    workspace,
-                    kind,
-                    lot,
-                    amount,
-                    currency,
-                    expires_at,
-                    at,
-                    key,
-                    fingerprint,
-                    memo,
-                )
-                .await?
-            }
-            WalletWrite::Debit {
-                kind,
-                amount,
-                memo,
-                conversion,
-            } => {
-                debit(
-                    &tx,
-                    workspace,
-                    kind,
-                    amount,
-                    currency,
-                    at,
-                    key,
-                    fingerprint,
-                    memo,
-                    conversion,
-                )
-                .await?
-            }
-        };
+        let entry = apply_write(&tx, workspace, currency, &write, key, fingerprint, at).await?;
         tx.commit().await.map_err(backend)?;
         Ok(Written {
             entry,
             replayed: false,
         })
+    }
+}
+
+/// Carries out a wallet write in `tx` (the wallet locked, its lots expired, the key
+/// new): a credit creates a lot, a debit consumes lots.
+pub(crate) async fn apply_write(
+    tx: &Transaction<'_>,
+    workspace: &WorkspaceId,
+    currency: Currency,
+    write: &WalletWrite<'_>,
+    key: &str,
+    fingerprint: &str,
+    at: DateTime<Utc>,
+) -> Result<LedgerEntry, BackendError> {
+    match *write {
+        WalletWrite::Credit {
+            kind,
+            lot,
+            amount,
+            expires_at,
+            memo,
+        } => {
+            credit(
+                tx,
+                workspace,
+                kind,
+                lot,
+                amount,
+                currency,
+                expires_at,
+                at,
+                key,
+                fingerprint,
+                memo,
+            )
+            .await
+        }
+        WalletWrite::Debit {
+            kind,
+            amount,
+            memo,
+            conversion,
+        } => {
+            debit(
+                tx,
+                workspace,
+                kind,
+                amount,
+                currency,
+                at,
+                key,
+                fingerprint,
+                memo,
+                conversion,
+            )
+            .await
+        }
     }
 }
 

@@ -50,18 +50,18 @@ fn id<T>(
     parse(&text).map_err(|e| corrupt(what, &text, e))
 }
 
-fn provider(row: &Row, i: usize) -> Result<Provider, BackendError> {
+pub(crate) fn provider(row: &Row, i: usize) -> Result<Provider, BackendError> {
     let text: String = row.try_get(i).map_err(backend)?;
     Provider::parse(&text).map_err(|e| corrupt("provider", &text, e))
 }
 
-fn billing_mode(row: &Row, i: usize) -> Result<BillingMode, BackendError> {
+pub(crate) fn billing_mode(row: &Row, i: usize) -> Result<BillingMode, BackendError> {
     let text: String = row.try_get(i).map_err(backend)?;
     text.parse().map_err(|e| corrupt("billing mode", &text, e))
 }
 
 /// The six dimension columns from column `first` on ('' is none).
-fn dimensions(row: &Row, first: usize) -> Result<Dimensions, BackendError> {
+pub(crate) fn dimensions(row: &Row, first: usize) -> Result<Dimensions, BackendError> {
     let text = |i: usize| -> Result<Option<String>, BackendError> {
         row.try_get(first + i).map_err(backend)
     };

@@ -1062,3 +1062,431 @@ where
     assert_eq!(report.rows.len(), 1);
     assert_eq!(report.total.delta, extra["globex"]);
 }
+
+/// A store that stops answering after `pages` corrections (a coworker killed in the
+/// middle of a repricing): every call before goes through.
+#[derive(Debug)]
+struct StopsAfter<'a, S> {
+    inner: &'a S,
+    pages: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl<S: crate::reprice::Repricings> crate::reprice::RequestLog for StopsAfter<'_, S> {
+    async fn requests(
+        &self,
+        scope: &crate::reprice::RepricingScope,
+        after: Option<&crate::reprice::LogCursor>,
+        limit: usize,
+    ) -> Result<Vec<crate::reprice::LoggedRequest>, crate::port::BackendError> {
+        self.inner.requests(scope, after, limit).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: crate::reprice::Repricings> crate::reprice::Repricings for StopsAfter<'_, S> {
+    async fn begin(
+        &self,
+        repricing: &crate::reprice::Repricing,
+    ) -> Result<crate::reprice::Repricing, crate::port::BackendError> {
+        self.inner.begin(repricing).await
+    }
+
+    async fn correct(
+        &self,
+        id: &crate::reprice::RepricingId,
+        corrections: &[crate::reprice::Correction],
+        at: DateTime<Utc>,
+    ) -> Result<u64, crate::port::BackendError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .pages
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(crate::port::BackendError::new(
+                crate::port::ErrorKind::Unavailable,
+                "the process was killed",
+            ));
+        }
+        self.inner.correct(id, corrections, at).await
+    }
+
+    async fn finish(
+        &self,
+        id: &crate::reprice::RepricingId,
+        at: DateTime<Utc>,
+    ) -> Result<Option<crate::reprice::Repricing>, crate::port::BackendError> {
+        self.inner.finish(id, at).await
+    }
+
+    async fn repricing(
+        &self,
+        id: &crate::reprice::RepricingId,
+    ) -> Result<Option<crate::reprice::Repricing>, crate::port::BackendError> {
+        self.inner.repricing(id).await
+    }
+
+    async fn repricings(
+        &self,
+        org: Option<&OrgId>,
+    ) -> Result<Vec<crate::reprice::Repricing>, crate::port::BackendError> {
+        self.inner.repricings(org).await
+    }
+}
+
+/// Applying repricings (feature `testing`): a workspace-scoped one leaves the others
+/// untouched; one stopped after its first page and asked again finishes without
+/// applying a page twice; rollups (a model unpriced until now included), wallets and
+/// invoices move by the exact corrections; a closed month's invoice stays as it was
+/// and the next one carries its correction; asking again, or applying the same
+/// corrections again, changes nothing.
+pub async fn repricing_applies_once<S>(store: &S)
+where
+    S: SpendStore
+        + SpendReader
+        + crate::wallet::Wallets
+        + crate::invoice::InvoiceStore
+        + crate::reprice::Repricings,
+{
+    use crate::invoice::{Billing, LineKind, Month};
+    use crate::port::RollupFilter;
+    use crate::price::{PriceTable, layered};
+    use crate::reprice::{RepricingRequest, RepricingScope, RepricingState, apply, corrections};
+    use crate::spend::{Pricing, UnpricedReason};
+    use crate::wallet::{EntryKind, TransactionQuery};
+
+    let org = OrgId::new("rporg").unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (ws("rp-a"), ws("rp-b"));
+    let bundled = PriceTable::bundled();
+    let at = |month: u32, d: u32| {
+        NaiveDate::from_ymd_opt(2026, month, d)
+            .and_then(|d| d.and_hms_opt(9, 0, 0))
+            .map(|t| t.and_utc())
+            .unwrap_or_default()
+    };
+    // Doubling gpt-4o's input rate adds 2.5 per million input tokens.
+    let extra =
+        |e: &SpendEvent| Decimal::from(e.usage.map_or(0, |u| u.input_tokens)) * Decimal::new(25, 7);
+    let event = |seq: u64,
+                 workspace: &crate::attribution::WorkspaceId,
+                 when: DateTime<Utc>,
+                 mode: BillingMode| {
+        let mut e = sample_event("rporg", seq, "0");
+        e.attribution.who.workspace = workspace.clone();
+        e.event_time = when;
+        e.billing_mode = mode;
+        let usage = e.usage.unwrap_or_default();
+        let cost = bundled
+            .cost(&e.provider, &e.model, &usage, when)
+            .unwrap_or_else(|err| panic!("{err}"))
+            .total();
+        if let Pricing::Priced { cost: c, .. } = &mut e.pricing {
+            *c = cost;
+        }
+        e
+    };
+    let october = vec![
+        event(1, &a, at(10, 20), BillingMode::Managed),
+        event(2, &a, at(10, 21), BillingMode::Managed),
+    ];
+    let mut november = vec![
+        event(3, &a, at(11, 3), BillingMode::Managed),
+        event(4, &a, at(11, 4), BillingMode::Managed),
+        event(5, &a, at(11, 5), BillingMode::Managed),
+        event(6, &a, at(11, 6), BillingMode::Byok),
+        event(7, &b, at(11, 7), BillingMode::Managed),
+        event(8, &b, at(11, 8), BillingMode::Managed),
+    ];
+    // A model without a price then: 1,000 input and 100 output tokens.
+    let mut custom = event(9, &a, at(11, 9), BillingMode::Managed);
+    custom.model = "acme-custom-1".to_owned();
+    custom.usage = Some(crate::Usage::tokens(1_000, 100));
+    custom.pricing = Pricing::Unpriced {
+        reason: UnpricedReason::UnknownModel,
+        detail: "unknown model".to_owned(),
+    };
+    november.push(custom.clone());
+    let custom_cost = Decimal::new(28, 4);
+
+    store
+        .top_up(&a, money("100.00"), Currency::USD, "rp-pay", at(10, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (step, events, when) in [(1u64, &october, at(10, 25)), (2, &november, at(11, 28))] {
+        let rollups = rollups_of(events);
+        let outcome = store
+            .apply(DrainApply {
+                shard: ShardId(11),
+                token: FencingToken(1),
+                expected: (step > 1).then(|| QueuePosition::new(step - 1, 0)),
+                through: QueuePosition::new(step, 0),
+                rollups: &rollups,
+                events,
+                at: when,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(outcome, ApplyOutcome::Applied);
+    }
+    let no_rates = crate::money::RateTable::new();
+    let billing = Billing {
+        reader: store,
+        wallets: store,
+        invoices: store,
+        rates: &no_rates,
+    };
+    let oct = Month {
+        year: 2026,
+        month: 10,
+    };
+    let nov = oct.next();
+    let closed = billing
+        .close_month(&org, &a, oct, None, at(11, 2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let rollup_totals = |workspace: &crate::attribution::WorkspaceId, month: u32| {
+        let mut filter = RollupFilter::new(
+            org.clone(),
+            at(month, 1).date_naive(),
+            Month { year: 2026, month }
+                .days()
+                .map(|(_, last)| last)
+                .unwrap_or_default(),
+        );
+        filter.workspaces = Some(vec![workspace.clone()]);
+        async move {
+            let mut sum = crate::spend::RollupTotals::default();
+            for row in store
+                .rollups(&filter)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+            {
+                sum.add(&row.totals).unwrap_or_else(|e| panic!("{e}"));
+            }
+            sum
+        }
+    };
+    let recorded = |events: &[SpendEvent], w: &crate::attribution::WorkspaceId| -> Decimal {
+        events
+            .iter()
+            .filter(|e| e.attribution.who.workspace == *w)
+            .filter_map(SpendEvent::cost)
+            .sum()
+    };
+    let extra_of =
+        |events: &[SpendEvent], w: &crate::attribution::WorkspaceId, managed: bool| -> Decimal {
+            events
+                .iter()
+                .filter(|e| e.attribution.who.workspace == *w && e.model == "gpt-4o")
+                .filter(|e| !managed || e.billing_mode == BillingMode::Managed)
+                .map(extra)
+                .sum()
+        };
+    let before_a_nov = rollup_totals(&a, 11).await;
+    assert_eq!(before_a_nov.unpriced, 1);
+    let balance_before = store
+        .balance(&a, at(11, 29))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .balance;
+
+    let corrected = layered(
+        &bundled,
+        "format = 1\nversion = \"fix-1\"\ncurrency = \"USD\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"gpt-4o\"\ninput = \"5\"\ncache_read = \"1.25\"\noutput = \"10\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"acme-custom-1\"\ninput = \"2\"\noutput = \"8\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let request = |scope: RepricingScope| RepricingRequest {
+        scope,
+        reason: "gpt-4o input was half its list price".to_owned(),
+        actor: "ops@rporg".to_owned(),
+        current: &bundled,
+        prices: &corrected,
+    };
+    let mut whole = RepricingScope::days(at(10, 1).date_naive(), at(11, 30).date_naive());
+    whole.org = Some(org.clone());
+
+    // One workspace: the other is untouched.
+    let mut only_b = whole.clone();
+    only_b.workspace = Some(b.clone());
+    let done = apply(store, request(only_b), 2, at(12, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.state, RepricingState::Applied);
+    assert_eq!(
+        (done.corrected, done.delta),
+        (2, extra_of(&november, &b, false))
+    );
+    assert_eq!(done.planned.delta, done.delta);
+    assert_eq!(
+        rollup_totals(&b, 11).await.cost,
+        recorded(&november, &b) + extra_of(&november, &b, false)
+    );
+    assert_eq!(rollup_totals(&a, 11).await, before_a_nov, "rp-a untouched");
+
+    // The whole org, stopped after its first page of two, then asked again.
+    let stopping = StopsAfter {
+        inner: store,
+        pages: std::sync::atomic::AtomicU32::new(1),
+    };
+    assert!(
+        apply(&stopping, request(whole.clone()), 2, at(12, 1))
+            .await
+            .is_err()
+    );
+    let halfway = rollup_totals(&a, 10).await;
+    assert_eq!(
+        halfway.cost,
+        recorded(&october, &a) + extra_of(&october, &a, false),
+        "the first page (October's two requests) applied"
+    );
+    let id = crate::reprice::RepricingId::derive(&whole, corrected.version());
+    let record = store
+        .repricing(&id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("recorded before applying"));
+    assert_eq!(record.state, RepricingState::Applying);
+    assert_eq!(record.actor, "ops@rporg");
+    let done = apply(store, request(whole.clone()), 2, at(12, 1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.state, RepricingState::Applied);
+    let a_delta = extra_of(&october, &a, false) + extra_of(&november, &a, false) + custom_cost;
+    // rp-a: October's 2, November's 4 gpt-4o and the model priced now; rp-b's
+    // requests were corrected already.
+    assert_eq!((done.corrected, done.delta), (7, a_delta));
+    assert_eq!(
+        (done.prices_before.as_str(), done.prices_after.as_str()),
+        (bundled.version(), corrected.version())
+    );
+
+    let after_a_nov = rollup_totals(&a, 11).await;
+    assert_eq!(
+        after_a_nov.cost,
+        recorded(&november, &a) + extra_of(&november, &a, false) + custom_cost
+    );
+    assert_eq!(after_a_nov.unpriced, 0, "the custom model is priced now");
+    assert_eq!(after_a_nov.requests(), before_a_nov.requests());
+    assert_eq!(after_a_nov.input_tokens, before_a_nov.input_tokens);
+    assert_eq!(
+        rollup_totals(&b, 11).await.cost,
+        recorded(&november, &b) + extra_of(&november, &b, false),
+        "rp-b corrected once"
+    );
+
+    // The wallet: managed corrections only, as price_correction entries.
+    let managed_delta = extra_of(&october, &a, true) + extra_of(&november, &a, true) + custom_cost;
+    let balance = |when| {
+        let a = a.clone();
+        async move {
+            store
+                .balance(&a, when)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+                .balance
+        }
+    };
+    assert_eq!(balance(at(12, 2)).await, balance_before - managed_delta);
+    let entries = store
+        .transactions(
+            &a,
+            &TransactionQuery {
+                kinds: Some(vec![EntryKind::PriceCorrection]),
+                limit: 100,
+                ..TransactionQuery::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .entries;
+    assert_eq!(
+        entries.iter().map(|e| e.amount).sum::<Decimal>(),
+        -managed_delta
+    );
+
+    // October stays as closed; November's invoice carries its correction.
+    let october_now = billing
+        .invoice(&org, &a, oct, None, at(12, 2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(october_now, closed, "a closed month never changes");
+    let draft = billing
+        .invoice(&org, &a, nov, None, at(12, 2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let carried: Decimal = draft
+        .lines
+        .iter()
+        .filter(|l| l.kind == LineKind::LateSpend { month: oct })
+        .map(|l| l.exact_amount)
+        .sum();
+    assert_eq!(carried, extra_of(&october, &a, true));
+    assert_eq!(
+        draft.managed_spend,
+        Currency::USD.canonical(
+            november
+                .iter()
+                .filter(
+                    |e| e.attribution.who.workspace == a && e.billing_mode == BillingMode::Managed
+                )
+                .filter_map(SpendEvent::cost)
+                .sum::<Decimal>()
+                + extra_of(&november, &a, true)
+                + custom_cost
+        )
+    );
+
+    // Asking again changes nothing; nor does applying the same corrections again.
+    let totals = (rollup_totals(&a, 10).await, rollup_totals(&a, 11).await);
+    let again = apply(store, request(whole.clone()), 2, at(12, 3))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again, done);
+    let log = store
+        .requests(&whole, None, 100)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // rp-a's requests, as they stood before this repricing (rp-b's were corrected
+    // by the other one).
+    let mut uncorrected: Vec<_> = log.into_iter().filter(|r| *r.workspace() == a).collect();
+    for request in &mut uncorrected {
+        let original = october
+            .iter()
+            .chain(&november)
+            .find(|e| e.request_id == request.request_id)
+            .unwrap_or_else(|| panic!("{}", request.request_id));
+        request.cost = original.cost();
+        request.currency = original.currency();
+    }
+    let replay = corrections(&uncorrected, &corrected);
+    assert_eq!(replay.len(), 7, "every correction, as first computed");
+    assert_eq!(
+        store
+            .correct(&id, &replay, at(12, 3))
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        0,
+        "each correction is applied once per repricing"
+    );
+    assert_eq!(
+        (rollup_totals(&a, 10).await, rollup_totals(&a, 11).await),
+        totals
+    );
+    assert_eq!(balance(at(12, 3)).await, balance_before - managed_delta);
+    let listed = store
+        .repricings(Some(&org))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.len(), 2);
+    assert!(
+        store
+            .repricings(Some(&OrgId::new("other").unwrap_or_else(|e| panic!("{e}"))))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty()
+    );
+}

@@ -42,17 +42,21 @@ pub enum EntryKind {
     GrantedCredit,
     /// The remainder of an expired granted credit leaving the balance.
     CreditExpiry,
+    /// Managed spend corrected by a repricing: a debit when the new prices cost more,
+    /// a credit when less.
+    PriceCorrection,
 }
 
 impl EntryKind {
     /// Every kind.
-    pub const ALL: [EntryKind; 6] = [
+    pub const ALL: [EntryKind; 7] = [
         EntryKind::TopUp,
         EntryKind::UsageDebit,
         EntryKind::Refund,
         EntryKind::Adjustment,
         EntryKind::GrantedCredit,
         EntryKind::CreditExpiry,
+        EntryKind::PriceCorrection,
     ];
 
     /// The snake_case name.
@@ -64,6 +68,7 @@ impl EntryKind {
             EntryKind::Adjustment => "adjustment",
             EntryKind::GrantedCredit => "granted_credit",
             EntryKind::CreditExpiry => "credit_expiry",
+            EntryKind::PriceCorrection => "price_correction",
         }
     }
 

@@ -287,6 +287,12 @@ pub(crate) struct StoreState {
     /// Batches set aside, oldest first (ids from 1).
     pub(crate) quarantine: Vec<QuarantinedBatch>,
     pub(crate) invoices: Vec<Invoice>,
+    /// The corrections of each request, in the order applied.
+    pub(crate) corrections: HashMap<RequestId, Vec<crate::reprice::AppliedCorrection>>,
+    /// The repricings' audit records, oldest first.
+    pub(crate) repricings: Vec<crate::reprice::Repricing>,
+    /// Unpriced requests a repricing priced, and when.
+    pub(crate) repriced: HashMap<RequestId, DateTime<Utc>>,
 }
 
 /// The system of record in memory: drain state, rollups, the request log and the
@@ -337,6 +343,11 @@ impl MemoryStore {
     /// Replaces the exchange rates the drain converts usage at.
     pub fn set_rates(&self, rates: Arc<dyn ExchangeRates>) {
         *lock(&self.rates) = rates;
+    }
+
+    /// The exchange rates the drain converts usage at.
+    pub(crate) fn rates(&self) -> Arc<dyn ExchangeRates> {
+        lock(&self.rates).clone()
     }
 
     /// Every rollup, ungrouped.

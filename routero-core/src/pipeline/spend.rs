@@ -604,7 +604,17 @@ impl From<RollupOverflow> for crate::port::BackendError {
 impl RollupTotals {
     /// The totals of one event.
     pub fn of(event: &SpendEvent) -> RollupTotals {
-        let u = event.usage.unwrap_or_default();
+        RollupTotals::of_parts(event.usage.as_ref(), event.outcome, event.cost())
+    }
+
+    /// The totals of one request from its parts: its usage (`None`: unknown), its
+    /// outcome and its cost (`None`: unpriced).
+    pub fn of_parts(
+        usage: Option<&Usage>,
+        outcome: Outcome,
+        cost: Option<Decimal>,
+    ) -> RollupTotals {
+        let u = usage.copied().unwrap_or_default();
         RollupTotals {
             input_tokens: u.input_tokens,
             cache_read_tokens: u.cache_read_tokens,
@@ -613,11 +623,51 @@ impl RollupTotals {
             output_tokens: u.output_tokens,
             reasoning_tokens: u.reasoning_tokens.unwrap_or(0),
             web_search_requests: u.web_search_requests,
-            successes: u64::from(event.outcome == Outcome::Success),
-            failures: u64::from(event.outcome == Outcome::Failure),
-            unpriced: u64::from(event.cost().is_none()),
-            cost: event.cost().unwrap_or(Decimal::ZERO),
+            successes: u64::from(outcome == Outcome::Success),
+            failures: u64::from(outcome == Outcome::Failure),
+            unpriced: u64::from(cost.is_none()),
+            cost: cost.unwrap_or(Decimal::ZERO),
         }
+    }
+
+    /// Takes `other` out of `self` (what a correction removes before adding the
+    /// corrected totals), every difference checked: a count below zero is an error.
+    pub fn subtract(&mut self, other: &RollupTotals) -> Result<(), RollupOverflow> {
+        let pairs = [
+            (&mut self.input_tokens, other.input_tokens),
+            (&mut self.cache_read_tokens, other.cache_read_tokens),
+            (&mut self.cache_write_5m_tokens, other.cache_write_5m_tokens),
+            (&mut self.cache_write_1h_tokens, other.cache_write_1h_tokens),
+            (&mut self.output_tokens, other.output_tokens),
+            (&mut self.reasoning_tokens, other.reasoning_tokens),
+            (&mut self.web_search_requests, other.web_search_requests),
+            (&mut self.successes, other.successes),
+            (&mut self.failures, other.failures),
+            (&mut self.unpriced, other.unpriced),
+        ];
+        for (sum, value) in pairs {
+            *sum = sum.checked_sub(value).ok_or(RollupOverflow)?;
+        }
+        self.cost = self.cost.checked_sub(other.cost).ok_or(RollupOverflow)?;
+        Ok(())
+    }
+
+    /// The counts in a fixed order (input, cache read, cache write 5 min and 1 h,
+    /// output, reasoning, web searches, successes, failures, unpriced), as stores
+    /// write them.
+    pub fn counts(&self) -> [u64; 10] {
+        [
+            self.input_tokens,
+            self.cache_read_tokens,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.web_search_requests,
+            self.successes,
+            self.failures,
+            self.unpriced,
+        ]
     }
 
     /// Adds `other` into `self`, every sum checked.
@@ -684,6 +734,20 @@ impl Rollups {
     /// Adds totals under a key.
     pub fn add(&mut self, key: RollupKey, totals: &RollupTotals) -> Result<(), RollupOverflow> {
         self.0.entry(key).or_default().add(totals)
+    }
+
+    /// Takes `totals` out of the rollup at `key` (a correction's removal); a key that
+    /// is not there, or a count that would fall below zero, is an error.
+    pub fn subtract(
+        &mut self,
+        key: &RollupKey,
+        totals: &RollupTotals,
+    ) -> Result<(), RollupOverflow> {
+        match self.0.get_mut(key) {
+            Some(sum) => sum.subtract(totals),
+            None if *totals == RollupTotals::default() => Ok(()),
+            None => Err(RollupOverflow),
+        }
     }
 
     /// Adds every rollup of `other`.
