@@ -539,44 +539,97 @@ impl JobRuns for Connecting {
     }
 }
 
-/// `coworker reprice --dry-run --from DAY --to DAY --prices FILE [filters] [--csv]`:
-/// every logged request in range priced again with FILE layered over the bundled
-/// table; prints the report (JSON, or CSV) and writes nothing.
+/// The prices in force: `ROUTERO_PRICES_FILE` over the bundled table (as the gateway
+/// prices), else the bundled table.
+fn current_prices() -> Result<routero::PriceTable, String> {
+    use routero::price::layered;
+    let bundled = routero::PriceTable::bundled();
+    match env("ROUTERO_PRICES_FILE") {
+        Some(path) => std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| layered(&bundled, &text).map_err(|e| e.to_string()))
+            .map_err(|e| format!("ROUTERO_PRICES_FILE {path}: {e}")),
+        None => Ok((*bundled).clone()),
+    }
+}
+
+/// `coworker reprice (--dry-run | --apply --reason TEXT [--actor A]) --from DAY --to DAY
+/// --prices FILE [filters] [--csv] [--page N]`, or `coworker reprice --list [--org O]`:
+/// every logged request in range priced again with FILE layered over the prices in
+/// force. A dry run prints the report (JSON, or CSV) and writes nothing; `--apply`
+/// applies the corrections, each once, and prints the audit record. A repricing
+/// stopped midway (a crash, a kill) is finished by running the same command again.
 async fn reprice_command(args: &[String]) -> ExitCode {
-    use routero::price::{PriceTable, layered};
-    use routero::reprice::{RepricingScope, dry_run};
-    let usage = "usage: coworker reprice --dry-run --from YYYY-MM-DD --to YYYY-MM-DD \
-                 --prices FILE [--org O] [--workspace W] [--provider P] [--model M] \
-                 [--billing-mode managed|byok] [--csv]  (ROUTERO_DATABASE_URL set)";
+    use routero::price::layered;
+    use routero::reprice::{RepricingRequest, RepricingScope, Repricings, apply, dry_run};
+    let usage = "usage: coworker reprice (--dry-run | --apply --reason TEXT [--actor A]) \
+                 --from YYYY-MM-DD --to YYYY-MM-DD --prices FILE [--org O] [--workspace W] \
+                 [--provider P] [--model M] [--billing-mode managed|byok] [--csv] [--page N]\n   \
+                 or: coworker reprice --list [--org O]  (ROUTERO_DATABASE_URL set)";
     let mut flags: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
-    let (mut dry, mut csv) = (false, false);
+    let (mut dry, mut csv, mut apply_it, mut list) = (false, false, false, false);
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--dry-run" => dry = true,
+            "--apply" => apply_it = true,
+            "--list" => list = true,
             "--csv" => csv = true,
             flag @ ("--from" | "--to" | "--prices" | "--org" | "--workspace" | "--provider"
-            | "--model" | "--billing-mode") => match rest.next() {
-                Some(value) => {
-                    flags.insert(flag, value);
+            | "--model" | "--billing-mode" | "--reason" | "--actor" | "--page") => {
+                match rest.next() {
+                    Some(value) => {
+                        flags.insert(flag, value);
+                    }
+                    None => {
+                        eprintln!("coworker: {flag} needs a value\n{usage}");
+                        return ExitCode::from(2);
+                    }
                 }
-                None => {
-                    eprintln!("coworker: {flag} needs a value\n{usage}");
-                    return ExitCode::from(2);
-                }
-            },
+            }
             other => {
                 eprintln!("coworker: unexpected {other:?}\n{usage}");
                 return ExitCode::from(2);
             }
         }
     }
-    if !dry {
+    if u8::from(dry) + u8::from(apply_it) + u8::from(list) != 1 {
         eprintln!(
-            "coworker: only the dry run is available (--dry-run): it reports what a \
-             repricing would change and writes nothing\n{usage}"
+            "coworker: say --dry-run (report, write nothing), --apply (apply the \
+             corrections) or --list\n{usage}"
         );
         return ExitCode::from(2);
+    }
+    let org = match flags
+        .get("--org")
+        .map(|o| routero::attribution::OrgId::new(o))
+        .transpose()
+    {
+        Ok(org) => org,
+        Err(e) => {
+            eprintln!("coworker: --org: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(url) = env("ROUTERO_DATABASE_URL") else {
+        eprintln!("coworker: set ROUTERO_DATABASE_URL");
+        return ExitCode::from(2);
+    };
+    if list {
+        let store = match command_store(url, 2).await {
+            Ok(store) => store,
+            Err(code) => return code,
+        };
+        return match store.repricings(org.as_ref()).await {
+            Ok(all) => {
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("coworker: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let day = |name: &str| -> Result<chrono::NaiveDate, String> {
         let text = flags
@@ -590,10 +643,7 @@ async fn reprice_command(args: &[String]) -> ExitCode {
         if scope.to < scope.from {
             return Err("--to is before --from".to_owned());
         }
-        scope.org = flags
-            .get("--org")
-            .map(|o| routero::attribution::OrgId::new(o).map_err(|e| e.to_string()))
-            .transpose()?;
+        scope.org = org.clone();
         scope.workspace = flags
             .get("--workspace")
             .map(|w| routero::attribution::WorkspaceId::new(w).map_err(|e| e.to_string()))
@@ -616,13 +666,33 @@ async fn reprice_command(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let page = match flags.get("--page").map(|n| n.parse::<usize>()) {
+        None => 2_000,
+        Some(Ok(n)) if (1..=100_000).contains(&n) => n,
+        Some(_) => {
+            eprintln!("coworker: --page is 1 to 100000 requests");
+            return ExitCode::from(2);
+        }
+    };
+    let reason = flags.get("--reason").map(|r| r.trim()).unwrap_or_default();
+    if apply_it && (reason.is_empty() || reason.chars().count() > 500) {
+        eprintln!("coworker: --apply needs a --reason of 1 to 500 characters\n{usage}");
+        return ExitCode::from(2);
+    }
     let Some(file) = flags.get("--prices") else {
         eprintln!("coworker: --prices is required\n{usage}");
         return ExitCode::from(2);
     };
+    let current = match current_prices() {
+        Ok(current) => current,
+        Err(e) => {
+            eprintln!("coworker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let prices = match std::fs::read_to_string(file)
         .map_err(|e| e.to_string())
-        .and_then(|text| layered(&PriceTable::bundled(), &text).map_err(|e| e.to_string()))
+        .and_then(|text| layered(&current, &text).map_err(|e| e.to_string()))
     {
         Ok(prices) => prices,
         Err(e) => {
@@ -630,15 +700,42 @@ async fn reprice_command(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(url) = env("ROUTERO_DATABASE_URL") else {
-        eprintln!("coworker: set ROUTERO_DATABASE_URL");
-        return ExitCode::from(2);
-    };
     let store = match command_store(url, 2).await {
         Ok(store) => store,
         Err(code) => return code,
     };
-    match dry_run(&store, &scope, &prices, 5_000).await {
+    if apply_it {
+        let actor = flags
+            .get("--actor")
+            .map(|a| (*a).to_owned())
+            .or_else(|| env("USER").map(|u| format!("coworker:{u}")))
+            .unwrap_or_else(|| "coworker".to_owned());
+        let id = routero::reprice::RepricingId::derive(&scope, prices.version());
+        eprintln!("coworker: applying repricing {id}");
+        let request = RepricingRequest {
+            scope,
+            reason: reason.to_owned(),
+            actor,
+            current: &current,
+            prices: &prices,
+        };
+        return match apply(&store, request, page, chrono::Utc::now()).await {
+            Ok(done) => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&done).unwrap_or_default()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "coworker: repricing {id}: {e} (run the same command again to finish it)"
+                );
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match dry_run(&store, &scope, &prices, page).await {
         Ok(report) if csv => {
             print!("{}", report.to_csv());
             ExitCode::SUCCESS

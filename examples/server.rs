@@ -27,7 +27,9 @@
 //! `ROUTERO_METRICS_LISTEN` (an address) it serves Prometheus metrics on `/metrics`,
 //! and `/healthz` and `/readyz` (ready when the database and Redis it uses answer).
 //! With both database and Redis, every wallet write is announced on Redis, so that
-//! running gateways lift a 402 as soon as a top-up lands. Ctrl-C stops it.
+//! running gateways lift a 402 as soon as a top-up lands. `POST /billing/repricings`
+//! layers the prices it is given over those in force: `ROUTERO_PRICES_FILE` over the
+//! bundled table, as the gateway prices, else the bundled table. Ctrl-C stops it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,6 +44,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use routero::PriceTable;
 use routero::attribution::OrgId;
 use routero::drainer::{Drainer, DrainerConfig, DrainerHandle};
 use routero::http::api::{ApiConfig, BillingApi, Principal, Role};
@@ -53,8 +56,10 @@ use routero::money::RateTable;
 use routero::notice::{Notifying, WalletNotices};
 use routero::port::{SpendReader, SystemClock};
 use routero::postgres::{PgConfig, PgStore};
+use routero::price::{LivePrices, layered};
 use routero::recorder::{Recorder, RecorderConfig, RecorderHandle};
 use routero::redis::{Redis, RedisConfig};
+use routero::reprice::Repricings;
 use routero::wallet::Wallets;
 
 #[path = "demo/mod.rs"]
@@ -162,13 +167,28 @@ fn close_months(
     Ok(scheduler.run(std::future::pending()))
 }
 
+/// The prices in force, which a repricing's prices are layered over:
+/// `ROUTERO_PRICES_FILE` over the bundled table (as the gateway prices), else the
+/// bundled table.
+fn prices() -> Result<LivePrices, Error> {
+    match std::env::var("ROUTERO_PRICES_FILE") {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+            let table =
+                layered(&PriceTable::bundled(), &text).map_err(|e| format!("{path}: {e}"))?;
+            Ok(LivePrices::new(Arc::new(table)))
+        }
+        Err(_) => Ok(LivePrices::new(PriceTable::bundled())),
+    }
+}
+
 async fn api_over<S>(
     store: Arc<S>,
     rates: Arc<RateTable>,
     notices: Option<Arc<dyn WalletNotices>>,
 ) -> Result<BillingApi, Error>
 where
-    S: SpendReader + Wallets + InvoiceStore,
+    S: SpendReader + Wallets + InvoiceStore + Repricings,
 {
     let billing = directory()?;
     billing.open_wallets(&*store).await?;
@@ -180,14 +200,15 @@ where
     Ok(BillingApi::new(
         store.clone(),
         wallets,
-        store,
+        store.clone(),
         Arc::new(SystemClock),
         ApiConfig {
             billing,
             rates,
             ..ApiConfig::default()
         },
-    ))
+    )
+    .with_repricing(store, prices()?))
 }
 
 type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;

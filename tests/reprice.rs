@@ -1,5 +1,6 @@
-//! `coworker reprice --dry-run` on real PostgreSQL: the report of a corrected rate
-//! over logged requests, as JSON and CSV, and refusals with exit code 2.
+//! `coworker reprice` on real PostgreSQL: the dry run's report of a corrected rate
+//! over logged requests, as JSON and CSV, and refusals with exit code 2; a repricing
+//! applied, killed (SIGKILL) midway and run again, applying each correction once.
 
 mod common;
 
@@ -102,7 +103,8 @@ async fn a_dry_run_reports_the_corrected_totals() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["total"]["requests"], 0);
 
-    // Refusals: no --dry-run, a bad day, --to before --from.
+    // Refusals: neither --dry-run nor --apply, a bad day, --to before --from, --apply
+    // without a reason.
     assert_eq!(run(&scope).0, Some(2));
     assert_eq!(
         run(&[
@@ -130,5 +132,167 @@ async fn a_dry_run_reports_the_corrected_totals() {
         .0,
         Some(2)
     );
+    assert_eq!(run(&[&["--apply"], &scope[..]].concat()).0, Some(2));
+    std::fs::remove_file(&prices).ok();
+}
+
+/// 6,000 logged requests repriced a page of 100 at a time; the first coworker is
+/// killed (SIGKILL) once some pages are applied, the same command run again finishes
+/// it: every request corrected once, rollups and wallet moved by the exact delta,
+/// the logged costs untouched; a third run changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repricing_killed_midway_finishes_once() {
+    use routero_core::wallet::Wallets;
+    let Some(url) = database_url() else { return };
+    let schema = unique("t_repkill");
+    let mut config = PgConfig::new(&url);
+    config.schema = Some(schema.clone());
+    let store = PgStore::connect(config).await.unwrap();
+    const N: u64 = 6_000;
+    let mut recorded = Decimal::ZERO;
+    let mut expected = Decimal::ZERO;
+    let mut managed_delta = Decimal::ZERO;
+    let mut events = Vec::new();
+    for n in 1..=N {
+        let mut e = sample_event("acme", n, "0.001");
+        e.event_time += chrono::Duration::seconds(i64::try_from(n).unwrap());
+        let u = e.usage.unwrap();
+        let new = (Decimal::from(u.input_tokens) * Decimal::from(5)
+            + Decimal::from(u.cache_read_tokens) * Decimal::new(125, 2)
+            + Decimal::from(u.output_tokens) * Decimal::from(10))
+            / Decimal::from(1_000_000);
+        recorded += Decimal::new(1, 3);
+        expected += new;
+        if e.billing_mode == routero::attribution::BillingMode::Managed {
+            managed_delta += new - Decimal::new(1, 3);
+        }
+        events.push(e);
+    }
+    let workspace = routero::attribution::WorkspaceId::new("acme-ws").unwrap();
+    store
+        .top_up(
+            &workspace,
+            Decimal::from(100),
+            routero::Currency::USD,
+            "pay",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    for (step, chunk) in events.chunks(1_000).enumerate() {
+        apply_step(&store, u64::try_from(step).unwrap() + 1, chunk).await;
+    }
+    let balance = || async {
+        store
+            .balance(&workspace, chrono::Utc::now())
+            .await
+            .unwrap()
+            .balance
+    };
+    let before = balance().await;
+    let prices = std::env::temp_dir().join(format!("{schema}.toml"));
+    std::fs::write(
+        &prices,
+        "format = 1\nversion = \"fix-1\"\ncurrency = \"USD\"\n[[model]]\nprovider = \"openai\"\n\
+         name = \"gpt-4o\"\ninput = \"5\"\ncache_read = \"1.25\"\noutput = \"10\"\n",
+    )
+    .unwrap();
+    let prices = prices.display().to_string();
+    let args = [
+        "reprice",
+        "--apply",
+        "--reason",
+        "gpt-4o input at half price",
+        "--actor",
+        "ops@acme",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-30",
+        "--org",
+        "acme",
+        "--prices",
+        &prices,
+        "--page",
+        "100",
+    ];
+    let env = [
+        ("ROUTERO_DATABASE_URL", url.as_str()),
+        ("ROUTERO_DB_SCHEMA", schema.as_str()),
+    ];
+    let client = common::pg_client(&url).await;
+    let one = |sql: String| {
+        let client = &client;
+        async move { client.query_one(&sql, &[]).await.unwrap() }
+    };
+    let corrections = || {
+        one(format!(
+            "SELECT count(*) FROM {schema}.routero_spend_corrections"
+        ))
+    };
+
+    let mut first = common::coworker_running(&args, &env);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while corrections().await.get::<_, i64>(0) < 500 {
+        assert!(std::time::Instant::now() < deadline, "nothing corrected");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    first.0.kill().unwrap(); // SIGKILL
+    first.0.wait().unwrap();
+    let partial = corrections().await.get::<_, i64>(0);
+    assert!(
+        partial < i64::try_from(N).unwrap(),
+        "the repricing finished before the kill ({partial})"
+    );
+    let state = one(format!("SELECT state FROM {schema}.routero_repricings")).await;
+    assert_eq!(state.get::<_, String>(0), "applying");
+
+    let (code, out, err) = common::coworker_command(&args, &env);
+    assert_eq!(code, Some(0), "{err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["state"], "applied");
+    assert_eq!(record["corrected"], N);
+    assert_eq!(record["actor"], "ops@acme");
+    assert_eq!(
+        Decimal::from_str_exact(record["delta"].as_str().unwrap()).unwrap(),
+        expected - recorded
+    );
+    let row = one(format!(
+        "SELECT count(*), count(DISTINCT request_id) FROM {schema}.routero_spend_corrections"
+    ))
+    .await;
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (i64::try_from(N).unwrap(), i64::try_from(N).unwrap())
+    );
+    let rollups = || {
+        one(format!(
+            "SELECT sum(cost) FROM {schema}.routero_daily_rollups"
+        ))
+    };
+    assert_eq!(rollups().await.get::<_, Decimal>(0), expected);
+    let logged = one(format!("SELECT sum(cost) FROM {schema}.routero_spend_log")).await;
+    assert_eq!(
+        logged.get::<_, Decimal>(0),
+        recorded,
+        "the log keeps the costs as recorded"
+    );
+    assert_eq!(balance().await, before - managed_delta);
+    let entries = one(format!(
+        "SELECT sum(amount) FROM {schema}.routero_wallet_entries WHERE kind = 'price_correction'"
+    ))
+    .await;
+    assert_eq!(entries.get::<_, Decimal>(0), -managed_delta);
+
+    // The same command again: the same record, nothing applied twice.
+    let (code, again, err) = common::coworker_command(&args, &env);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&again).unwrap(), record);
+    assert_eq!(rollups().await.get::<_, Decimal>(0), expected);
+    assert_eq!(balance().await, before - managed_delta);
+    let (code, listed, _) = common::coworker_command(&["reprice", "--list"], &env);
+    assert_eq!(code, Some(0));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
     std::fs::remove_file(&prices).ok();
 }

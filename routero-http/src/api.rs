@@ -23,6 +23,9 @@
 //! | `GET /billing/overview?workspace=` | balance, month to date, projected month |
 //! | `GET /{team,user,customer}/daily/activity?start_date=&end_date=&…` | LiteLLM's daily-activity shape |
 //! | `GET /billing/export.csv?month=YYYY-MM[&format=focus][&workspace=][&team_ids=]` | the month's chargeback or FOCUS CSV ([`BillingApi::export`] streams it) |
+//! | `POST /billing/repricings[?format=csv]` | reprice past spend (admin, [`BillingApi::with_repricing`]): body `{"start_date", "end_date", "workspace"?, "provider"?, "model"?, "billing_mode"?, "prices": "<price file>", "reason", "actor"?, "dry_run"?}`; a dry run's report, or the repricing applied (201) |
+//! | `GET /billing/repricings` | the org's repricings, newest first (admin) |
+//! | `GET /billing/repricings/{id}` | one repricing's audit record (admin) |
 //!
 //! Filters: `workspace`, `team_ids` (comma-separated), `api_key`, `user_id`,
 //! `end_user_ids` (comma-separated), `provider`, `model`, `billing_mode`, `currency`;
@@ -67,6 +70,8 @@ use routero_core::port::{BackendError, Clock, RollupFilter, SpendReader};
 use routero_core::wallet::{EntryKind, TransactionQuery, WalletError, WalletWrite, Wallets};
 use routero_core::{Currency, Provider};
 use serde::Serialize;
+
+mod repricing;
 
 /// What the caller may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,6 +138,8 @@ pub enum ProblemType {
     /// A scheduled job's run that is neither failed nor refused, asked to be retried
     /// (the admin API).
     NotRetryable,
+    /// A price file that does not load (a repricing's prices).
+    InvalidPrices,
     /// The backend failed.
     Unavailable,
 }
@@ -157,6 +164,7 @@ impl ProblemType {
             ProblemType::AlreadyReleased => "already-released",
             ProblemType::ReplayFailed => "replay-failed",
             ProblemType::NotRetryable => "not-retryable",
+            ProblemType::InvalidPrices => "invalid-prices",
             ProblemType::Unavailable => "unavailable",
         }
     }
@@ -176,7 +184,8 @@ impl ProblemType {
             | ProblemType::NotRetryable => StatusCode::CONFLICT,
             ProblemType::InvalidAmount
             | ProblemType::InvalidCurrency
-            | ProblemType::ReplayFailed => StatusCode::UNPROCESSABLE_ENTITY,
+            | ProblemType::ReplayFailed
+            | ProblemType::InvalidPrices => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProblemType::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -202,6 +211,7 @@ impl ProblemType {
             ProblemType::AlreadyReleased => "Released before",
             ProblemType::ReplayFailed => "The batch still cannot be applied",
             ProblemType::NotRetryable => "The run is neither failed nor refused",
+            ProblemType::InvalidPrices => "Invalid price file",
             ProblemType::Unavailable => "Temporarily unavailable",
         }
     }
@@ -398,6 +408,7 @@ pub struct BillingApi {
     invoices: Arc<dyn InvoiceStore>,
     clock: Arc<dyn Clock>,
     config: ApiConfig,
+    repricing: Option<repricing::RepricingPorts>,
 }
 
 type Query = HashMap<String, String>;
@@ -475,6 +486,23 @@ fn date(query: &Query, name: &str) -> Result<Option<NaiveDate>, Problem> {
                 })
         })
         .transpose()
+}
+
+/// A range of days, in order and at most `max_days` long.
+fn checked_range(from: NaiveDate, to: NaiveDate, max_days: i64) -> Result<(), Problem> {
+    if from > to {
+        return Err(problem(
+            ProblemType::DateOrder,
+            format!("{from} is after {to}"),
+        ));
+    }
+    if (to - from).num_days() >= max_days {
+        return Err(problem(
+            ProblemType::RangeTooLong,
+            format!("at most {max_days} days"),
+        ));
+    }
+    Ok(())
 }
 
 /// A `YYYY-MM` month within the API's dates.
@@ -577,7 +605,20 @@ impl BillingApi {
             invoices,
             clock,
             config,
+            repricing: None,
         }
+    }
+
+    /// The same API answering `/billing/repricings` too: repricing the request log of
+    /// `store`, the prices given layered over `prices` (those in force).
+    #[must_use]
+    pub fn with_repricing(
+        mut self,
+        store: Arc<dyn routero_core::reprice::Repricings>,
+        prices: routero_core::price::LivePrices,
+    ) -> BillingApi {
+        self.repricing = Some(repricing::RepricingPorts { store, prices });
+        self
     }
 
     /// Answers one request for `principal` (`None`: the caller is not authenticated).
@@ -642,6 +683,14 @@ impl BillingApi {
                 ))
             }
             (Method::GET, "/billing/overview") => self.overview(principal, &query).await,
+            (Method::POST, "/billing/repricings") => {
+                self.reprice(principal, &query, &request).await
+            }
+            (Method::GET, "/billing/repricings") => self.repricings(principal).await,
+            (Method::GET, p) if p.starts_with("/billing/repricings/") => {
+                self.repricing(principal, &p["/billing/repricings/".len()..])
+                    .await
+            }
             (Method::GET, "/billing/export.csv") => {
                 // Buffered here; `BillingApi::export` streams the same file.
                 let mut export = self.csv_export(principal, &query)?;
@@ -833,18 +882,7 @@ impl BillingApi {
             }
             _ => (today, today),
         };
-        if from > to {
-            return Err(problem(
-                ProblemType::DateOrder,
-                format!("{from} is after {to}"),
-            ));
-        }
-        if (to - from).num_days() >= self.config.max_range_days {
-            return Err(problem(
-                ProblemType::RangeTooLong,
-                format!("at most {} days", self.config.max_range_days),
-            ));
-        }
+        checked_range(from, to, self.config.max_range_days)?;
         let mut filter = RollupFilter::new(principal.org.clone(), from, to);
         filter.workspaces = principal.workspaces.clone();
         if let Some(w) = one(query, "workspace", |v| {

@@ -14,7 +14,7 @@ use http::StatusCode;
 
 /// The billing API's route templates; any other path is `"other"`, so that the
 /// label's values stay few whatever clients send.
-const ROUTES: [&str; 16] = [
+const ROUTES: [&str; 17] = [
     "/billing/principal",
     "/billing/wallet",
     "/billing/wallets",
@@ -26,6 +26,7 @@ const ROUTES: [&str; 16] = [
     "/billing/daily-spend",
     "/billing/spend-trend",
     "/billing/overview",
+    "/billing/repricings",
     "/billing/export.csv",
     "/team/daily/activity",
     "/user/daily/activity",
@@ -44,6 +45,12 @@ pub fn api_route(path: &str) -> &'static str {
         .is_some_and(|n| !n.is_empty() && !n.contains('/'))
     {
         return "/billing/invoices/{number}";
+    }
+    if path
+        .strip_prefix("/billing/repricings/")
+        .is_some_and(|n| !n.is_empty() && !n.contains('/'))
+    {
+        return "/billing/repricings/{id}";
     }
     "other"
 }

@@ -6,11 +6,14 @@ use bytes::Bytes;
 use chrono::{Duration, TimeZone, Utc};
 use http::{Method, Request, Response, StatusCode};
 use routero_core::Currency;
+use routero_core::PriceTable;
 use routero_core::attribution::{OrgId, TeamId, WorkspaceId};
 use routero_core::conformance::{apply_first_step, sample_day, sample_event};
 use routero_core::invoice::{BillingDirectory, InvoiceStore, WorkspaceBilling};
 use routero_core::memory::{ManualClock, MemoryStore};
 use routero_core::port::{SpendReader, SpendStore};
+use routero_core::price::LivePrices;
+use routero_core::reprice::Repricings;
 use routero_core::spend::SpendEvent;
 use routero_core::wallet::Wallets;
 use routero_http::api::{ApiConfig, BillingApi, Principal, Role};
@@ -25,7 +28,7 @@ fn ws(name: &str) -> WorkspaceId {
 /// clock stands at 2026-11-10 12:00.
 async fn api_over<S>(store: Arc<S>) -> BillingApi
 where
-    S: SpendStore + SpendReader + Wallets + InvoiceStore,
+    S: SpendStore + SpendReader + Wallets + InvoiceStore + Repricings,
 {
     let mut events: Vec<SpendEvent> = Vec::new();
     for (seq, day, cost) in [
@@ -53,13 +56,14 @@ where
     BillingApi::new(
         store.clone(),
         store.clone(),
-        store,
+        store.clone(),
         clock,
         ApiConfig {
             billing,
             ..ApiConfig::default()
         },
     )
+    .with_repricing(store, LivePrices::new(PriceTable::bundled()))
 }
 
 /// Acme bills acme-ws in USD and acme-eu in EUR; the other org bills other-ws.
@@ -140,6 +144,7 @@ on_both_stores!(
     the_workspace_comes_from_the_principal_or_the_directory,
     the_billing_currency_is_a_setting,
     refunds_and_adjustments_are_admin_writes_with_a_memo,
+    repricings_are_exact_once_and_the_orgs_own,
 );
 
 fn admin() -> Principal {
@@ -781,6 +786,10 @@ async fn the_openapi_document_describes_every_response(api: BillingApi) {
         "{range}&team_ids=team-0,team-1&provider=openai&model=gpt-4o&billing_mode=managed&page=1&page_size=5"
     );
     let topup = r#"{"amount": "25.00", "currency": "USD"}"#;
+    let reprice = repricing_body(false);
+    let reprice_dry = repricing_body(true);
+    let reprice_bad = reprice.replace("format = 1", "format = 9");
+    let repriced = repricing_id(&api, &p, &reprice).await;
     // (method, uri, the document's path, idempotency key, body)
     let calls: Vec<(&str, String, &str, Option<&str>, &str)> = vec![
         ("post", "/billing/wallet/topup?workspace=acme-ws".into(), "/billing/wallet/topup", Some("oa-1"), topup),
@@ -812,6 +821,14 @@ async fn the_openapi_document_describes_every_response(api: BillingApi) {
         ("get", format!("/user/daily/activity?{range}&user_id=user-0"), "/user/daily/activity", None, ""),
         ("get", format!("/customer/daily/activity?{range}&end_user_ids=cust-1&api_key=key-1"), "/customer/daily/activity", None, ""),
         ("get", "/customer/daily/activity?start_date=2026-1-1&end_date=2026-11-10".into(), "/customer/daily/activity", None, ""),
+        ("post", "/billing/repricings".into(), "/billing/repricings", None, &reprice_dry),
+        ("post", "/billing/repricings?format=csv".into(), "/billing/repricings", None, &reprice_dry),
+        ("post", "/billing/repricings".into(), "/billing/repricings", None, &reprice_bad),
+        ("post", "/billing/repricings".into(), "/billing/repricings", None, &reprice),
+        ("post", "/billing/repricings".into(), "/billing/repricings", None, &reprice),
+        ("get", "/billing/repricings".into(), "/billing/repricings", None, ""),
+        ("get", format!("/billing/repricings/{repriced}"), "/billing/repricings/{id}", None, ""),
+        ("get", "/billing/repricings/rp_0000000000000000".into(), "/billing/repricings/{id}", None, ""),
     ];
     let mut seen = std::collections::BTreeSet::new();
     for (method, uri, template, key, text) in calls {
@@ -1264,7 +1281,7 @@ async fn refunds_and_adjustments_are_admin_writes_with_a_memo(api: BillingApi) {
 /// (managed, debited from its EUR wallet) on the same days.
 async fn api_with_euros<S>(store: Arc<S>) -> BillingApi
 where
-    S: SpendStore + SpendReader + Wallets + InvoiceStore,
+    S: SpendStore + SpendReader + Wallets + InvoiceStore + Repricings,
 {
     use routero_core::port::{DrainApply, FencingToken};
     use routero_core::spend::{Pricing, QueuePosition, Rollups, ShardId};
@@ -1479,4 +1496,249 @@ async fn usd_and_eur_are_never_added(api: BillingApi) {
         focus.contains(",EUR,") && focus.contains(",USD,"),
         "BillingCurrency per row"
     );
+}
+
+/// gpt-4o's input at 5 per million instead of 2.50.
+const CORRECTED: &str = "format = 1\nversion = \"fix-1\"\ncurrency = \"USD\"\n\n[[model]]\nprovider = \"openai\"\nname = \"gpt-4o\"\ninput = \"5\"\ncache_read = \"1.25\"\noutput = \"10\"\n";
+
+/// A repricing of November for acme-ws at [`CORRECTED`] prices.
+fn repricing_body(dry_run: bool) -> String {
+    serde_json::json!({
+        "start_date": "2026-11-01",
+        "end_date": "2026-11-30",
+        "workspace": "acme-ws",
+        "prices": CORRECTED,
+        "reason": "gpt-4o input was half its list price",
+        "actor": "ops@acme",
+        "dry_run": dry_run,
+    })
+    .to_string()
+}
+
+/// The id a dry run of `body` names.
+async fn repricing_id(api: &BillingApi, p: &Principal, text: &str) -> String {
+    let dry: Value = serde_json::from_str(text).unwrap();
+    let mut dry = dry.as_object().unwrap().clone();
+    dry.insert("dry_run".into(), Value::Bool(true));
+    let response = api
+        .handle(
+            Some(p),
+            post("/billing/repricings", None, &Value::Object(dry).to_string()),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", response.body());
+    body(&response)["id"].as_str().unwrap().to_owned()
+}
+
+async fn repricings_are_exact_once_and_the_orgs_own(api: BillingApi) {
+    use rust_decimal::Decimal;
+    let p = admin();
+    let spend = |api: BillingApi| async move {
+        let response = api
+            .handle(
+                Some(&admin()),
+                get("/billing/daily-spend?start_date=2026-11-01&end_date=2026-11-30&workspace=acme-ws"),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        body(&response)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["spend"].as_str().unwrap().parse::<Decimal>().unwrap())
+            .sum::<Decimal>()
+    };
+    let before = spend(api.clone()).await;
+    // What the corrected prices make of acme's four requests.
+    let prices = routero_core::price::layered(&PriceTable::bundled(), CORRECTED).unwrap();
+    let mut expected = Decimal::ZERO;
+    for (seq, day) in [(0u64, 0), (1, 0), (2, 2), (3, 5)] {
+        let mut e = sample_event("acme", seq, "0");
+        e.event_time += Duration::days(day);
+        expected += prices
+            .cost(&e.provider, &e.model, &e.usage.unwrap(), e.event_time)
+            .unwrap()
+            .total();
+    }
+
+    // A viewer may do nothing here.
+    let viewer = Principal {
+        role: Role::Viewer,
+        ..admin()
+    };
+    for request in [
+        post("/billing/repricings", None, &repricing_body(true)),
+        get("/billing/repricings"),
+    ] {
+        assert_problem(
+            &api.handle(Some(&viewer), request).await,
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+    }
+
+    // The dry run, as JSON and CSV: nothing changes.
+    let response = api
+        .handle(
+            Some(&p),
+            post("/billing/repricings", None, &repricing_body(true)),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let dry = body(&response);
+    assert_eq!(dry["report"]["total"]["requests"], 4);
+    assert_eq!(dry["report"]["total"]["new_total"], expected.to_string());
+    assert_eq!(dry["report"]["total"]["old_total"], before.to_string());
+    let response = api
+        .handle(
+            Some(&p),
+            post(
+                "/billing/repricings?format=csv",
+                None,
+                &repricing_body(true),
+            ),
+        )
+        .await;
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert!(String::from_utf8_lossy(response.body()).starts_with("workspace,provider,model,"));
+    assert_eq!(spend(api.clone()).await, before);
+
+    // Bad inputs: typed problems.
+    for (body_text, status, id) in [
+        (
+            repricing_body(false).replace("format = 1", "format = 9"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-prices",
+        ),
+        (
+            repricing_body(false).replace("gpt-4o input was half its list price", " "),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        (
+            repricing_body(false).replace("2026-11-30", "2026-11-31"),
+            StatusCode::BAD_REQUEST,
+            "bad-date",
+        ),
+        (
+            repricing_body(false).replace("2026-11-01", "2026-12-01"),
+            StatusCode::BAD_REQUEST,
+            "date-order",
+        ),
+        (
+            repricing_body(false).replace("acme-ws", "other-ws"),
+            StatusCode::NOT_FOUND,
+            "not-found",
+        ),
+        (
+            repricing_body(false).replace("\"dry_run\"", "\"dry\""),
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+        ),
+        ("[1, 2]".to_owned(), StatusCode::BAD_REQUEST, "bad-request"),
+    ] {
+        let response = api
+            .handle(Some(&p), post("/billing/repricings", None, &body_text))
+            .await;
+        assert_problem(&response, status, id);
+    }
+    assert_eq!(spend(api.clone()).await, before);
+
+    // Applied: 201 and its audit record; the analytics move by the exact delta.
+    let response = api
+        .handle(
+            Some(&p),
+            post("/billing/repricings", None, &repricing_body(false)),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        response.body()
+    );
+    let record = body(&response);
+    assert_eq!(record["id"], dry["id"]);
+    assert_eq!(record["state"], "applied");
+    assert_eq!(record["corrected"], 4);
+    assert_eq!(record["actor"], "ops@acme");
+    assert_eq!(record["org"], "acme");
+    assert_eq!(record["workspace"], "acme-ws");
+    assert_eq!(record["delta"], (expected - before).to_string());
+    assert_eq!(record["prices_before"], PriceTable::bundled().version());
+    assert_eq!(record["prices_after"], prices.version());
+    assert_eq!(spend(api.clone()).await, expected);
+    // Asked again: 200, the same record, nothing applied twice.
+    let response = api
+        .handle(
+            Some(&p),
+            post("/billing/repricings", None, &repricing_body(false)),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body(&response), record);
+    assert_eq!(spend(api.clone()).await, expected);
+
+    let id = record["id"].as_str().unwrap();
+    let listed = body(&api.handle(Some(&p), get("/billing/repricings")).await);
+    assert_eq!(listed["repricings"].as_array().unwrap().len(), 1);
+    let one = api
+        .handle(Some(&p), get(&format!("/billing/repricings/{id}")))
+        .await;
+    assert_eq!(body(&one), record);
+
+    // Another org's admin neither sees nor starts acme's.
+    let other = Principal {
+        org: OrgId::new("other").unwrap(),
+        workspaces: None,
+        teams: None,
+        role: Role::Admin,
+    };
+    let listed = body(&api.handle(Some(&other), get("/billing/repricings")).await);
+    assert_eq!(listed["repricings"], serde_json::json!([]));
+    assert_problem(
+        &api.handle(Some(&other), get(&format!("/billing/repricings/{id}")))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    assert_problem(
+        &api.handle(
+            Some(&other),
+            post("/billing/repricings", None, &repricing_body(false)),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not-found",
+    );
+    // Its own org-wide repricing covers its own spend only.
+    let mut whole: Value = serde_json::from_str(&repricing_body(false)).unwrap();
+    whole.as_object_mut().unwrap().remove("workspace");
+    let response = api
+        .handle(
+            Some(&other),
+            post("/billing/repricings", None, &whole.to_string()),
+        )
+        .await;
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "{:?}",
+        response.body()
+    );
+    let theirs = body(&response);
+    assert_eq!(theirs["org"], "other");
+    assert_eq!(theirs["planned"]["requests"], 1);
+    assert_eq!(
+        spend(api.clone()).await,
+        expected,
+        "acme's spend is untouched"
+    );
+    let listed = body(&api.handle(Some(&p), get("/billing/repricings")).await);
+    assert_eq!(listed["repricings"].as_array().unwrap().len(), 1);
 }

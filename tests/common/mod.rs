@@ -245,8 +245,15 @@ pub(crate) fn read_request(reader: &mut impl BufRead) -> std::io::Result<Option<
 /// The `coworker` example as a long-running process with `env` added (its output
 /// discarded), killed when dropped.
 pub(crate) fn coworker(env: &[(&str, &str)]) -> Process {
+    coworker_running(&[], env)
+}
+
+/// The `coworker` example running `args` (a command, or none: the drain) with `env`,
+/// its output discarded; killed (SIGKILL) when dropped.
+pub(crate) fn coworker_running(args: &[&str], env: &[(&str, &str)]) -> Process {
     Process(
         Command::new(example("coworker"))
+            .args(args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -149,7 +149,9 @@ pub enum LineKind {
     },
     /// The control-plane subscription.
     Subscription,
-    /// Managed spend of an earlier, finalised month that arrived after it was finalised.
+    /// Managed spend of an earlier, finalised month that arrived, or was corrected by
+    /// a repricing, after it was finalised (a credit when negative): the finalised
+    /// invoice never changes, the next one carries the difference.
     LateSpend {
         /// That month.
         month: Month,
@@ -689,7 +691,7 @@ impl Billing<'_> {
                         month: earlier.month,
                     },
                     format!(
-                        "Managed spend of {} recorded after its invoice {}",
+                        "Managed spend of {} recorded or repriced after its invoice {}",
                         earlier.month,
                         earlier.number.as_deref().unwrap_or("")
                     ),
