@@ -235,8 +235,10 @@ billing calendar's jobs.
 usage: coworker                      drain and schedule until SIGTERM
        coworker close-month YYYY-MM [--workspace W]
        coworker quarantine list|replay ID|discard ID --reason TEXT
-       coworker reprice --dry-run --from DAY --to DAY --prices FILE [--org O]
-                [--workspace W] [--provider P] [--model M] [--billing-mode M] [--csv]
+       coworker reprice (--dry-run | --apply --reason TEXT [--actor A])
+                --from DAY --to DAY --prices FILE [--org O] [--workspace W]
+                [--provider P] [--model M] [--billing-mode M] [--csv] [--page N]
+       coworker reprice --list [--org O]
        coworker --help
 
 Required: ROUTERO_REDIS_URL, ROUTERO_DATABASE_URL.

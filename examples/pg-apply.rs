@@ -128,7 +128,7 @@ async fn main() -> ExitCode {
     let start = Instant::now();
     for rollups in &steps {
         let mut day = Vec::new();
-        let mut text: [Vec<String>; 9] = Default::default();
+        let mut text: [Vec<String>; 10] = Default::default();
         let mut counts: [Vec<i64>; 10] = Default::default();
         let mut cost = Vec::new();
         for (key, totals) in rollups.iter() {
@@ -147,6 +147,7 @@ async fn main() -> ExitCode {
                 key.provider.to_string(),
                 key.model.clone(),
                 key.billing_mode.to_string(),
+                key.currency.map(|c| c.code().to_owned()).unwrap_or_default(),
             ];
             for (column, value) in text.iter_mut().zip(dims) {
                 column.push(value);

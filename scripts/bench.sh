@@ -10,6 +10,9 @@
 #                     visible in PostgreSQL's rollups; the drain lag (record to visible
 #                     in the analytics query) p50, p99 and maximum, from probes every
 #                     100 ms; the peak memory (VmHWM) of loadgen and each coworker
+#   reprice           the logged requests priced again with every input rate changed
+#                     (`coworker reprice --apply`, pages of 2,000): requests per second,
+#                     each corrected once (rollups, wallets, the corrections table)
 # and checks that PostgreSQL holds loadgen's exact totals.
 #
 # Usage: scripts/bench.sh [EVENTS] [RATE]
@@ -85,3 +88,19 @@ echo "drain lag: p50 $(field lag_p50_ms "$work/expected.json") ms, p99 $(field l
   "max $(field lag_max_ms "$work/expected.json") ms over $(field lag_samples "$work/expected.json") probes"
 echo "peak memory: loadgen ${loadgen_hwm}; coworkers $(for pid in "${coworker_pids[@]}"; do printf '%s; ' "$(hwm "$pid")"; done)"
 echo "check: $(cat "$work/check.json")"
+
+# Repricing: every input rate of the bundled table with a digit appended (0.15 ->
+# 0.151), so every logged request with input tokens gets a correction.
+for c in "${coworker_pids[@]}"; do kill "$c" 2>/dev/null; wait "$c" 2>/dev/null; done
+coworker_pids=()
+sed -e 's/^version = .*/version = "bench-reprice"/' -e 's/^input = "\(.*\)"/input = "\11"/' \
+  routero-core/prices/default.toml >"$work/reprice.toml"
+reprice_start=$(date +%s%N)
+"$bin/coworker" reprice --apply --reason "bench" --from "$(date -u -d yesterday +%F)" \
+  --to "$(date -u +%F)" --prices "$work/reprice.toml" >"$work/reprice.json" 2>"$work/reprice.log" ||
+  { cat "$work/reprice.log" >&2; exit 1; }
+reprice_ms=$(( ($(date +%s%N) - reprice_start) / 1000000 ))
+planned=$(grep -o '"requests": [0-9]*' "$work/reprice.json" | head -1 | grep -o '[0-9]*$')
+corrected=$(grep -o '"corrected": [0-9]*' "$work/reprice.json" | head -1 | grep -o '[0-9]*$')
+echo "reprice: $planned logged requests read, $corrected corrected, in ${reprice_ms} ms" \
+  "(dry run included) = $(( planned * 1000 / (reprice_ms > 0 ? reprice_ms : 1) )) requests/s"

@@ -136,7 +136,8 @@ async fn a_dry_run_reports_the_corrected_totals() {
     std::fs::remove_file(&prices).ok();
 }
 
-/// 6,000 logged requests repriced a page of 100 at a time; the first coworker is
+/// 6,000 logged requests and one of a model priced only now, repriced a page of 100
+/// at a time; the first coworker is
 /// killed (SIGKILL) once some pages are applied, the same command run again finishes
 /// it: every request corrected once, rollups and wallet moved by the exact delta,
 /// the logged costs untouched; a third run changes nothing.
@@ -179,6 +180,18 @@ async fn a_repricing_killed_midway_finishes_once() {
         )
         .await
         .unwrap();
+    // One request of a model without a price then: priced now, 1,000 input and 100
+    // output tokens at 2 and 8 per million.
+    let mut custom = sample_event("acme", N + 1, "0");
+    custom.model = "acme-custom-1".to_owned();
+    custom.usage = Some(routero::Usage::tokens(1_000, 100));
+    custom.billing_mode = routero::attribution::BillingMode::Byok;
+    custom.pricing = routero::spend::Pricing::Unpriced {
+        reason: routero::spend::UnpricedReason::UnknownModel,
+        detail: "unknown model".to_owned(),
+    };
+    expected += Decimal::new(28, 4);
+    events.push(custom);
     for (step, chunk) in events.chunks(1_000).enumerate() {
         apply_step(&store, u64::try_from(step).unwrap() + 1, chunk).await;
     }
@@ -194,7 +207,8 @@ async fn a_repricing_killed_midway_finishes_once() {
     std::fs::write(
         &prices,
         "format = 1\nversion = \"fix-1\"\ncurrency = \"USD\"\n[[model]]\nprovider = \"openai\"\n\
-         name = \"gpt-4o\"\ninput = \"5\"\ncache_read = \"1.25\"\noutput = \"10\"\n",
+         name = \"gpt-4o\"\ninput = \"5\"\ncache_read = \"1.25\"\noutput = \"10\"\n\
+         [[model]]\nprovider = \"openai\"\nname = \"acme-custom-1\"\ninput = \"2\"\noutput = \"8\"\n",
     )
     .unwrap();
     let prices = prices.display().to_string();
@@ -251,7 +265,7 @@ async fn a_repricing_killed_midway_finishes_once() {
     assert_eq!(code, Some(0), "{err}");
     let record: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(record["state"], "applied");
-    assert_eq!(record["corrected"], N);
+    assert_eq!(record["corrected"], N + 1);
     assert_eq!(record["actor"], "ops@acme");
     assert_eq!(
         Decimal::from_str_exact(record["delta"].as_str().unwrap()).unwrap(),
@@ -263,8 +277,18 @@ async fn a_repricing_killed_midway_finishes_once() {
     .await;
     assert_eq!(
         (row.get::<_, i64>(0), row.get::<_, i64>(1)),
-        (i64::try_from(N).unwrap(), i64::try_from(N).unwrap())
+        (i64::try_from(N + 1).unwrap(), i64::try_from(N + 1).unwrap())
     );
+    let repriced = one(format!(
+        "SELECT count(*) FROM {schema}.routero_unpriced WHERE repriced_at IS NOT NULL"
+    ))
+    .await;
+    assert_eq!(repriced.get::<_, i64>(0), 1, "the unpriced request is priced now");
+    let unpriced = one(format!(
+        "SELECT sum(unpriced) FROM {schema}.routero_daily_rollups"
+    ))
+    .await;
+    assert_eq!(unpriced.get::<_, Decimal>(0), Decimal::ZERO);
     let rollups = || {
         one(format!(
             "SELECT sum(cost) FROM {schema}.routero_daily_rollups"

@@ -472,20 +472,20 @@ const FIRST_DAY: NaiveDate = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a date"
 const LAST_DAY: NaiveDate = NaiveDate::from_ymd_opt(9999, 12, 31).expect("a date");
 
 fn date(query: &Query, name: &str) -> Result<Option<NaiveDate>, Problem> {
-    query
-        .get(name)
-        .map(|v| {
-            NaiveDate::parse_from_str(v, "%Y-%m-%d")
-                .ok()
-                .filter(|d| (FIRST_DAY..=LAST_DAY).contains(d))
-                .ok_or_else(|| {
-                    problem(
-                        ProblemType::BadDate,
-                        format!("{name} must be a YYYY-MM-DD date from {FIRST_DAY} to {LAST_DAY}"),
-                    )
-                })
+    query.get(name).map(|v| day(name, v)).transpose()
+}
+
+/// A `YYYY-MM-DD` day within the API's dates, `name` saying which in the problem.
+fn day(name: &str, text: &str) -> Result<NaiveDate, Problem> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .filter(|d| (FIRST_DAY..=LAST_DAY).contains(d))
+        .ok_or_else(|| {
+            problem(
+                ProblemType::BadDate,
+                format!("{name} must be a YYYY-MM-DD date from {FIRST_DAY} to {LAST_DAY}"),
+            )
         })
-        .transpose()
 }
 
 /// A range of days, in order and at most `max_days` long.

@@ -69,32 +69,37 @@ impl RequestLog for PgStore {
         let (start, end) = scope.bounds().ok_or_else(|| {
             BackendError::new(ErrorKind::Invalid, "the repricing's days are out of range")
         })?;
-        let (after_time, after_id) = match after {
-            Some((time, id)) => (Some(*time), Some(id.as_str())),
-            None => (None, None),
+        let (after_org, after_time, after_id) = match after {
+            Some((org, time, id)) => (Some(org.as_str()), Some(*time), Some(id.as_str())),
+            None => (None, None, None),
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
         let rows = client
             .query(
+                // The page first, along the (org, event_time) index; the corrections
+                // are looked up for its rows only.
                 "SELECT l.request_id, l.event_time, l.org, l.workspace, l.team, l.api_key, \
                         l.user_id, l.customer, l.provider, l.model, l.billing_mode, l.success, \
                         l.usage, COALESCE(c.new_cost, l.cost) AS cost, \
                         COALESCE(c.currency, l.currency) AS currency, \
                         COALESCE(c.price_version, l.price_version) AS price_version \
-                 FROM routero_spend_log l \
+                 FROM ( \
+                     SELECT * FROM routero_spend_log l \
+                     WHERE l.event_time >= $1 AND l.event_time < $2 \
+                       AND ($3::text IS NULL OR l.org = $3) \
+                       AND ($4::text IS NULL OR l.workspace = $4) \
+                       AND ($5::text IS NULL OR l.provider = $5) \
+                       AND ($6::text IS NULL OR l.model = $6) \
+                       AND ($7::text IS NULL OR l.billing_mode = $7) \
+                       AND ($8::text IS NULL OR (l.org, l.event_time, l.request_id) > ($8, $9, $10)) \
+                     ORDER BY l.org, l.event_time, l.request_id LIMIT $11 \
+                 ) l \
                  LEFT JOIN LATERAL ( \
                      SELECT new_cost, currency, price_version FROM routero_spend_corrections \
                      WHERE request_id = l.request_id ORDER BY seq DESC LIMIT 1 \
                  ) c ON true \
-                 WHERE l.event_time >= $1 AND l.event_time < $2 \
-                   AND ($3::text IS NULL OR l.org = $3) \
-                   AND ($4::text IS NULL OR l.workspace = $4) \
-                   AND ($5::text IS NULL OR l.provider = $5) \
-                   AND ($6::text IS NULL OR l.model = $6) \
-                   AND ($7::text IS NULL OR l.billing_mode = $7) \
-                   AND ($8::timestamptz IS NULL OR (l.event_time, l.request_id) > ($8, $9)) \
-                 ORDER BY l.event_time, l.request_id LIMIT $10",
+                 ORDER BY l.org, l.event_time, l.request_id",
                 &[
                     &start,
                     &end,
@@ -103,6 +108,7 @@ impl RequestLog for PgStore {
                     &scope.provider.as_ref().map(Provider::as_str),
                     &scope.model.as_deref(),
                     &scope.billing_mode.map(BillingMode::as_str),
+                    &after_org,
                     &after_time,
                     &after_id,
                     &limit,

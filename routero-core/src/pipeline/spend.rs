@@ -633,19 +633,7 @@ impl RollupTotals {
     /// Takes `other` out of `self` (what a correction removes before adding the
     /// corrected totals), every difference checked: a count below zero is an error.
     pub fn subtract(&mut self, other: &RollupTotals) -> Result<(), RollupOverflow> {
-        let pairs = [
-            (&mut self.input_tokens, other.input_tokens),
-            (&mut self.cache_read_tokens, other.cache_read_tokens),
-            (&mut self.cache_write_5m_tokens, other.cache_write_5m_tokens),
-            (&mut self.cache_write_1h_tokens, other.cache_write_1h_tokens),
-            (&mut self.output_tokens, other.output_tokens),
-            (&mut self.reasoning_tokens, other.reasoning_tokens),
-            (&mut self.web_search_requests, other.web_search_requests),
-            (&mut self.successes, other.successes),
-            (&mut self.failures, other.failures),
-            (&mut self.unpriced, other.unpriced),
-        ];
-        for (sum, value) in pairs {
+        for (sum, value) in self.counts_mut().into_iter().zip(other.counts()) {
             *sum = sum.checked_sub(value).ok_or(RollupOverflow)?;
         }
         self.cost = self.cost.checked_sub(other.cost).ok_or(RollupOverflow)?;
@@ -656,35 +644,29 @@ impl RollupTotals {
     /// output, reasoning, web searches, successes, failures, unpriced), as stores
     /// write them.
     pub fn counts(&self) -> [u64; 10] {
+        let mut copy = *self;
+        copy.counts_mut().map(|c| *c)
+    }
+
+    /// The counts in [`counts`](Self::counts)' order, to change.
+    fn counts_mut(&mut self) -> [&mut u64; 10] {
         [
-            self.input_tokens,
-            self.cache_read_tokens,
-            self.cache_write_5m_tokens,
-            self.cache_write_1h_tokens,
-            self.output_tokens,
-            self.reasoning_tokens,
-            self.web_search_requests,
-            self.successes,
-            self.failures,
-            self.unpriced,
+            &mut self.input_tokens,
+            &mut self.cache_read_tokens,
+            &mut self.cache_write_5m_tokens,
+            &mut self.cache_write_1h_tokens,
+            &mut self.output_tokens,
+            &mut self.reasoning_tokens,
+            &mut self.web_search_requests,
+            &mut self.successes,
+            &mut self.failures,
+            &mut self.unpriced,
         ]
     }
 
     /// Adds `other` into `self`, every sum checked.
     pub fn add(&mut self, other: &RollupTotals) -> Result<(), RollupOverflow> {
-        let pairs = [
-            (&mut self.input_tokens, other.input_tokens),
-            (&mut self.cache_read_tokens, other.cache_read_tokens),
-            (&mut self.cache_write_5m_tokens, other.cache_write_5m_tokens),
-            (&mut self.cache_write_1h_tokens, other.cache_write_1h_tokens),
-            (&mut self.output_tokens, other.output_tokens),
-            (&mut self.reasoning_tokens, other.reasoning_tokens),
-            (&mut self.web_search_requests, other.web_search_requests),
-            (&mut self.successes, other.successes),
-            (&mut self.failures, other.failures),
-            (&mut self.unpriced, other.unpriced),
-        ];
-        for (sum, value) in pairs {
+        for (sum, value) in self.counts_mut().into_iter().zip(other.counts()) {
             *sum = sum.checked_add(value).ok_or(RollupOverflow)?;
         }
         self.cost = self.cost.checked_add(other.cost).ok_or(RollupOverflow)?;

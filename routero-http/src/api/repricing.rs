@@ -13,8 +13,7 @@ use routero_core::reprice::{
 };
 
 use super::{
-    BillingApi, FIRST_DAY, LAST_DAY, Principal, Problem, ProblemType, Query, Role, csv_response,
-    json, problem,
+    BillingApi, Principal, Problem, ProblemType, Query, Role, csv_response, day, json, problem,
 };
 
 /// What repricing needs beside the billing ports: the store and the prices in force.
@@ -49,18 +48,6 @@ struct RepricingBody {
     actor: Option<String>,
     #[serde(default)]
     dry_run: bool,
-}
-
-fn day(name: &str, text: &str) -> Result<chrono::NaiveDate, Problem> {
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .filter(|d| (FIRST_DAY..=LAST_DAY).contains(d))
-        .ok_or_else(|| {
-            problem(
-                ProblemType::BadDate,
-                format!("{name} must be a YYYY-MM-DD date from {FIRST_DAY} to {LAST_DAY}"),
-            )
-        })
 }
 
 impl BillingApi {
