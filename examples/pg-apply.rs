@@ -147,7 +147,9 @@ async fn main() -> ExitCode {
                 key.provider.to_string(),
                 key.model.clone(),
                 key.billing_mode.to_string(),
-                key.currency.map(|c| c.code().to_owned()).unwrap_or_default(),
+                key.currency
+                    .map(|c| c.code().to_owned())
+                    .unwrap_or_default(),
             ];
             for (column, value) in text.iter_mut().zip(dims) {
                 column.push(value);

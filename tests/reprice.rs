@@ -283,7 +283,11 @@ async fn a_repricing_killed_midway_finishes_once() {
         "SELECT count(*) FROM {schema}.routero_unpriced WHERE repriced_at IS NOT NULL"
     ))
     .await;
-    assert_eq!(repriced.get::<_, i64>(0), 1, "the unpriced request is priced now");
+    assert_eq!(
+        repriced.get::<_, i64>(0),
+        1,
+        "the unpriced request is priced now"
+    );
     let unpriced = one(format!(
         "SELECT sum(unpriced) FROM {schema}.routero_daily_rollups"
     ))

@@ -149,7 +149,11 @@ pub type LogCursor = (OrgId, DateTime<Utc>, RequestId);
 impl LoggedRequest {
     /// Its position in the order the log is read in.
     pub fn cursor(&self) -> LogCursor {
-        (self.who.org.clone(), self.event_time, self.request_id.clone())
+        (
+            self.who.org.clone(),
+            self.event_time,
+            self.request_id.clone(),
+        )
     }
 }
 
