@@ -7,8 +7,10 @@
 //!
 //! Runs the drainer for every shard until SIGTERM or Ctrl-C, then releases its leases
 //! and exits. Start as many as you like: they share the shards through the leases.
+//! `ROUTERO_REDIS_URL` may name a Redis Cluster (`redis-cluster://host:port,host:port`).
 //! Optional: `ROUTERO_SHARDS` (16; every recorder and coworker must agree),
-//! `ROUTERO_REDIS_PREFIX` (`routero`), `ROUTERO_DB_SCHEMA`, `ROUTERO_HOLDER` (this
+//! `ROUTERO_REDIS_PREFIX` (`routero`), `ROUTERO_REDIS_WAIT_REPLICAS` (acknowledge an
+//! append once that many replicas hold it; for the recorders), `ROUTERO_DB_SCHEMA`, `ROUTERO_HOLDER` (this
 //! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS`,
 //! `ROUTERO_ROLLUP_RETENTION_MONTHS` and `ROUTERO_QUARANTINE_RETENTION_MONTHS` (whole
 //! months of the request log, of the daily rollups and of released quarantine rows to
@@ -875,31 +877,18 @@ async fn main() -> ExitCode {
         eprintln!("coworker: {e}");
         return ExitCode::from(2);
     }
-    let (Some(redis_url), Some(database_url)) =
-        (env("ROUTERO_REDIS_URL"), env("ROUTERO_DATABASE_URL"))
-    else {
-        eprintln!("coworker: set ROUTERO_REDIS_URL and ROUTERO_DATABASE_URL");
-        return ExitCode::from(2);
-    };
-    let mut redis_config = match RedisConfig::new(redis_url).tls_from_env() {
+    let redis_config = match RedisConfig::from_env() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("coworker: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(shards) = env("ROUTERO_SHARDS") {
-        match shards.parse() {
-            Ok(n) if n > 0 => redis_config.shards = n,
-            _ => {
-                eprintln!("coworker: ROUTERO_SHARDS must be a number from 1 to 65535");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    if let Some(prefix) = env("ROUTERO_REDIS_PREFIX") {
-        redis_config.prefix = prefix;
-    }
+    let (Some(redis_config), Some(database_url)) = (redis_config, env("ROUTERO_DATABASE_URL"))
+    else {
+        eprintln!("coworker: set ROUTERO_REDIS_URL and ROUTERO_DATABASE_URL");
+        return ExitCode::from(2);
+    };
     let mut pg_config = PgConfig::new(database_url);
     pg_config.schema = env("ROUTERO_DB_SCHEMA");
     pg_config.pool_size = 4;

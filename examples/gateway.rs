@@ -952,9 +952,9 @@ async fn run() -> Result<(), Error> {
     let config: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
 
     // Spend goes to Redis (a coworker drains it) or to the in-memory pipeline.
-    let redis = match std::env::var("ROUTERO_REDIS_URL") {
-        Ok(url) => Some(Redis::connect(RedisConfig::new(url).tls_from_env()?).await?),
-        Err(_) => None,
+    let redis = match RedisConfig::from_env()? {
+        Some(config) => Some(Redis::connect(config).await?),
+        None => None,
     };
     let (queue, drainer): (Arc<dyn SpendQueue>, _) = match &redis {
         Some(redis) => (Arc::new(redis.queue()), None),

@@ -156,14 +156,7 @@ impl Probes {
 
 async fn run() -> Result<(), Error> {
     let options = options()?;
-    let url = std::env::var("ROUTERO_REDIS_URL").map_err(|_| "set ROUTERO_REDIS_URL")?;
-    let mut config = RedisConfig::new(url).tls_from_env()?;
-    if let Ok(prefix) = std::env::var("ROUTERO_REDIS_PREFIX") {
-        config.prefix = prefix;
-    }
-    if let Ok(shards) = std::env::var("ROUTERO_SHARDS") {
-        config.shards = shards.parse()?;
-    }
+    let config = RedisConfig::from_env()?.ok_or("set ROUTERO_REDIS_URL")?;
     let redis = Redis::connect(config).await?;
     let mut probes = match (options.probe, std::env::var("ROUTERO_DATABASE_URL")) {
         (false, _) => None,

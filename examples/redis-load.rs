@@ -9,6 +9,8 @@
 //! line: events, milliseconds, events per second, batches, and refusals (the buffer
 //! was full; the event was offered again). Uses its own key prefix unless
 //! `ROUTERO_REDIS_PREFIX` names one (to be drained by coworkers), and deletes nothing.
+//! Takes the other settings of `RedisConfig::from_env` (a `redis-cluster://` URL,
+//! `ROUTERO_SHARDS`, `ROUTERO_REDIS_WAIT_REPLICAS`).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,15 +22,21 @@ use routero::redis::{Redis, RedisConfig};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Ok(url) = std::env::var("ROUTERO_REDIS_URL") else {
-        eprintln!("redis-load: set ROUTERO_REDIS_URL");
-        return ExitCode::from(2);
+    let mut config = match RedisConfig::from_env() {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            eprintln!("redis-load: set ROUTERO_REDIS_URL");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("redis-load: {e}");
+            return ExitCode::from(2);
+        }
     };
     let events: u64 = std::env::args()
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(500_000);
-    let mut config = RedisConfig::new(url);
     config.prefix = std::env::var("ROUTERO_REDIS_PREFIX")
         .unwrap_or_else(|_| format!("load-{}", std::process::id()));
     let redis = match Redis::connect(config).await {

@@ -16,6 +16,7 @@
 //! | `{prefix}:{N}:batch:{id}` | string, with a TTL | a batch id seen, for deduplication |
 //! | `{prefix}:{N}:lease` | string, with a TTL | `holder\|token` of the shard's leader |
 //! | `{prefix}:{N}:fence` | counter | the shard's last fencing token |
+//! | `{prefix}:{N}:read` | string | the last entry a drainer read, written only with [`RedisConfig::wait_replicas`] (a write to `WAIT` after) |
 //!
 //! # Protocol
 //!
@@ -39,6 +40,17 @@
 //! batch not yet drained, and resets the fencing counters, after which the store
 //! refuses every drainer as stale until the counters pass the store's last token
 //! (set them with `SET {prefix}:{N}:fence <token>` to recover).
+//!
+//! # Redis Cluster
+//!
+//! A `redis-cluster://host:port,host:port` URL ([`RedisConfig::url`]) runs the same
+//! queue, leases and controls on a cluster: every key of a shard (and every control
+//! key of an org) carries one hash tag, so each script and transaction stays in one
+//! slot, and the client follows `MOVED` and `ASK` while slots migrate (a script
+//! caught mid-migration answers `TRYAGAIN` and is retried). Replication is
+//! asynchronous: [`RedisConfig::wait_replicas`] makes appends and drains wait for the
+//! replicas, so that a master's failover neither loses an acknowledged append nor
+//! applies an entry twice.
 
 mod control;
 pub mod notice;
@@ -70,7 +82,11 @@ use routero_core::tls::{Roots, Verify, client_config};
 pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS (the server's
     /// certificate and host name are verified against [`ca_file`](Self::ca_file),
-    /// else the system's roots).
+    /// else the system's roots). A Redis Cluster is `redis-cluster://` (or
+    /// `rediss-cluster://`) with one or more seed nodes, comma separated
+    /// (`redis-cluster://10.0.0.1:7000,10.0.0.2:7000`) or in fred's form
+    /// (`redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000`); the client learns the
+    /// slots from them and follows `MOVED` and `ASK` redirections.
     pub url: String,
     /// The CA certificates (PEM) a `rediss://` server's certificate must chain to
     /// (`None`: the system's store).
@@ -90,6 +106,20 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// How long batch ids are remembered for deduplication.
     pub dedup_ttl: Duration,
+    /// Acknowledge an append, and hand a drainer what it read, only once this many
+    /// replicas of the master hold it (`WAIT`; 0, the default: when the master has
+    /// it). Redis replicates asynchronously, and a failover promotes a replica that
+    /// may lack the master's last writes: an append acknowledged before a replica
+    /// had it is lost, and an entry drained before a replica had it (its append
+    /// unacknowledged, so sent again) would be applied twice. With 1 (one replica
+    /// per master is enough) neither happens; an append or read that no replica
+    /// confirms within [`wait_timeout`](Self::wait_timeout) fails as unavailable
+    /// and is retried (appends deduplicated by batch id), so a master whose
+    /// replicas are all down takes no spend until one is back. Recorders and
+    /// coworkers should agree.
+    pub wait_replicas: u16,
+    /// How long an append waits for [`wait_replicas`](Self::wait_replicas).
+    pub wait_timeout: Duration,
 }
 
 impl RedisConfig {
@@ -106,8 +136,89 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
             dedup_ttl: Duration::from_secs(24 * 3600),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         }
     }
+
+    /// The configuration the examples and the coworker take from the environment, or
+    /// `None` when `ROUTERO_REDIS_URL` is not set: the URL, `ROUTERO_REDIS_PREFIX`,
+    /// `ROUTERO_SHARDS` (every recorder and coworker must agree),
+    /// `ROUTERO_REDIS_WAIT_REPLICAS` and `ROUTERO_REDIS_WAIT_TIMEOUT_MS`
+    /// ([`wait_replicas`](Self::wait_replicas)), and the TLS files of
+    /// [`tls_from_env`](Self::tls_from_env).
+    pub fn from_env() -> Result<Option<RedisConfig>, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let Some(url) = var("ROUTERO_REDIS_URL") else {
+            return Ok(None);
+        };
+        let mut config = RedisConfig::new(url).tls_from_env()?;
+        if let Some(prefix) = var("ROUTERO_REDIS_PREFIX") {
+            config.prefix = prefix;
+        }
+        if let Some(shards) = var("ROUTERO_SHARDS") {
+            config.shards = shards
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or("ROUTERO_SHARDS must be a number from 1 to 65535")?;
+        }
+        if let Some(replicas) = var("ROUTERO_REDIS_WAIT_REPLICAS") {
+            config.wait_replicas = replicas
+                .parse()
+                .map_err(|_| "ROUTERO_REDIS_WAIT_REPLICAS must be a number of replicas")?;
+        }
+        if let Some(ms) = var("ROUTERO_REDIS_WAIT_TIMEOUT_MS") {
+            let ms: u64 =
+                ms.parse().ok().filter(|&ms| ms > 0).ok_or(
+                    "ROUTERO_REDIS_WAIT_TIMEOUT_MS must be a positive number of milliseconds",
+                )?;
+            config.wait_timeout = Duration::from_millis(ms);
+        }
+        Ok(Some(config))
+    }
+}
+
+/// The URL in the form fred takes: a cluster's comma-separated seed nodes become its
+/// `node=` parameters.
+fn fred_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    if !scheme.ends_with("-cluster") {
+        return url.into();
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let mut hosts = hosts.split(',').filter(|h| !h.is_empty());
+    let Some(first) = hosts.next() else {
+        return url.into();
+    };
+    let others: Vec<&str> = hosts.collect();
+    if others.is_empty() {
+        return url.into();
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (tail, None),
+    };
+    let mut out = format!("{scheme}://{userinfo}{first}{path}?");
+    out.push_str(
+        &others
+            .iter()
+            .map(|h| format!("node={h}"))
+            .collect::<Vec<_>>()
+            .join("&"),
+    );
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        out.push('&');
+        out.push_str(query);
+    }
+    out.into()
 }
 
 impl RedisConfig {
@@ -199,7 +310,7 @@ fn backend(error: fred::error::Error) -> BackendError {
 
 /// A fred builder for the configuration: TLS, timeouts, reconnects.
 fn builder(config: &RedisConfig) -> Result<Builder, BackendError> {
-    let mut redis_config = Config::from_url(&config.url).map_err(backend)?;
+    let mut redis_config = Config::from_url(&fred_url(&config.url)).map_err(backend)?;
     if redis_config.tls.is_some() {
         let roots = config.ca_file.clone().map_or(Roots::System, Roots::File);
         let tls = client_config(Verify::Full, Some(&roots), config.client_identity.as_ref())
@@ -311,6 +422,11 @@ impl Redis {
     fn key(&self, shard: ShardId, suffix: &str) -> String {
         format!("{}:{{{}}}:{suffix}", self.config.prefix, shard.0)
     }
+
+    /// Whether this is a Redis Cluster (`redis-cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.pool.next().is_clustered()
+    }
 }
 
 fn millis(duration: Duration) -> String {
@@ -327,6 +443,59 @@ pub struct RedisQueue {
 fn position(id: &str) -> Result<QueuePosition, BackendError> {
     id.parse()
         .map_err(|e: String| BackendError::new(ErrorKind::Corrupt, format!("redis stream id: {e}")))
+}
+
+impl RedisQueue {
+    /// `WAIT` on the shard's master until the configured number of replicas hold what
+    /// this connection wrote (the append, or for a duplicate the script's refresh of
+    /// the batch key, which comes after the original append in the replication
+    /// stream).
+    async fn wait_for_replicas(
+        &self,
+        client: &fred::clients::Client,
+        shard: ShardId,
+    ) -> Result<(), BackendError> {
+        self.wait_for_replicas_of(client, self.redis.key(shard, "stream"))
+            .await
+    }
+
+    /// `WAIT` on the master of `key`'s slot.
+    async fn wait_for_replicas_of(
+        &self,
+        client: &fred::clients::Client,
+        key: String,
+    ) -> Result<(), BackendError> {
+        let config = &self.redis.config;
+        let wait = fred::types::CustomCommand::new(
+            "WAIT",
+            fred::types::ClusterHash::from(key.as_str()),
+            false,
+        );
+        let acked: Value = client
+            .custom(
+                wait,
+                vec![
+                    config.wait_replicas.to_string(),
+                    millis(config.wait_timeout),
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        let acked = acked.as_u64().ok_or_else(|| {
+            BackendError::new(ErrorKind::Corrupt, format!("redis WAIT reply: {acked:?}"))
+        })?;
+        if acked < u64::from(config.wait_replicas) {
+            return Err(BackendError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "redis: {key} reached {acked} of {} replicas within {} ms",
+                    config.wait_replicas,
+                    config.wait_timeout.as_millis()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -348,13 +517,19 @@ impl SpendQueue for RedisQueue {
             self.redis.key(batch.shard, "stream"),
         ];
         let args = vec![millis(self.redis.config.dedup_ttl), payload];
+        // One client for the append and its WAIT: WAIT counts the replicas holding
+        // this connection's writes.
+        let client = self.redis.pool.next();
         let reply: Option<String> = self
             .redis
             .scripts
             .append
-            .evalsha_with_reload(self.redis.pool.next(), keys, args)
+            .evalsha_with_reload(client, keys, args)
             .await
             .map_err(backend)?;
+        if self.redis.config.wait_replicas > 0 {
+            self.wait_for_replicas(client, batch.shard).await?;
+        }
         match reply {
             Some(id) => Ok(AppendOutcome::Appended(position(&id)?)),
             None => Ok(AppendOutcome::Duplicate),
@@ -369,9 +544,8 @@ impl SpendQueue for RedisQueue {
     ) -> Result<Vec<QueuedBatch>, BackendError> {
         let start = after.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
         let count = limit.clamp(1, 1 << 20).to_string();
-        let reply: Value = self
-            .redis
-            .pool
+        let client = self.redis.pool.next();
+        let reply: Value = client
             .custom(
                 cmd!("XRANGE"),
                 vec![
@@ -437,6 +611,23 @@ impl SpendQueue for RedisQueue {
                     .into_error());
                 }
             }
+        }
+        if self.redis.config.wait_replicas > 0 && !out.is_empty() {
+            // What a drainer reads it may commit: only once the replicas hold it, so
+            // that a failover never takes back an entry the store already has (the
+            // recorder's retry would append it again).
+            let _: Value = client
+                .custom(
+                    cmd!("SET"),
+                    vec![
+                        self.redis.key(shard, "read"),
+                        out.last()
+                            .map_or_else(String::new, |q| q.position.to_string()),
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            self.wait_for_replicas(client, shard).await?;
         }
         Ok(out)
     }
@@ -515,23 +706,38 @@ impl LeaderElector for RedisElector {
             ));
         }
         let keys = vec![self.key(shard, "lease"), self.key(shard, "fence")];
+        let client = self.redis.pool.next();
         let token: Option<u64> = self
             .redis
             .scripts
             .acquire
-            .evalsha_with_reload(
-                self.redis.pool.next(),
-                keys,
-                vec![holder.to_owned(), millis(ttl)],
-            )
+            .evalsha_with_reload(client, keys, vec![holder.to_owned(), millis(ttl)])
             .await
             .map_err(backend)?;
-        Ok(token.map(|token| Lease {
+        let lease = token.map(|token| Lease {
             shard,
             holder: Arc::from(holder),
             token: FencingToken(token),
             ttl,
-        }))
+        });
+        if let Some(lease) = &lease
+            && self.redis.config.wait_replicas > 0
+        {
+            // A fencing token lost in a failover would be handed out again, and the
+            // store would refuse its holder as stale: a lease counts once the
+            // replicas hold its token.
+            let queue = RedisQueue {
+                redis: self.redis.clone(),
+            };
+            if let Err(e) = queue
+                .wait_for_replicas_of(client, self.key(shard, "fence"))
+                .await
+            {
+                let _ = self.release(lease).await;
+                return Err(e);
+            }
+        }
+        Ok(lease)
     }
 
     async fn renew(&self, lease: &Lease) -> Result<bool, BackendError> {
@@ -562,5 +768,39 @@ impl LeaderElector for RedisElector {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fred_url;
+
+    #[test]
+    fn cluster_seed_lists_become_node_parameters() {
+        assert_eq!(
+            fred_url("redis-cluster://10.0.0.1:7000,10.0.0.2:7001,10.0.0.3:7002"),
+            "redis-cluster://10.0.0.1:7000?node=10.0.0.2:7001&node=10.0.0.3:7002"
+        );
+        assert_eq!(
+            fred_url("rediss-cluster://user:p%40ss@a:1,b:2?node=c:3"),
+            "rediss-cluster://user:p%40ss@a:1?node=b:2&node=c:3"
+        );
+        // Already in fred's form, a single node, or not a cluster: unchanged.
+        for url in [
+            "redis-cluster://a:1?node=b:2",
+            "redis-cluster://a:1",
+            "redis://a:1,b:2",
+            "rediss://default:secret@cache.example.com:6380/0",
+        ] {
+            assert_eq!(fred_url(url), url);
+        }
+        // Every form parses.
+        for url in [
+            "redis-cluster://10.0.0.1:7000,10.0.0.2:7001",
+            "rediss-cluster://user:pw@a:1,b:2?node=c:3",
+        ] {
+            let config = fred::prelude::Config::from_url(&fred_url(url)).unwrap();
+            assert!(config.server.is_clustered(), "{url}");
+        }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! The server comes from `ROUTERO_TEST_REDIS_URL` (scripts/test.sh starts one). With
 //! `ROUTERO_TEST_REQUIRE_SERVICES=1` a missing server fails the run; otherwise these
-//! tests skip with a notice. Each test uses its own key prefix. The restart test
-//! starts and kills its own redis-server.
+//! tests skip with a notice. The tests that do not depend on the topology run on a
+//! Redis Cluster too (`ROUTERO_TEST_REDIS_CLUSTER_URL`, three masters with a replica
+//! each, started by the same script). Each test uses its own key prefix. The restart
+//! test starts and kills its own redis-server.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -41,6 +43,20 @@ fn redis_url() -> Option<String> {
     }
 }
 
+/// Every server the topology-independent tests run on: the single server, then the
+/// Redis Cluster of `ROUTERO_TEST_REDIS_CLUSTER_URL` (three masters, a replica each).
+fn servers() -> Vec<String> {
+    let mut urls: Vec<String> = redis_url().into_iter().collect();
+    match std::env::var("ROUTERO_TEST_REDIS_CLUSTER_URL") {
+        Ok(url) => urls.push(url),
+        Err(_) if require_services() => {
+            panic!("ROUTERO_TEST_REDIS_CLUSTER_URL is not set and services are required")
+        }
+        Err(_) => eprintln!("not on a cluster: ROUTERO_TEST_REDIS_CLUSTER_URL is not set"),
+    }
+    urls
+}
+
 fn unique_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -60,136 +76,202 @@ async fn connect(url: &str, test: &str, shards: u16) -> Redis {
 
 #[tokio::test]
 async fn conformance_queue() {
-    let Some(url) = redis_url() else { return };
-    conformance::queue_suite(|name| {
-        let url = url.clone();
-        async move { connect(&url, name, 4).await.queue() }
-    })
-    .await;
+    for url in servers() {
+        conformance::queue_suite(|name| {
+            let url = url.clone();
+            async move { connect(&url, name, 4).await.queue() }
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn conformance_elector() {
-    let Some(url) = redis_url() else { return };
-    conformance::elector_single_holder(&connect(&url, "e1", 4).await.elector()).await;
-    // Two electors on two separate connection pools race for one lease.
-    let first = connect(&url, "race", 4).await;
-    let mut config = first.config().clone();
-    config.pool_size = 1;
-    let second = Redis::connect(config).await.unwrap();
-    conformance::elector_race_has_one_winner(&first.elector(), &second.elector()).await;
-    conformance::elector_expiry_and_takeover(
-        &connect(&url, "e3", 4).await.elector(),
-        Duration::from_millis(200),
-        tokio::time::sleep,
-    )
-    .await;
+    for url in servers() {
+        conformance::elector_single_holder(&connect(&url, "e1", 4).await.elector()).await;
+        // Two electors on two separate connection pools race for one lease.
+        let first = connect(&url, "race", 4).await;
+        let mut config = first.config().clone();
+        config.pool_size = 1;
+        let second = Redis::connect(config).await.unwrap();
+        conformance::elector_race_has_one_winner(&first.elector(), &second.elector()).await;
+        conformance::elector_expiry_and_takeover(
+            &connect(&url, "e3", 4).await.elector(),
+            Duration::from_millis(200),
+            tokio::time::sleep,
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn conformance_pipeline() {
-    let Some(url) = redis_url() else { return };
-    let redis = connect(&url, "pipeline", 4).await;
-    conformance::pipeline_is_exactly_once(
-        Arc::new(redis.queue()),
-        Arc::new(redis.elector()),
-        Arc::new(MemoryStore::new()),
-    )
-    .await;
+    for url in servers() {
+        let redis = connect(&url, "pipeline", 4).await;
+        conformance::pipeline_is_exactly_once(
+            Arc::new(redis.queue()),
+            Arc::new(redis.elector()),
+            Arc::new(MemoryStore::new()),
+        )
+        .await;
+        if redis.is_cluster() {
+            // Appends, drain reads and leases that wait for a replica.
+            let mut config = connect(&url, "pipeline-wait", 4).await.config().clone();
+            config.wait_replicas = 1;
+            config.wait_timeout = Duration::from_secs(2);
+            let waiting = Redis::connect(config).await.unwrap();
+            conformance::pipeline_is_exactly_once(
+                Arc::new(waiting.queue()),
+                Arc::new(waiting.elector()),
+                Arc::new(MemoryStore::new()),
+            )
+            .await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_spend_control() {
-    let Some(url) = redis_url() else { return };
-    conformance::control_reservations_never_overspend(Arc::new(
-        connect(&url, "ctl1", 1).await.control(),
-    ))
-    .await;
-    conformance::control_budgets_hold_per_period(Arc::new(
-        connect(&url, "ctl2", 1).await.control(),
-    ))
-    .await;
+    for url in servers() {
+        conformance::control_reservations_never_overspend(Arc::new(
+            connect(&url, "ctl1", 1).await.control(),
+        ))
+        .await;
+        conformance::control_budgets_hold_per_period(Arc::new(
+            connect(&url, "ctl2", 1).await.control(),
+        ))
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn a_retried_flush_whose_reply_was_lost_adds_nothing() {
-    let Some(url) = redis_url() else { return };
-    let queue = connect(&url, "lost-reply", 2).await.queue();
-    let batch = SpendBatch {
-        id: BatchId::new(42, 1),
-        shard: ShardId(1),
-        events: vec![sample_event("acme", 1, "0.3")],
-    };
-    assert!(matches!(
-        queue.append(&batch).await.unwrap(),
-        AppendOutcome::Appended(_)
-    ));
-    // The first reply never reached the recorder: it sends the same batch again.
-    assert_eq!(
-        queue.append(&batch).await.unwrap(),
-        AppendOutcome::Duplicate
-    );
-    assert_eq!(
-        queue.read_after(ShardId(1), None, 10).await.unwrap().len(),
-        1
-    );
+    for url in servers() {
+        let queue = connect(&url, "lost-reply", 2).await.queue();
+        let batch = SpendBatch {
+            id: BatchId::new(42, 1),
+            shard: ShardId(1),
+            events: vec![sample_event("acme", 1, "0.3")],
+        };
+        assert!(matches!(
+            queue.append(&batch).await.unwrap(),
+            AppendOutcome::Appended(_)
+        ));
+        // The first reply never reached the recorder: it sends the same batch again.
+        assert_eq!(
+            queue.append(&batch).await.unwrap(),
+            AppendOutcome::Duplicate
+        );
+        assert_eq!(
+            queue.read_after(ShardId(1), None, 10).await.unwrap().len(),
+            1
+        );
+    }
 }
 
 #[tokio::test]
 async fn a_paused_leader_is_fenced_off_by_the_store() {
-    let Some(url) = redis_url() else { return };
-    let redis = connect(&url, "paused", 1).await;
-    let queue = Arc::new(redis.queue());
-    let elector = Arc::new(redis.elector());
-    let store = Arc::new(MemoryStore::new());
-    let drainer = |holder: &str| {
-        Drainer::new(
-            queue.clone(),
-            elector.clone(),
-            store.clone(),
-            DrainerConfig::new(holder),
-        )
-    };
-    let (paused, successor) = (drainer("paused"), drainer("successor"));
+    for url in servers() {
+        let redis = connect(&url, "paused", 1).await;
+        let queue = Arc::new(redis.queue());
+        let elector = Arc::new(redis.elector());
+        let store = Arc::new(MemoryStore::new());
+        let drainer = |holder: &str| {
+            Drainer::new(
+                queue.clone(),
+                elector.clone(),
+                store.clone(),
+                DrainerConfig::new(holder),
+            )
+        };
+        let (paused, successor) = (drainer("paused"), drainer("successor"));
 
-    let old = elector
-        .acquire(ShardId(0), "paused", Duration::from_millis(300))
-        .await
-        .unwrap()
-        .unwrap();
-    // The holder pauses (GC, SIGSTOP) past its lease; another coworker takes over.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    let new = elector
-        .acquire(ShardId(0), "successor", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(new.token > old.token, "the successor's token is larger");
+        let old = elector
+            .acquire(ShardId(0), "paused", Duration::from_millis(300))
+            .await
+            .unwrap()
+            .unwrap();
+        // The holder pauses (GC, SIGSTOP) past its lease; another coworker takes over.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let new = elector
+            .acquire(ShardId(0), "successor", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(new.token > old.token, "the successor's token is larger");
 
+        let batch = |seq| SpendBatch {
+            id: BatchId::new(7, seq),
+            shard: ShardId(0),
+            events: vec![sample_event("acme", seq, "1.5")],
+        };
+        queue.append(&batch(1)).await.unwrap();
+        assert!(matches!(
+            successor.step(&new).await.unwrap(),
+            StepOutcome::Drained { .. }
+        ));
+        queue.append(&batch(2)).await.unwrap();
+        // The paused leader wakes up and drains with its old token: refused.
+        assert_eq!(paused.step(&old).await.unwrap(), StepOutcome::Fenced);
+        assert!(!elector.renew(&old).await.unwrap(), "and its lease is gone");
+        assert_eq!(
+            store.totals().cost,
+            Decimal::new(15, 1),
+            "only the successor's step counted"
+        );
+        assert!(matches!(
+            successor.step(&new).await.unwrap(),
+            StepOutcome::Drained { .. }
+        ));
+        assert_eq!(store.totals().cost, Decimal::new(30, 1));
+    }
+}
+
+#[tokio::test]
+async fn an_append_waits_for_its_replicas_when_asked() {
+    let urls = servers();
     let batch = |seq| SpendBatch {
-        id: BatchId::new(7, seq),
-        shard: ShardId(0),
-        events: vec![sample_event("acme", seq, "1.5")],
+        id: BatchId::new(9, seq),
+        shard: ShardId(2),
+        events: vec![sample_event("acme", seq, "0.25")],
     };
-    queue.append(&batch(1)).await.unwrap();
-    assert!(matches!(
-        successor.step(&new).await.unwrap(),
-        StepOutcome::Drained { .. }
-    ));
-    queue.append(&batch(2)).await.unwrap();
-    // The paused leader wakes up and drains with its old token: refused.
-    assert_eq!(paused.step(&old).await.unwrap(), StepOutcome::Fenced);
-    assert!(!elector.renew(&old).await.unwrap(), "and its lease is gone");
-    assert_eq!(
-        store.totals().cost,
-        Decimal::new(15, 1),
-        "only the successor's step counted"
-    );
-    assert!(matches!(
-        successor.step(&new).await.unwrap(),
-        StepOutcome::Drained { .. }
-    ));
-    assert_eq!(store.totals().cost, Decimal::new(30, 1));
+    for url in &urls {
+        let redis = connect(url, "wait", 4).await;
+        let mut config = redis.config().clone();
+        config.wait_timeout = Duration::from_millis(100);
+        // More replicas than there are (the single server has none, each cluster
+        // master one): the append is not acknowledged, and says why.
+        config.wait_replicas = 2;
+        let strict = Redis::connect(config.clone()).await.unwrap().queue();
+        let err = strict.append(&batch(1)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_retryable());
+        assert!(err.to_string().contains("of 2 replicas"), "{err}");
+        if !redis.is_cluster() {
+            continue;
+        }
+        // On the cluster one replica holds it: the recorder's retry finds the batch
+        // there already, is acknowledged once the replica has it, and adds nothing.
+        config.wait_replicas = 1;
+        config.wait_timeout = Duration::from_secs(2);
+        let waiting = Redis::connect(config).await.unwrap().queue();
+        assert_eq!(
+            waiting.append(&batch(1)).await.unwrap(),
+            AppendOutcome::Duplicate
+        );
+        assert!(matches!(
+            waiting.append(&batch(2)).await.unwrap(),
+            AppendOutcome::Appended(_)
+        ));
+        assert_eq!(
+            waiting
+                .read_after(ShardId(2), None, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+    }
 }
 
 #[tokio::test]
