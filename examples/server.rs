@@ -17,7 +17,10 @@
 //! through the recorder, the in-memory queue and a drainer, as a gateway's would. With
 //! `ROUTERO_DATABASE_URL` set it serves that PostgreSQL database instead (migrated on
 //! connect), and with `ROUTERO_REDIS_URL` set as well it also drains the spend the
-//! gateways record in Redis into it, as one more coworker. It listens
+//! gateways record in Redis into it, as one more coworker. With
+//! `ROUTERO_DATABASE_READ_URL` (a streaming replica) its analytics and exports read
+//! there, and `/readyz` measures the replica's lag into
+//! `routero_db_replica_lag_seconds`. It listens
 //! on `ROUTERO_LISTEN` (default `127.0.0.1:8080`; port 0 picks a free one) and prints two
 //! demo bearer tokens: the Acme admin's, who lists Acme's two workspaces, and an
 //! org-wide Acme admin's, who sees every workspace the billing directory gives Acme
@@ -186,6 +189,7 @@ async fn api_over<S>(
     store: Arc<S>,
     rates: Arc<RateTable>,
     notices: Option<Arc<dyn WalletNotices>>,
+    analytics: Option<Arc<dyn SpendReader>>,
 ) -> Result<BillingApi, Error>
 where
     S: SpendReader + Wallets + InvoiceStore + Repricings,
@@ -197,7 +201,7 @@ where
         Some(notices) => Arc::new(Notifying::new(store.clone(), notices)),
         None => store.clone(),
     };
-    Ok(BillingApi::new(
+    let api = BillingApi::new(
         store.clone(),
         wallets,
         store.clone(),
@@ -208,7 +212,11 @@ where
             ..ApiConfig::default()
         },
     )
-    .with_repricing(store, prices()?))
+    .with_repricing(store, prices()?);
+    Ok(match analytics {
+        Some(reader) => api.with_analytics_reader(reader),
+        None => api,
+    })
 }
 
 type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -311,23 +319,44 @@ async fn run() -> Result<(), Error> {
         None => None,
     };
     let rates = rates()?;
+    let mut analytics: Option<Arc<dyn SpendReader>> = None;
     let api = match std::env::var("ROUTERO_DATABASE_URL") {
         Ok(url) => {
             println!("serving PostgreSQL at ROUTERO_DATABASE_URL");
-            let store = Arc::new(PgStore::connect(PgConfig::new(url)).await?);
+            let mut pg = PgConfig::new(url);
+            pg.read_url = std::env::var("ROUTERO_DATABASE_READ_URL")
+                .ok()
+                .filter(|url| !url.is_empty());
+            let store = Arc::new(PgStore::connect(pg).await?);
+            let reads = store.reads();
+            if reads.is_separate() {
+                println!("analytics and exports read ROUTERO_DATABASE_READ_URL");
+                analytics = Some(Arc::new(reads.clone()));
+            }
             ops = ops.map(|(ops, addr)| {
                 let store = store.clone();
-                let ops = ops.ready_when("postgres", move || {
+                let mut ops = ops.ready_when("postgres", move || {
                     let store = store.clone();
                     async move { store.check_ready().await.map_err(|e| e.to_string()) }
                 });
+                if reads.is_separate() {
+                    // Each /readyz measures the replica's lag into the gauge.
+                    ops = ops.ready_when("postgres-read", move || {
+                        let reads = reads.clone();
+                        async move {
+                            let lag = reads.lag().await.map_err(|e| e.to_string())?;
+                            routero::http::telemetry::replica_lag(lag.unwrap_or_default());
+                            Ok(())
+                        }
+                    });
+                }
                 (ops, addr)
             });
             store.set_rates(rates.clone());
-            if let Ok(redis_url) = std::env::var("ROUTERO_REDIS_URL") {
+            if let Some(redis_config) = RedisConfig::from_env()? {
                 // Drain the gateways' spend from Redis into the database served, as
                 // one more coworker: leases keep it exactly once beside the others.
-                let redis = Redis::connect(RedisConfig::new(redis_url).tls_from_env()?).await?;
+                let redis = Redis::connect(redis_config).await?;
                 println!("draining ROUTERO_REDIS_URL into it");
                 ops = ops.map(|(ops, addr)| {
                     let redis = redis.clone();
@@ -348,7 +377,7 @@ async fn run() -> Result<(), Error> {
             let notices = drain.as_ref().map(|(_, redis): &(DrainerHandle, Redis)| {
                 Arc::new(redis.wallet_notices()) as Arc<dyn WalletNotices>
             });
-            api_over(store, rates, notices).await?
+            api_over(store, rates, notices, analytics.take()).await?
         }
         Err(_) => {
             println!("serving the in-memory store with two weeks of demo traffic");
@@ -370,7 +399,7 @@ async fn run() -> Result<(), Error> {
             // No coworker runs beside the in-memory store: the server closes its
             // months itself, on the same scheduler a coworker runs.
             tokio::spawn(close_months(store.clone(), rates.clone())?);
-            api_over(store, rates, None).await?
+            api_over(store, rates, None, None).await?
         }
     };
     let api = Arc::new(api);

@@ -404,6 +404,8 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone)]
 pub struct BillingApi {
     reader: Arc<dyn SpendReader>,
+    /// Where analytics and exports read ([`BillingApi::with_analytics_reader`]).
+    analytics: Arc<dyn SpendReader>,
     wallets: Arc<dyn Wallets>,
     invoices: Arc<dyn InvoiceStore>,
     clock: Arc<dyn Clock>,
@@ -600,6 +602,7 @@ impl BillingApi {
         config: ApiConfig,
     ) -> BillingApi {
         BillingApi {
+            analytics: reader.clone(),
             reader,
             wallets,
             invoices,
@@ -607,6 +610,16 @@ impl BillingApi {
             config,
             repricing: None,
         }
+    }
+
+    /// The same API with its analytics (daily spend, trend, overview, activity) and
+    /// CSV exports read from `reader`, typically a streaming replica
+    /// (`routero_postgres::PgStore::reads`); invoices, wallets and repricings keep
+    /// reading the reader given to [`new`](Self::new), which sees its own writes.
+    #[must_use]
+    pub fn with_analytics_reader(mut self, reader: Arc<dyn SpendReader>) -> BillingApi {
+        self.analytics = reader;
+        self
     }
 
     /// The same API answering `/billing/repricings` too: repricing the request log of
@@ -672,14 +685,14 @@ impl BillingApi {
                 let filter = self.filter(principal, &query, true)?;
                 Ok(json(
                     StatusCode::OK,
-                    &analytics::daily_spend(&*self.reader, &filter).await?,
+                    &analytics::daily_spend(&*self.analytics, &filter).await?,
                 ))
             }
             (Method::GET, "/billing/spend-trend") => {
                 let filter = self.filter(principal, &query, true)?;
                 Ok(json(
                     StatusCode::OK,
-                    &analytics::spend_trend(&*self.reader, &filter).await?,
+                    &analytics::spend_trend(&*self.analytics, &filter).await?,
                 ))
             }
             (Method::GET, "/billing/overview") => self.overview(principal, &query).await,
@@ -789,7 +802,7 @@ impl BillingApi {
         };
         let scope = self.filter(principal, query, false)?;
         CsvExport::new(
-            self.reader.clone(),
+            self.analytics.clone(),
             ExportRequest {
                 org: principal.org.clone(),
                 workspaces: scope.workspaces,
@@ -1178,7 +1191,7 @@ impl BillingApi {
         let mut filter = self.filter(principal, query, false)?;
         filter.workspaces = Some(vec![workspace.clone()]);
         let now = self.now();
-        let overview = analytics::overview(&*self.reader, &filter, now.date_naive()).await?;
+        let overview = analytics::overview(&*self.analytics, &filter, now.date_naive()).await?;
         let balance = self.wallets.balance(&workspace, now).await?;
         Ok(json(
             StatusCode::OK,
@@ -1208,7 +1221,7 @@ impl BillingApi {
         let page = number(query, "page", 1, u32::MAX)?;
         let page_size = number(query, "page_size", default_page_size, 1_000)?;
         let activity =
-            analytics::daily_activity(&*self.reader, &filter, entity, page, page_size).await?;
+            analytics::daily_activity(&*self.analytics, &filter, entity, page, page_size).await?;
         let totals = activity.totals;
         Ok(json(
             StatusCode::OK,

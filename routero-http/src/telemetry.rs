@@ -7,6 +7,7 @@
 //! | `routero_http_requests_total` | counter | `route` (a route template, never a raw path), `status` |
 //! | `routero_http_request_duration_seconds` | histogram | `route` |
 //! | `routero_wallet_money_in_total` | counter | `kind` (`top_up`, `refund`, `adjustment`), `currency` |
+//! | `routero_db_replica_lag_seconds` | gauge | | how far the read database (a streaming replica) is behind its primary, as last measured ([`replica_lag`]) |
 
 use std::time::Duration;
 
@@ -70,6 +71,16 @@ pub fn describe() {
         "routero_wallet_money_in_total",
         "Wallet top-ups, refunds and adjustments written, by currency."
     );
+    metrics::describe_gauge!(
+        "routero_db_replica_lag_seconds",
+        metrics::Unit::Seconds,
+        "How far the database analytics read from is behind its primary."
+    );
+}
+
+/// Reports the read replica's lag, as measured (`routero_postgres::PgReads::lag`).
+pub fn replica_lag(lag: Duration) {
+    metrics::gauge!("routero_db_replica_lag_seconds").set(lag.as_secs_f64());
 }
 
 /// Counts one answered request of `route` and its latency.

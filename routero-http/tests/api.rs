@@ -83,20 +83,26 @@ async fn memory_api() -> BillingApi {
     api_over(Arc::new(MemoryStore::new())).await
 }
 
+/// A test server's address from the environment; `None` (skipped, with a notice) when
+/// it is not set and services are not required.
+fn service(variable: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(url) => Some(url),
+        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
+            panic!("{variable} is not set and services are required")
+        }
+        Err(_) => {
+            eprintln!("skipped: {variable} is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
 /// The API over a fresh schema of the PostgreSQL server in `ROUTERO_TEST_DATABASE_URL`;
 /// `None` (skipped) when there is none and services are not required.
 async fn pg_api() -> Option<BillingApi> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let url = match std::env::var("ROUTERO_TEST_DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) if std::env::var("ROUTERO_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") => {
-            panic!("ROUTERO_TEST_DATABASE_URL is not set and services are required")
-        }
-        Err(_) => {
-            eprintln!("skipped: ROUTERO_TEST_DATABASE_URL is not set (run scripts/test.sh)");
-            return None;
-        }
-    };
+    let url = service("ROUTERO_TEST_DATABASE_URL")?;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -108,7 +114,58 @@ async fn pg_api() -> Option<BillingApi> {
     Some(api_over(Arc::new(store)).await)
 }
 
-/// Runs each named check on the in-memory store and on PostgreSQL.
+/// The API over PostgreSQL with its analytics and exports read from the streaming
+/// replica of `ROUTERO_TEST_DATABASE_READ_URL` (scripts/test.sh starts one).
+async fn pg_replica_api() -> Option<BillingApi> {
+    let read_url = service("ROUTERO_TEST_DATABASE_READ_URL")?;
+    let url = service("ROUTERO_TEST_DATABASE_URL")?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut config = PgConfig::new(url);
+    config.schema = Some(format!("apir_{}_{nanos}", std::process::id()));
+    config.read_url = Some(read_url);
+    let store = PgStore::connect(config).await.expect("connect and migrate");
+    let reads = store.reads();
+    assert!(
+        reads.lag().await.unwrap().is_some(),
+        "ROUTERO_TEST_DATABASE_READ_URL is a streaming replica"
+    );
+    let replica = Arc::new(ReplicaReads {
+        store: store.clone(),
+        reads,
+    });
+    Some(
+        api_over(Arc::new(store))
+            .await
+            .with_analytics_reader(replica),
+    )
+}
+
+/// The replica's reads, each after the replica has replayed what the test wrote
+/// (the replica lags its primary; the checks read right after their writes).
+#[derive(Debug)]
+struct ReplicaReads {
+    store: PgStore,
+    reads: routero_postgres::PgReads,
+}
+
+#[async_trait::async_trait]
+impl SpendReader for ReplicaReads {
+    async fn rollups(
+        &self,
+        filter: &routero_core::port::RollupFilter,
+    ) -> Result<Vec<routero_core::port::RollupRow>, routero_core::port::BackendError> {
+        self.store
+            .sync_reads(std::time::Duration::from_secs(10))
+            .await?;
+        self.reads.rollups(filter).await
+    }
+}
+
+/// Runs each named check on the in-memory store, on PostgreSQL, and on PostgreSQL
+/// with the analytics read from a streaming replica.
 macro_rules! on_both_stores {
     ($($check:ident),* $(,)?) => {$(
         mod $check {
@@ -120,6 +177,13 @@ macro_rules! on_both_stores {
             #[tokio::test]
             async fn postgres() {
                 if let Some(api) = super::pg_api().await {
+                    super::$check(api).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn postgres_replica() {
+                if let Some(api) = super::pg_replica_api().await {
                     super::$check(api).await;
                 }
             }

@@ -45,6 +45,7 @@ mod wallet;
 mod warehouse;
 
 pub use jobs::RetentionJob;
+pub use read::PgReads;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -93,6 +94,12 @@ pub struct PgConfig {
     /// How many whole months of released quarantine rows (replayed or discarded) to
     /// keep before the current one (`None`: every one); batches still waiting stay.
     pub quarantine_retention_months: Option<u32>,
+    /// A second database to read analytics from, typically a streaming replica of
+    /// this one (`None`: the primary serves them): [`PgStore::reads`] queries it with
+    /// a pool of its own, of [`pool_size`](Self::pool_size) connections. Nothing
+    /// else reads it: the drain, the wallet, invoices and repricing stay on the
+    /// primary.
+    pub read_url: Option<String>,
 }
 
 impl PgConfig {
@@ -111,6 +118,7 @@ impl PgConfig {
             statement_timeout: Duration::from_secs(4),
             rollup_retention_months: None,
             quarantine_retention_months: None,
+            read_url: None,
         }
     }
 }
@@ -143,6 +151,8 @@ fn keep_from(today: chrono::NaiveDate, months: u32) -> chrono::NaiveDate {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// The pool of [`PgConfig::read_url`].
+    read_pool: Option<Pool>,
     config: Arc<PgConfig>,
     /// Spend-log partitions known to exist (months as `YYYY_MM`).
     partitions: Arc<Mutex<HashSet<String>>>,
@@ -211,6 +221,40 @@ pub(crate) fn pool_error(error: deadpool_postgres::PoolError) -> BackendError {
     }
 }
 
+/// A pool of connections to `url` with the configuration's schema, size and timeouts.
+fn connect_pool(url: &str, config: &PgConfig) -> Result<Pool, BackendError> {
+    let (url, ssl) = tls::Ssl::split(url)?;
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
+        BackendError::new(ErrorKind::Invalid, format!("database url: {e}"))
+    })?;
+    pg.ssl_mode(ssl.mode());
+    pg.connect_timeout(config.timeout);
+    if let Some(schema) = &config.schema {
+        if !valid_schema(schema) {
+            return Err(BackendError::new(
+                ErrorKind::Invalid,
+                format!("schema name {schema:?}"),
+            ));
+        }
+        pg.options(format!("-c search_path={schema}"));
+    }
+    let manager = Manager::from_config(
+        pg,
+        ssl.connector()?,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.timeout))
+        .create_timeout(Some(config.timeout))
+        .recycle_timeout(Some(config.timeout))
+        .build()
+        .map_err(|e| BackendError::new(ErrorKind::Invalid, format!("postgres pool: {e}")))
+}
+
 /// A schema name: letters, digits and `_`, not starting with a digit.
 fn valid_schema(name: &str) -> bool {
     !name.is_empty()
@@ -220,40 +264,19 @@ fn valid_schema(name: &str) -> bool {
 }
 
 impl PgStore {
-    /// Connects a pool, creates the schema if needed and applies the migrations.
+    /// Connects a pool, creates the schema if needed and applies the migrations; with
+    /// a [`PgConfig::read_url`], connects the read pool too (its first connection is
+    /// made when [`reads`](Self::reads) are first asked for).
     pub async fn connect(config: PgConfig) -> Result<PgStore, BackendError> {
-        let (url, ssl) = tls::Ssl::split(&config.url)?;
-        let mut pg: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            BackendError::new(ErrorKind::Invalid, format!("database url: {e}"))
-        })?;
-        pg.ssl_mode(ssl.mode());
-        pg.connect_timeout(config.timeout);
-        if let Some(schema) = &config.schema {
-            if !valid_schema(schema) {
-                return Err(BackendError::new(
-                    ErrorKind::Invalid,
-                    format!("schema name {schema:?}"),
-                ));
-            }
-            pg.options(format!("-c search_path={schema}"));
-        }
-        let manager = Manager::from_config(
-            pg,
-            ssl.connector()?,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(config.timeout))
-            .create_timeout(Some(config.timeout))
-            .recycle_timeout(Some(config.timeout))
-            .build()
-            .map_err(|e| BackendError::new(ErrorKind::Invalid, format!("postgres pool: {e}")))?;
+        let pool = connect_pool(&config.url, &config)?;
+        let read_pool = config
+            .read_url
+            .as_deref()
+            .map(|url| connect_pool(url, &config))
+            .transpose()?;
         let store = PgStore {
             pool,
+            read_pool,
             config: Arc::new(config),
             partitions: Arc::new(Mutex::new(HashSet::new())),
             rates: Arc::new(Mutex::new(Arc::new(RateTable::new()))),
@@ -349,6 +372,62 @@ impl PgStore {
     /// A connection from the pool, for queries of the embedding application.
     pub async fn client(&self) -> Result<deadpool_postgres::Object, BackendError> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// The read side for analytics and exports: on the pool of
+    /// [`PgConfig::read_url`] when there is one, else on the primary's. What it
+    /// answers may lag the primary by the replica's replay lag
+    /// ([`PgReads::lag`]); reads that must see their own writes (a wallet after its
+    /// top-up, an invoice at month close, a repricing) use the store itself.
+    pub fn reads(&self) -> PgReads {
+        PgReads {
+            pool: self.read_pool.clone().unwrap_or_else(|| self.pool.clone()),
+            separate: self.read_pool.is_some(),
+        }
+    }
+
+    /// Waits until the read database has replayed everything the primary has written
+    /// so far (its WAL position now), so that the next [`reads`](Self::reads) see
+    /// it: for a report that must include the spend just drained. Returns at once
+    /// without a read database, or when it is not a replica; fails as a timeout
+    /// when the replica is still behind after `timeout`.
+    pub async fn sync_reads(&self, timeout: Duration) -> Result<(), BackendError> {
+        let Some(read_pool) = &self.read_pool else {
+            return Ok(());
+        };
+        let written: String = self
+            .client()
+            .await?
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(backend)?
+            .get(0);
+        let replica = read_pool.get().await.map_err(pool_error)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let caught_up: Option<bool> = replica
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&written],
+                )
+                .await
+                .map_err(backend)?
+                .get(0);
+            // NULL: not a replica, nothing to wait for.
+            if caught_up != Some(false) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "postgres: the read replica has not replayed {written} within {} ms",
+                        timeout.as_millis()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Runs one drain-side transaction (`body`, which begins it with
