@@ -8,11 +8,18 @@
 #   start_postgres   initdb once, then start PostgreSQL on a free port (the same one
 #                    after stop_postgres); sets database_url
 #   stop_postgres    stop it (fast shutdown)
+#   start_pg_replica a streaming replica of it (pg_basebackup -R) on another port;
+#                    sets database_read_url
 #   make_certs       a throwaway CA, a server certificate for "localhost", a client
 #                    certificate and an unrelated CA, in $work/tls (sets tls_dir);
 #                    called before the servers start, it gives Redis a TLS port
 #                    (client certificates required; sets redis_tls_url) and
 #                    PostgreSQL ssl=on
+#   start_redis_cluster
+#                    a Redis Cluster on loopback: three masters with one replica
+#                    each (cluster-enabled, AOF on, node timeout 2 s), made with
+#                    `redis-cli --cluster create`; sets redis_cluster_url
+#                    (redis-cluster://host:port,…) and redis_cluster_ports
 #   start_s3         an S3-compatible server on loopback (moto_server, installed
 #                    from PyPI with `pip install moto[server]` when missing); sets
 #                    s3_endpoint
@@ -33,8 +40,12 @@ pg_data=""
 pg_port=""
 pg_user=""
 database_url=""
+database_read_url=""
 s3_pid=""
 s3_endpoint=""
+redis_cluster_pids=""
+redis_cluster_ports=""
+redis_cluster_url=""
 
 log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
 
@@ -49,8 +60,11 @@ missing_service() {
 services_cleanup() {
   set +e
   stop_redis
+  # shellcheck disable=SC2086
+  [ -n "$redis_cluster_pids" ] && kill -9 $redis_cluster_pids 2>/dev/null
   [ -n "$s3_pid" ] && kill "$s3_pid" 2>/dev/null
   if [ -n "$pg_ctl" ] && [ -n "$pg_data" ]; then
+    [ -d "$work/pg/replica" ] && as_pg "$pg_ctl" -D "$work/pg/replica" -m immediate stop >/dev/null 2>&1
     as_pg "$pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1
   fi
   rm -rf "$work"
@@ -173,6 +187,49 @@ stop_redis() {
   return 0
 }
 
+# One cluster node on `port` (its files in $work/cluster/$port: started again after a
+# kill, it rejoins the cluster from its nodes.conf and AOF).
+start_cluster_node() {
+  local port=$1 dir="$work/cluster/$1"
+  mkdir -p "$dir"
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --cluster-enabled yes \
+    --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --appendonly yes --appendfsync everysec --save "" --logfile "$dir/redis.log" &
+  redis_cluster_pids="$redis_cluster_pids $!"
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+}
+
+start_redis_cluster() {
+  command -v redis-server >/dev/null 2>&1 || return 0 # start_redis said why
+  local ports=() port
+  for _ in 1 2 3 4 5 6; do
+    port="$(free_port)" || { missing_service "no free port for the Redis Cluster"; return 0; }
+    ports+=("$port")
+    start_cluster_node "$port"
+  done
+  local nodes=()
+  for port in "${ports[@]}"; do nodes+=("127.0.0.1:$port"); done
+  if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+      >"$work/cluster/create.log" 2>&1; then
+    cat "$work/cluster/create.log" >&2
+    missing_service "redis-cli --cluster create failed"
+    return 0
+  fi
+  # Every node agrees that the cluster is up before anyone uses it.
+  for port in "${ports[@]}"; do
+    for _ in $(seq 1 200); do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+      sleep 0.1
+    done
+  done
+  redis_cluster_ports="${ports[*]}"
+  redis_cluster_url="redis-cluster://127.0.0.1:${ports[0]},127.0.0.1:${ports[1]},127.0.0.1:${ports[2]}"
+  log "Redis Cluster (3 masters, 3 replicas) on $redis_cluster_url"
+}
+
 find_pg_bin() {
   local dir
   for dir in /usr/local/bin /usr/lib/postgresql/*/bin; do
@@ -184,9 +241,10 @@ find_pg_bin() {
   return 1
 }
 
-# The server's options (and, with tls_dir, its TLS files, owned by its user).
+# The server's options (and, with tls_dir, its TLS files, owned by its user); the port
+# is the primary's unless given.
 pg_options() {
-  local options="-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+  local options="-p ${1:-$pg_port} -k $work/pg -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
   if [ -n "$tls_dir" ]; then
     cp "$tls_dir/server.crt" "$tls_dir/server.key" "$work/pg/"
     chmod 600 "$work/pg/server.key"
@@ -232,6 +290,28 @@ start_postgres() {
   fi
   database_url="postgres://routero@127.0.0.1:$pg_port/postgres"
   log "PostgreSQL on $database_url"
+}
+
+# A streaming replica of the primary (pg_basebackup -R), on its own port; sets
+# database_read_url.
+start_pg_replica() {
+  [ -n "$database_url" ] || return 0 # start_postgres said why
+  local port
+  port="$(free_port)" || { missing_service "no free port for the PostgreSQL replica"; return 0; }
+  if ! as_pg "$pg_bin/pg_basebackup" -h 127.0.0.1 -p "$pg_port" -U routero \
+      -D "$work/pg/replica" -R -X stream >"$work/pg/basebackup.log" 2>&1; then
+    cat "$work/pg/basebackup.log" >&2
+    missing_service "pg_basebackup of the primary failed"
+    return 0
+  fi
+  if ! as_pg "$pg_ctl" -D "$work/pg/replica" -l "$work/pg/replica.log" -w -t 60 \
+      -o "$(pg_options "$port")" start >/dev/null; then
+    cat "$work/pg/replica.log" >&2 || true
+    missing_service "the PostgreSQL replica did not start"
+    return 0
+  fi
+  database_read_url="postgres://routero@127.0.0.1:$port/postgres"
+  log "PostgreSQL streaming replica on $database_read_url"
 }
 
 stop_postgres() {

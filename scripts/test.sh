@@ -7,6 +7,8 @@
 # loopback ports in a temporary directory (Redis with a TLS port that asks for client
 # certificates, PostgreSQL with ssl=on), exports ROUTERO_TEST_REDIS_URL,
 # ROUTERO_TEST_REDIS_TLS_URL, ROUTERO_TEST_DATABASE_URL and ROUTERO_TEST_TLS_DIR, starts
+# a Redis Cluster of three masters with a replica each (ROUTERO_TEST_REDIS_CLUSTER_URL)
+# and a streaming replica of PostgreSQL (ROUTERO_TEST_DATABASE_READ_URL), starts
 # an S3-compatible server (moto, from PyPI; ROUTERO_TEST_S3_ENDPOINT), runs
 # `cargo test --workspace`, and stops the servers whatever happens.
 #
@@ -33,8 +35,12 @@ make_certs
 start_redis
 [ -n "$redis_url" ] && export ROUTERO_TEST_REDIS_URL="$redis_url"
 [ -n "$redis_tls_url" ] && export ROUTERO_TEST_REDIS_TLS_URL="$redis_tls_url"
+start_redis_cluster
+[ -n "$redis_cluster_url" ] && export ROUTERO_TEST_REDIS_CLUSTER_URL="$redis_cluster_url"
 start_postgres
 [ -n "$database_url" ] && export ROUTERO_TEST_DATABASE_URL="$database_url"
+start_pg_replica
+[ -n "$database_read_url" ] && export ROUTERO_TEST_DATABASE_READ_URL="$database_read_url"
 start_s3
 [ -n "$s3_endpoint" ] && export ROUTERO_TEST_S3_ENDPOINT="$s3_endpoint"
 ensure_browser
