@@ -423,54 +423,18 @@ impl Redis {
         format!("{}:{{{}}}:{suffix}", self.config.prefix, shard.0)
     }
 
-    /// Whether this is a Redis Cluster (`redis-cluster://`).
-    pub fn is_cluster(&self) -> bool {
-        self.pool.next().is_clustered()
-    }
-}
-
-fn millis(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
-}
-
-/// The spend queue on Redis Streams, one stream per shard.
-#[derive(Debug, Clone)]
-pub struct RedisQueue {
-    redis: Redis,
-}
-
-/// A stream entry id as a queue position.
-fn position(id: &str) -> Result<QueuePosition, BackendError> {
-    id.parse()
-        .map_err(|e: String| BackendError::new(ErrorKind::Corrupt, format!("redis stream id: {e}")))
-}
-
-impl RedisQueue {
-    /// `WAIT` on the shard's master until the configured number of replicas hold what
-    /// this connection wrote (the append, or for a duplicate the script's refresh of
-    /// the batch key, which comes after the original append in the replication
-    /// stream).
+    /// `WAIT` on the master of `key`'s slot until the configured number of replicas
+    /// hold what `client` wrote there: an append, or for a duplicate the script's
+    /// refresh of the batch key (after the original append in the replication
+    /// stream), a drainer's read mark, a lease's fencing token.
     async fn wait_for_replicas(
         &self,
         client: &fred::clients::Client,
-        shard: ShardId,
+        key: &str,
     ) -> Result<(), BackendError> {
-        self.wait_for_replicas_of(client, self.redis.key(shard, "stream"))
-            .await
-    }
-
-    /// `WAIT` on the master of `key`'s slot.
-    async fn wait_for_replicas_of(
-        &self,
-        client: &fred::clients::Client,
-        key: String,
-    ) -> Result<(), BackendError> {
-        let config = &self.redis.config;
-        let wait = fred::types::CustomCommand::new(
-            "WAIT",
-            fred::types::ClusterHash::from(key.as_str()),
-            false,
-        );
+        let config = &self.config;
+        let wait =
+            fred::types::CustomCommand::new("WAIT", fred::types::ClusterHash::from(key), false);
         let acked: Value = client
             .custom(
                 wait,
@@ -496,6 +460,27 @@ impl RedisQueue {
         }
         Ok(())
     }
+
+    /// Whether this is a Redis Cluster (`redis-cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        self.pool.next().is_clustered()
+    }
+}
+
+fn millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
+}
+
+/// The spend queue on Redis Streams, one stream per shard.
+#[derive(Debug, Clone)]
+pub struct RedisQueue {
+    redis: Redis,
+}
+
+/// A stream entry id as a queue position.
+fn position(id: &str) -> Result<QueuePosition, BackendError> {
+    id.parse()
+        .map_err(|e: String| BackendError::new(ErrorKind::Corrupt, format!("redis stream id: {e}")))
 }
 
 #[async_trait]
@@ -528,7 +513,9 @@ impl SpendQueue for RedisQueue {
             .await
             .map_err(backend)?;
         if self.redis.config.wait_replicas > 0 {
-            self.wait_for_replicas(client, batch.shard).await?;
+            self.redis
+                .wait_for_replicas(client, &self.redis.key(batch.shard, "stream"))
+                .await?;
         }
         match reply {
             Some(id) => Ok(AppendOutcome::Appended(position(&id)?)),
@@ -627,7 +614,9 @@ impl SpendQueue for RedisQueue {
                 )
                 .await
                 .map_err(backend)?;
-            self.wait_for_replicas(client, shard).await?;
+            self.redis
+                .wait_for_replicas(client, &self.redis.key(shard, "stream"))
+                .await?;
         }
         Ok(out)
     }
@@ -726,11 +715,9 @@ impl LeaderElector for RedisElector {
             // A fencing token lost in a failover would be handed out again, and the
             // store would refuse its holder as stale: a lease counts once the
             // replicas hold its token.
-            let queue = RedisQueue {
-                redis: self.redis.clone(),
-            };
-            if let Err(e) = queue
-                .wait_for_replicas_of(client, self.key(shard, "fence"))
+            if let Err(e) = self
+                .redis
+                .wait_for_replicas(client, &self.key(shard, "fence"))
                 .await
             {
                 let _ = self.release(lease).await;
