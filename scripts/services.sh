@@ -292,13 +292,28 @@ start_postgres() {
   log "PostgreSQL on $database_url"
 }
 
+# A PostgreSQL program of the same installation as the server's (bin directories may
+# hold only links to initdb and pg_ctl, as /usr/local/bin does on some machines).
+pg_tool() {
+  local dir
+  for dir in "$pg_bin" "$(dirname "$(readlink -f "$pg_bin/initdb")")" /usr/lib/postgresql/*/bin; do
+    if [ -x "$dir/$1" ]; then
+      echo "$dir/$1"
+      return 0
+    fi
+  done
+  command -v "$1"
+}
+
 # A streaming replica of the primary (pg_basebackup -R), on its own port; sets
 # database_read_url.
 start_pg_replica() {
   [ -n "$database_url" ] || return 0 # start_postgres said why
   local port
   port="$(free_port)" || { missing_service "no free port for the PostgreSQL replica"; return 0; }
-  if ! as_pg "$pg_bin/pg_basebackup" -h 127.0.0.1 -p "$pg_port" -U routero \
+  local basebackup
+  basebackup="$(pg_tool pg_basebackup)" || { missing_service "pg_basebackup is not installed"; return 0; }
+  if ! as_pg "$basebackup" -h 127.0.0.1 -p "$pg_port" -U routero \
       -D "$work/pg/replica" -R -X stream >"$work/pg/basebackup.log" 2>&1; then
     cat "$work/pg/basebackup.log" >&2
     missing_service "pg_basebackup of the primary failed"
