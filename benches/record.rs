@@ -13,7 +13,6 @@ use routero::conformance::sample_event;
 use routero::memory::MemoryQueue;
 use routero::port::SpendQueue;
 use routero::recorder::{Recorder, RecorderConfig};
-use routero::spend::ShardId;
 
 fn record(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -38,12 +37,9 @@ fn record(c: &mut Criterion) {
             // Keep the queue from growing without bound between samples.
             let queue = queue.clone();
             async move {
-                for shard in 0..queue.shards() {
+                for shard in queue.layout().current() {
                     let _ = queue
-                        .trim_through(
-                            ShardId(shard),
-                            routero::spend::QueuePosition::new(u64::MAX, 0),
-                        )
+                        .trim_through(shard, routero::spend::QueuePosition::new(u64::MAX, 0))
                         .await;
                 }
             }

@@ -8,7 +8,8 @@
 //! Runs the drainer for every shard until SIGTERM or Ctrl-C, then releases its leases
 //! and exits. Start as many as you like: they share the shards through the leases.
 //! `ROUTERO_REDIS_URL` may name a Redis Cluster (`redis-cluster://host:port,host:port`).
-//! Optional: `ROUTERO_SHARDS` (16; every recorder and coworker must agree),
+//! Optional: `ROUTERO_SHARDS` (16: the number of shards of a new deployment; once
+//! `coworker shards --set N` has changed it, the layout stored in Redis rules),
 //! `ROUTERO_REDIS_PREFIX` (`routero`), `ROUTERO_REDIS_WAIT_REPLICAS` (acknowledge an
 //! append once that many replicas hold it; for the recorders), `ROUTERO_DB_SCHEMA`, `ROUTERO_HOLDER` (this
 //! coworker's name in the leases), `ROUTERO_LOG_RETENTION_MONTHS`,
@@ -38,6 +39,8 @@
 //! `coworker --help` for the jobs and their settings, and `GET /admin/jobs` for their
 //! runs). `coworker close-month YYYY-MM [--workspace W]` closes a month by hand;
 //! `coworker quarantine list|replay ID|discard ID --reason TEXT` tends the quarantine.
+//! `coworker shards [--set N]` shows the queue's shard layout, or changes the number
+//! of shards while gateways record and coworkers drain.
 
 use std::process::ExitCode;
 use std::sync::{Arc, OnceLock};
@@ -52,7 +55,7 @@ use routero::http::ops::Ops;
 use routero::invoice::{Billing, BillingDirectory, Month};
 use routero::jobs::{ErpPush, ErpTarget, MonthClose};
 use routero::money::{ExchangeRates, RateTable};
-use routero::port::{BackendError, FencingToken, SystemClock};
+use routero::port::{BackendError, FencingToken, SpendQueue, SystemClock};
 use routero::postgres::{PgConfig, PgStore, RetentionJob};
 use routero::quarantine::{Quarantine, QuarantineState, Release, replay_waiting};
 use routero::redis::{Redis, RedisConfig};
@@ -241,6 +244,8 @@ usage: coworker                      drain and schedule until SIGTERM
                 --from DAY --to DAY --prices FILE [--org O] [--workspace W]
                 [--provider P] [--model M] [--billing-mode M] [--csv] [--page N]
        coworker reprice --list [--org O]
+       coworker shards [--set N]       show the queue's shard layout, or change
+                                       the number of shards while spend flows
        coworker --help
 
 Required: ROUTERO_REDIS_URL, ROUTERO_DATABASE_URL.
@@ -846,6 +851,70 @@ async fn close_month_command(args: &[String]) -> ExitCode {
     }
 }
 
+/// `coworker shards [--set N]`: the queue's shard layout, as JSON; with `--set`, the
+/// number of shards changed (see `routero_redis::Redis::reshard`): the new shards
+/// take the spend at once, the old ones are sealed, and the running coworkers drain
+/// them to the end before they start on the new ones. No process restarts.
+async fn shards_command(args: &[String]) -> ExitCode {
+    let set = match args {
+        [] => None,
+        [flag, n] if flag == "--set" => match n.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                eprintln!("coworker shards: --set takes a number of shards from 1 to 65535");
+                return ExitCode::from(2);
+            }
+        },
+        _ => {
+            eprintln!("usage: coworker shards [--set N]");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match RedisConfig::from_env() {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            eprintln!("coworker shards: set ROUTERO_REDIS_URL");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("coworker shards: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = async {
+        let redis = Redis::connect(config).await?;
+        let layout = match set {
+            Some(n) => redis.reshard(n).await?,
+            None => redis.queue().refresh_layout().await?,
+        };
+        let queue = redis.queue();
+        let mut backlog = Vec::new();
+        for shard in layout.retiring_shards().chain(layout.current()) {
+            let entries = queue.backlog(shard).await?;
+            backlog.push(serde_json::json!({ "shard": shard.0, "entries": entries }));
+        }
+        redis.quit().await;
+        Ok::<_, BackendError>(serde_json::json!({
+            "version": layout.version,
+            "shards": layout.current().map(|s| s.0).collect::<Vec<_>>(),
+            "retiring": layout.retiring_shards().map(|s| s.0).collect::<Vec<_>>(),
+            "backlog": backlog,
+            "layout": layout.to_string(),
+        }))
+    }
+    .await;
+    match result {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("coworker shards: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     // Logs go to standard error; standard output is the quarantine command's answer.
@@ -872,6 +941,9 @@ async fn main() -> ExitCode {
     }
     if args.first().map(String::as_str) == Some("reprice") {
         return reprice_command(&args[1..]).await;
+    }
+    if args.first().map(String::as_str) == Some("shards") {
+        return shards_command(&args[1..]).await;
     }
     if let Some(Err(e)) = read_rates() {
         eprintln!("coworker: {e}");

@@ -4,7 +4,9 @@
 # while it runs:
 #
 #   1. kill -9 a coworker while it drains (every coworker is always mid-batch under
-#      load), and start it again;
+#      load), and start it again; then change the number of shards (8 to 12, and 4
+#      more on each round of --long) with `coworker shards --set`: the old shards
+#      are sealed, drained to the end and retired while the new ones take the spend;
 #   2. SIGSTOP a coworker past its leases' lifetime (10 s) so the others take its
 #      shards, then SIGCONT it: its late writes must be refused by the fencing tokens;
 #   3. restart Redis (AOF on) under the recorder and the coworkers;
@@ -147,14 +149,17 @@ cluster_settled() {
 shard_slot() { redis-cli -p "${redis_cluster_ports%% *}" cluster keyslot "{$1}"; }
 
 cluster_faults() {
-  local slot master pid id target count replica
-  slot="$(shard_slot 0)"
+  local slot master pid id target count replica first s0 s3 s5
+  # Shards of the current layout (its ids start after the earlier layouts').
+  first="$("$bin/coworker" shards 2>/dev/null | grep -o '"shards":\[[0-9]*' | grep -o '[0-9]*$' || true)"
+  first="${first:-0}"; s0=$first; s3=$(( first + 3 )); s5=$(( first + 5 ))
+  slot="$(shard_slot "$s0")"
   master="$(master_of_slot "$slot")"
-  fault "kill -9 the master of shard 0 (127.0.0.1:$master) under load; its replica is promoted; the node comes back as a replica"
+  fault "kill -9 the master of shard $s0 (127.0.0.1:$master) under load; its replica is promoted; the node comes back as a replica"
   pid="$(redis-cli -p "$master" info server | tr -d '\r' | sed -n 's/^process_id://p')"
   kill -9 "$pid"
   cluster_settled "$slot" "$master"
-  log "shard 0's slot $slot is served by 127.0.0.1:$(master_of_slot "$slot") now"
+  log "shard $s0's slot $slot is served by 127.0.0.1:$(master_of_slot "$slot") now"
   start_cluster_node "$master"
   # Back as a replica of the promoted node (appends wait for one).
   for _ in $(seq 1 150); do
@@ -164,33 +169,33 @@ cluster_faults() {
   cluster_settled "$slot"
   sleep 5
 
-  slot="$(shard_slot 3)"
+  slot="$(shard_slot "$s3")"
   master="$(master_of_slot "$slot")"
   id="$(cluster_nodes | awk -v p="$master" '$2 == p { print $1 }')"
   target="$(cluster_nodes | awk -v p="$master" '$3 == "master" && $2 != p { print $1; exit }')"
   # The reshard moves the source's lowest slots first: as many as it holds up to
-  # shard 3's, so that shard 3 moves.
+  # shard $s3's, so that shard $s3 moves.
   count="$(redis-cli -p "$master" cluster nodes | awk -v me="$id" -v s="$slot" '
     $1 == me { c = 0; for (i = 9; i <= NF; i++) { n = split($i, r, "-"); lo = r[1]; hi = (n == 2) ? r[2] : r[1];
       if ($i ~ /^\[/) continue; if (hi > s) hi = s; if (hi >= lo) c += hi - lo + 1 } print c }')"
-  fault "redis-cli --cluster reshard: $count slots, shard 3's ($slot) among them, from 127.0.0.1:$master to another master under load"
+  fault "redis-cli --cluster reshard: $count slots, shard $s3's ($slot) among them, from 127.0.0.1:$master to another master under load"
   redis-cli --cluster reshard "127.0.0.1:$master" --cluster-from "$id" --cluster-to "$target" \
     --cluster-slots "$count" --cluster-yes >"$work/reshard.log" 2>&1 ||
     { cat "$work/reshard.log" >&2; log "reshard failed"; return 1; }
   cluster_settled "$slot"
-  log "shard 3's slot $slot is served by 127.0.0.1:$(master_of_slot "$slot") now"
+  log "shard $s3's slot $slot is served by 127.0.0.1:$(master_of_slot "$slot") now"
   sleep 5
 
-  slot="$(shard_slot 5)"
+  slot="$(shard_slot "$s5")"
   master="$(master_of_slot "$slot")"
   id="$(cluster_nodes | awk -v p="$master" '$2 == p { print $1 }')"
   replica="$(for port in $redis_cluster_ports; do
     redis-cli -p "$port" cluster nodes 2>/dev/null | awk -v m="$id" '$3 ~ /slave/ && $3 !~ /fail/ && $4 == m { split($2, a, "[:@]"); print a[2] }'
     break; done | head -1)"
-  fault "CLUSTER FAILOVER: promote 127.0.0.1:$replica, the replica of shard 5's master 127.0.0.1:$master"
+  fault "CLUSTER FAILOVER: promote 127.0.0.1:$replica, the replica of shard $s5's master 127.0.0.1:$master"
   redis-cli -p "$replica" cluster failover >/dev/null
   cluster_settled "$slot"
-  log "shard 5's slot $slot is served by 127.0.0.1:$(master_of_slot "$slot") now"
+  log "shard $s5's slot $slot is served by 127.0.0.1:$(master_of_slot "$slot") now"
   sleep 5
 }
 for n in 1 2 3; do start_coworker "$n"; done
@@ -215,6 +220,12 @@ inject_all() {
   kill -9 "${coworkers[1]}"; wait "${coworkers[1]}" 2>/dev/null || true
   sleep 1; start_coworker 1
   sleep 4
+
+  reshards=$(( ${reshards:-0} + 1 ))
+  fault "change the number of shards under load: coworker shards --set $(( 8 + 4 * reshards ))"
+  "$bin/coworker" shards --set $(( 8 + 4 * reshards )) >>"$work/shards.log" 2>&1 ||
+    log "the change was refused (the previous one is still retiring its shards)"
+  sleep 3
 
   fault "SIGSTOP coworker 2 for 15 s (leases last 10 s); SIGCONT"
   kill -STOP "${coworkers[2]}"; sleep 15; kill -CONT "${coworkers[2]}"
@@ -260,6 +271,7 @@ doubled=$(grep -o '"doubled":[0-9]*' "$work/check.json" | cut -d: -f2)
 echo "chaos: ${#faults[@]} faults injected in $(( $(date +%s) - started )) s:"
 for f in "${faults[@]}"; do echo "  - $f"; done
 echo "chaos: events recorded: ${recorded:-?}; lost: ${lost:-?}; doubled: ${doubled:-?}"
+echo "chaos: shard layout at the end: $("$bin/coworker" shards 2>/dev/null | grep -o '"layout":"[^"]*"')"
 count_lines() { cat "$work"/coworker-*.log | grep -c "$1" || true; }
 echo "chaos: coworker logs: $(count_lines 'newer leader wrote') writes refused to a stale leader," \
   "$(count_lines 'lease lost') leases lost, $(count_lines 'drain step failed') drain steps retried"

@@ -169,6 +169,7 @@ pub(crate) async fn appended(queue: &dyn SpendQueue, batch: &SpendBatch) -> Queu
         AppendOutcome::Duplicate => {
             panic!("batch {} reported as a duplicate on first append", batch.id)
         }
+        AppendOutcome::Moved => panic!("batch {} refused: its shard is sealed", batch.id),
     }
 }
 

@@ -47,3 +47,16 @@ async fn pipeline() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding() {
+    let queue = Arc::new(MemoryQueue::new(4));
+    let resharded = queue.clone();
+    conformance::resharding_loses_and_doubles_nothing(
+        queue,
+        Arc::new(MemoryElector::new(clock())),
+        Arc::new(MemoryStore::new()),
+        |shards| std::future::ready(resharded.reshard(shards)),
+    )
+    .await;
+}

@@ -58,8 +58,8 @@ impl FaultyQueue {
 
 #[async_trait]
 impl SpendQueue for FaultyQueue {
-    fn shards(&self) -> u16 {
-        self.inner.shards()
+    fn layout(&self) -> routero_core::spend::ShardLayout {
+        self.inner.layout()
     }
 
     async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError> {

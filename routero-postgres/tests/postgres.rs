@@ -130,6 +130,27 @@ async fn conformance_pipeline() {
     .await;
 }
 
+/// The shard ids of a new layout are new rows of the drain state: a change of the
+/// number of shards under load, drained into PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_resharding() {
+    let Some(url) = database_url() else { return };
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let queue = Arc::new(MemoryQueue::new(4));
+    let resharded = queue.clone();
+    conformance::resharding_loses_and_doubles_nothing(
+        queue,
+        Arc::new(MemoryElector::new(Arc::new(
+            routero_core::memory::ManualClock::new(start),
+        ))),
+        Arc::new(store(&url, "resharding").await),
+        |shards| std::future::ready(resharded.reshard(shards)),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn migrations_are_idempotent_and_safe_to_run_at_once() {
     let Some(url) = database_url() else { return };

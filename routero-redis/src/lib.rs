@@ -17,6 +17,9 @@
 //! | `{prefix}:{N}:lease` | string, with a TTL | `holder\|token` of the shard's leader |
 //! | `{prefix}:{N}:fence` | counter | the shard's last fencing token |
 //! | `{prefix}:{N}:read` | string | the last entry a drainer read, written only with [`RedisConfig::wait_replicas`] (a write to `WAIT` after) |
+//! | `{prefix}:{N}:sealed` | string | set when a newer layout replaced the shard's: appends are answered [`AppendOutcome::Moved`] |
+//! | `{prefix}:{N}:retired` | string | set once a sealed shard is drained to the end |
+//! | `{prefix}:layout` | string | the [`ShardLayout`] (`version first shards [retiring-first retiring-count]`); absent: version 0 with [`RedisConfig::shards`] shards |
 //!
 //! # Protocol
 //!
@@ -26,6 +29,12 @@
 //!   later than that would be appended twice, and the recorder never retries that long.
 //! - **Read** after the store's watermark with `XRANGE (watermark + COUNT n`; **trim**
 //!   through a committed watermark with `XTRIM MINID`.
+//! - **Changing the number of shards** ([`Redis::reshard`]): the new layout is
+//!   written (compare-and-set, `layout.lua`), then every shard of the old one is
+//!   sealed; `append.lua` answers a sealed shard's append with `0`, and the recorder
+//!   reads the layout again and routes the events to the new shards. A drainer
+//!   retires an old shard once it is sealed and empty (`retire.lua`); when the last
+//!   one is retired the layout forgets them and the new shards are drained.
 //! - **Leases**: `acquire.lua` takes the lease with `SET NX PX` and a fencing token
 //!   from `INCR` on the shard's counter; `renew.lua` and `release.lua` compare the
 //!   holder and token before they touch the lease.
@@ -73,7 +82,7 @@ use routero_core::port::{
     AppendOutcome, BackendError, ErrorKind, FencingToken, LeaderElector, Lease, SpendQueue,
     UnreadableEntry,
 };
-use routero_core::spend::{QueuePosition, QueuedBatch, ShardId, SpendBatch};
+use routero_core::spend::{QueuePosition, QueuedBatch, ShardId, ShardLayout, SpendBatch};
 pub use routero_core::tls::Identity;
 use routero_core::tls::{Roots, Verify, client_config};
 
@@ -96,7 +105,10 @@ pub struct RedisConfig {
     pub client_identity: Option<Identity>,
     /// The key prefix (several deployments, or tests, can share one Redis).
     pub prefix: String,
-    /// How many shards the queue has. Every recorder and coworker must agree.
+    /// How many shards the queue has while its layout was never changed (no
+    /// `{prefix}:layout` key): every recorder and coworker must agree on it. Once
+    /// [`Redis::reshard`] has changed it, the stored layout rules and this is not
+    /// read.
     pub shards: u16,
     /// Connections in the pool (fred pipelines commands on each).
     pub pool_size: usize,
@@ -257,6 +269,8 @@ pub struct Redis {
     pool: Pool,
     config: Arc<RedisConfig>,
     scripts: Arc<Scripts>,
+    /// The shard layout as last read.
+    layout: Arc<std::sync::RwLock<ShardLayout>>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -273,6 +287,8 @@ struct Scripts {
     acquire: Script,
     renew: Script,
     release: Script,
+    layout: Script,
+    retire: Script,
 }
 
 /// Maps a fred error onto the portable kinds.
@@ -349,16 +365,151 @@ impl Redis {
             .build_pool(config.pool_size.max(1))
             .map_err(backend)?;
         pool.init().await.map_err(backend)?;
-        Ok(Redis {
+        let redis = Redis {
             pool,
+            layout: Arc::new(std::sync::RwLock::new(ShardLayout::fixed(config.shards))),
             config: Arc::new(config),
             scripts: Arc::new(Scripts {
                 append: Script::from_lua(include_str!("lua/append.lua")),
                 acquire: Script::from_lua(include_str!("lua/acquire.lua")),
                 renew: Script::from_lua(include_str!("lua/renew.lua")),
                 release: Script::from_lua(include_str!("lua/release.lua")),
+                layout: Script::from_lua(include_str!("lua/layout.lua")),
+                retire: Script::from_lua(include_str!("lua/retire.lua")),
             }),
-        })
+        };
+        // The first process of a deployment records its number of shards; from then
+        // on the stored layout rules.
+        let _: Value = redis
+            .pool
+            .custom(
+                cmd!("SET"),
+                vec![
+                    redis.layout_key(),
+                    format_layout(&ShardLayout::fixed(redis.config.shards)),
+                    "NX".to_owned(),
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        let layout = redis.read_layout().await?;
+        if layout.shards != redis.config.shards || layout.retiring.is_some() {
+            tracing::warn!(%layout, configured = redis.config.shards, "the queue's stored shard layout differs from ROUTERO_SHARDS and rules over it");
+        }
+        Ok(redis)
+    }
+
+    /// The shard layout as last read ([`SpendQueue::layout`]).
+    pub fn layout(&self) -> ShardLayout {
+        *self
+            .layout
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Reads the stored layout (and remembers it), with its text as stored (`""`
+    /// when none is: version 0 with the configured number of shards).
+    async fn stored_layout(&self) -> Result<(ShardLayout, String), BackendError> {
+        let reply: Value = self
+            .pool
+            .custom(cmd!("GET"), vec![self.layout_key()])
+            .await
+            .map_err(backend)?;
+        let text = match reply {
+            Value::Null => String::new(),
+            other => other.as_string().ok_or_else(|| {
+                BackendError::new(ErrorKind::Corrupt, format!("redis layout: {other:?}"))
+            })?,
+        };
+        let layout = if text.is_empty() {
+            ShardLayout::fixed(self.config.shards)
+        } else {
+            parse_layout(&text).ok_or_else(|| {
+                BackendError::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "redis: the shard layout {:?} at {} does not parse",
+                        text,
+                        self.layout_key()
+                    ),
+                )
+            })?
+        };
+        *self
+            .layout
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = layout;
+        Ok((layout, text))
+    }
+
+    async fn read_layout(&self) -> Result<ShardLayout, BackendError> {
+        Ok(self.stored_layout().await?.0)
+    }
+
+    /// Replaces the stored layout `read` (its text as stored) with `next`; a
+    /// [`ErrorKind::Conflict`] error when another process changed it meanwhile.
+    async fn swap_layout(&self, read: &str, next: ShardLayout) -> Result<(), BackendError> {
+        let swapped: i64 = self
+            .scripts
+            .layout
+            .evalsha_with_reload(
+                self.pool.next(),
+                vec![self.layout_key()],
+                vec![read.to_owned(), format_layout(&next)],
+            )
+            .await
+            .map_err(backend)?;
+        if swapped != 1 {
+            return Err(BackendError::new(
+                ErrorKind::Conflict,
+                "redis: the shard layout changed meanwhile; read it again",
+            ));
+        }
+        *self
+            .layout
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+        Ok(())
+    }
+
+    /// Changes the queue's number of shards while it runs: stores the next
+    /// [`ShardLayout`] (its shard ids follow the current ones), then seals every
+    /// current shard, so that appends go to the new shards (recorders with the old
+    /// layout are answered [`AppendOutcome::Moved`] and route their events again)
+    /// while drainers empty and retire the old ones before they start on the new.
+    /// Nothing is lost or applied twice, and no process restarts.
+    ///
+    /// Refused while a previous change is still retiring its shards, except for
+    /// the same number of shards: that finishes a change interrupted between the
+    /// two steps (seals what was not sealed) and returns the layout.
+    pub async fn reshard(&self, shards: u16) -> Result<ShardLayout, BackendError> {
+        let (current, text) = self.stored_layout().await?;
+        let next = if current.retiring.is_some() && current.shards == shards {
+            current
+        } else {
+            let next = current
+                .next(shards)
+                .map_err(|refused| BackendError::new(ErrorKind::Invalid, refused))?;
+            self.swap_layout(&text, next).await?;
+            next
+        };
+        for shard in next.retiring_shards() {
+            let key = self.key(shard, "sealed");
+            let client = self.pool.next();
+            let _: Value = client
+                .custom(cmd!("SET"), vec![key.clone(), "1".to_owned()])
+                .await
+                .map_err(backend)?;
+            if self.config.wait_replicas > 0 {
+                self.wait_for_replicas(client, &key).await?;
+            }
+        }
+        tracing::info!(layout = %next, "shard layout changed; the old shards are sealed");
+        Ok(next)
+    }
+
+    fn layout_key(&self) -> String {
+        format!("{}:layout", self.config.prefix)
     }
 
     /// The configuration.
@@ -467,6 +618,38 @@ impl Redis {
     }
 }
 
+/// `version first shards [retiring-first retiring-count]`.
+fn format_layout(layout: &ShardLayout) -> String {
+    match layout.retiring {
+        Some((first, count)) => format!(
+            "{} {} {} {first} {count}",
+            layout.version, layout.first, layout.shards
+        ),
+        None => format!("{} {} {}", layout.version, layout.first, layout.shards),
+    }
+}
+
+fn parse_layout(text: &str) -> Option<ShardLayout> {
+    let mut parts = text.split(' ');
+    let version = parts.next()?.parse().ok()?;
+    let first = parts.next()?.parse().ok()?;
+    let shards = parts.next()?.parse().ok().filter(|&n: &u16| n > 0)?;
+    let retiring = match (parts.next(), parts.next()) {
+        (None, None) => None,
+        (Some(first), Some(count)) => Some((first.parse().ok()?, count.parse().ok()?)),
+        _ => return None,
+    };
+    if parts.next().is_some() || u32::from(first) + u32::from(shards) > 65_536 {
+        return None;
+    }
+    Some(ShardLayout {
+        version,
+        first,
+        shards,
+        retiring,
+    })
+}
+
 fn millis(duration: Duration) -> String {
     duration.as_millis().max(1).to_string()
 }
@@ -485,41 +668,92 @@ fn position(id: &str) -> Result<QueuePosition, BackendError> {
 
 #[async_trait]
 impl SpendQueue for RedisQueue {
-    fn shards(&self) -> u16 {
-        self.redis.config.shards
+    fn layout(&self) -> ShardLayout {
+        self.redis.layout()
+    }
+
+    async fn refresh_layout(&self) -> Result<ShardLayout, BackendError> {
+        self.redis.read_layout().await
+    }
+
+    async fn retire(&self, shard: ShardId) -> Result<bool, BackendError> {
+        let keys = vec![
+            self.redis.key(shard, "sealed"),
+            self.redis.key(shard, "stream"),
+            self.redis.key(shard, "retired"),
+        ];
+        let retired: i64 = self
+            .redis
+            .scripts
+            .retire
+            .evalsha_with_reload(self.redis.pool.next(), keys, Vec::<String>::new())
+            .await
+            .map_err(backend)?;
+        if retired != 1 {
+            return Ok(false);
+        }
+        // The last one retired: the layout forgets the old shards.
+        let (layout, text) = self.redis.stored_layout().await?;
+        if layout.retiring.is_some() {
+            for other in layout.retiring_shards() {
+                let reply: Value = self
+                    .redis
+                    .pool
+                    .custom(cmd!("EXISTS"), vec![self.redis.key(other, "retired")])
+                    .await
+                    .map_err(backend)?;
+                if reply.as_u64() != Some(1) {
+                    return Ok(true);
+                }
+            }
+            match self.redis.swap_layout(&text, layout.retired()).await {
+                // Another drainer finished it first.
+                Err(e) if e.kind() == ErrorKind::Conflict => {}
+                other => other?,
+            }
+        }
+        Ok(true)
     }
 
     async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError> {
-        if batch.shard.0 >= self.shards() {
-            return Err(BackendError::new(
-                ErrorKind::Invalid,
-                format!("shard {} of a {}-shard queue", batch.shard, self.shards()),
-            ));
+        let layout = self.layout();
+        if u32::from(batch.shard.0) >= u32::from(layout.first) + u32::from(layout.shards) {
+            return Err(BackendError::unknown_shard(batch.shard, &layout));
         }
         let payload = wire::encode(batch).map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
         let keys = vec![
             self.redis.key(batch.shard, &format!("batch:{}", batch.id)),
             self.redis.key(batch.shard, "stream"),
+            self.redis.key(batch.shard, "sealed"),
         ];
         let args = vec![millis(self.redis.config.dedup_ttl), payload];
         // One client for the append and its WAIT: WAIT counts the replicas holding
         // this connection's writes.
         let client = self.redis.pool.next();
-        let reply: Option<String> = self
+        let reply: Value = self
             .redis
             .scripts
             .append
             .evalsha_with_reload(client, keys, args)
             .await
             .map_err(backend)?;
+        if matches!(reply, Value::Integer(0)) {
+            return Ok(AppendOutcome::Moved);
+        }
         if self.redis.config.wait_replicas > 0 {
             self.redis
                 .wait_for_replicas(client, &self.redis.key(batch.shard, "stream"))
                 .await?;
         }
         match reply {
-            Some(id) => Ok(AppendOutcome::Appended(position(&id)?)),
-            None => Ok(AppendOutcome::Duplicate),
+            Value::Null => Ok(AppendOutcome::Duplicate),
+            reply => match reply.as_str() {
+                Some(id) => Ok(AppendOutcome::Appended(position(&id)?)),
+                None => Err(BackendError::new(
+                    ErrorKind::Corrupt,
+                    format!("redis append reply: {reply:?}"),
+                )),
+            },
         }
     }
 

@@ -539,3 +539,47 @@ async fn tls_refuses_what_it_cannot_trust() {
     let mistake = Redis::connect(plain).await.unwrap_err();
     assert_eq!(mistake.kind(), ErrorKind::Invalid);
 }
+
+/// The number of shards changes while spend flows (the conformance check), and a
+/// second process that still has the old layout is turned to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resharding_under_load() {
+    for url in servers() {
+        let redis = connect(&url, "reshard", 4).await;
+        // Another process of the deployment, started before the change.
+        let stale = Redis::connect(redis.config().clone()).await.unwrap();
+        let old = stale.queue().layout();
+        assert_eq!(
+            (old.version, old.first, old.shards, old.retiring),
+            (0, 0, 4, None)
+        );
+        let resharded = redis.clone();
+        conformance::resharding_loses_and_doubles_nothing(
+            Arc::new(redis.queue()),
+            Arc::new(redis.elector()),
+            Arc::new(MemoryStore::new()),
+            |shards| {
+                let redis = resharded.clone();
+                async move { redis.reshard(shards).await }
+            },
+        )
+        .await;
+        // The stale process appends to a shard of its old layout: nothing is added,
+        // and reading the layout again shows it where its spend goes now.
+        let queue = stale.queue();
+        assert_eq!(queue.layout(), old, "nothing read the layout again yet");
+        let batch = SpendBatch {
+            id: BatchId::parse("stale-process").unwrap(),
+            shard: ShardId(1),
+            events: vec![sample_event("stale", 1, "0.5")],
+        };
+        assert_eq!(queue.append(&batch).await.unwrap(), AppendOutcome::Moved);
+        let now = queue.refresh_layout().await.unwrap();
+        assert_eq!((now.version, now.first, now.shards), (2, 11, 2));
+        assert!(now.is_current(now.shard_for(&OrgId::new("stale").unwrap())));
+        // A third process configured with another number follows the stored layout.
+        let mut config = redis.config().clone();
+        config.shards = 64;
+        assert_eq!(Redis::connect(config).await.unwrap().layout(), now);
+    }
+}

@@ -11,11 +11,11 @@ use crate::Currency;
 use crate::attribution::{BillingMode, OrgId, TeamId};
 use crate::drainer::{Drainer, DrainerConfig, StepOutcome};
 use crate::port::{
-    AppendOutcome, ApplyOutcome, DrainApply, FencingToken, GroupBy, LeaderElector, RollupFilter,
-    SpendQueue, SpendReader, SpendStore,
+    AppendOutcome, ApplyOutcome, BackendError, DrainApply, FencingToken, GroupBy, LeaderElector,
+    RollupFilter, SpendQueue, SpendReader, SpendStore,
 };
 use crate::recorder::{Recorder, RecorderConfig};
-use crate::spend::{QueuePosition, ShardId, SpendEvent};
+use crate::spend::{QueuePosition, ShardId, ShardLayout, SpendEvent};
 
 use crate::conformance::*;
 
@@ -88,7 +88,10 @@ pub async fn queue_ignores_duplicate_batch_ids(queue: &dyn SpendQueue) {
 
 /// Shards are separate queues.
 pub async fn queue_keeps_shards_apart(queue: &dyn SpendQueue) {
-    assert!(queue.shards() >= 2, "this check needs at least two shards");
+    assert!(
+        queue.layout().shards >= 2,
+        "this check needs at least two shards"
+    );
     appended(queue, &batch("shard-a", 0, vec![sample_event("a", 1, "1")])).await;
     appended(queue, &batch("shard-b", 1, vec![sample_event("b", 1, "2")])).await;
     let zero = queue
@@ -402,10 +405,9 @@ where
     assert_eq!(counts.flushed_events, 100);
 
     // A drainer commits one step, then "crashes" before trimming.
-    let shard = ShardId::for_org(
-        &OrgId::new("pipeline").unwrap_or_else(|e| panic!("{e}")),
-        queue.shards(),
-    );
+    let shard = queue
+        .layout()
+        .shard_for(&OrgId::new("pipeline").unwrap_or_else(|e| panic!("{e}")));
     let crashed = Drainer::new(
         queue.clone(),
         elector.clone(),
@@ -498,6 +500,197 @@ where
         .release(&lease)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Changing the number of shards while spend flows loses and doubles nothing, and
+/// keeps an org's spend in order: two drainers run, a recorder records 900 events
+/// over 30 orgs, the layout changes after the first 300; while one old shard is held
+/// back (its lease taken by the check), the old layout stays retiring, a second
+/// change is refused and no new shard is drained; once it is let go every old shard
+/// retires, the new ones drain, each org's total is exact, and an append to an old
+/// shard is answered [`AppendOutcome::Moved`]. `reshard` changes the queue's layout
+/// to the given number of shards (the backend's own call).
+pub async fn resharding_loses_and_doubles_nothing<Q, E, S, F, Fut>(
+    queue: Arc<Q>,
+    elector: Arc<E>,
+    store: Arc<S>,
+    reshard: F,
+) where
+    Q: SpendQueue,
+    E: LeaderElector,
+    S: SpendStore + SpendReader,
+    F: Fn(u16) -> Fut,
+    Fut: Future<Output = Result<ShardLayout, BackendError>>,
+{
+    let org = |i: u64| OrgId::new(&format!("reshard-{i}")).unwrap_or_else(|e| panic!("{e}"));
+    let before = queue
+        .refresh_layout()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(before.retiring.is_none(), "a settled layout to start from");
+    let held_back = before.shard_for(&org(0));
+    let blocker = elector
+        .acquire(held_back, "held-back", Duration::from_secs(120))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("the lease of shard {held_back}"));
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let drainers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|holder| {
+            let drainer = Drainer::new(
+                queue.clone(),
+                elector.clone(),
+                store.clone(),
+                DrainerConfig {
+                    idle_wait: Duration::from_millis(10),
+                    renew_every: Duration::from_secs(1),
+                    ..DrainerConfig::new(format!("reshard-{holder}"))
+                },
+            );
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                drainer
+                    .run(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let (recorder, handle) = Recorder::spawn(
+        queue.clone(),
+        RecorderConfig {
+            max_batch_events: 5,
+            flush_interval: Duration::from_millis(5),
+            ..RecorderConfig::default()
+        },
+    );
+    let mut expected = vec![Decimal::ZERO; 30];
+    let mut record = |from: u64, to: u64| {
+        for seq in from..to {
+            let i = seq % 30;
+            let cost = format!("0.{:06}", seq * 37 + 1);
+            expected[usize::try_from(i).unwrap_or(0)] +=
+                Decimal::from_str_exact(&cost).unwrap_or_default();
+            recorder
+                .record(sample_event(&format!("reshard-{i}"), seq, &cost))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    record(0, 300);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let after = reshard(before.shards + 3)
+        .await
+        .unwrap_or_else(|e| panic!("reshard: {e}"));
+    assert_eq!(after.version, before.version + 1);
+    assert_eq!(after.shards, before.shards + 3);
+    assert_eq!(after.retiring, Some((before.first, before.shards)));
+    assert!(
+        before.current().all(|s| !after.is_current(s)),
+        "no shard id serves two layouts: {before} then {after}"
+    );
+    record(300, 900);
+    let refused = reshard(4).await.map(|l| l.to_string());
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("still retiring")),
+        "a change while the last one retires is refused: {refused:?}"
+    );
+    // While shard `held_back` is held back, the old layout cannot finish, and no
+    // drainer may start on the new shards.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        queue
+            .refresh_layout()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .retiring
+            .is_some()
+    );
+    for shard in after.current() {
+        let state = store
+            .drain_state(shard)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            state.watermark, None,
+            "shard {shard} of the new layout drained before the old one was done"
+        );
+    }
+    elector
+        .release(&blocker)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let counts = handle.shutdown().await;
+    assert_eq!(counts.flushed_events, 900, "{counts:?}");
+
+    // Wait for the drainers to retire the old layout and empty the new one.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let layout = queue
+            .refresh_layout()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut backlog = 0;
+        for shard in layout.current() {
+            backlog += queue.backlog(shard).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let applied: u64 = futures::future::join_all((0..30).map(|i| {
+            let store = store.clone();
+            async move { sum_of(&*store, &format!("reshard-{i}")).await.successes }
+        }))
+        .await
+        .iter()
+        .sum();
+        if layout.retiring.is_none() && backlog == 0 && applied == 900 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let mut shards = Vec::new();
+            for shard in layout.retiring_shards().chain(layout.current()) {
+                let backlog = queue.backlog(shard).await.unwrap_or_else(|e| panic!("{e}"));
+                shards.push(format!("{shard}: {backlog}"));
+            }
+            panic!(
+                "not drained after a minute: {layout}, backlog {backlog}, {applied} of 900 applied; per shard {}",
+                shards.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(true);
+    for drainer in drainers {
+        drainer.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    for (i, expected) in (0..30).zip(expected) {
+        let sum = sum_of(&*store, &format!("reshard-{i}")).await;
+        assert_eq!(sum.cost, expected, "org reshard-{i}");
+        assert_eq!(sum.successes, 30, "org reshard-{i}");
+    }
+    for shard in before.current() {
+        assert_eq!(
+            queue.backlog(shard).await.unwrap_or_else(|e| panic!("{e}")),
+            0
+        );
+    }
+    let late = batch(
+        "late-for-the-old-layout",
+        held_back.0,
+        vec![sample_event("reshard-0", 1, "1")],
+    );
+    assert_eq!(
+        queue.append(&late).await.unwrap_or_else(|e| panic!("{e}")),
+        AppendOutcome::Moved,
+        "an old shard takes nothing any more"
+    );
+    // The next change is possible now.
+    let next = reshard(2).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next.first, after.first + after.shards);
+    assert_eq!(next.retiring, Some((after.first, after.shards)));
 }
 
 // ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 //! lease is lost or the store reports a newer leader, and releases its leases on the
 //! way out. Several drainers (coworkers) share the shards.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -110,6 +110,8 @@ pub struct Drainer<Q, E, S> {
     elector: E,
     store: S,
     config: DrainerConfig,
+    /// Shards of a previous layout this drainer saw retired: never taken again.
+    retired: Mutex<BTreeSet<ShardId>>,
 }
 
 /// A drain loop running on its own task ([`Drainer::spawn`]).
@@ -138,6 +140,7 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
             elector,
             store,
             config,
+            retired: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -412,19 +415,44 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
     /// released around the work.
     pub async fn drain_all(&self) -> Result<DrainStats, BackendError> {
         let mut stats = DrainStats::default();
-        for shard in (0..self.queue.shards()).map(ShardId) {
-            let Some(lease) = self
-                .elector
-                .acquire(shard, &self.config.holder, self.config.lease_ttl)
-                .await?
-            else {
-                continue;
-            };
-            let result = self.drain_shard(&lease, &mut stats).await;
-            self.elector.release(&lease).await?;
-            result?;
+        let mut layout = self.queue.refresh_layout().await?;
+        loop {
+            for shard in layout.to_drain() {
+                let Some(lease) = self
+                    .elector
+                    .acquire(shard, &self.config.holder, self.config.lease_ttl)
+                    .await?
+                else {
+                    continue;
+                };
+                let mut result = self.drain_shard(&lease, &mut stats).await;
+                if result.is_ok() && layout.is_retiring(shard) {
+                    result = self.retire(shard).await.map(|_| ());
+                }
+                self.elector.release(&lease).await?;
+                result?;
+            }
+            // The previous layout drained to the end: the new one's turn.
+            let now = self.queue.refresh_layout().await?;
+            if layout.retiring.is_none() || now.retiring.is_some() {
+                return Ok(stats);
+            }
+            layout = now;
         }
-        Ok(stats)
+    }
+
+    /// Retires a drained shard of the previous layout (its lease held): trims it
+    /// through the store's watermark first, so that a trim lost after the last
+    /// commit leaves nothing behind.
+    async fn retire(&self, shard: ShardId) -> Result<bool, BackendError> {
+        if let Some(watermark) = self.store.drain_state(shard).await?.watermark {
+            self.queue.trim_through(shard, watermark).await?;
+        }
+        let retired = self.queue.retire(shard).await?;
+        if retired {
+            lock(&self.retired).insert(shard);
+        }
+        Ok(retired)
     }
 
     async fn drain_shard(&self, lease: &Lease, stats: &mut DrainStats) -> Result<(), BackendError> {
@@ -512,20 +540,50 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
         stats: &Mutex<DrainStats>,
         start: &mpsc::UnboundedSender<(Lease, watch::Receiver<bool>)>,
     ) -> bool {
-        let shards = self.queue.shards();
+        let before = self.queue.layout();
+        let layout = match self.queue.refresh_layout().await {
+            Ok(layout) => layout,
+            Err(e) => {
+                lock(stats).errors += 1;
+                metrics::error("layout", &e);
+                tracing::warn!(error = %e, "reading the shard layout failed; keeping the last one");
+                before
+            }
+        };
+        metrics::layout(&layout);
+        if before.retiring.is_some() && layout.retiring.is_none() {
+            tracing::info!(%layout, "the previous layout's shards are retired");
+            before.retiring_shards().for_each(metrics::retired);
+        }
+        let mut scan: Vec<ShardId> = {
+            let retired = lock(&self.retired);
+            layout.to_drain().filter(|s| !retired.contains(s)).collect()
+        };
         // Coworkers scan the shards from different points and take at most one new
         // lease per round, so that coworkers started together share the shards; one
         // started when all are held stands by and takes over the leases that expire.
-        let offset = holder_offset(&self.config.holder, shards);
+        let offset = holder_offset(
+            &self.config.holder,
+            u16::try_from(scan.len()).unwrap_or(u16::MAX),
+        );
+        scan.rotate_left(usize::from(offset));
+        // Held leases outside the scan (shards their workers are retiring) are
+        // renewed too, never taken again.
+        let others: Vec<ShardId> = lock(held)
+            .keys()
+            .filter(|s| !scan.contains(s))
+            .copied()
+            .collect();
+        let scanned = scan.len();
         let mut healthy = true;
         let mut acquired = false;
-        for shard in (0..shards).map(|i| ShardId((i + offset) % shards.max(1))) {
+        for (i, shard) in scan.into_iter().chain(others).enumerate() {
             let due = {
                 let held = lock(held);
                 match held.get(&shard) {
                     Some(slot) if slot.renewed.elapsed() < self.config.renew_every => continue,
                     Some(slot) => Some(slot.lease.clone()),
-                    None if acquired => continue,
+                    None if acquired || i >= scanned => continue,
                     None => None,
                 }
             };
@@ -624,6 +682,30 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
                     Duration::ZERO
                 }
                 Ok(StepOutcome::Raced) => Duration::ZERO,
+                Ok(StepOutcome::Idle) if self.queue.layout().is_retiring(shard) => {
+                    match self.retire(shard).await {
+                        Ok(true) => {
+                            tracing::info!(
+                                shard = shard.0,
+                                "shard of the previous layout drained and retired"
+                            );
+                            if forget(held, &lease) {
+                                metrics::retired(shard);
+                                if let Err(e) = self.elector.release(&lease).await {
+                                    tracing::warn!(shard = shard.0, error = %e, "could not release lease; it will expire");
+                                }
+                            }
+                            return;
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            metrics::error("retire", &e);
+                            tracing::warn!(shard = shard.0, error = %e, "retiring the shard failed; retrying");
+                        }
+                    }
+                    backoff = self.config.initial_backoff;
+                    self.config.idle_wait
+                }
                 Ok(StepOutcome::Idle) => {
                     backoff = self.config.initial_backoff;
                     self.config.idle_wait

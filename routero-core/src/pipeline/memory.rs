@@ -20,8 +20,8 @@ use crate::port::{
 };
 use crate::quarantine::{Quarantine, QuarantineApply, QuarantineState, QuarantinedBatch, Release};
 use crate::spend::{
-    BatchId, QueuePosition, QueuedBatch, RollupKey, RollupTotals, Rollups, ShardId, SpendBatch,
-    SpendEvent,
+    BatchId, QueuePosition, QueuedBatch, RollupKey, RollupTotals, Rollups, ShardId, ShardLayout,
+    SpendBatch, SpendEvent,
 };
 use crate::wallet::{self, WalletWrite};
 use crate::warehouse::{
@@ -61,8 +61,13 @@ impl Clock for ManualClock {
 /// How many batch ids the in-memory queue remembers for deduplication.
 pub const MEMORY_DEDUP_WINDOW: usize = 1 << 20;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct QueueState {
+    layout: ShardLayout,
+    /// The previous layouts' shards: no append goes to them any more.
+    sealed: HashSet<ShardId>,
+    /// The sealed shards drained to the end.
+    retired: HashSet<ShardId>,
     next: u64,
     shards: HashMap<ShardId, VecDeque<QueuedBatch>>,
     seen: HashSet<BatchId>,
@@ -73,7 +78,6 @@ struct QueueState {
 /// [`MEMORY_DEDUP_WINDOW`] batches.
 #[derive(Debug)]
 pub struct MemoryQueue {
-    shards: u16,
     state: Mutex<QueueState>,
 }
 
@@ -81,9 +85,32 @@ impl MemoryQueue {
     /// A queue with `shards` shards (at least one).
     pub fn new(shards: u16) -> MemoryQueue {
         MemoryQueue {
-            shards: shards.max(1),
-            state: Mutex::new(QueueState::default()),
+            state: Mutex::new(QueueState {
+                layout: ShardLayout::fixed(shards),
+                sealed: HashSet::new(),
+                retired: HashSet::new(),
+                next: 0,
+                shards: HashMap::new(),
+                seen: HashSet::new(),
+                seen_order: VecDeque::new(),
+            }),
         }
+    }
+
+    /// Changes the number of shards: a new [`ShardLayout`] whose shards take the
+    /// spend from now on, the current shards sealed and left to the drainers
+    /// (see [`SpendQueue::retire`]). Refused while a previous change is still
+    /// retiring its shards.
+    pub fn reshard(&self, shards: u16) -> Result<ShardLayout, BackendError> {
+        let mut state = lock(&self.state);
+        let next = state
+            .layout
+            .next(shards)
+            .map_err(|refused| BackendError::new(ErrorKind::Invalid, refused))?;
+        let sealed = state.layout.current();
+        state.sealed.extend(sealed);
+        state.layout = next;
+        Ok(next)
     }
 
     /// How many batches a shard holds (untrimmed).
@@ -102,21 +129,38 @@ impl MemoryQueue {
 
 #[async_trait]
 impl SpendQueue for MemoryQueue {
-    fn shards(&self) -> u16 {
-        self.shards
+    fn layout(&self) -> ShardLayout {
+        lock(&self.state).layout
+    }
+
+    async fn retire(&self, shard: ShardId) -> Result<bool, BackendError> {
+        let mut state = lock(&self.state);
+        if !state.sealed.contains(&shard) {
+            return Ok(false);
+        }
+        if state.shards.get(&shard).is_some_and(|q| !q.is_empty()) {
+            return Ok(false);
+        }
+        state.retired.insert(shard);
+        let layout = state.layout;
+        if layout.retiring_shards().all(|s| state.retired.contains(&s)) {
+            state.layout = layout.retired();
+        }
+        Ok(true)
     }
 
     async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError> {
-        if batch.shard.0 >= self.shards {
-            return Err(BackendError::new(
-                ErrorKind::Invalid,
-                format!("shard {} of a {}-shard queue", batch.shard, self.shards),
-            ));
-        }
         let mut state = lock(&self.state);
-        if !state.seen.insert(batch.id.clone()) {
+        if state.seen.contains(&batch.id) {
             return Ok(AppendOutcome::Duplicate);
         }
+        if state.sealed.contains(&batch.shard) {
+            return Ok(AppendOutcome::Moved);
+        }
+        if !state.layout.is_current(batch.shard) {
+            return Err(BackendError::unknown_shard(batch.shard, &state.layout));
+        }
+        state.seen.insert(batch.id.clone());
         state.seen_order.push_back(batch.id.clone());
         if state.seen_order.len() > MEMORY_DEDUP_WINDOW
             && let Some(old) = state.seen_order.pop_front()

@@ -32,7 +32,7 @@ use crate::money::Currency;
 use crate::provider::Provider;
 use crate::quarantine::QuarantineApply;
 use crate::spend::{
-    QueuePosition, QueuedBatch, RollupTotals, Rollups, ShardId, SpendBatch, SpendEvent,
+    QueuePosition, QueuedBatch, RollupTotals, Rollups, ShardId, ShardLayout, SpendBatch, SpendEvent,
 };
 
 /// The kind of a [`BackendError`], portable across backends.
@@ -145,6 +145,17 @@ impl UnreadableEntry {
     }
 }
 
+impl BackendError {
+    /// The [`ErrorKind::Invalid`] error for an append to a shard that is neither one
+    /// of `layout`'s nor a sealed one of an earlier layout.
+    pub fn unknown_shard(shard: ShardId, layout: &ShardLayout) -> BackendError {
+        BackendError::new(
+            ErrorKind::Invalid,
+            format!("shard {shard} is not a shard of the queue's layout ({layout})"),
+        )
+    }
+}
+
 /// What appending a batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppendOutcome {
@@ -152,16 +163,39 @@ pub enum AppendOutcome {
     Appended(QueuePosition),
     /// A batch with this id was appended before: nothing was added.
     Duplicate,
+    /// The batch's shard is sealed: a newer [`ShardLayout`] replaced its layout.
+    /// Nothing was added; the events go again to their shards in the new layout
+    /// ([`SpendQueue::refresh_layout`]), as new batches.
+    Moved,
 }
 
 /// The durable spend queue, sharded.
 #[async_trait]
 pub trait SpendQueue: fmt::Debug + Send + Sync + 'static {
-    /// How many shards the queue has.
-    fn shards(&self) -> u16;
+    /// The queue's shard layout as this handle last read it: where an org's spend
+    /// goes, and which shards there are to drain.
+    fn layout(&self) -> ShardLayout;
+
+    /// Reads the layout again from the backend (another process may have changed
+    /// it) and returns it; [`layout`](Self::layout) answers it from then on. A
+    /// queue whose layout never changes answers [`layout`](Self::layout).
+    async fn refresh_layout(&self) -> Result<ShardLayout, BackendError> {
+        Ok(self.layout())
+    }
+
+    /// Retires a shard of the previous layout once it is sealed and empty (every
+    /// entry applied and trimmed): `true` when it is retired (now or before), `false`
+    /// when it still holds entries. When the last retiring shard goes, the layout
+    /// forgets them and its own shards are drained from then on. A queue whose
+    /// layout never changes has nothing to retire.
+    async fn retire(&self, shard: ShardId) -> Result<bool, BackendError> {
+        let _ = shard;
+        Ok(false)
+    }
 
     /// Appends a batch to its shard, unless a batch with the same id was appended
-    /// before (within the backend's documented deduplication window).
+    /// before (within the backend's documented deduplication window), or the shard
+    /// is sealed ([`AppendOutcome::Moved`]).
     async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError>;
 
     /// Up to `limit` batches of a shard strictly after `after` (all when `None`),
@@ -665,8 +699,14 @@ macro_rules! forward_arc {
 }
 
 forward_arc!(SpendQueue {
-    fn shards(&self) -> u16 {
-        (**self).shards()
+    fn layout(&self) -> ShardLayout {
+        (**self).layout()
+    }
+    async fn refresh_layout(&self) -> Result<ShardLayout, BackendError> {
+        (**self).refresh_layout().await
+    }
+    async fn retire(&self, shard: ShardId) -> Result<bool, BackendError> {
+        (**self).retire(shard).await
     }
     async fn append(&self, batch: &SpendBatch) -> Result<AppendOutcome, BackendError> {
         (**self).append(batch).await

@@ -30,7 +30,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::port::{AppendOutcome, SpendQueue};
-use crate::spend::{BatchId, ShardId, SpendBatch, SpendEvent};
+use crate::spend::{BatchId, ShardId, ShardLayout, SpendBatch, SpendEvent};
 
 /// How a recorder buffers and flushes.
 #[derive(Debug, Clone)]
@@ -300,23 +300,24 @@ impl Flusher {
 
     /// Moves every buffered event to its shard's pending batch.
     fn take_buffered(&mut self) {
-        let shards = self.queue.shards();
+        let layout = self.queue.layout();
         while let Some(event) = self.shared.buffer.pop() {
-            let shard = ShardId::for_org(&event.attribution.who.org, shards);
+            let shard = layout.shard_for(&event.attribution.who.org);
             self.pending.entry(shard).or_default().push(event);
         }
         self.shared.room.notify_waiters();
     }
 
+    /// Flushes every pending batch, those routed again by a layout change included.
     async fn flush_all(&mut self) {
-        let shards: Vec<ShardId> = self.pending.keys().copied().collect();
-        for shard in shards {
+        while let Some(shard) = self.pending.keys().next().copied() {
             self.flush(shard).await;
         }
     }
 
     /// Flushes a shard's pending events in batches, each retried until the queue
-    /// takes it.
+    /// takes it. Events the queue answers [`AppendOutcome::Moved`] for go back to
+    /// the pending batches of their shards in the new layout.
     async fn flush(&mut self, shard: ShardId) {
         let Some(mut events) = self.pending.remove(&shard) else {
             return;
@@ -329,15 +330,49 @@ impl Flusher {
                 shard,
                 events,
             };
-            self.append_until_taken(&batch).await;
+            if !self.append_until_taken(&batch).await {
+                let layout = self.refresh_layout().await;
+                if layout.is_current(shard) {
+                    // Sealed, yet the layout says it is current: a backend that lost
+                    // its layout record. Keep the spend and try again later.
+                    tracing::error!(shard = shard.0, %layout, "the queue refuses a shard of its own layout as sealed; retrying");
+                    tokio::time::sleep(self.config.max_backoff).await;
+                } else {
+                    tracing::info!(shard = shard.0, %layout, "shard sealed by a new layout; spend routed again");
+                }
+                for event in batch.events.into_iter().chain(rest) {
+                    let shard = layout.shard_for(&event.attribution.who.org);
+                    self.pending.entry(shard).or_default().push(event);
+                }
+                return;
+            }
             events = rest;
         }
     }
 
-    async fn append_until_taken(&self, batch: &SpendBatch) {
+    /// The queue's layout read again, retried until the backend answers.
+    async fn refresh_layout(&self) -> ShardLayout {
+        let mut backoff = self.config.initial_backoff;
+        loop {
+            match self.queue.refresh_layout().await {
+                Ok(layout) => return layout,
+                Err(e) => {
+                    crate::telemetry::error("layout", &e);
+                    tracing::warn!(error = %e, "reading the shard layout failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Appends a batch, retrying until the queue takes it (`true`) or answers that
+    /// its shard is sealed (`false`).
+    async fn append_until_taken(&self, batch: &SpendBatch) -> bool {
         let mut backoff = self.config.initial_backoff;
         loop {
             match self.queue.append(batch).await {
+                Ok(AppendOutcome::Moved) => return false,
                 Ok(outcome) => {
                     if outcome == AppendOutcome::Duplicate {
                         self.shared
@@ -354,7 +389,7 @@ impl Flusher {
                         .stats
                         .flushed_batches
                         .fetch_add(1, Ordering::Relaxed);
-                    return;
+                    return true;
                 }
                 Err(e) => {
                     self.shared

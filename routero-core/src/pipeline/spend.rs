@@ -434,6 +434,136 @@ impl fmt::Display for ShardId {
     }
 }
 
+/// Which shards a queue has: a numbered layout of `shards` shards with the ids
+/// `first..first + shards`, and while the layout before it is still being drained,
+/// that layout's shards.
+///
+/// A queue starts at version 0 with the ids `0..shards`. Changing the number of
+/// shards makes a new version whose ids follow the old ones (so no shard id, and no
+/// store row keyed by one, is ever used by two layouts): the old shards are sealed
+/// (an append to one is answered [`AppendOutcome::Moved`](crate::port::AppendOutcome::Moved)
+/// and the recorder routes its events again), drained to the end and retired; only
+/// then are the new shards drained, so an org's spend is applied in the order it was
+/// recorded across the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShardLayout {
+    /// The layout's version, 0 for a queue never resharded.
+    pub version: u32,
+    /// The first shard id of the layout.
+    pub first: u16,
+    /// How many shards it has.
+    pub shards: u16,
+    /// The previous layout's shards (first id, count) while they are drained.
+    pub retiring: Option<(u16, u16)>,
+}
+
+impl ShardLayout {
+    /// Version 0: the shards `0..shards`.
+    pub fn fixed(shards: u16) -> ShardLayout {
+        ShardLayout {
+            version: 0,
+            first: 0,
+            shards: shards.max(1),
+            retiring: None,
+        }
+    }
+
+    /// The layout that replaces this one with `shards` shards, its ids following this
+    /// one's. Refused (with the reason) while this one is still retiring its
+    /// predecessor, for 0 shards, and when the ids would run past 65,535.
+    pub fn next(&self, shards: u16) -> Result<ShardLayout, String> {
+        if self.retiring.is_some() {
+            return Err(format!(
+                "the queue is still retiring the shards of its previous layout ({self}); change the number of shards again once they are drained"
+            ));
+        }
+        if shards == 0 {
+            return Err("a queue needs at least one shard".to_owned());
+        }
+        let first = self
+            .first
+            .checked_add(self.shards)
+            .filter(|first| first.checked_add(shards - 1).is_some())
+            .ok_or_else(|| {
+                format!("{shards} more shards after {self} would need shard ids past 65535")
+            })?;
+        Ok(ShardLayout {
+            version: self.version + 1,
+            first,
+            shards,
+            retiring: Some((self.first, self.shards)),
+        })
+    }
+
+    /// The shard an org's spend goes to.
+    pub fn shard_for(&self, org: &OrgId) -> ShardId {
+        ShardId(self.first + ShardId::for_org(org, self.shards).0)
+    }
+
+    /// The layout's own shards.
+    pub fn current(&self) -> impl Iterator<Item = ShardId> + use<> {
+        let first = self.first;
+        (0..self.shards).map(move |i| ShardId(first + i))
+    }
+
+    /// The previous layout's shards still being drained (none when it is done).
+    pub fn retiring_shards(&self) -> impl Iterator<Item = ShardId> + use<> {
+        let (first, count) = self.retiring.unwrap_or((0, 0));
+        (0..count).map(move |i| ShardId(first + i))
+    }
+
+    /// The shards a drainer works on now: the retiring ones while there are any,
+    /// then the layout's own.
+    pub fn to_drain(&self) -> Box<dyn Iterator<Item = ShardId> + Send> {
+        if self.retiring.is_some() {
+            Box::new(self.retiring_shards())
+        } else {
+            Box::new(self.current())
+        }
+    }
+
+    /// Whether `shard` is one of the layout's own.
+    pub fn is_current(&self, shard: ShardId) -> bool {
+        shard.0 >= self.first && shard.0 - self.first < self.shards
+    }
+
+    /// Whether `shard` belongs to the previous layout, still being drained.
+    pub fn is_retiring(&self, shard: ShardId) -> bool {
+        self.retiring
+            .is_some_and(|(first, count)| shard.0 >= first && shard.0 - first < count)
+    }
+
+    /// The layout done retiring: the previous layout's shards forgotten.
+    #[must_use]
+    pub fn retired(self) -> ShardLayout {
+        ShardLayout {
+            retiring: None,
+            ..self
+        }
+    }
+}
+
+impl fmt::Display for ShardLayout {
+    /// `v1: shards 16..48, retiring 0..16`, or `v0: shards 0..16`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "v{}: shards {}..{}",
+            self.version,
+            self.first,
+            u32::from(self.first) + u32::from(self.shards)
+        )?;
+        if let Some((first, count)) = self.retiring {
+            write!(
+                f,
+                ", retiring {first}..{}",
+                u32::from(first) + u32::from(count)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// A batch's unique id: a second append of the same id is not a second batch.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct BatchId(Arc<str>);

@@ -182,6 +182,20 @@ pub(crate) fn lease_released(shard: ShardId) {
     metrics::gauge!("routero_shard_held", "shard" => shard_label(shard)).set(0.0);
 }
 
+/// A shard of a previous layout drained to the end and retired: nobody holds it,
+/// nor needs to (`routero_shard_retired` 1).
+pub(crate) fn retired(shard: ShardId) {
+    metrics::gauge!("routero_shard_held", "shard" => shard_label(shard)).set(0.0);
+    metrics::gauge!("routero_shard_retired", "shard" => shard_label(shard)).set(1.0);
+    metrics::gauge!("routero_shard_backlog", "shard" => shard_label(shard)).set(0.0);
+    metrics::gauge!("routero_shard_lag_seconds", "shard" => shard_label(shard)).set(0.0);
+}
+
+/// The queue's shard layout version.
+pub(crate) fn layout(layout: &crate::spend::ShardLayout) {
+    metrics::gauge!("routero_shard_layout_version").set(f64::from(layout.version));
+}
+
 /// A step refused by the store's fencing: a newer leader wrote the shard.
 pub(crate) fn fenced(shard: ShardId) {
     metrics::counter!("routero_lease_fenced_total", "shard" => shard_label(shard)).increment(1);
