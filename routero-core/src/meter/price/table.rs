@@ -1,7 +1,9 @@
 //! The price table: versioned model prices, lookup with normalisation, overrides.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
@@ -52,13 +54,63 @@ struct AliasTarget {
 /// without uses its base.
 ///
 /// A table is immutable once built and cheap to share behind an [`Arc`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PriceTable {
     version: Arc<str>,
     currency: Currency,
-    models: Map<Provider, Map<Box<str>, Versions>>,
+    /// Each (provider, model)'s index in `entries`.
+    models: Map<Provider, Map<Box<str>, usize>>,
+    /// Every model's prices.
+    entries: Vec<Versions>,
     aliases: Map<Provider, Map<Box<str>, AliasTarget>>,
     fallbacks: Map<Provider, Vec<Provider>>,
+    /// This content's identity for the resolved-name cache: new at every change.
+    id: u64,
+}
+
+impl Clone for PriceTable {
+    /// A copy with an identity of its own: whatever changes it later, no cached
+    /// resolution of this table is taken for one of the copy.
+    fn clone(&self) -> PriceTable {
+        PriceTable {
+            version: self.version.clone(),
+            currency: self.currency,
+            models: self.models.clone(),
+            entries: self.entries.clone(),
+            aliases: self.aliases.clone(),
+            fallbacks: self.fallbacks.clone(),
+            id: next_id(),
+        }
+    }
+}
+
+/// A fresh table identity.
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The most names one thread remembers resolving, per table.
+const RESOLVED_CAPACITY: usize = 4096;
+
+/// Names that resolved to another entry (a dated or decorated name to its base, an
+/// alias, a fallback provider's model), remembered per thread for the table last
+/// used there: the next lookup of the same name is two map lookups instead of the
+/// candidate walk. Only resolutions that hold at every time are kept (no candidate
+/// tried before the hit had a price starting later), so the cache answers what the
+/// walk would, at any `at`; a hit whose entry has no price at `at` takes the walk.
+struct Resolved {
+    table: u64,
+    len: usize,
+    names: Map<Provider, Map<Box<str>, usize>>,
+}
+
+thread_local! {
+    static RESOLVED: RefCell<Resolved> = RefCell::new(Resolved {
+        table: 0,
+        len: 0,
+        names: Map::default(),
+    });
 }
 
 impl PriceTable {
@@ -68,8 +120,10 @@ impl PriceTable {
             version: Arc::from(version),
             currency,
             models: Map::default(),
+            entries: Vec::new(),
             aliases: Map::default(),
             fallbacks: Map::default(),
+            id: next_id(),
         }
     }
 
@@ -95,14 +149,20 @@ impl PriceTable {
 
     /// Adds a price. A price for the same provider, model and start replaces it.
     pub fn insert(&mut self, price: ModelPrice) {
+        self.id = next_id();
         let provider = price.provider.clone();
         let model: Box<str> = Box::from(&*price.model);
-        self.models
+        let next = self.entries.len();
+        let index = *self
+            .models
             .entry(provider)
             .or_default()
             .entry(model)
-            .or_default()
-            .insert(Arc::new(price));
+            .or_insert(next);
+        if index == next {
+            self.entries.push(Versions::default());
+        }
+        self.entries[index].insert(Arc::new(price));
     }
 
     /// Makes `alias` under `provider` resolve to `model` under `target`.
@@ -110,6 +170,7 @@ impl PriceTable {
     /// Use it for Azure and Vertex deployment names, or any name a gateway gives a
     /// model: `add_alias(Provider::Azure, "prod-gpt4o", Provider::OpenAi, "gpt-4o")`.
     pub fn add_alias(&mut self, provider: Provider, alias: &str, target: Provider, model: &str) {
+        self.id = next_id();
         self.aliases.entry(provider).or_default().insert(
             Box::from(alias),
             AliasTarget {
@@ -125,6 +186,7 @@ impl PriceTable {
     /// global deployments), from Vertex AI to Gemini and Anthropic, and from Bedrock to
     /// Anthropic. The [`Cost`](crate::cost::Cost) records the provider and model that were priced.
     pub fn add_fallback(&mut self, provider: Provider, to: Provider) {
+        self.id = next_id();
         let list = self.fallbacks.entry(provider).or_default();
         if !list.contains(&to) {
             list.push(to);
@@ -150,10 +212,7 @@ impl PriceTable {
 
     /// Every price, every version, in no particular order.
     pub fn prices(&self) -> impl Iterator<Item = &ModelPrice> {
-        self.models
-            .values()
-            .flat_map(|m| m.values())
-            .flat_map(|v| v.0.iter().map(|p| &**p))
+        self.entries.iter().flat_map(|v| v.0.iter().map(|p| &**p))
     }
 
     /// The price of `model` served by `provider`, in force at `at`.
@@ -163,6 +222,13 @@ impl PriceTable {
         model: &str,
         at: DateTime<Utc>,
     ) -> Result<&Arc<ModelPrice>, LookupError> {
+        // The exact name, then a name resolved before on this thread.
+        if let Some(price) = self.entry(provider, model).and_then(|(_, v)| v.at(at)) {
+            return Ok(price);
+        }
+        if let Some(price) = self.resolved(provider, model, at) {
+            return Ok(price);
+        }
         let mut found_later = false;
         let mut chain: [Option<&Provider>; 4] = [Some(provider), None, None, None];
         if let Some(more) = self.fallbacks.get(provider) {
@@ -171,9 +237,11 @@ impl PriceTable {
             }
         }
         for p in chain.into_iter().flatten() {
-            match self.lookup_one(p, model, at) {
-                Ok(price) => return Ok(price),
-                Err(later) => found_later |= later,
+            if let Some((index, price)) = self.lookup_one(p, model, at, &mut found_later) {
+                if !found_later {
+                    self.remember(provider, model, index);
+                }
+                return Ok(price);
             }
         }
         if found_later {
@@ -189,39 +257,83 @@ impl PriceTable {
         })
     }
 
-    /// One provider: for every candidate name, its alias, then its own price.
-    /// `Err(true)` when a price exists but starts after `at`.
+    /// The entry a name has under a provider: its alias's target, else its own; with
+    /// its index.
+    fn entry(&self, provider: &Provider, name: &str) -> Option<(usize, &Versions)> {
+        let model = |provider: &Provider, name: &str| {
+            let index = *self.models.get(provider)?.get(name)?;
+            Some((index, self.entries.get(index)?))
+        };
+        self.aliases
+            .get(provider)
+            .and_then(|a| a.get(name))
+            .and_then(|to| model(&to.provider, &to.model))
+            .or_else(|| model(provider, name))
+    }
+
+    /// The price of a name this thread resolved before on this table, if it has
+    /// one at `at`.
+    fn resolved(
+        &self,
+        provider: &Provider,
+        model: &str,
+        at: DateTime<Utc>,
+    ) -> Option<&Arc<ModelPrice>> {
+        RESOLVED.with(|cell| {
+            let cache = cell.try_borrow().ok()?;
+            if cache.table != self.id {
+                return None;
+            }
+            let index = *cache.names.get(provider)?.get(model)?;
+            self.entries.get(index)?.at(at)
+        })
+    }
+
+    /// Remembers that `model` under `provider` resolves to the entry `index`.
+    fn remember(&self, provider: &Provider, model: &str, index: usize) {
+        RESOLVED.with(|cell| {
+            let Ok(mut cache) = cell.try_borrow_mut() else {
+                return;
+            };
+            if cache.table != self.id {
+                cache.table = self.id;
+                cache.len = 0;
+                cache.names.clear();
+            }
+            if cache.len >= RESOLVED_CAPACITY {
+                return;
+            }
+            cache.len += 1;
+            cache
+                .names
+                .entry(provider.clone())
+                .or_default()
+                .insert(Box::from(model), index);
+        });
+    }
+
+    /// One provider: for every candidate name, its alias, then its own price; with
+    /// the key of the model that priced it. Sets `found_later` when a candidate has
+    /// prices, none in force at `at`.
     fn lookup_one(
         &self,
         provider: &Provider,
         model: &str,
         at: DateTime<Utc>,
-    ) -> Result<&Arc<ModelPrice>, bool> {
-        let models = self.models.get(provider);
-        let aliases = self.aliases.get(provider);
-        if models.is_none() && aliases.is_none() {
-            return Err(false);
+        found_later: &mut bool,
+    ) -> Option<(usize, &Arc<ModelPrice>)> {
+        if !self.models.contains_key(provider) && !self.aliases.contains_key(provider) {
+            return None;
         }
-        let mut found_later = false;
-        let mut try_name = |name: &str| -> Option<&Arc<ModelPrice>> {
-            let versions = aliases
-                .and_then(|a| a.get(name))
-                .and_then(|to| self.models.get(&to.provider)?.get(&*to.model))
-                .or_else(|| models?.get(name))?;
-            let price = versions.at(at);
-            found_later |= price.is_none();
-            price
-        };
-        // The exact name first, without building the candidate list.
-        if let Some(price) = try_name(model) {
-            return Ok(price);
-        }
-        for candidate in name::candidates(model).iter().skip(1) {
-            if let Some(price) = try_name(candidate) {
-                return Ok(price);
+        for candidate in name::candidates(model).iter() {
+            if let Some((index, versions)) = self.entry(provider, candidate) {
+                match versions.at(at) {
+                    Some(price) => return Some((index, price)),
+                    None => *found_later = true,
+                }
             }
         }
-        Err(found_later)
+        None
     }
 
     /// A new table: this one with `overrides` layered on top.
@@ -240,9 +352,20 @@ impl PriceTable {
         let mut merged = self.clone();
         merged.version = Arc::from(format!("{}+{}", self.version, overrides.version));
         for (provider, models) in &overrides.models {
-            let target = merged.models.entry(provider.clone()).or_default();
-            for (model, versions) in models {
-                target.insert(model.clone(), versions.clone());
+            for (model, &index) in models {
+                let versions = overrides.entries[index].clone();
+                let next = merged.entries.len();
+                let at = *merged
+                    .models
+                    .entry(provider.clone())
+                    .or_default()
+                    .entry(model.clone())
+                    .or_insert(next);
+                if at == next {
+                    merged.entries.push(versions);
+                } else {
+                    merged.entries[at] = versions;
+                }
             }
         }
         for (provider, aliases) in &overrides.aliases {
