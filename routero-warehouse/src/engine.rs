@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
 use parquet::basic::Compression;
 use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, FixedLenByteArray, FixedLenByteArrayType, Int32Type,
@@ -280,26 +280,51 @@ impl<S: WarehouseSource + ?Sized, K: Sink + ?Sized> WarehouseSync<S, K> {
         objects: &mut Vec<String>,
     ) -> Result<u64, WarehouseError> {
         let mut files = Vec::with_capacity(self.formats.len());
+        let mut encoders = Vec::with_capacity(self.formats.len());
         for &format in &self.formats {
             let path = object_path(run, T::DATASET, format);
             let object = self.sink.create(&path).await.map_err(sink_error(&path))?;
-            files.push((path, object, Encoder::<T>::new(format)?));
+            files.push((path, object));
+            encoders.push(Encoder::<T>::new(format)?);
         }
+        // Each page is encoded off the async runtime, one blocking task per format,
+        // while the next page is read: two pages in memory at most.
         let mut rows = 0u64;
-        loop {
-            let page = scan.next_page(self.page_rows).await?;
-            if page.is_empty() {
-                break;
-            }
+        let mut page = scan.next_page(self.page_rows).await?;
+        while !page.is_empty() {
             rows += u64::try_from(page.len()).unwrap_or(u64::MAX);
-            for (path, object, encoder) in &mut files {
-                let chunk = encoder.encode(&page)?;
-                if !chunk.is_empty() {
-                    object.write(chunk).await.map_err(sink_error(path))?;
+            let page_rows = Arc::new(page);
+            let tasks: Vec<_> = encoders
+                .drain(..)
+                .map(|mut encoder| {
+                    let page = page_rows.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let chunk = encoder.encode(&page);
+                        (encoder, chunk)
+                    })
+                })
+                .collect();
+            let next = scan.next_page(self.page_rows).await;
+            let mut failed = None;
+            for (task, (path, object)) in tasks.into_iter().zip(&mut files) {
+                let (encoder, chunk) = task
+                    .await
+                    .map_err(|e| WarehouseError::Plan(format!("encoding {path}: {e}")))?;
+                encoders.push(encoder);
+                match chunk {
+                    Ok(chunk) if failed.is_none() && !chunk.is_empty() => {
+                        object.write(chunk).await.map_err(sink_error(path))?;
+                    }
+                    Ok(_) => {}
+                    Err(e) => failed = failed.or(Some(e)),
                 }
             }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            page = next?;
         }
-        for (path, mut object, encoder) in files {
+        for ((path, mut object), encoder) in files.into_iter().zip(encoders) {
             let tail = encoder.finish()?;
             if !tail.is_empty() {
                 object.write(tail).await.map_err(sink_error(&path))?;
@@ -323,7 +348,8 @@ fn sink_error(path: &str) -> impl Fn(SinkError) -> WarehouseError + '_ {
 
 enum Encoder<T: 'static> {
     Parquet(Box<SerializedFileWriter<Vec<u8>>>),
-    Ndjson(std::marker::PhantomData<fn(&T)>),
+    /// The columns' `"name":` keys.
+    Ndjson(Vec<Vec<u8>>, std::marker::PhantomData<fn(&T)>),
 }
 
 impl<T: Exported> Encoder<T> {
@@ -344,7 +370,9 @@ impl<T: Exported> Encoder<T> {
                     Arc::new(properties),
                 )?))
             }
-            FileFormat::Ndjson => Encoder::Ndjson(std::marker::PhantomData),
+            FileFormat::Ndjson => {
+                Encoder::Ndjson(ndjson_keys(T::columns()), std::marker::PhantomData)
+            }
         })
     }
 
@@ -368,10 +396,10 @@ impl<T: Exported> Encoder<T> {
                 // so far keeps the file whole and the memory to one row group.
                 Ok(Bytes::from(std::mem::take(writer.inner_mut())))
             }
-            Encoder::Ndjson(_) => {
+            Encoder::Ndjson(keys, _) => {
                 let mut out = Vec::with_capacity(rows.len() * 512);
                 for row in rows {
-                    ndjson_row(T::columns(), row, &mut out)?;
+                    ndjson_row(T::columns(), keys, row, &mut out)?;
                 }
                 Ok(Bytes::from(out))
             }
@@ -382,7 +410,7 @@ impl<T: Exported> Encoder<T> {
     fn finish(self) -> Result<Bytes, WarehouseError> {
         match self {
             Encoder::Parquet(writer) => Ok(Bytes::from(writer.into_inner()?)),
-            Encoder::Ndjson(_) => Ok(Bytes::new()),
+            Encoder::Ndjson(..) => Ok(Bytes::new()),
         }
     }
 }
@@ -451,9 +479,24 @@ fn write_parquet_column<T>(
     let levels = |levels| nullable.then_some(levels);
     match column.get {
         Get::Text(get) => {
-            let (values, defs) = gather(column, rows, |r| {
-                Ok(get(r).map(|s| ByteArray::from(s.as_bytes())))
-            })?;
+            // One buffer for the column's text, each value a slice of it: no
+            // allocation per value.
+            let (values, defs) = {
+                let mut text = Vec::new();
+                let (ranges, defs) = gather(column, rows, |r| {
+                    Ok(get(r).map(|s| {
+                        let start = text.len();
+                        text.extend_from_slice(s.as_bytes());
+                        start..text.len()
+                    }))
+                })?;
+                let text = Bytes::from(text);
+                let values: Vec<ByteArray> = ranges
+                    .into_iter()
+                    .map(|range| ByteArray::from(text.slice(range)))
+                    .collect();
+                (values, defs)
+            };
             out.typed::<ByteArrayType>()
                 .write_batch(&values, levels(defs.as_slice()), None)?;
         }
@@ -497,52 +540,146 @@ fn write_parquet_column<T>(
     Ok(())
 }
 
-/// Appends `text` as a JSON string.
+/// Appends `text` as a JSON string: whole when nothing in it needs escaping (the
+/// common case), else character by character.
 fn json_string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => {
-                let mut buffer = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+    let clean = text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if clean {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        for c in text.chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if u32::from(c) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", u32::from(c));
+                }
+                c => {
+                    let mut buffer = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buffer).as_bytes());
+                }
             }
         }
     }
     out.push(b'"');
 }
 
-fn ndjson_row<T>(columns: &[Column<T>], row: &T, out: &mut Vec<u8>) -> Result<(), WarehouseError> {
+/// Appends `value` in decimal.
+fn decimal_digits(out: &mut Vec<u8>, value: u64) {
+    let mut buffer = [0u8; 20];
+    let mut at = buffer.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        buffer[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buffer[at..]);
+}
+
+/// Appends `value` as exactly `width` digits (zero-padded; `value` fits).
+fn padded(out: &mut Vec<u8>, value: u32, width: usize) {
+    let mut buffer = [b'0'; 9];
+    let mut rest = value;
+    for slot in buffer[..width].iter_mut().rev() {
+        *slot = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend_from_slice(&buffer[..width]);
+}
+
+/// Appends a date as `YYYY-MM-DD` (years 0 to 9999; others through chrono).
+fn iso_date(out: &mut Vec<u8>, day: NaiveDate) {
+    match u32::try_from(day.year()).ok().filter(|y| *y <= 9999) {
+        Some(year) => {
+            padded(out, year, 4);
+            out.push(b'-');
+            padded(out, day.month(), 2);
+            out.push(b'-');
+            padded(out, day.day(), 2);
+        }
+        None => {
+            let _ = write!(out, "{day}");
+        }
+    }
+}
+
+/// Appends an instant as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (microseconds, as Parquet
+/// keeps it).
+fn iso_micros(out: &mut Vec<u8>, at: DateTime<Utc>) {
+    iso_date(out, at.date_naive());
+    out.push(b'T');
+    padded(out, at.hour(), 2);
+    out.push(b':');
+    padded(out, at.minute(), 2);
+    out.push(b':');
+    // A leap second shows as second 59 with 1,000,000 or more microseconds; chrono
+    // prints it as :60.
+    let micros = at.timestamp_subsec_micros();
+    let (second, micros) = if micros >= 1_000_000 {
+        (at.second() + 1, micros - 1_000_000)
+    } else {
+        (at.second(), micros)
+    };
+    padded(out, second, 2);
+    out.push(b'.');
+    padded(out, micros, 6);
+    out.push(b'Z');
+}
+
+/// `"name":` for every column, written once per encoder.
+fn ndjson_keys<T>(columns: &[Column<T>]) -> Vec<Vec<u8>> {
+    columns
+        .iter()
+        .map(|column| {
+            let mut key = Vec::with_capacity(column.name.len() + 3);
+            json_string(&mut key, column.name);
+            key.push(b':');
+            key
+        })
+        .collect()
+}
+
+fn ndjson_row<T>(
+    columns: &[Column<T>],
+    keys: &[Vec<u8>],
+    row: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), WarehouseError> {
     out.push(b'{');
-    for (i, column) in columns.iter().enumerate() {
+    for (i, (column, key)) in columns.iter().zip(keys).enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        json_string(out, column.name);
-        out.push(b':');
+        out.extend_from_slice(key);
         // Writing to a Vec cannot fail.
         let present = match column.get {
             Get::Text(get) => get(row).map(|text| json_string(out, text)).is_some(),
             Get::Int(get) => match get(row) {
                 Some(v) => {
-                    let _ = write!(out, "{}", int(v, column.name)?);
+                    int(v, column.name)?;
+                    decimal_digits(out, v);
                     true
                 }
                 None => false,
             },
             Get::Date(get) => {
-                let _ = write!(out, "\"{}\"", get(row));
+                out.push(b'"');
+                iso_date(out, get(row));
+                out.push(b'"');
                 true
             }
             Get::Timestamp(get) => {
-                let _ = write!(out, "\"{}\"", get(row).format("%Y-%m-%dT%H:%M:%S%.6fZ"));
+                out.push(b'"');
+                iso_micros(out, get(row));
+                out.push(b'"');
                 true
             }
             Get::Bool(get) => {
@@ -935,6 +1072,59 @@ mod tests {
             assert!(sink.create(bad).await.is_err(), "{bad:?}");
         }
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn hand_written_dates_and_instants_read_as_chrono_writes_them() {
+        let mut instants: Vec<DateTime<Utc>> = [
+            "1970-01-01T00:00:00Z",
+            "0001-01-01T00:00:00.000001Z",
+            "2026-12-31T23:59:59.999999999Z",
+            "2026-02-28T12:34:56.5Z",
+            "9999-12-31T23:59:59.999999Z",
+        ]
+        .iter()
+        .map(|t| DateTime::parse_from_rfc3339(t).unwrap().to_utc())
+        .collect();
+        // A spread of instants over four centuries, at odd nanoseconds.
+        let mut t = 1_000_000_007i64;
+        for _ in 0..10_000 {
+            t = t
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let seconds = (t >> 1).rem_euclid(12_000_000_000) - 6_000_000_000;
+            let nanos = u32::try_from((t >> 7).rem_euclid(1_000_000_000)).unwrap();
+            instants.push(DateTime::from_timestamp(seconds, nanos).unwrap());
+        }
+        // A leap second.
+        instants.push(
+            NaiveDate::from_ymd_opt(2016, 12, 31)
+                .unwrap()
+                .and_hms_micro_opt(23, 59, 59, 1_500_000)
+                .unwrap()
+                .and_utc(),
+        );
+        for at in instants {
+            let mut ours = Vec::new();
+            iso_micros(&mut ours, at);
+            let chrono = at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+            assert_eq!(String::from_utf8(ours).unwrap(), chrono, "{at:?}");
+            let mut day = Vec::new();
+            iso_date(&mut day, at.date_naive());
+            assert_eq!(String::from_utf8(day).unwrap(), at.date_naive().to_string());
+        }
+        for value in [0, 7, 10, 99, 1_000_000, u64::MAX] {
+            let mut out = Vec::new();
+            decimal_digits(&mut out, value);
+            assert_eq!(String::from_utf8(out).unwrap(), value.to_string());
+        }
+        let mut out = Vec::new();
+        json_string(&mut out, "plain, nothing to escape");
+        json_string(&mut out, "quote \" back \\ tab \t bell \u{7} é");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#""plain, nothing to escape""quote \" back \\ tab \t bell \u0007 é""#
+        );
     }
 
     #[test]
