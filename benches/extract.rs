@@ -5,6 +5,8 @@
 //! | `extract_and_price/<provider>` | `extract::from_body` + `PriceTable::cost` on a fixture body |
 //! | `stream/<provider>` | `StreamExtractor` over a whole fixture stream, plus pricing |
 //! | `sse_scan/1MiB` | the SSE parser alone over 1 MiB of OpenAI-style chunks (throughput) |
+//! | `stream_10MB/<provider>` | `StreamExtractor` over a 10 MB stream made of the fixture's events (its content events repeated between its first and its last ones), fed in 16 KiB pieces, plus pricing |
+//! | `stream_10MB/memchr_limit` | one `memchr` pass over the same OpenAI bytes in the same pieces: what reading them costs at all |
 
 use std::hint::black_box;
 
@@ -136,6 +138,77 @@ fn streams(c: &mut Criterion) {
     group.finish();
 }
 
+/// A stream of about 10 MB from a fixture's events: the first `head` events, then
+/// the content events after them repeated, then the last `tail` events.
+fn long_stream(fixture: &[u8], head: usize, tail: usize) -> Vec<u8> {
+    let separator: &[u8] = if fixture.windows(4).any(|w| w == b"\r\n\r\n") {
+        b"\r\n\r\n"
+    } else {
+        b"\n\n"
+    };
+    let mut events: Vec<&[u8]> = Vec::new();
+    let mut rest = fixture;
+    while let Some(at) = rest.windows(separator.len()).position(|w| w == separator) {
+        events.push(&rest[..at + separator.len()]);
+        rest = &rest[at + separator.len()..];
+    }
+    let middle = &events[head..events.len() - tail];
+    let mut out: Vec<u8> = events[..head].concat();
+    while out.len() < 10_000_000 {
+        for event in middle {
+            out.extend_from_slice(event);
+        }
+    }
+    for event in &events[events.len() - tail..] {
+        out.extend_from_slice(event);
+    }
+    out
+}
+
+fn long_streams(c: &mut Criterion) {
+    let table = PriceTable::bundled();
+    let at = at();
+    let mut group = c.benchmark_group("stream_10MB");
+    group.sample_size(20);
+    // (fixture, events kept at the start, events kept at the end): OpenAI's role
+    // chunk, then its usage chunk and [DONE]; Anthropic's message_start and first
+    // content block, then its stop, message_delta and message_stop; Gemini's chunks
+    // all carry usageMetadata.
+    let mut openai = Vec::new();
+    for ((name, provider, fixture), (head, tail)) in
+        STREAMS.into_iter().zip([(1, 3), (3, 3), (1, 1)])
+    {
+        let bytes = long_stream(fixture, head, tail);
+        if name == "openai" {
+            openai.clone_from(&bytes);
+        }
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut stream = StreamExtractor::new(&provider);
+                for piece in black_box(&bytes).chunks(16 << 10) {
+                    stream.push(piece).expect("a valid stream");
+                }
+                let extraction = stream.finish().expect("the stream has usage");
+                let model = extraction.model.as_deref().unwrap_or_default();
+                table
+                    .cost(&provider, model, &extraction.usage, at)
+                    .map(|c| c.total())
+            })
+        });
+    }
+    group.throughput(Throughput::Bytes(openai.len() as u64));
+    group.bench_function("memchr_limit", |b| {
+        b.iter(|| {
+            black_box(&openai)
+                .chunks(16 << 10)
+                .map(|piece| memchr::memchr_iter(b'\n', piece).count())
+                .sum::<usize>()
+        })
+    });
+    group.finish();
+}
+
 fn sse_scan(c: &mut Criterion) {
     let event = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello, world. This is a token.\"}}],\"usage\":null}\n\n";
     let mut stream = Vec::with_capacity(1 << 20);
@@ -163,5 +236,5 @@ fn sse_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, extract_and_price, streams, sse_scan);
+criterion_group!(benches, extract_and_price, streams, long_streams, sse_scan);
 criterion_main!(benches);

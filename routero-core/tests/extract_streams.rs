@@ -257,3 +257,72 @@ proptest! {
         }
     }
 }
+
+/// An SSE stream of `events` (each a data payload), in one piece and cut at every
+/// byte.
+fn sse_every_way(provider: &Provider, events: &[&str]) -> Vec<Result<Extraction, ExtractError>> {
+    let bytes: Vec<u8> = events
+        .iter()
+        .flat_map(|e| format!("data: {e}\n\n").into_bytes())
+        .collect();
+    let mut results = vec![run(provider, [bytes.clone()])];
+    for cut in 1..bytes.len() {
+        results.push(run(
+            provider,
+            [bytes[..cut].to_vec(), bytes[cut..].to_vec()],
+        ));
+    }
+    results
+}
+
+/// Events a long stream is skipped over unparsed when they cannot change its usage;
+/// whatever could is still read: usage-like text inside content, a tier that changes
+/// mid-stream, keys nested in content, escaped event types, non-JSON.
+#[test]
+fn events_that_cannot_matter_are_skipped_and_those_that_can_are_read() {
+    let first = r#"{"model":"gpt-4o","service_tier":"default","choices":[{"delta":{"role":"assistant"}}],"usage":null}"#;
+    let text = r#"{"model":"gpt-4o","service_tier":"default","choices":[{"delta":{"content":"say \"usage\": {\"prompt_tokens\": 999}, \"service_tier\":\"flex\""}}],"usage":null}"#;
+    let flex = r#"{"model":"gpt-4o","service_tier":"flex","choices":[{"delta":{"content":"x"}}],"usage":null}"#;
+    let nested = r#"{"model":"gpt-4o","service_tier":"default","choices":[{"delta":{"content":"x"},"usage":{"prompt_tokens":1}}],"usage":null}"#;
+    let usage =
+        r#"{"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":4}}"#;
+    for result in sse_every_way(&Provider::OpenAi, &[first, text, text, usage]) {
+        let usage = result.unwrap().usage;
+        assert_eq!((usage.input_tokens, usage.output_tokens), (10, 4));
+        assert_eq!(usage.service_tier, ServiceTier::Standard);
+    }
+    // The tier changes in a content chunk, the usage chunk names none: the last one
+    // stands, whichever way it changed.
+    for result in sse_every_way(&Provider::OpenAi, &[first, text, flex, usage]) {
+        assert_eq!(result.unwrap().usage.service_tier, ServiceTier::Flex);
+    }
+    for result in sse_every_way(&Provider::OpenAi, &[first, flex, text, usage]) {
+        assert_eq!(result.unwrap().usage.service_tier, ServiceTier::Standard);
+    }
+    // A usage object nested in a chunk is not the chunk's usage.
+    for result in sse_every_way(&Provider::OpenAi, &[first, nested, usage]) {
+        assert_eq!(result.unwrap().usage.input_tokens, 10);
+    }
+    // A content chunk that is not JSON is refused, skipped or not.
+    let broken = r#"not json, "usage":null"#;
+    assert!(matches!(
+        run(
+            &Provider::OpenAi,
+            [format!("data: {first}\n\ndata: {broken}\n\ndata: {usage}\n\n").into_bytes()]
+        ),
+        Err(ExtractError::Malformed { .. })
+    ));
+
+    let start = r#"{"type":"message_start","message":{"model":"claude-sonnet-4-5","usage":{"input_tokens":20,"output_tokens":1}}}"#;
+    let delta_text = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a message_delta with \"usage\":{\"output_tokens\":999}"}}"#;
+    let plain =
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"plain"}}"#;
+    let escaped_delta = r#"{"type":"\u006dessage_delta","delta":{},"usage":{"output_tokens":7}}"#;
+    for result in sse_every_way(
+        &Provider::Anthropic,
+        &[start, plain, delta_text, plain, escaped_delta, plain],
+    ) {
+        let usage = result.unwrap().usage;
+        assert_eq!((usage.input_tokens, usage.output_tokens), (20, 7));
+    }
+}

@@ -47,6 +47,8 @@ struct Snapshot {
     model: Option<String>,
     openai: Option<OpenAiUsage>,
     service_tier: Option<String>,
+    /// The raw JSON of `service_tier`, to skip parsing it again.
+    service_tier_raw: Vec<u8>,
     web_search_calls: u64,
     anthropic: Option<AnthropicUsage>,
     gemini: Option<GeminiUsage>,
@@ -78,6 +80,38 @@ impl Snapshot {
         if let Some(model) = model.filter(|m| !m.is_empty()) {
             self.model.get_or_insert(model);
         }
+    }
+
+    /// An event's raw `model` field: parsed while the model is unknown; once it is
+    /// known (the first one wins), only checked to be a string or null, without
+    /// allocating one per event.
+    fn model_field(&mut self, raw: Option<&[u8]>) -> Result<(), StreamError> {
+        if self.model.is_none() {
+            self.set_model(field(raw)?);
+            return Ok(());
+        }
+        match raw {
+            None | Some(b"null") => Ok(()),
+            Some(raw) if raw.first() == Some(&b'"') => Ok(()),
+            Some(_) => Err(StreamError::Payload("model: expected a string".to_owned())),
+        }
+    }
+
+    /// An event's raw `service_tier` field (the last one stands): parsed only when
+    /// it differs from the one before, which most chunks repeat.
+    fn service_tier_field(&mut self, raw: Option<&[u8]>) -> Result<(), StreamError> {
+        let Some(raw) = raw.filter(|r| *r != b"null") else {
+            return Ok(());
+        };
+        if self.service_tier.is_some() && self.service_tier_raw == raw {
+            return Ok(());
+        }
+        if let Some(tier) = field::<String>(Some(raw))? {
+            self.service_tier = Some(tier);
+            self.service_tier_raw.clear();
+            self.service_tier_raw.extend_from_slice(raw);
+        }
+        Ok(())
     }
 }
 
@@ -245,6 +279,105 @@ struct InvocationMetrics {
     cache_write_input_token_count: Option<i64>,
 }
 
+// --- Which events can matter ------------------------------------------------------
+
+/// Substring finders built once: the vectorised search behind [`cannot_matter`].
+struct Needles {
+    usage: memchr::memmem::Finder<'static>,
+    service_tier: memchr::memmem::Finder<'static>,
+    response: memchr::memmem::Finder<'static>,
+    x_groq: memchr::memmem::Finder<'static>,
+    message: memchr::memmem::Finder<'static>,
+    invocation: memchr::memmem::Finder<'static>,
+    unicode_escape: memchr::memmem::Finder<'static>,
+}
+
+fn needles() -> &'static Needles {
+    static NEEDLES: std::sync::OnceLock<Needles> = std::sync::OnceLock::new();
+    NEEDLES.get_or_init(|| Needles {
+        usage: memchr::memmem::Finder::new(br#""usage":"#),
+        service_tier: memchr::memmem::Finder::new(br#""service_tier":"#),
+        response: memchr::memmem::Finder::new(br#""response":"#),
+        x_groq: memchr::memmem::Finder::new(br#""x_groq":"#),
+        message: memchr::memmem::Finder::new(b"message_"),
+        invocation: memchr::memmem::Finder::new(b"invocationMetrics"),
+        unicode_escape: memchr::memmem::Finder::new(br"\u"),
+    })
+}
+
+/// The raw value after a `"key":` match at `at` (whitespace skipped), up to the
+/// next `,` or `}` when it is a plain string or `null`; `None` otherwise.
+fn raw_value_after(data: &[u8], at: usize) -> Option<&[u8]> {
+    let mut i = at;
+    while let Some(b' ' | b'\n' | b'\r' | b'\t') = data.get(i) {
+        i += 1;
+    }
+    let rest = data.get(i..)?;
+    if rest.starts_with(b"null") {
+        return Some(&rest[..4]);
+    }
+    if rest.first() != Some(&b'"') {
+        return None;
+    }
+    // A string without escapes: its end is the next quote.
+    let end = memchr::memchr2(b'"', b'\\', &rest[1..])?;
+    (rest[1 + end] == b'"').then(|| &rest[..end + 2])
+}
+
+/// Whether an SSE event's data provably cannot change what the stream has said, so
+/// that it needs no parsing: decided from substring searches, conservatively (any
+/// doubt, and the event is parsed). Content deltas, nearly every event of a long
+/// stream, are decided at memchr speed. A skipped event is still checked to be a
+/// braced object, so that non-JSON is refused as before.
+///
+/// - OpenAI-compatible chunks, once the model is known: no `"response":` or
+///   `"x_groq":` anywhere, every `"usage":` followed by `null`, and at most one
+///   `"service_tier":`, whose string is the tier already recorded (a key's closing
+///   quote followed by a colon cannot occur inside a JSON string, so these matches
+///   are keys, top-level or nested; a nested one changes nothing either).
+/// - Anthropic events: no `message_` (the type of `message_start` and
+///   `message_delta`), no `invocationMetrics` and no `\u` escape anywhere.
+fn cannot_matter(provider: &Provider, snapshot: &Snapshot, data: &[u8]) -> bool {
+    let trimmed = data.trim_ascii();
+    if trimmed.first() != Some(&b'{') || trimmed.last() != Some(&b'}') {
+        return false;
+    }
+    let n = needles();
+    match provider {
+        Provider::Anthropic | Provider::Bedrock => {
+            n.message.find(data).is_none()
+                && n.invocation.find(data).is_none()
+                && n.unicode_escape.find(data).is_none()
+        }
+        Provider::Gemini | Provider::VertexAi | Provider::Cohere => false,
+        _ => {
+            if snapshot.model.is_none()
+                || n.response.find(data).is_some()
+                || n.x_groq.find(data).is_some()
+            {
+                return false;
+            }
+            let usage_is_null = n
+                .usage
+                .find_iter(data)
+                .all(|at| raw_value_after(data, at + n.usage.needle().len()) == Some(&b"null"[..]));
+            if !usage_is_null {
+                return false;
+            }
+            let mut tiers = n.service_tier.find_iter(data);
+            match (tiers.next(), tiers.next()) {
+                (None, _) => true,
+                (Some(at), None) => {
+                    snapshot.service_tier.is_some()
+                        && raw_value_after(data, at + n.service_tier.needle().len())
+                            == Some(&snapshot.service_tier_raw[..])
+                }
+                (Some(_), Some(_)) => false,
+            }
+        }
+    }
+}
+
 // --- Per-event rules ----------------------------------------------------------------
 
 fn on_sse(
@@ -253,7 +386,7 @@ fn on_sse(
     event: SseEvent<'_>,
 ) -> Result<(), StreamError> {
     let data = event.data;
-    if data == b"[DONE]" {
+    if data == b"[DONE]" || cannot_matter(provider, snapshot, data) {
         return Ok(());
     }
     match provider {
@@ -264,7 +397,7 @@ fn on_sse(
         }
         Provider::Gemini | Provider::VertexAi => {
             let [model, usage] = fields(data, ["modelVersion", "usageMetadata"])?;
-            snapshot.set_model(field(model)?);
+            snapshot.model_field(model)?;
             if let Some(usage) = field(usage)? {
                 snapshot.gemini = Some(usage);
             }
@@ -304,14 +437,13 @@ fn openai_chunk(snapshot: &mut Snapshot, data: &[u8]) -> Result<(), StreamError>
         if terminal && response.usage.is_some() {
             snapshot.openai = response.usage;
             snapshot.service_tier = response.service_tier;
+            snapshot.service_tier_raw.clear();
             snapshot.web_search_calls = web_search_calls(&response.output);
         }
         return Ok(());
     }
-    snapshot.set_model(field(model)?);
-    if let Some(tier) = field(service_tier)? {
-        snapshot.service_tier = Some(tier);
-    }
+    snapshot.model_field(model)?;
+    snapshot.service_tier_field(service_tier)?;
     let usage = match field::<OpenAiUsage>(usage)? {
         Some(usage) => Some(usage),
         None => field::<XGroq>(x_groq)?.and_then(|x| x.usage),
