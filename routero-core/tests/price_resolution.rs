@@ -52,36 +52,33 @@ fn priced(table: &PriceTable, provider: &Provider, name: &str, time: &str) -> St
     }
 }
 
+/// Looks up each (name under OpenAI, time, what must price it), in order.
+fn check(table: &PriceTable, cases: &[(&str, &str, &str)]) {
+    for (name, time, want) in cases {
+        assert_eq!(
+            priced(table, &Provider::OpenAi, name, time),
+            *want,
+            "{name} at {time}"
+        );
+    }
+}
+
+const NOW: &str = "2026-11-28T00:00:00Z";
+/// Before the dated model's own price starts, and after.
+const BEFORE: &str = "2026-11-02T00:00:00Z";
+const AFTER: &str = "2026-11-20T00:00:00Z";
+
 #[test]
 fn a_dated_name_resolves_to_its_base_again_and_again() {
     let table = table();
     for _ in 0..3 {
-        assert_eq!(
-            priced(
-                &table,
-                &Provider::OpenAi,
-                "base-2024-08-06",
-                "2026-11-28T00:00:00Z"
-            ),
-            "openai/base"
-        );
-        assert_eq!(
-            priced(
-                &table,
-                &Provider::OpenAi,
-                "openai/base-latest",
-                "2026-11-28T00:00:00Z"
-            ),
-            "openai/base"
-        );
-        assert_eq!(
-            priced(
-                &table,
-                &Provider::OpenAi,
-                "nothing-2024-08-06",
-                "2026-11-28T00:00:00Z"
-            ),
-            "unknown"
+        check(
+            &table,
+            &[
+                ("base-2024-08-06", NOW, "openai/base"),
+                ("openai/base-latest", NOW, "openai/base"),
+                ("nothing-2024-08-06", NOW, "unknown"),
+            ],
         );
     }
 }
@@ -89,69 +86,30 @@ fn a_dated_name_resolves_to_its_base_again_and_again() {
 #[test]
 fn a_resolution_that_depends_on_the_time_is_never_reused_at_another() {
     let table = table();
-    // Before its own price starts, the dated name falls back to the base; after, it
-    // has its own; in either order, as often as asked.
+    let dated = "openai/base-2026-11-01";
     for _ in 0..3 {
-        assert_eq!(
-            priced(
-                &table,
-                &Provider::OpenAi,
-                "base-2026-11-01",
-                "2026-11-02T00:00:00Z"
-            ),
-            "openai/base"
+        // Before its own price starts, the dated name falls back to the base; after,
+        // it has its own; in either order, as often as asked.
+        check(
+            &table,
+            &[
+                ("base-2026-11-01", BEFORE, "openai/base"),
+                ("base-2026-11-01", AFTER, dated),
+            ],
         );
-        assert_eq!(
-            priced(
-                &table,
-                &Provider::OpenAi,
-                "base-2026-11-01",
-                "2026-11-20T00:00:00Z"
-            ),
-            "openai/base-2026-11-01"
+        // A decorated form of it, resolved to the base before its own price starts,
+        // is not resolved to the base after; another, resolved after, is not reused
+        // before.
+        check(
+            &table,
+            &[
+                ("v1/base-2026-11-01", BEFORE, "openai/base"),
+                ("v1/base-2026-11-01", AFTER, dated),
+                ("openai/base-2026-11-01", AFTER, dated),
+                ("openai/base-2026-11-01", BEFORE, "openai/base"),
+            ],
         );
     }
-    // A decorated form of it, resolved to the base before its own price starts, is
-    // not resolved to the base after.
-    for _ in 0..2 {
-        assert_eq!(
-            priced(
-                &table,
-                &Provider::OpenAi,
-                "v1/base-2026-11-01",
-                "2026-11-02T00:00:00Z"
-            ),
-            "openai/base"
-        );
-        assert_eq!(
-            priced(
-                &table,
-                &Provider::OpenAi,
-                "v1/base-2026-11-01",
-                "2026-11-20T00:00:00Z"
-            ),
-            "openai/base-2026-11-01"
-        );
-    }
-    // Another, resolved after the start, is not reused before it.
-    assert_eq!(
-        priced(
-            &table,
-            &Provider::OpenAi,
-            "openai/base-2026-11-01",
-            "2026-11-20T00:00:00Z"
-        ),
-        "openai/base-2026-11-01"
-    );
-    assert_eq!(
-        priced(
-            &table,
-            &Provider::OpenAi,
-            "openai/base-2026-11-01",
-            "2026-11-02T00:00:00Z"
-        ),
-        "openai/base"
-    );
 }
 
 #[test]
@@ -159,12 +117,7 @@ fn a_changed_table_resolves_afresh() {
     let mut table = table();
     table.add_fallback(Provider::OpenAi, Provider::Anthropic);
     assert_eq!(
-        priced(
-            &table,
-            &Provider::OpenAi,
-            "elsewhere-20250101",
-            "2026-11-28T00:00:00Z"
-        ),
+        priced(&table, &Provider::OpenAi, "elsewhere-20250101", NOW),
         "anthropic/elsewhere"
     );
     // The same name, now priced under the provider asked: the new entry wins.
@@ -182,47 +135,17 @@ output = "8"
     )
     .unwrap();
     let changed = table.with_overrides(&own).unwrap();
-    assert_eq!(
-        priced(
-            &changed,
-            &Provider::OpenAi,
-            "elsewhere-20250101",
-            "2026-11-28T00:00:00Z"
-        ),
-        "openai/elsewhere"
-    );
+    let elsewhere =
+        |table: &PriceTable| priced(table, &Provider::OpenAi, "elsewhere-20250101", NOW);
+    assert_eq!(elsewhere(&changed), "openai/elsewhere");
     // And the old table still answers as before, on this thread and on another.
-    assert_eq!(
-        priced(
-            &table,
-            &Provider::OpenAi,
-            "elsewhere-20250101",
-            "2026-11-28T00:00:00Z"
-        ),
-        "anthropic/elsewhere"
-    );
+    assert_eq!(elsewhere(&table), "anthropic/elsewhere");
     std::thread::scope(|s| {
         s.spawn(|| {
-            assert_eq!(
-                priced(
-                    &changed,
-                    &Provider::OpenAi,
-                    "elsewhere-20250101",
-                    "2026-11-28T00:00:00Z"
-                ),
-                "openai/elsewhere"
-            );
+            assert_eq!(elsewhere(&changed), "openai/elsewhere");
         });
     });
     let mut aliased = changed.clone();
     aliased.add_alias(Provider::OpenAi, "elsewhere", Provider::OpenAi, "base");
-    assert_eq!(
-        priced(
-            &aliased,
-            &Provider::OpenAi,
-            "elsewhere-20250101",
-            "2026-11-28T00:00:00Z"
-        ),
-        "openai/base"
-    );
+    assert_eq!(elsewhere(&aliased), "openai/base");
 }
