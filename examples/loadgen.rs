@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Records N requests (default 100,000) through the recorder into the Redis queue
-//! (`ROUTERO_REDIS_PREFIX`, `ROUTERO_SHARDS` as the coworkers have them) at the given
+//! (`ROUTERO_REDIS_PREFIX` as the coworkers have it; the shards as the queue's stored
+//! layout says, `ROUTERO_SHARDS` for a new one) at the given
 //! rate (0, the default: as fast as the recorder takes them). The requests are the
 //! demo traffic's real provider responses, JSON and streamed, extracted and priced
 //! with the bundled table (some unpriced, some failed), spread over `--orgs` orgs
