@@ -5,6 +5,7 @@
 //! | `extract_and_price/<provider>` | `extract::from_body` + `PriceTable::cost` on a fixture body |
 //! | `stream/<provider>` | `StreamExtractor` over a whole fixture stream, plus pricing |
 //! | `sse_scan/1MiB` | the SSE parser alone over 1 MiB of OpenAI-style chunks (throughput) |
+//! | `extract_and_price_100KB/<provider>` | the same on the fixture body with its generated text grown to about 100 KB (escapes included) |
 //! | `stream_10MB/<provider>` | `StreamExtractor` over a 10 MB stream made of the fixture's events (its content events repeated between its first and its last ones), fed in 16 KiB pieces, plus pricing |
 //! | `stream_10MB/memchr_limit` | one `memchr` pass over the same OpenAI bytes in the same pieces: what reading them costs at all |
 
@@ -114,6 +115,60 @@ fn extract_and_price(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+/// A fixture body with about 100 KB of generated text inserted at the start of the
+/// first string after `key` (its generated text), escapes included.
+fn long_body(body: &[u8], key: &str) -> Vec<u8> {
+    let at = body
+        .windows(key.len())
+        .position(|w| w == key.as_bytes())
+        .expect("the fixture has its text key");
+    let open = at
+        + key.len()
+        + body[at + key.len()..]
+            .iter()
+            .position(|&b| b == b'"')
+            .expect("a string value")
+        + 1;
+    let line = br#"The invoice total for \"Acme Corp\" is $42.17, due on the 30th.\n"#;
+    let mut out = body[..open].to_vec();
+    while out.len() < 100_000 {
+        out.extend_from_slice(line);
+    }
+    out.extend_from_slice(&body[open..]);
+    out
+}
+
+fn extract_and_price_long(c: &mut Criterion) {
+    let table = PriceTable::bundled();
+    let at = at();
+    let mut group = c.benchmark_group("extract_and_price_100KB");
+    for ((name, provider, model, body), key) in
+        BODIES
+            .into_iter()
+            .take(3)
+            .zip([r#""content":"#, r#""text":"#, r#""text":"#])
+    {
+        let body = long_body(body, key);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let extraction =
+                    extract::from_body(&provider, black_box(&body), &[]).expect("a valid body");
+                let model = extraction.model.as_deref().unwrap_or(model);
+                table
+                    .cost(&provider, model, &extraction.usage, at)
+                    .map(|c| c.total())
+            })
+        });
+    }
+    group.throughput(Throughput::Bytes(100_000));
+    let plain = long_body(BODIES[0].3, r#""content":"#);
+    group.bench_function("memchr_limit", |b| {
+        b.iter(|| memchr::memchr_iter(b'"', black_box(&plain)).count())
+    });
     group.finish();
 }
 
@@ -236,5 +291,12 @@ fn sse_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, extract_and_price, streams, long_streams, sse_scan);
+criterion_group!(
+    benches,
+    extract_and_price,
+    extract_and_price_long,
+    streams,
+    long_streams,
+    sse_scan
+);
 criterion_main!(benches);
