@@ -455,6 +455,33 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
         Ok(retired)
     }
 
+    /// Retires a drained shard of the previous layout that [`run`](Self::run)
+    /// holds, and gives its lease up; `true` when its worker is done.
+    async fn retire_held(&self, lease: &Lease, held: &Mutex<BTreeMap<ShardId, Held>>) -> bool {
+        let shard = lease.shard;
+        match self.retire(shard).await {
+            Ok(true) => {
+                tracing::info!(
+                    shard = shard.0,
+                    "shard of the previous layout drained and retired"
+                );
+                if forget(held, lease) {
+                    metrics::retired(shard);
+                    if let Err(e) = self.elector.release(lease).await {
+                        tracing::warn!(shard = shard.0, error = %e, "could not release lease; it will expire");
+                    }
+                }
+                true
+            }
+            Ok(false) => false,
+            Err(e) => {
+                metrics::error("retire", &e);
+                tracing::warn!(shard = shard.0, error = %e, "retiring the shard failed; retrying");
+                false
+            }
+        }
+    }
+
     async fn drain_shard(&self, lease: &Lease, stats: &mut DrainStats) -> Result<(), BackendError> {
         loop {
             match self.step(lease).await? {
@@ -682,31 +709,12 @@ impl<Q: SpendQueue, E: LeaderElector, S: SpendStore> Drainer<Q, E, S> {
                     Duration::ZERO
                 }
                 Ok(StepOutcome::Raced) => Duration::ZERO,
-                Ok(StepOutcome::Idle) if self.queue.layout().is_retiring(shard) => {
-                    match self.retire(shard).await {
-                        Ok(true) => {
-                            tracing::info!(
-                                shard = shard.0,
-                                "shard of the previous layout drained and retired"
-                            );
-                            if forget(held, &lease) {
-                                metrics::retired(shard);
-                                if let Err(e) = self.elector.release(&lease).await {
-                                    tracing::warn!(shard = shard.0, error = %e, "could not release lease; it will expire");
-                                }
-                            }
-                            return;
-                        }
-                        Ok(false) => {}
-                        Err(e) => {
-                            metrics::error("retire", &e);
-                            tracing::warn!(shard = shard.0, error = %e, "retiring the shard failed; retrying");
-                        }
-                    }
-                    backoff = self.config.initial_backoff;
-                    self.config.idle_wait
-                }
                 Ok(StepOutcome::Idle) => {
+                    if self.queue.layout().is_retiring(shard)
+                        && self.retire_held(&lease, held).await
+                    {
+                        return;
+                    }
                     backoff = self.config.initial_backoff;
                     self.config.idle_wait
                 }

@@ -502,24 +502,20 @@ impl ShardLayout {
 
     /// The layout's own shards.
     pub fn current(&self) -> impl Iterator<Item = ShardId> + use<> {
-        let first = self.first;
-        (0..self.shards).map(move |i| ShardId(first + i))
+        shard_range(self.first, self.shards)
     }
 
     /// The previous layout's shards still being drained (none when it is done).
     pub fn retiring_shards(&self) -> impl Iterator<Item = ShardId> + use<> {
         let (first, count) = self.retiring.unwrap_or((0, 0));
-        (0..count).map(move |i| ShardId(first + i))
+        shard_range(first, count)
     }
 
     /// The shards a drainer works on now: the retiring ones while there are any,
     /// then the layout's own.
-    pub fn to_drain(&self) -> Box<dyn Iterator<Item = ShardId> + Send> {
-        if self.retiring.is_some() {
-            Box::new(self.retiring_shards())
-        } else {
-            Box::new(self.current())
-        }
+    pub fn to_drain(&self) -> impl Iterator<Item = ShardId> + use<> {
+        let (first, count) = self.retiring.unwrap_or((self.first, self.shards));
+        shard_range(first, count)
     }
 
     /// Whether `shard` is one of the layout's own.
@@ -541,6 +537,11 @@ impl ShardLayout {
             ..self
         }
     }
+}
+
+/// The shards `first..first + count`.
+fn shard_range(first: u16, count: u16) -> impl Iterator<Item = ShardId> {
+    (0..count).map(move |i| ShardId(first + i))
 }
 
 impl fmt::Display for ShardLayout {
