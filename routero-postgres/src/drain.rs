@@ -21,6 +21,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql, Type};
 
+use crate::usage::LoggedUsage;
 use crate::{PgStore, backend};
 
 /// A count as `BIGINT`, checked.
@@ -173,14 +174,18 @@ impl PgStore {
         at: DateTime<Utc>,
         key: &str,
     ) -> Result<Vec<String>, BackendError> {
-        upsert_rollups(tx, rollups).await?;
-        debit_wallets(tx, events, at, key, &*self.rates()).await?;
-        insert_unpriced(tx, events).await?;
+        // The rows no other step touches first (the request log is most of the
+        // step's work), the shared ones last: a rollup or wallet row locked here
+        // holds back another shard's step that adds to it until this commits, so
+        // those locks are taken as late, and held as briefly, as they can be.
         let mut created = Vec::new();
         if self.config.spend_log {
             created = self.ensure_partitions(tx, events).await?;
             insert_spend_log(tx, events).await?;
         }
+        insert_unpriced(tx, events).await?;
+        upsert_rollups(tx, rollups).await?;
+        debit_wallets(tx, events, at, key, &*self.rates()).await?;
         Ok(created)
     }
 
@@ -491,7 +496,7 @@ async fn copy_spend_log(
         let (cost, price_version, priced_model, reason) = event.logged_pricing();
         let success = event.outcome == Outcome::Success;
         let currency = event.currency().map(|c| c.code());
-        let usage = event.usage.as_ref().map(Json);
+        let usage = event.usage.map(|u| Json(LoggedUsage(u)));
         let row: [&(dyn ToSql + Sync); 25] = [
             &event.request_id.as_str(),
             &event.event_time,
@@ -535,7 +540,7 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
     let mut tokens: [Vec<Option<i64>>; 6] = std::array::from_fn(|_| Vec::with_capacity(n));
     let mut cost: Vec<Option<Decimal>> = Vec::with_capacity(n);
     let mut labels: [Vec<Option<&str>>; 4] = std::array::from_fn(|_| Vec::with_capacity(n));
-    let mut usage: Vec<Option<Json<&routero_core::Usage>>> = Vec::with_capacity(n);
+    let mut usage: Vec<Option<Json<LoggedUsage>>> = Vec::with_capacity(n);
     for event in events {
         request.push(event.request_id.as_str());
         time.push(event.event_time);
@@ -556,7 +561,7 @@ async fn upsert_spend_log(tx: &Transaction<'_>, events: &[SpendEvent]) -> Result
         labels[1].push(priced_model);
         labels[2].push(reason);
         labels[3].push(event.currency().map(|c| c.code()));
-        usage.push(event.usage.as_ref().map(Json));
+        usage.push(event.usage.map(|u| Json(LoggedUsage(u))));
     }
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&request, &time];
     for column in &dims {

@@ -41,6 +41,7 @@ mod quarantine;
 mod read;
 mod reprice;
 mod tls;
+mod usage;
 mod wallet;
 mod warehouse;
 

@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::Transaction;
+use routero_core::Provider;
 use routero_core::attribution::{BillingMode, OrgId, RequestId, WorkspaceId};
 use routero_core::money::Currency;
 use routero_core::port::{BackendError, ErrorKind};
@@ -15,12 +16,12 @@ use routero_core::reprice::{
 };
 use routero_core::spend::{Outcome, RollupKey};
 use routero_core::wallet;
-use routero_core::{Provider, Usage};
 use rust_decimal::Decimal;
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
 use crate::drain::{add_to_rollups, big, count};
+use crate::usage::LoggedUsage;
 use crate::warehouse::{billing_mode, dimensions, provider};
 use crate::{PgStore, backend};
 
@@ -35,7 +36,7 @@ fn currency(text: Option<String>) -> Result<Option<Currency>, BackendError> {
 
 /// A request-log row, its cost as the last correction left it.
 fn logged(row: &Row) -> Result<LoggedRequest, BackendError> {
-    let usage: Option<Json<Usage>> = row.get("usage");
+    let usage: Option<Json<LoggedUsage>> = row.try_get("usage").map_err(|e| corrupt("usage", e))?;
     let success: bool = row.get("success");
     Ok(LoggedRequest {
         request_id: RequestId::new(row.get::<_, &str>("request_id"))
@@ -51,7 +52,7 @@ fn logged(row: &Row) -> Result<LoggedRequest, BackendError> {
         provider: provider(row, 8)?,
         model: row.get("model"),
         billing_mode: billing_mode(row, 10)?,
-        usage: usage.map(|u| u.0),
+        usage: usage.map(|u| u.0.0),
         cost: row.get("cost"),
         currency: currency(row.get("currency"))?,
         price_version: row.get("price_version"),
