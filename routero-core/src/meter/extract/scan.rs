@@ -84,23 +84,42 @@ fn skip_ws(json: &[u8], mut at: usize) -> usize {
     at
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// A high bit in each byte of `word` that is zero: exact for the lowest such byte
+/// (a borrow marks only bytes above a zero one), which is the one the searches take.
+const fn zeros(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & HIGHS
+}
+
 /// The end (one past the closing quote) of the string starting at `at`.
 ///
-/// Most strings in a response are short keys: a plain loop finds their end faster
-/// than a vectorised search can start; past 32 bytes `memchr` takes over.
+/// Most strings in a response are short keys: a word-at-a-time loop finds their end
+/// faster than a vectorised search can start; past 32 bytes `memchr` takes over.
 fn skip_string(json: &[u8], at: usize) -> Result<usize, ScanError> {
     let unterminated = ScanError {
         reason: "unterminated string",
         at,
     };
     let mut i = at + 1;
+    // Short strings (keys, ids, finish reasons): eight bytes at a time.
     let short_end = (i + 32).min(json.len());
     while i < short_end {
-        match json[i] {
-            b'"' => return Ok(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
+        let Some(chunk) = json.get(i..i + 8) else {
+            break;
+        };
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let hits = zeros(word ^ (ONES * u64::from(b'"'))) | zeros(word ^ (ONES * u64::from(b'\\')));
+        if hits == 0 {
+            i += 8;
+            continue;
         }
+        i += (hits.trailing_zeros() / 8) as usize;
+        if json[i] == b'"' {
+            return Ok(i + 1);
+        }
+        i += 2; // a backslash and the byte it escapes
     }
     loop {
         let rest = json.get(i..).ok_or(unterminated)?;
@@ -143,13 +162,36 @@ const STRUCTURAL: [bool; 256] = {
     table
 };
 
+/// The first byte at or after `at` that is a quote or a bracket, else `json.len()`;
+/// eight bytes at a time (a pretty-printed response is mostly indentation, numbers
+/// and punctuation between them).
+fn next_structural(json: &[u8], mut at: usize) -> usize {
+    while let Some(chunk) = json.get(at..at + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        // `[` and `]` differ from `{` and `}` by the 0x20 bit alone, and no other
+        // byte becomes either with it set.
+        let folded = word | (ONES * 0x20);
+        let hits = zeros(word ^ (ONES * u64::from(b'"')))
+            | zeros(folded ^ (ONES * u64::from(b'{')))
+            | zeros(folded ^ (ONES * u64::from(b'}')));
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    while at < json.len() && !STRUCTURAL[usize::from(json[at])] {
+        at += 1;
+    }
+    at
+}
+
 fn skip_container(json: &[u8], at: usize) -> Result<usize, ScanError> {
     let mut stack = [0u8; MAX_DEPTH];
     let mut depth = 0usize;
     let mut i = at;
     while i < json.len() {
         if !STRUCTURAL[usize::from(json[i])] {
-            i += 1;
+            i = next_structural(json, i + 1);
             continue;
         }
         match json[i] {
@@ -202,6 +244,73 @@ mod tests {
         assert_eq!(usage, Some(&br#"{"prompt_tokens":3}"#[..]));
         assert_eq!(missing, None);
         assert_eq!(fields(b"{}", ["a"]).unwrap(), [None]);
+    }
+
+    /// The word-at-a-time search against the byte-at-a-time one: every byte value
+    /// at every position among fillers next to the structural bytes (`Z`, `z`, `|`,
+    /// `!`, `#`) and the extremes, from every start.
+    #[test]
+    fn the_structural_search_agrees_with_a_plain_loop() {
+        let naive = |json: &[u8], from: usize| {
+            (from..json.len())
+                .find(|&i| STRUCTURAL[usize::from(json[i])])
+                .unwrap_or(json.len())
+        };
+        for filler in [
+            0x00, 0x01, 0x21, 0x23, 0x5A, 0x5C, 0x7A, 0x7C, 0x7E, 0x80, 0xFF,
+        ] {
+            for byte in 0..=255u8 {
+                for at in 0..20 {
+                    let mut json = vec![filler; 20];
+                    json[at] = byte;
+                    json[(at * 7 + 3) % 20] = byte; // a second one, ahead or behind
+                    for from in 0..=json.len() {
+                        assert_eq!(
+                            next_structural(&json, from),
+                            naive(&json, from),
+                            "byte {byte:#x} at {at} among {filler:#x}, from {from}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Strings' ends found word by word against a plain loop: an escaped quote, an
+    /// escaped backslash before the closing quote, a lone backslash at the end, at
+    /// every offset, in strings shorter and longer than the word loop's reach.
+    #[test]
+    fn string_ends_agree_with_a_plain_loop() {
+        let naive = |json: &[u8]| -> Option<usize> {
+            let mut i = 1;
+            while i < json.len() {
+                match json[i] {
+                    b'"' => return Some(i + 1),
+                    b'\\' => i += 2,
+                    _ => i += 1,
+                }
+            }
+            None
+        };
+        for len in 0..48 {
+            for at in 0..len {
+                for piece in [&br#"\""#[..], br#"\\"#, b"\\", b"\"", b"\xff"] {
+                    let mut text = vec![b'a'; len];
+                    text.splice(at..at, piece.iter().copied());
+                    for tail in [&b"\",1]"[..], b"", b"\\"] {
+                        let mut json = vec![b'"'];
+                        json.extend_from_slice(&text);
+                        json.extend_from_slice(tail);
+                        assert_eq!(
+                            skip_string(&json, 0).ok(),
+                            naive(&json),
+                            "{}",
+                            String::from_utf8_lossy(&json)
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
