@@ -51,7 +51,27 @@ impl SseParser {
     /// `on_event` stops the chunk and is returned.
     pub fn push<E>(
         &mut self,
-        mut chunk: &[u8],
+        chunk: &[u8],
+        on_event: &mut impl FnMut(SseEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<SseTooLarge>,
+    {
+        // An event whose one data line lies within this chunk is handed over from
+        // the chunk itself, not copied: most events are one line. What is still
+        // borrowed when the chunk ends is copied then.
+        let mut borrowed = None;
+        let result = self.lines(chunk, &mut borrowed, on_event);
+        if let Some(value) = borrowed {
+            self.data.extend_from_slice(value);
+        }
+        result
+    }
+
+    fn lines<'c, E>(
+        &mut self,
+        mut chunk: &'c [u8],
+        borrowed: &mut Option<&'c [u8]>,
         on_event: &mut impl FnMut(SseEvent<'_>) -> Result<(), E>,
     ) -> Result<(), E>
     where
@@ -77,11 +97,17 @@ impl SseParser {
                 }
             }
             if self.line.is_empty() {
-                self.line_complete(line, on_event)?;
+                self.line_complete(line, borrowed, on_event)?;
             } else {
                 self.extend_line(line)?;
                 let carried = std::mem::take(&mut self.line);
-                let result = self.line_complete(&carried, on_event);
+                // The carried line is the chunk's first: nothing is borrowed yet,
+                // and what it would lend does not outlive it.
+                let mut lent = None;
+                let result = self.line_complete(&carried, &mut lent, on_event);
+                if let Some(value) = lent {
+                    self.data.extend_from_slice(value);
+                }
                 self.line = carried;
                 self.line.clear();
                 result?;
@@ -104,9 +130,13 @@ impl SseParser {
     {
         if !self.line.is_empty() {
             let carried = std::mem::take(&mut self.line);
-            self.line_complete(&carried, on_event)?;
+            let mut lent = None;
+            self.line_complete(&carried, &mut lent, on_event)?;
+            if let Some(value) = lent {
+                self.data.extend_from_slice(value);
+            }
         }
-        self.dispatch(on_event)
+        self.dispatch(&mut None, on_event)
     }
 
     fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseTooLarge> {
@@ -117,16 +147,19 @@ impl SseParser {
         Ok(())
     }
 
-    fn line_complete<E>(
+    /// One whole line. The current event's data is `borrowed` when it has one line
+    /// lent by the caller, else `self.data`.
+    fn line_complete<'l, E>(
         &mut self,
-        line: &[u8],
+        line: &'l [u8],
+        borrowed: &mut Option<&'l [u8]>,
         on_event: &mut impl FnMut(SseEvent<'_>) -> Result<(), E>,
     ) -> Result<(), E>
     where
         E: From<SseTooLarge>,
     {
         if line.is_empty() {
-            return self.dispatch(on_event);
+            return self.dispatch(borrowed, on_event);
         }
         if line[0] == b':' {
             return Ok(());
@@ -140,13 +173,19 @@ impl SseParser {
         };
         match field {
             b"data" => {
-                if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
+                let so_far = self.data.len() + borrowed.map_or(0, <[u8]>::len);
+                if so_far + value.len() + 1 > MAX_EVENT_BYTES {
                     return Err(SseTooLarge.into());
+                }
+                if let Some(first) = borrowed.take() {
+                    self.data.extend_from_slice(first);
                 }
                 if self.has_data {
                     self.data.push(b'\n');
+                    self.data.extend_from_slice(value);
+                } else {
+                    *borrowed = Some(value);
                 }
-                self.data.extend_from_slice(value);
                 self.has_data = true;
             }
             b"event" => {
@@ -160,16 +199,18 @@ impl SseParser {
 
     fn dispatch<E>(
         &mut self,
+        borrowed: &mut Option<&[u8]>,
         on_event: &mut impl FnMut(SseEvent<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let result = if self.has_data {
             on_event(SseEvent {
                 event: &self.event,
-                data: &self.data,
+                data: borrowed.take().unwrap_or(&self.data),
             })
         } else {
             Ok(())
         };
+        *borrowed = None;
         self.data.clear();
         self.event.clear();
         self.has_data = false;
