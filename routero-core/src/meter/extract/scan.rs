@@ -93,6 +93,17 @@ const fn zeros(word: u64) -> u64 {
     word.wrapping_sub(ONES) & !word & HIGHS
 }
 
+/// `byte` in every byte of a word.
+const fn splat(byte: u8) -> u64 {
+    ONES * byte as u64
+}
+
+/// The eight bytes from `at`, when there are eight.
+fn word_at(json: &[u8], at: usize) -> Option<u64> {
+    let chunk: [u8; 8] = json.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(chunk))
+}
+
 /// The end (one past the closing quote) of the string starting at `at`.
 ///
 /// Most strings in a response are short keys: a word-at-a-time loop finds their end
@@ -106,11 +117,10 @@ fn skip_string(json: &[u8], at: usize) -> Result<usize, ScanError> {
     // Short strings (keys, ids, finish reasons): eight bytes at a time.
     let short_end = (i + 32).min(json.len());
     while i < short_end {
-        let Some(chunk) = json.get(i..i + 8) else {
+        let Some(word) = word_at(json, i) else {
             break;
         };
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-        let hits = zeros(word ^ (ONES * u64::from(b'"'))) | zeros(word ^ (ONES * u64::from(b'\\')));
+        let hits = zeros(word ^ splat(b'"')) | zeros(word ^ splat(b'\\'));
         if hits == 0 {
             i += 8;
             continue;
@@ -166,14 +176,12 @@ const STRUCTURAL: [bool; 256] = {
 /// eight bytes at a time (a pretty-printed response is mostly indentation, numbers
 /// and punctuation between them).
 fn next_structural(json: &[u8], mut at: usize) -> usize {
-    while let Some(chunk) = json.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+    while let Some(word) = word_at(json, at) {
         // `[` and `]` differ from `{` and `}` by the 0x20 bit alone, and no other
         // byte becomes either with it set.
-        let folded = word | (ONES * 0x20);
-        let hits = zeros(word ^ (ONES * u64::from(b'"')))
-            | zeros(folded ^ (ONES * u64::from(b'{')))
-            | zeros(folded ^ (ONES * u64::from(b'}')));
+        let folded = word | splat(0x20);
+        let hits =
+            zeros(word ^ splat(b'"')) | zeros(folded ^ splat(b'{')) | zeros(folded ^ splat(b'}'));
         if hits != 0 {
             return at + (hits.trailing_zeros() / 8) as usize;
         }
