@@ -101,13 +101,8 @@ impl SseParser {
             } else {
                 self.extend_line(line)?;
                 let carried = std::mem::take(&mut self.line);
-                // The carried line is the chunk's first: nothing is borrowed yet,
-                // and what it would lend does not outlive it.
-                let mut lent = None;
-                let result = self.line_complete(&carried, &mut lent, on_event);
-                if let Some(value) = lent {
-                    self.data.extend_from_slice(value);
-                }
+                // The carried line is the chunk's first: nothing is borrowed yet.
+                let result = self.owned_line_complete(&carried, on_event);
                 self.line = carried;
                 self.line.clear();
                 result?;
@@ -130,11 +125,7 @@ impl SseParser {
     {
         if !self.line.is_empty() {
             let carried = std::mem::take(&mut self.line);
-            let mut lent = None;
-            self.line_complete(&carried, &mut lent, on_event)?;
-            if let Some(value) = lent {
-                self.data.extend_from_slice(value);
-            }
+            self.owned_line_complete(&carried, on_event)?;
         }
         self.dispatch(&mut None, on_event)
     }
@@ -145,6 +136,24 @@ impl SseParser {
         }
         self.line.extend_from_slice(bytes);
         Ok(())
+    }
+
+    /// A whole line the parser carried over itself: what it would lend does not
+    /// outlive it, so a data line is copied.
+    fn owned_line_complete<E>(
+        &mut self,
+        line: &[u8],
+        on_event: &mut impl FnMut(SseEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<SseTooLarge>,
+    {
+        let mut lent = None;
+        let result = self.line_complete(line, &mut lent, on_event);
+        if let Some(value) = lent {
+            self.data.extend_from_slice(value);
+        }
+        result
     }
 
     /// One whole line. The current event's data is `borrowed` when it has one line
