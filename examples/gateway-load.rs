@@ -85,8 +85,8 @@ fn options() -> Result<Options, String> {
             }
         };
         match flag.as_str() {
-            "--rate" => options.rate = value("--rate")?,
-            "--seconds" => options.seconds = value("--seconds")?,
+            "--rate" => options.rate = at_most(value("--rate")?, 1_000_000, "--rate")?,
+            "--seconds" => options.seconds = at_most(value("--seconds")?, 3_600, "--seconds")?,
             "--gateway-cpus" => {
                 options.gateway_cpus = Some(args.next().ok_or("--gateway-cpus needs a CPU list")?);
             }
@@ -105,6 +105,15 @@ fn options() -> Result<Options, String> {
         }
     }
     Ok(options)
+}
+
+/// `n` when it is at most `max` (the schedule keeps every latency in memory).
+fn at_most(n: u64, max: u64, name: &str) -> Result<u64, String> {
+    if n <= max {
+        Ok(n)
+    } else {
+        Err(format!("{name} {n}: at most {max}"))
+    }
 }
 
 /// The upstream: every request answered at once with [`BODY`], on its own thread
@@ -359,7 +368,7 @@ async fn open_loop(
         }
     });
     let mut tasks = tokio::task::JoinSet::new();
-    let mut latencies = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut latencies = Vec::with_capacity(usize::try_from(total.min(1 << 20)).unwrap_or(0));
     while let Some(due) = due_rx.recv().await {
         let client = client.clone();
         let target = target.clone();
