@@ -18,6 +18,7 @@ pub(crate) struct ScanError {
 
 /// The deepest nesting the scanner follows (serde_json's own default limit).
 const MAX_DEPTH: usize = 128;
+const _: () = assert!(MAX_DEPTH <= u128::BITS as usize, "a bit per open container");
 
 /// The raw values of `wanted` keys of the top-level object in `json`, by position;
 /// a key given twice keeps its last value, as serde does.
@@ -194,7 +195,9 @@ fn next_structural(json: &[u8], mut at: usize) -> usize {
 }
 
 fn skip_container(json: &[u8], at: usize) -> Result<usize, ScanError> {
-    let mut stack = [0u8; MAX_DEPTH];
+    // One bit per open container, set for an object: 128 levels in one register,
+    // nothing to clear per call.
+    let mut objects = 0u128;
     let mut depth = 0usize;
     let mut i = at;
     while i < json.len() {
@@ -214,17 +217,18 @@ fn skip_container(json: &[u8], at: usize) -> Result<usize, ScanError> {
                         at: i,
                     });
                 }
-                stack[depth] = if open == b'{' { b'}' } else { b']' };
+                objects |= u128::from(open == b'{') << depth;
                 depth += 1;
             }
             close @ (b'}' | b']') => {
-                if depth == 0 || stack[depth - 1] != close {
+                if depth == 0 || (objects >> (depth - 1) & 1 == 1) != (close == b'}') {
                     return Err(ScanError {
                         reason: "mismatched bracket",
                         at: i,
                     });
                 }
                 depth -= 1;
+                objects &= !(1 << depth);
                 if depth == 0 {
                     return Ok(i + 1);
                 }
@@ -341,5 +345,44 @@ mod tests {
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(200), "]".repeat(200));
         assert!(fields(deep.as_bytes(), ["a"]).is_err());
+    }
+
+    /// Brackets matched against a plain stack: containers of both kinds mixed
+    /// (`{"k":` opens an object) at every depth to the limit and one past it, each
+    /// closed rightly, and with one closer of the wrong kind at each level.
+    #[test]
+    fn brackets_match_at_every_depth() {
+        for depth in 1..=MAX_DEPTH + 1 {
+            // The kinds from outside in: an object where the depth's bits say so.
+            let objects: Vec<bool> = (0..depth)
+                .map(|level| (depth * 31 + level * 7) % 3 == 0)
+                .collect();
+            let mut open = String::new();
+            for &object in &objects {
+                open.push_str(if object { "{\"k\":" } else { "[" });
+            }
+            open.push('1');
+            for wrong in std::iter::once(None).chain((0..depth).map(Some)) {
+                let mut json = open.clone();
+                for level in (0..depth).rev() {
+                    let object = objects[level] != (wrong == Some(level));
+                    json.push(if object { '}' } else { ']' });
+                }
+                let expected = wrong.is_none() && depth <= MAX_DEPTH;
+                assert_eq!(
+                    skip_container(json.as_bytes(), 0).is_ok(),
+                    expected,
+                    "depth {depth}, wrong closer at {wrong:?}: {json}"
+                );
+                if expected {
+                    assert_eq!(skip_container(json.as_bytes(), 0), Ok(json.len()));
+                }
+            }
+        }
+        // Siblings: an array where an object was just closed at the same depth.
+        for depth in 1..MAX_DEPTH {
+            let json = format!("{}{{\"k\":1}},[2]{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(skip_container(json.as_bytes(), 0), Ok(json.len()), "{json}");
+        }
     }
 }
