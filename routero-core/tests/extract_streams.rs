@@ -326,3 +326,62 @@ fn events_that_cannot_matter_are_skipped_and_those_that_can_are_read() {
         assert_eq!((usage.input_tokens, usage.output_tokens), (20, 7));
     }
 }
+
+/// Gemini's chunks each repeat `usageMetadata`: the last one is the stream's usage,
+/// parsed when asked for. One a later chunk replaces is checked for structure only;
+/// the last one, a `null` after it, one nested in the content, and broken JSON keep
+/// their meaning.
+#[test]
+fn gemini_usage_is_the_last_metadata_parsed_when_asked() {
+    let chunk = |usage: &str| {
+        format!(
+            r#"{{"candidates":[{{"content":{{"parts":[{{"text":"hi \"usageMetadata\": {{}}"}}],"role":"model"}}}}],"usageMetadata":{usage},"modelVersion":"gemini-2.5-flash"}}"#
+        )
+    };
+    let mistyped = chunk(r#"{"promptTokenCount":"12"}"#);
+    let good = chunk(r#"{"promptTokenCount":12,"candidatesTokenCount":5}"#);
+    let null = chunk("null");
+    let nested = r#"{"candidates":[{"usageMetadata":{"promptTokenCount":999}}]}"#;
+    for provider in [Provider::Gemini, Provider::VertexAi] {
+        for events in [
+            vec![&mistyped[..], &good],
+            vec![&good, &null],
+            vec![&good, nested],
+            vec![&mistyped, &good, nested, &null],
+        ] {
+            for result in sse_every_way(&provider, &events) {
+                let extraction = result.unwrap();
+                assert_eq!(extraction.model.as_deref(), Some("gemini-2.5-flash"));
+                let usage = extraction.usage;
+                assert_eq!((usage.input_tokens, usage.output_tokens), (12, 5));
+            }
+        }
+        for events in [
+            vec![&good[..], &mistyped],
+            vec![&good, r#"{"usageMetadata":{"promptTokenCount":1}"#],
+            vec![&good, r#"{"usageMetadata":{"promptTokenCount":1]}"#],
+        ] {
+            for result in sse_every_way(&provider, &events) {
+                assert!(
+                    matches!(result, Err(ExtractError::Malformed { .. })),
+                    "{events:?}: {result:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            run(&provider, [format!("data: {nested}\n\n").into_bytes()]),
+            Err(ExtractError::NoUsage { .. })
+        ));
+        // A stream cut short reports the last metadata it saw, or why it cannot.
+        let mut stream = StreamExtractor::new(&provider);
+        stream.push(format!("data: {good}\n\n").as_bytes()).unwrap();
+        assert_eq!(stream.usage_so_far().unwrap().usage.input_tokens, 12);
+        stream
+            .push(format!("data: {mistyped}\n\n").as_bytes())
+            .unwrap();
+        assert!(matches!(
+            stream.usage_so_far(),
+            Err(ExtractError::Malformed { .. })
+        ));
+    }
+}

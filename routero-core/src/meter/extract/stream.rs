@@ -9,7 +9,10 @@
 //!   `response.incomplete` or `response.failed` event.
 //! - Anthropic: `message_start` gives the base and each `message_delta` overwrites the
 //!   fields it carries (input can grow with server tools).
-//! - Gemini and Vertex: the last `usageMetadata`.
+//! - Gemini and Vertex: the last `usageMetadata`. Every chunk repeats it, so each
+//!   one's raw bytes are kept (the event's structure checked as it is found) and only
+//!   the last is parsed, when the usage is asked for: one that a later chunk
+//!   replaces is never parsed, so a wrongly typed count in it is not an error.
 //! - Cohere: `message-end`.
 //! - Bedrock: AWS event-stream frames; ConverseStream's `metadata` event, or, for
 //!   InvokeModelWithResponseStream, the base64 model-native events inside `chunk`
@@ -51,7 +54,8 @@ struct Snapshot {
     service_tier_raw: Vec<u8>,
     web_search_calls: u64,
     anthropic: Option<AnthropicUsage>,
-    gemini: Option<GeminiUsage>,
+    /// The raw JSON of the last `usageMetadata` (empty: none yet), parsed on demand.
+    gemini: Vec<u8>,
     converse: Option<(ConverseUsage, Option<ConverseTier>)>,
     cohere: Option<CohereUsage>,
     invocation: Option<InvocationMetrics>,
@@ -70,7 +74,7 @@ impl Snapshot {
     fn has_usage(&self) -> bool {
         self.openai.is_some()
             || self.anthropic.is_some()
-            || self.gemini.is_some()
+            || !self.gemini.is_empty()
             || self.converse.is_some()
             || self.cohere.is_some()
             || self.invocation.is_some()
@@ -391,15 +395,16 @@ fn on_sse(
     }
     match provider {
         Provider::Anthropic | Provider::Bedrock => anthropic_event(snapshot, data)?,
-        // Vertex AI streams Claude as Anthropic's typed events.
-        Provider::VertexAi if fields(data, ["type"])?[0].is_some() => {
-            anthropic_event(snapshot, data)?
-        }
         Provider::Gemini | Provider::VertexAi => {
-            let [model, usage] = fields(data, ["modelVersion", "usageMetadata"])?;
+            let [kind, model, usage] = fields(data, ["type", "modelVersion", "usageMetadata"])?;
+            if kind.is_some() && *provider == Provider::VertexAi {
+                // Vertex AI streams Claude as Anthropic's typed events.
+                return anthropic_event(snapshot, data);
+            }
             snapshot.model_field(model)?;
-            if let Some(usage) = field(usage)? {
-                snapshot.gemini = Some(usage);
+            if let Some(usage) = usage.filter(|raw| *raw != b"null") {
+                snapshot.gemini.clear();
+                snapshot.gemini.extend_from_slice(usage);
             }
         }
         Provider::Cohere => {
@@ -532,8 +537,9 @@ fn normalise(provider: &Provider, snapshot: &Snapshot) -> Result<Extraction, Ext
             converse_usage(cx, u, tier.as_ref())
         });
     }
-    if let Some(usage) = &snapshot.gemini {
-        return cx.normalise(model, Some(usage), |cx, u| gemini_usage(cx, u));
+    if !snapshot.gemini.is_empty() {
+        let usage: GeminiUsage = json(&snapshot.gemini).map_err(|e| e.into_extract(provider))?;
+        return cx.normalise(model, Some(&usage), |cx, u| gemini_usage(cx, u));
     }
     if let Some(usage) = &snapshot.cohere {
         return cx.normalise(model, Some(usage), |cx, u| cohere_usage(cx, u));
