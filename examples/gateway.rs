@@ -48,7 +48,7 @@
 //!    leaves the known part of the usage, recorded as partial;
 //! 5. settles the reservation at the actual cost (an unpriced response keeps its
 //!    estimate: unknown is never zero) and records the spend event, printing it as one
-//!    `spend {json}` line.
+//!    `spend {json}` line (gathered and written every 10 ms by a thread of its own).
 //!
 //! A response with an error status is passed through and its reservation released.
 //!
@@ -97,7 +97,7 @@ use routero::postgres::{PgConfig, PgStore};
 use routero::price::{LivePrices, layered};
 use routero::recorder::{RecordError, Recorder, RecorderConfig};
 use routero::redis::{Redis, RedisConfig};
-use routero::spend::{Metered, RequestContext};
+use routero::spend::{Metered, RequestContext, SpendEvent};
 use routero::wallet::Wallets;
 use routero::{Currency, PriceTable, Provider};
 use rust_decimal::Decimal;
@@ -259,6 +259,74 @@ struct Gateway {
     recorder: Recorder,
     client: HttpsClient,
     default_max_tokens: u64,
+    spend_lines: SpendLines,
+}
+
+/// The `spend {json}` lines, gathered in memory and written to standard output by a
+/// thread of their own every [`SpendLines::EVERY`] (and when the gateway stops): a
+/// request never waits on standard output, nor wakes its reader, nor stalls the
+/// runtime when that reader is slow. Past [`SpendLines::MOST`] bytes waiting, the
+/// request that adds one writes them itself, so a reader that stops reading slows
+/// the gateway down rather than growing its memory.
+#[derive(Clone, Default)]
+struct SpendLines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl SpendLines {
+    const EVERY: Duration = Duration::from_millis(10);
+    const MOST: usize = 4 << 20;
+
+    /// Lines gathered and written every [`SpendLines::EVERY`] from now on.
+    fn start() -> SpendLines {
+        let lines = SpendLines::default();
+        let writer = lines.clone();
+        std::thread::Builder::new()
+            .name("spend-lines".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(SpendLines::EVERY);
+                    writer.flush();
+                }
+            })
+            .expect("a thread for the spend lines");
+        lines
+    }
+
+    fn push(&self, event: &SpendEvent) {
+        let Ok(json) = serde_json::to_vec(event) else {
+            eprintln!("gateway: a spend event that is not JSON");
+            return;
+        };
+        let waiting = {
+            let mut lines = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            lines.extend_from_slice(b"spend ");
+            lines.extend_from_slice(&json);
+            lines.push(b'\n');
+            lines.len()
+        };
+        if waiting > SpendLines::MOST {
+            self.flush();
+        }
+    }
+
+    /// Writes what is waiting. Standard output's lock is taken first, so the lines
+    /// leave in the order they came whoever writes them.
+    fn flush(&self) {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        let waiting = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if !waiting.is_empty() {
+            let _ = stdout.write_all(&waiting);
+            let _ = stdout.flush();
+        }
+    }
 }
 
 /// An error answer in the caller's dialect.
@@ -627,10 +695,7 @@ impl Spent {
     fn record(self, metered: Metered) {
         let event = metered.event;
         let actual = event.cost().unwrap_or(self.reservation.amount);
-        match serde_json::to_string(&event) {
-            Ok(line) => println!("spend {line}"),
-            Err(e) => eprintln!("gateway: {e}"),
-        }
+        self.gateway.spend_lines.push(&event);
         let recorder = self.gateway.recorder.clone();
         if let Err(e) = recorder.record(event) {
             // A full buffer hands the event back: keep offering it while the queue
@@ -1062,6 +1127,7 @@ async fn run() -> Result<(), Error> {
         Err(_) => LivePrices::new(PriceTable::bundled()),
     };
     let serving = routero::http::serve::Serving::from_env()?.grace(GRACE);
+    let spend_lines = SpendLines::start();
     let gateway = Arc::new(Gateway {
         body_timeout: serving.body_read_timeout,
         keys,
@@ -1079,6 +1145,7 @@ async fn run() -> Result<(), Error> {
         recorder,
         client: Client::builder(TokioExecutor::new()).build(https),
         default_max_tokens: config.default_max_tokens,
+        spend_lines: spend_lines.clone(),
     });
 
     if let Some(addr) = routero::http::ops::listen_from_env()? {
@@ -1131,6 +1198,7 @@ async fn run() -> Result<(), Error> {
         eprintln!("gateway: open responses cut after {GRACE:?}");
     }
     drop(gateway);
+    spend_lines.flush();
     let counts = recorder_handle.shutdown().await;
     if let (Some(drainer), Some(draining)) = (drainer, draining) {
         // Drain what the recorder flushed last, so the count is the whole run's.
