@@ -21,7 +21,7 @@
 //! never carries a control character, a line break or a non-ASCII byte.
 
 use http::HeaderMap;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use routero_core::Cost;
 use routero_core::spend::{Metered, Pricing, UnpricedReason};
 
@@ -65,105 +65,117 @@ pub fn declare_trailers(headers: &mut HeaderMap) {
     );
 }
 
+/// Whether a byte is left as it is by [`escape`].
+fn header_safe(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(byte, b'-' | b'.' | b'_' | b'~' | b':' | b'/' | b'@' | b'+')
+}
+
 /// Percent-encodes every byte outside a conservative set of header-safe characters.
 pub fn escape(text: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
-        let safe = byte.is_ascii_alphanumeric()
-            || matches!(byte, b'-' | b'.' | b'_' | b'~' | b':' | b'/' | b'@' | b'+');
-        if safe {
+        if header_safe(byte) {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            let _ = write!(out, "%{byte:02X}");
         }
     }
     out
 }
 
-fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
-    // Every value is escaped or numeric, so it is always a valid header value.
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(HeaderName::from_static(name), value);
+/// Sets `name` to `text`, percent-encoded as by [`escape`]; copied once when it
+/// needs no encoding, as model names and versions nearly always do. (Escaped text
+/// is always a valid header value.)
+fn insert_escaped(headers: &mut HeaderMap, name: http::header::HeaderName, text: &str) {
+    let value = if text.bytes().all(header_safe) {
+        HeaderValue::from_str(text)
+    } else {
+        HeaderValue::from_str(&escape(text))
+    };
+    if let Ok(value) = value {
+        headers.insert(name, value);
     }
 }
 
-/// Sets the cost headers of a priced request on `headers`.
+/// The header names, built once (`from_static` is checked at compile time here).
+mod name {
+    use http::header::HeaderName;
+
+    pub(super) const COST: HeaderName = HeaderName::from_static("x-routero-cost");
+    pub(super) const CURRENCY: HeaderName = HeaderName::from_static("x-routero-currency");
+    pub(super) const PROVIDER: HeaderName = HeaderName::from_static("x-routero-provider");
+    pub(super) const MODEL: HeaderName = HeaderName::from_static("x-routero-model");
+    pub(super) const PRICE_VERSION: HeaderName = HeaderName::from_static("x-routero-price-version");
+    pub(super) const INPUT: HeaderName = HeaderName::from_static("x-routero-input-tokens");
+    pub(super) const CACHE_READ: HeaderName =
+        HeaderName::from_static("x-routero-cache-read-tokens");
+    pub(super) const CACHE_WRITE_5M: HeaderName =
+        HeaderName::from_static("x-routero-cache-write-5m-tokens");
+    pub(super) const CACHE_WRITE_1H: HeaderName =
+        HeaderName::from_static("x-routero-cache-write-1h-tokens");
+    pub(super) const OUTPUT: HeaderName = HeaderName::from_static("x-routero-output-tokens");
+    pub(super) const REASONING: HeaderName = HeaderName::from_static("x-routero-reasoning-tokens");
+    pub(super) const WEB_SEARCH: HeaderName =
+        HeaderName::from_static("x-routero-web-search-requests");
+    pub(super) const SERVICE_TIER: HeaderName = HeaderName::from_static("x-routero-service-tier");
+    pub(super) const UNPRICED: HeaderName = HeaderName::from_static("x-routero-unpriced");
+    pub(super) const UNPRICED_DETAIL: HeaderName =
+        HeaderName::from_static("x-routero-unpriced-detail");
+}
+
+/// Sets the cost headers of a priced request on `headers`: one allocation per value
+/// at most, the names built once.
 pub fn insert_cost(headers: &mut HeaderMap, cost: &Cost) {
     let usage = cost.usage();
-    insert(
-        headers,
-        "x-routero-cost",
-        &cost.total().normalize().to_string(),
+    let total = bytes::Bytes::from(cost.total().normalize().to_string());
+    if let Ok(total) = HeaderValue::from_maybe_shared(total) {
+        headers.insert(name::COST, total);
+    }
+    headers.insert(
+        name::CURRENCY,
+        HeaderValue::from_static(cost.currency().code()),
     );
-    insert(headers, "x-routero-currency", cost.currency().code());
-    insert(
-        headers,
-        "x-routero-provider",
-        &escape(cost.priced_provider().as_str()),
+    insert_escaped(headers, name::PROVIDER, cost.priced_provider().as_str());
+    insert_escaped(headers, name::MODEL, cost.priced_model());
+    insert_escaped(headers, name::PRICE_VERSION, cost.price_version());
+    headers.insert(name::INPUT, HeaderValue::from(usage.input_tokens));
+    headers.insert(name::CACHE_READ, HeaderValue::from(usage.cache_read_tokens));
+    headers.insert(
+        name::CACHE_WRITE_5M,
+        HeaderValue::from(usage.cache_write_5m_tokens),
     );
-    insert(headers, "x-routero-model", &escape(cost.priced_model()));
-    insert(
-        headers,
-        "x-routero-price-version",
-        &escape(cost.price_version()),
+    headers.insert(
+        name::CACHE_WRITE_1H,
+        HeaderValue::from(usage.cache_write_1h_tokens),
     );
-    insert(
-        headers,
-        "x-routero-input-tokens",
-        &usage.input_tokens.to_string(),
-    );
-    insert(
-        headers,
-        "x-routero-cache-read-tokens",
-        &usage.cache_read_tokens.to_string(),
-    );
-    insert(
-        headers,
-        "x-routero-cache-write-5m-tokens",
-        &usage.cache_write_5m_tokens.to_string(),
-    );
-    insert(
-        headers,
-        "x-routero-cache-write-1h-tokens",
-        &usage.cache_write_1h_tokens.to_string(),
-    );
-    insert(
-        headers,
-        "x-routero-output-tokens",
-        &usage.output_tokens.to_string(),
-    );
+    headers.insert(name::OUTPUT, HeaderValue::from(usage.output_tokens));
     if let Some(reasoning) = usage.reasoning_tokens {
-        insert(
-            headers,
-            "x-routero-reasoning-tokens",
-            &reasoning.to_string(),
-        );
+        headers.insert(name::REASONING, HeaderValue::from(reasoning));
     }
     if usage.web_search_requests > 0 {
-        insert(
-            headers,
-            "x-routero-web-search-requests",
-            &usage.web_search_requests.to_string(),
+        headers.insert(
+            name::WEB_SEARCH,
+            HeaderValue::from(usage.web_search_requests),
         );
     }
-    insert(
-        headers,
-        "x-routero-service-tier",
-        usage.service_tier.as_str(),
+    headers.insert(
+        name::SERVICE_TIER,
+        HeaderValue::from_static(usage.service_tier.as_str()),
     );
-    headers.remove("x-routero-unpriced");
-    headers.remove("x-routero-unpriced-detail");
+    headers.remove(name::UNPRICED);
+    headers.remove(name::UNPRICED_DETAIL);
 }
 
 /// Sets the headers of a request that could not be priced (never a zero cost):
 /// `x-routero-unpriced` is the reason's stable code (`no_usage`, `unknown_model`, …),
 /// `x-routero-unpriced-detail` the error's words, escaped.
 pub fn insert_unpriced(headers: &mut HeaderMap, reason: UnpricedReason, detail: &str) {
-    for name in ["x-routero-cost", "x-routero-currency"] {
-        headers.remove(name);
-    }
-    insert(headers, "x-routero-unpriced", reason.as_str());
-    insert(headers, "x-routero-unpriced-detail", &escape(detail));
+    headers.remove(name::COST);
+    headers.remove(name::CURRENCY);
+    headers.insert(name::UNPRICED, HeaderValue::from_static(reason.as_str()));
+    insert_escaped(headers, name::UNPRICED_DETAIL, detail);
 }
 
 /// The headers of a metered request: its cost, or why it has none.
@@ -218,14 +230,64 @@ mod tests {
         assert_eq!(get("x-routero-provider"), "anthropic");
         assert_eq!(get("x-routero-price-version"), "routero-2026-11-28");
         assert_eq!(get("x-routero-input-tokens"), "2113");
+        assert_eq!(get("x-routero-cache-read-tokens"), "12288");
+        assert_eq!(get("x-routero-cache-write-5m-tokens"), "1024");
         assert_eq!(get("x-routero-cache-write-1h-tokens"), "2048");
+        assert_eq!(get("x-routero-output-tokens"), "612");
         assert_eq!(get("x-routero-web-search-requests"), "2");
+        assert_eq!(get("x-routero-service-tier"), "standard");
         assert!(
             h.get("x-routero-reasoning-tokens").is_none(),
             "not reported, not zero"
         );
         assert!(h.keys().all(|k| k.as_str().starts_with(PREFIX)));
         assert!(h.keys().all(|k| NAMES.contains(&k.as_str())), "{h:?}");
+    }
+
+    #[test]
+    fn the_names_set_are_the_names_listed() {
+        let set = [
+            name::COST,
+            name::CURRENCY,
+            name::PROVIDER,
+            name::MODEL,
+            name::PRICE_VERSION,
+            name::INPUT,
+            name::CACHE_READ,
+            name::CACHE_WRITE_5M,
+            name::CACHE_WRITE_1H,
+            name::OUTPUT,
+            name::REASONING,
+            name::WEB_SEARCH,
+            name::SERVICE_TIER,
+            name::UNPRICED,
+            name::UNPRICED_DETAIL,
+        ];
+        assert_eq!(set.map(|n| n.as_str().to_owned()), NAMES.map(str::to_owned));
+    }
+
+    /// A response priced after it was marked unpriced (or the other way round)
+    /// carries one state only; a reasoning count and an escaped model are set.
+    #[test]
+    fn one_state_at_a_time() {
+        let mut usage = Usage::tokens(10, 5);
+        usage.reasoning_tokens = Some(3);
+        let cost = PriceTable::bundled()
+            .cost(&Provider::OpenAi, "o4-mini", &usage, at())
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        insert_unpriced(&mut headers, UnpricedReason::NoUsage, "none");
+        insert_cost(&mut headers, &cost);
+        assert!(headers.get("x-routero-unpriced").is_none());
+        assert!(headers.get("x-routero-unpriced-detail").is_none());
+        assert_eq!(headers["x-routero-reasoning-tokens"], "3");
+        insert_unpriced(&mut headers, UnpricedReason::NoUsage, "none");
+        assert!(headers.get("x-routero-cost").is_none());
+        assert!(headers.get("x-routero-currency").is_none());
+        assert_eq!(headers["x-routero-unpriced"], "no_usage");
+        let mut headers = HeaderMap::new();
+        insert_escaped(&mut headers, name::MODEL, "m\u{e9}t\u{e9}o v2");
+        assert_eq!(headers["x-routero-model"], "m%C3%A9t%C3%A9o%20v2");
     }
 
     #[test]
