@@ -12,15 +12,24 @@
 //!
 //! 1. **open loop**: requests are sent at `--rate` per second on a fixed schedule,
 //!    whether or not earlier ones have been answered, first straight to the upstream,
-//!    then through the gateway, then straight again, `--seconds` each (after a second
-//!    of warm-up). A request's latency runs from the instant it was *due*, not the
-//!    instant it left, so a stall counts against every request it delayed (no
-//!    coordinated omission). Printed: p50, p90, p99 and maximum of each, and the
-//!    gateway's overhead (its percentile minus the direct one, the mean of the two
-//!    direct runs);
+//!    then through a bare proxy, then through the gateway, then straight again,
+//!    `--seconds` each (after a second of warm-up). A request's latency runs from the
+//!    instant it was *due*, not the instant it left, so a stall counts against every
+//!    request it delayed (no coordinated omission). Printed: p50, p90, p99 and maximum
+//!    of each, and each proxy's overhead (its percentile minus the direct one, the
+//!    mean of the two direct runs);
 //! 2. **saturated**: `--connections` closed loops (each sends its next request when the
-//!    previous is answered) for `--seconds`, straight and through the gateway: requests
-//!    per second.
+//!    previous is answered) for `--seconds`, straight, through the bare proxy and
+//!    through the gateway: requests per second.
+//!
+//! The **bare proxy** is the gateway's HTTP path with nothing of Routero in it: this
+//! program run again as `gateway-load --bare-proxy UPSTREAM`, on the gateway's CPUs,
+//! serving with the same loop (`routero::http::serve`), reading the request body
+//! whole, forwarding it with the same client and connector, reading the answer whole
+//! and returning it. What the gateway adds beyond it is Routero's work (the key, the
+//! request's JSON, the reservation, extraction, pricing, recording, the cost
+//! headers); what the bare proxy adds beyond the upstream is what any proxy in that
+//! place costs on this host.
 //!
 //! Every answer is checked: a gateway answer must carry `x-routero-cost`, an upstream
 //! answer the body; a failed request fails the run. The gateway's `spend` lines go to
@@ -28,6 +37,7 @@
 //! upstream share them: the figures are what one host does, the overhead the part of
 //! it the gateway adds.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -160,22 +170,82 @@ fn start_upstream() -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-/// The gateway process, stopped when dropped.
-struct Gateway {
+/// A proxy process (the gateway or the bare proxy), stopped when dropped.
+struct Proxy {
     child: Child,
     addr: String,
-    config: std::path::PathBuf,
+    /// A file written for it, removed with it.
+    config: Option<std::path::PathBuf>,
 }
 
-impl Drop for Gateway {
+impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
+        if let Some(config) = &self.config {
+            let _ = std::fs::remove_file(config);
+        }
     }
 }
 
-fn start_gateway(upstream: SocketAddr, options: &Options) -> Result<Gateway, String> {
+/// `binary`, on `cpus` when given (`taskset -c`).
+fn command_on(binary: &std::path::Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut taskset = Command::new("taskset");
+            taskset.arg("-c").arg(cpus).arg(binary);
+            taskset
+        }
+        None => Command::new(binary),
+    }
+}
+
+/// Starts `command` and waits for its `listening on http://ADDR` line; the rest of
+/// its output is read and dropped, as `/dev/null` would.
+fn start_listening(
+    mut command: Command,
+    what: &str,
+    config: Option<std::path::PathBuf>,
+) -> Result<Proxy, String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting the {what}: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut sent = false;
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if !sent && let Some(addr) = line.strip_prefix("listening on http://") {
+                let _ = tx.send(addr.to_owned());
+                sent = true;
+            }
+        }
+    });
+    // Stopped by `Proxy`'s drop if it never says where it listens.
+    let mut proxy = Proxy {
+        child,
+        addr: String::new(),
+        config,
+    };
+    proxy.addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| format!("the {what} did not say where it listens within 30 s"))?;
+    Ok(proxy)
+}
+
+/// The bare proxy: this program again, on the gateway's CPUs.
+fn start_bare_proxy(upstream: SocketAddr, options: &Options) -> Result<Proxy, String> {
+    let binary = std::env::current_exe().map_err(|e| format!("where this program is: {e}"))?;
+    let mut command = command_on(&binary, options.gateway_cpus.as_deref());
+    command.arg("--bare-proxy").arg(upstream.to_string());
+    start_listening(command, "bare proxy", None)
+}
+
+fn start_gateway(upstream: SocketAddr, options: &Options) -> Result<Proxy, String> {
     let binary = std::env::current_exe()
         .map_err(|e| format!("where this program is: {e}"))?
         .with_file_name(format!("gateway{}", std::env::consts::EXE_SUFFIX));
@@ -211,14 +281,7 @@ balance = "1000000000.00"
         ),
     )
     .map_err(|e| format!("writing {}: {e}", config.display()))?;
-    let mut command = match options.gateway_cpus.as_deref() {
-        Some(cpus) => {
-            let mut taskset = Command::new("taskset");
-            taskset.arg("-c").arg(cpus).arg(&binary);
-            taskset
-        }
-        None => Command::new(&binary),
-    };
+    let mut command = command_on(&binary, options.gateway_cpus.as_deref());
     command
         .arg(&config)
         .env("ROUTERO_LISTEN", "127.0.0.1:0")
@@ -226,9 +289,7 @@ balance = "1000000000.00"
         .env("RUST_LOG", "warn")
         .env_remove("ROUTERO_DATABASE_URL")
         .env_remove("ROUTERO_METRICS_LISTEN")
-        .env_remove("ROUTERO_PRICES_FILE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .env_remove("ROUTERO_PRICES_FILE");
     match &options.redis {
         Some(url) => command.env("ROUTERO_REDIS_URL", url).env(
             "ROUTERO_REDIS_PREFIX",
@@ -236,31 +297,66 @@ balance = "1000000000.00"
         ),
         None => command.env_remove("ROUTERO_REDIS_URL"),
     };
-    let mut child = command
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", binary.display()))?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut sent = false;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if !sent && let Some(addr) = line.strip_prefix("listening on http://") {
-                let _ = tx.send(addr.to_owned());
-                sent = true;
+    start_listening(command, "gateway", Some(config))
+}
+
+/// The bare proxy's body: serve on an ephemeral port, forward every request to
+/// `upstream` and return its answer, each read whole (see the module's docs).
+async fn bare_proxy(upstream: String) -> Result<(), String> {
+    use routero::http::serve::{Serving, read_body, serve};
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("the bare proxy's listener: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on http://{addr}");
+    // The gateway's client, connector and all.
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build(https);
+    let upstream: Arc<str> = upstream.into();
+    let serving = Serving::default();
+    let timeout = serving.body_read_timeout;
+    let service = move |_peer| {
+        let (client, upstream) = (client.clone(), Arc::clone(&upstream));
+        service_fn(move |request: Request<Incoming>| {
+            let (client, upstream) = (client.clone(), Arc::clone(&upstream));
+            async move {
+                let fail = |status: StatusCode, message: String| {
+                    let mut response = Response::new(Full::new(Bytes::from(message)));
+                    *response.status_mut() = status;
+                    Ok::<_, Infallible>(response)
+                };
+                let (parts, body) = request.into_parts();
+                let body = match read_body(body, 1 << 20, timeout).await {
+                    Ok(body) => body,
+                    Err(e) => return fail(StatusCode::BAD_REQUEST, e.to_string()),
+                };
+                let mut forward = Request::builder()
+                    .method(parts.method)
+                    .uri(format!("http://{upstream}{}", parts.uri.path()));
+                if let Some(kind) = parts.headers.get("content-type") {
+                    forward = forward.header("content-type", kind);
+                }
+                let Ok(forward) = forward.body(Full::new(body)) else {
+                    return fail(StatusCode::BAD_REQUEST, "an unforwardable request".into());
+                };
+                let answer = match client.request(forward).await {
+                    Ok(answer) => answer,
+                    Err(e) => return fail(StatusCode::BAD_GATEWAY, e.to_string()),
+                };
+                let (head, body) = answer.into_parts();
+                match body.collect().await {
+                    Ok(body) => Ok(Response::from_parts(head, Full::new(body.to_bytes()))),
+                    Err(e) => fail(StatusCode::BAD_GATEWAY, e.to_string()),
+                }
             }
-            // The spend lines are read and dropped, as /dev/null would.
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| "the gateway did not say where it listens within 30 s".to_owned())?;
-    Ok(Gateway {
-        child,
-        addr,
-        config,
-    })
+        })
+    };
+    serve(listener, serving, service, std::future::pending()).await;
+    Ok(())
 }
 
 /// Where requests go: straight to the upstream or through the gateway.
@@ -427,6 +523,7 @@ async fn saturated(
 async fn run(options: Options) -> Result<(), String> {
     let upstream = start_upstream().map_err(|e| format!("the upstream: {e}"))?;
     let gateway = start_gateway(upstream, &options)?;
+    let bare = start_bare_proxy(upstream, &options)?;
     let direct = Target {
         name: "upstream",
         uri: format!("http://{upstream}/v1/chat/completions"),
@@ -436,6 +533,11 @@ async fn run(options: Options) -> Result<(), String> {
         name: "gateway",
         uri: format!("http://{}/v1/chat/completions", gateway.addr),
         through_gateway: true,
+    };
+    let bare_proxied = Target {
+        name: "bare proxy",
+        uri: format!("http://{}/v1/chat/completions", bare.addr),
+        through_gateway: false,
     };
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -457,38 +559,63 @@ async fn run(options: Options) -> Result<(), String> {
     );
 
     // Warm-up: connections open, the gateway's caches filled.
-    for target in [&direct, &proxied] {
+    for target in [&direct, &bare_proxied, &proxied] {
         open_loop(&client, target, options.rate, Duration::from_secs(1)).await?;
     }
     let before = open_loop(&client, &direct, options.rate, seconds).await?;
+    let barely = open_loop(&client, &bare_proxied, options.rate, seconds).await?;
     let through = open_loop(&client, &proxied, options.rate, seconds).await?;
     let after = open_loop(&client, &direct, options.rate, seconds).await?;
     println!("open loop, upstream directly:   {}", before.line());
+    println!("open loop, through a bare proxy: {}", barely.line());
     println!("open loop, through the gateway: {}", through.line());
     println!("open loop, upstream directly:   {} (again)", after.line());
-    let overhead = |p: usize| {
-        let direct = (before.percentile(p) + after.percentile(p)) / 2;
-        through.percentile(p).saturating_sub(direct)
-    };
-    println!(
-        "gateway overhead at {} requests/s: p50 +{} µs, p90 +{} µs, p99 +{} µs",
-        options.rate,
-        micros(overhead(50)),
-        micros(overhead(90)),
-        micros(overhead(99)),
-    );
+    for (name, run) in [("bare proxy", &barely), ("gateway", &through)] {
+        let overhead = |p: usize| {
+            let direct = (before.percentile(p) + after.percentile(p)) / 2;
+            micros(run.percentile(p).saturating_sub(direct))
+        };
+        println!(
+            "{name} overhead at {} requests/s: p50 +{} µs, p90 +{} µs, p99 +{} µs",
+            options.rate,
+            overhead(50),
+            overhead(90),
+            overhead(99),
+        );
+    }
 
     let direct_rate = saturated(&client, &direct, options.connections, seconds).await?;
+    let bare_rate = saturated(&client, &bare_proxied, options.connections, seconds).await?;
     let gateway_rate = saturated(&client, &proxied, options.connections, seconds).await?;
     println!(
-        "saturated, {} connections: upstream directly {} requests/s, through the gateway {} requests/s",
-        options.connections, direct_rate, gateway_rate
+        "saturated, {} connections: upstream directly {direct_rate} requests/s, through a bare proxy {bare_rate} requests/s, through the gateway {gateway_rate} requests/s",
+        options.connections
     );
-    drop(gateway);
+    drop((gateway, bare));
     Ok(())
 }
 
 fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some("--bare-proxy") {
+        let Some(upstream) = args.next() else {
+            eprintln!("gateway-load: --bare-proxy needs the upstream's address");
+            return ExitCode::from(2);
+        };
+        // The gateway's runtime: `#[tokio::main]`, a worker per CPU it may use.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|runtime| runtime.block_on(bare_proxy(upstream)));
+        return match runtime {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                eprintln!("gateway-load --bare-proxy: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let options = match options() {
         Ok(options) => options,
         Err(message) => {
