@@ -285,27 +285,38 @@ struct InvocationMetrics {
 
 // --- Which events can matter ------------------------------------------------------
 
-/// Substring finders built once: the vectorised search behind [`cannot_matter`].
+/// Substring finders built once: the vectorised searches behind [`cannot_matter`].
 struct Needles {
-    usage: memchr::memmem::Finder<'static>,
-    service_tier: memchr::memmem::Finder<'static>,
-    response: memchr::memmem::Finder<'static>,
-    x_groq: memchr::memmem::Finder<'static>,
     message: memchr::memmem::Finder<'static>,
     invocation: memchr::memmem::Finder<'static>,
     unicode_escape: memchr::memmem::Finder<'static>,
+    /// [`OPENAI_KEYS`], all four in one vectorised pass (aho-corasick's Teddy).
+    openai: aho_corasick::packed::Searcher,
 }
+
+/// The keys an OpenAI-compatible chunk is searched for; any one not named by
+/// [`USAGE_KEY`] or [`TIER_KEY`] means the chunk must be read.
+const OPENAI_KEYS: [&[u8]; 4] = [
+    br#""response":"#,
+    br#""x_groq":"#,
+    br#""usage":"#,
+    br#""service_tier":"#,
+];
+const USAGE_KEY: usize = 2;
+const TIER_KEY: usize = 3;
 
 fn needles() -> &'static Needles {
     static NEEDLES: std::sync::OnceLock<Needles> = std::sync::OnceLock::new();
     NEEDLES.get_or_init(|| Needles {
-        usage: memchr::memmem::Finder::new(br#""usage":"#),
-        service_tier: memchr::memmem::Finder::new(br#""service_tier":"#),
-        response: memchr::memmem::Finder::new(br#""response":"#),
-        x_groq: memchr::memmem::Finder::new(br#""x_groq":"#),
         message: memchr::memmem::Finder::new(b"message_"),
         invocation: memchr::memmem::Finder::new(b"invocationMetrics"),
         unicode_escape: memchr::memmem::Finder::new(br"\u"),
+        openai: aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(OPENAI_KEYS)
+            .build()
+            .expect("four short patterns"),
     })
 }
 
@@ -355,28 +366,23 @@ fn cannot_matter(provider: &Provider, snapshot: &Snapshot, data: &[u8]) -> bool 
         }
         Provider::Gemini | Provider::VertexAi | Provider::Cohere => false,
         _ => {
-            if snapshot.model.is_none()
-                || n.response.find(data).is_some()
-                || n.x_groq.find(data).is_some()
-            {
+            if snapshot.model.is_none() {
                 return false;
             }
-            let usage_is_null = n
-                .usage
-                .find_iter(data)
-                .all(|at| raw_value_after(data, at + n.usage.needle().len()) == Some(&b"null"[..]));
-            if !usage_is_null {
-                return false;
-            }
-            let mut tiers = n.service_tier.find_iter(data);
-            match (tiers.next(), tiers.next()) {
-                (None, _) => true,
-                (Some(at), None) => {
-                    snapshot.service_tier.is_some()
-                        && raw_value_after(data, at + n.service_tier.needle().len())
-                            == Some(&snapshot.service_tier_raw[..])
+            let mut tier = None;
+            for found in n.openai.find_iter(data) {
+                let value = raw_value_after(data, found.end());
+                match found.pattern().as_usize() {
+                    USAGE_KEY if value == Some(&b"null"[..]) => {}
+                    TIER_KEY if tier.is_none() => tier = Some(value),
+                    _ => return false,
                 }
-                (Some(_), Some(_)) => false,
+            }
+            match tier {
+                None => true,
+                Some(value) => {
+                    snapshot.service_tier.is_some() && value == Some(&snapshot.service_tier_raw[..])
+                }
             }
         }
     }
