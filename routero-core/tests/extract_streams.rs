@@ -299,6 +299,13 @@ fn events_that_cannot_matter_are_skipped_and_those_that_can_are_read() {
     for result in sse_every_way(&Provider::OpenAi, &[first, flex, text, usage]) {
         assert_eq!(result.unwrap().usage.service_tier, ServiceTier::Standard);
     }
+    // JSON allows whitespace before a key's colon: such a usage is still read.
+    let spaced =
+        r#"{"model":"gpt-4o","choices":[],"usage" : {"prompt_tokens":10,"completion_tokens":4}}"#;
+    for result in sse_every_way(&Provider::OpenAi, &[first, text, spaced]) {
+        let usage = result.unwrap().usage;
+        assert_eq!((usage.input_tokens, usage.output_tokens), (10, 4));
+    }
     // A usage object nested in a chunk is not the chunk's usage.
     for result in sse_every_way(&Provider::OpenAi, &[first, nested, usage]) {
         assert_eq!(result.unwrap().usage.input_tokens, 10);

@@ -290,17 +290,58 @@ struct Needles {
     message: memchr::memmem::Finder<'static>,
     invocation: memchr::memmem::Finder<'static>,
     unicode_escape: memchr::memmem::Finder<'static>,
-    /// [`OPENAI_KEYS`], all four in one vectorised pass (aho-corasick's Teddy).
-    openai: aho_corasick::packed::Searcher,
+    /// [`OPENAI_KEYS`], all four in one pass.
+    openai: Keys,
+}
+
+/// A few short patterns searched in one pass: aho-corasick's packed (vectorised,
+/// Teddy) searcher where the CPU has the instructions it needs, else its automaton,
+/// which finds the same matches more slowly.
+enum Keys {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(aho_corasick::AhoCorasick),
+}
+
+impl Keys {
+    fn new<const N: usize>(patterns: [&[u8]; N]) -> Keys {
+        let packed = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(patterns)
+            .build();
+        packed.map_or_else(|| Keys::automaton(patterns), Keys::Packed)
+    }
+
+    fn automaton<const N: usize>(patterns: [&[u8]; N]) -> Keys {
+        Keys::Automaton(
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+                .build(patterns)
+                .expect("a few short patterns always build"),
+        )
+    }
+
+    /// Whether `hit(pattern index, end of the match)` holds for every match in
+    /// `data` (leftmost first, not overlapping), stopping at the first that does not.
+    fn all(&self, data: &[u8], mut hit: impl FnMut(usize, usize) -> bool) -> bool {
+        match self {
+            Keys::Packed(searcher) => searcher
+                .find_iter(data)
+                .all(|m| hit(m.pattern().as_usize(), m.end())),
+            Keys::Automaton(automaton) => automaton
+                .find_iter(data)
+                .all(|m| hit(m.pattern().as_usize(), m.end())),
+        }
+    }
 }
 
 /// The keys an OpenAI-compatible chunk is searched for; any one not named by
 /// [`USAGE_KEY`] or [`TIER_KEY`] means the chunk must be read.
 const OPENAI_KEYS: [&[u8]; 4] = [
-    br#""response":"#,
-    br#""x_groq":"#,
-    br#""usage":"#,
-    br#""service_tier":"#,
+    br#""response""#,
+    br#""x_groq""#,
+    br#""usage""#,
+    br#""service_tier""#,
 ];
 const USAGE_KEY: usize = 2;
 const TIER_KEY: usize = 3;
@@ -311,12 +352,7 @@ fn needles() -> &'static Needles {
         message: memchr::memmem::Finder::new(b"message_"),
         invocation: memchr::memmem::Finder::new(b"invocationMetrics"),
         unicode_escape: memchr::memmem::Finder::new(br"\u"),
-        openai: aho_corasick::packed::Config::new()
-            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
-            .builder()
-            .extend(OPENAI_KEYS)
-            .build()
-            .expect("four short patterns"),
+        openai: Keys::new(OPENAI_KEYS),
     })
 }
 
@@ -345,11 +381,12 @@ fn raw_value_after(data: &[u8], at: usize) -> Option<&[u8]> {
 /// stream, are decided at memchr speed. A skipped event is still checked to be a
 /// braced object, so that non-JSON is refused as before.
 ///
-/// - OpenAI-compatible chunks, once the model is known: no `"response":` or
-///   `"x_groq":` anywhere, every `"usage":` followed by `null`, and at most one
-///   `"service_tier":`, whose string is the tier already recorded (a key's closing
-///   quote followed by a colon cannot occur inside a JSON string, so these matches
-///   are keys, top-level or nested; a nested one changes nothing either).
+/// - OpenAI-compatible chunks, once the model is known: no key `"response"` or
+///   `"x_groq"` anywhere, every key `"usage"` followed by `null`, and at most one
+///   key `"service_tier"`, whose string is the tier already recorded. A match is a
+///   key when a colon follows it, whitespace allowed between; an unescaped quote
+///   cannot occur inside a JSON string, so a match is a whole string token, and a
+///   key, top-level or nested (a nested one changes nothing either).
 /// - Anthropic events: no `message_` (the type of `message_start` and
 ///   `message_delta`), no `invocationMetrics` and no `\u` escape anywhere.
 fn cannot_matter(provider: &Provider, snapshot: &Snapshot, data: &[u8]) -> bool {
@@ -369,23 +406,42 @@ fn cannot_matter(provider: &Provider, snapshot: &Snapshot, data: &[u8]) -> bool 
             if snapshot.model.is_none() {
                 return false;
             }
-            let mut tier = None;
-            for found in n.openai.find_iter(data) {
-                let value = raw_value_after(data, found.end());
-                match found.pattern().as_usize() {
-                    USAGE_KEY if value == Some(&b"null"[..]) => {}
-                    TIER_KEY if tier.is_none() => tier = Some(value),
-                    _ => return false,
-                }
-            }
-            match tier {
-                None => true,
-                Some(value) => {
-                    snapshot.service_tier.is_some() && value == Some(&snapshot.service_tier_raw[..])
-                }
-            }
+            openai_chunk_is_inert(&n.openai, snapshot, data)
         }
     }
+}
+
+/// The OpenAI-compatible rule of [`cannot_matter`], the model known.
+fn openai_chunk_is_inert(keys: &Keys, snapshot: &Snapshot, data: &[u8]) -> bool {
+    let mut tier = None;
+    let plain = keys.all(data, |pattern, end| {
+        // A key when a colon follows (JSON allows whitespace before it); else a
+        // string value that happens to read the same.
+        let colon = end
+            + data[end..]
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+        if data.get(colon) != Some(&b':') {
+            return true;
+        }
+        let value = raw_value_after(data, colon + 1);
+        match pattern {
+            USAGE_KEY => value == Some(&b"null"[..]),
+            TIER_KEY if tier.is_none() => {
+                tier = Some(value);
+                true
+            }
+            _ => false,
+        }
+    });
+    plain
+        && match tier {
+            None => true,
+            Some(value) => {
+                snapshot.service_tier.is_some() && value == Some(&snapshot.service_tier_raw[..])
+            }
+        }
 }
 
 // --- Per-event rules ----------------------------------------------------------------
@@ -576,4 +632,75 @@ fn normalise(provider: &Provider, snapshot: &Snapshot) -> Result<Extraction, Ext
     Err(ExtractError::NoUsage {
         provider: provider.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OpenAI rule's answers, from the packed searcher and from the automaton
+    /// it falls back to on a CPU without the instructions Teddy needs.
+    #[test]
+    fn both_searchers_decide_openai_chunks_alike() {
+        let mut snapshot = Snapshot {
+            model: Some("gpt-4o".into()),
+            service_tier: Some("default".into()),
+            service_tier_raw: br#""default""#.to_vec(),
+            ..Snapshot::default()
+        };
+        let cases: [(&str, bool); 12] = [
+            (
+                r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#,
+                true,
+            ),
+            (
+                r#"{"service_tier":"default","choices":[],"usage":null}"#,
+                true,
+            ),
+            (
+                r#"{"choices":[{"delta":{"content":"say \"usage\": 5"}}],"usage":null}"#,
+                true,
+            ),
+            (r#"{"choices":[],"usage":{"prompt_tokens":1}}"#, false),
+            (
+                r#"{"service_tier":"flex","choices":[],"usage":null}"#,
+                false,
+            ),
+            (
+                r#"{"service_tier":"default","x":{"service_tier":"default"}}"#,
+                false,
+            ),
+            (
+                r#"{"type":"response.created","response":{"id":"r"}}"#,
+                false,
+            ),
+            (r#"{"choices":[],"x_groq":{"id":"q"}}"#, false),
+            (r#"{"choices":[],"usage" : null}"#, true),
+            (r#"{"choices":[],"usage" :{"prompt_tokens":1}}"#, false),
+            (
+                "{\"choices\":[],\"usage\"\n:\t{\"prompt_tokens\":1}}",
+                false,
+            ),
+            (
+                r#"{"choices":[{"delta":{"content":"usage"}}],"note":"x_groq","usage":null}"#,
+                true,
+            ),
+        ];
+        let packed = Keys::new(OPENAI_KEYS);
+        let automaton = Keys::automaton(OPENAI_KEYS);
+        for (chunk, inert) in cases {
+            for keys in [&packed, &automaton] {
+                assert_eq!(
+                    openai_chunk_is_inert(keys, &snapshot, chunk.as_bytes()),
+                    inert,
+                    "{chunk}"
+                );
+            }
+        }
+        // With no tier recorded yet, a chunk naming one must be read.
+        snapshot.service_tier = None;
+        let chunk = br#"{"service_tier":"default","choices":[],"usage":null}"#;
+        assert!(!openai_chunk_is_inert(&packed, &snapshot, chunk));
+        assert!(!openai_chunk_is_inert(&automaton, &snapshot, chunk));
+    }
 }
