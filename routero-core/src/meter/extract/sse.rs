@@ -60,9 +60,18 @@ impl SseParser {
         // An event whose one data line lies within this chunk is handed over from
         // the chunk itself, not copied: most events are one line. What is still
         // borrowed when the chunk ends is copied then.
-        let mut borrowed = None;
-        let result = self.lines(chunk, &mut borrowed, on_event);
-        if let Some(value) = borrowed {
+        self.lending(|parser, lent| parser.lines(chunk, lent, on_event))
+    }
+
+    /// Runs `step` with a slot for a data line lent from bytes that end with it,
+    /// then copies into the parser what is still lent.
+    fn lending<'b, E>(
+        &mut self,
+        step: impl FnOnce(&mut Self, &mut Option<&'b [u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut lent = None;
+        let result = step(self, &mut lent);
+        if let Some(value) = lent {
             self.data.extend_from_slice(value);
         }
         result
@@ -148,12 +157,7 @@ impl SseParser {
     where
         E: From<SseTooLarge>,
     {
-        let mut lent = None;
-        let result = self.line_complete(line, &mut lent, on_event);
-        if let Some(value) = lent {
-            self.data.extend_from_slice(value);
-        }
-        result
+        self.lending(|parser, lent| parser.line_complete(line, lent, on_event))
     }
 
     /// One whole line. The current event's data is `borrowed` when it has one line
