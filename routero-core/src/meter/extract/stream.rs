@@ -384,9 +384,11 @@ fn raw_value_after(data: &[u8], at: usize) -> Option<&[u8]> {
 /// - OpenAI-compatible chunks, once the model is known: no key `"response"` or
 ///   `"x_groq"` anywhere, every key `"usage"` followed by `null`, and at most one
 ///   key `"service_tier"`, whose string is the tier already recorded. A match is a
-///   key when a colon follows it, whitespace allowed between; an unescaped quote
-///   cannot occur inside a JSON string, so a match is a whole string token, and a
-///   key, top-level or nested (a nested one changes nothing either).
+///   key when a colon follows it, whitespace allowed between. Its closing quote is
+///   a real one (an escaped quote follows a backslash), so every such key is found,
+///   top-level or nested (a nested one changes nothing either); a match that is only
+///   the tail of a longer key (`"x\"usage":`) names a key that cannot matter, and
+///   at worst makes the chunk read.
 /// - Anthropic events: no `message_` (the type of `message_start` and
 ///   `message_delta`), no `invocationMetrics` and no `\u` escape anywhere.
 fn cannot_matter(provider: &Provider, snapshot: &Snapshot, data: &[u8]) -> bool {
@@ -648,7 +650,9 @@ mod tests {
             service_tier_raw: br#""default""#.to_vec(),
             ..Snapshot::default()
         };
-        let cases: [(&str, bool); 12] = [
+        let cases: [(&str, bool); 14] = [
+            (r#"{"x\"usage":null,"usage":null}"#, true),
+            (r#"{"x\"usage":{"a":1},"usage":null}"#, false),
             (
                 r#"{"choices":[{"delta":{"content":"hi"}}],"usage":null}"#,
                 true,
