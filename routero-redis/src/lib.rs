@@ -720,13 +720,13 @@ impl SpendQueue for RedisQueue {
         if u32::from(batch.shard.0) >= u32::from(layout.first) + u32::from(layout.shards) {
             return Err(BackendError::unknown_shard(batch.shard, &layout));
         }
-        let payload = wire::encode(batch).map_err(|e| BackendError::new(ErrorKind::Invalid, e))?;
+        let payload = Value::Bytes(wire::encode(batch).into());
         let keys = vec![
             self.redis.key(batch.shard, &format!("batch:{}", batch.id)),
             self.redis.key(batch.shard, "stream"),
             self.redis.key(batch.shard, "sealed"),
         ];
-        let args = vec![millis(self.redis.config.dedup_ttl), payload];
+        let args = vec![Value::from(millis(self.redis.config.dedup_ttl)), payload];
         // One client for the append and its WAIT: WAIT counts the replicas holding
         // this connection's writes.
         let client = self.redis.pool.next();

@@ -294,6 +294,46 @@ async fn corrupt_entries_are_reported_not_skipped() {
     assert!(!err.is_retryable());
 }
 
+#[tokio::test]
+async fn entries_queued_by_an_earlier_build_still_drain() {
+    let Some(url) = redis_url() else { return };
+    let redis = connect(&url, "v1-entries", 1).await;
+    let queue = redis.queue();
+    let stream = format!("{}:{{0}}:stream", redis.config().prefix);
+    // A batch as version 1 (JSON) wrote it, then one this build appends (version 2).
+    let v1 = r#"{"v":1,"id":"00000000000000000000000000000007-3","shard":0,"events":[{"rid":"acme-req-1","t":1793620801000000,"org":"acme","ws":"acme-ws","team":"team-1","p":"openai","m":"gpt-4o","u":{"i":101,"cr":1,"cw5":0,"cw1":0,"o":11,"tier":"standard"},"cost":"0.000012345678901234567","cur":"USD","pv":"conformance","pm":"gpt-4o","mode":"byok","ok":true}]}"#;
+    let status = Command::new("redis-cli")
+        .args(["-u", &url, "XADD", &stream, "*", "b", v1])
+        .stdout(Stdio::null())
+        .status();
+    let Ok(status) = status else {
+        eprintln!("skipped: redis-cli is not installed");
+        return;
+    };
+    assert!(status.success());
+    let mut next = sample_event("acme", 2, "0.5");
+    next.event_time += chrono::Duration::seconds(1);
+    let appended = SpendBatch {
+        id: BatchId::new(8, 1),
+        shard: ShardId(0),
+        events: vec![next],
+    };
+    assert!(matches!(
+        queue.append(&appended).await.unwrap(),
+        AppendOutcome::Appended(_)
+    ));
+    let read = queue.read_after(ShardId(0), None, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    let old = &read[0].batch;
+    assert_eq!(old.id, BatchId::new(7, 3));
+    assert_eq!(old.events[0].request_id.as_str(), "acme-req-1");
+    assert_eq!(
+        old.events[0].cost().map(|c| c.to_string()).as_deref(),
+        Some("0.000012345678901234567")
+    );
+    assert_eq!(read[1].batch, appended);
+}
+
 /// A redis-server of the test's own, with the append-only file on.
 struct OwnRedis {
     port: u16,
