@@ -75,8 +75,20 @@ impl RequestLog for PgStore {
             None => (None, None, None),
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let client = self.client().await?;
-        let rows = client
+        let mut client = self.client().await?;
+        // Two settings for this page only, each measured on a log of 1,000,000
+        // requests. No JIT: the planner prices the corrections' lookup per row high
+        // enough to compile the query with full optimisation, which took 15 times
+        // as long as running it (190 against 12 ms a page of 2,000 rows). No bitmap
+        // scan: a page must walk the (org, event_time) index in order from its
+        // cursor; with the statistics of a partition not yet analysed the planner
+        // read the whole rest of the range into a bitmap and sorted it, for every
+        // page (100 against 23 ms a page, and growing with the log).
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.batch_execute("SET LOCAL jit = off; SET LOCAL enable_bitmapscan = off")
+            .await
+            .map_err(backend)?;
+        let rows = tx
             .query(
                 // The page first, along the (org, event_time) index; the corrections
                 // are looked up for its rows only.
@@ -117,6 +129,7 @@ impl RequestLog for PgStore {
             )
             .await
             .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
         rows.iter().map(logged).collect()
     }
 }
