@@ -12,7 +12,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `{prefix}:{N}:stream` | stream | the shard's batches, one entry each (field `b`, the encoded batch) |
+//! | `{prefix}:{N}:stream` | stream | the shard's batches, one entry each (field `b`, the encoded batch: wire format v2, binary; v1, JSON, is still read) |
 //! | `{prefix}:{N}:batch:{id}` | string, with a TTL | a batch id seen, for deduplication |
 //! | `{prefix}:{N}:lease` | string, with a TTL | `holder\|token` of the shard's leader |
 //! | `{prefix}:{N}:fence` | counter | the shard's last fencing token |
