@@ -274,21 +274,30 @@ async fn an_append_waits_for_its_replicas_when_asked() {
     }
 }
 
+/// Appends an entry with `payload` as its batch field, as another writer would, with
+/// redis-cli; `false` (after a notice) when redis-cli is not installed.
+fn xadd_with_cli(url: &str, stream: &str, payload: &str) -> bool {
+    let status = Command::new("redis-cli")
+        .args(["-u", url, "XADD", stream, "*", "b", payload])
+        .stdout(Stdio::null())
+        .status();
+    let Ok(status) = status else {
+        eprintln!("skipped: redis-cli is not installed");
+        return false;
+    };
+    assert!(status.success());
+    true
+}
+
 #[tokio::test]
 async fn corrupt_entries_are_reported_not_skipped() {
     let Some(url) = redis_url() else { return };
     let redis = connect(&url, "corrupt", 1).await;
     let queue = redis.queue();
     let stream = format!("{}:{{0}}:stream", redis.config().prefix);
-    let status = Command::new("redis-cli")
-        .args(["-u", &url, "XADD", &stream, "*", "b", "{not a batch"])
-        .stdout(Stdio::null())
-        .status();
-    let Ok(status) = status else {
-        eprintln!("skipped: redis-cli is not installed");
+    if !xadd_with_cli(&url, &stream, "{not a batch") {
         return;
-    };
-    assert!(status.success());
+    }
     let err = queue.read_after(ShardId(0), None, 10).await.unwrap_err();
     assert_eq!(err.kind(), routero_core::port::ErrorKind::Corrupt, "{err}");
     assert!(!err.is_retryable());
@@ -302,15 +311,9 @@ async fn entries_queued_by_an_earlier_build_still_drain() {
     let stream = format!("{}:{{0}}:stream", redis.config().prefix);
     // A batch as version 1 (JSON) wrote it, then one this build appends (version 2).
     let v1 = r#"{"v":1,"id":"00000000000000000000000000000007-3","shard":0,"events":[{"rid":"acme-req-1","t":1793620801000000,"org":"acme","ws":"acme-ws","team":"team-1","p":"openai","m":"gpt-4o","u":{"i":101,"cr":1,"cw5":0,"cw1":0,"o":11,"tier":"standard"},"cost":"0.000012345678901234567","cur":"USD","pv":"conformance","pm":"gpt-4o","mode":"byok","ok":true}]}"#;
-    let status = Command::new("redis-cli")
-        .args(["-u", &url, "XADD", &stream, "*", "b", v1])
-        .stdout(Stdio::null())
-        .status();
-    let Ok(status) = status else {
-        eprintln!("skipped: redis-cli is not installed");
+    if !xadd_with_cli(&url, &stream, v1) {
         return;
-    };
-    assert!(status.success());
+    }
     let mut next = sample_event("acme", 2, "0.5");
     next.event_time += chrono::Duration::seconds(1);
     let appended = SpendBatch {
