@@ -3,7 +3,7 @@
 //! changes what sits in Redis.
 //!
 //! Version 1 is JSON with short field names. Version 2 (`binary`) carries the same
-//! fields in a binary layout that decodes several times faster (the drain decodes
+//! fields in a binary layout that decodes in a third of the time (the drain decodes
 //! every event). Money is a decimal string in both, never a float. This build writes
 //! version 2 and reads both, so entries queued by an earlier build still drain; a
 //! reader must be at least as new as the writers, so coworkers upgrade first.
