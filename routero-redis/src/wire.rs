@@ -635,3 +635,102 @@ mod tests {
         assert!(decode(&unknown_flag).unwrap_err().contains("unknown flags"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use routero_core::conformance::sample_event;
+
+    /// Text an id may hold: 1 to 40 characters, none a control character, any plane.
+    fn id_text() -> impl Strategy<Value = String> {
+        "[^\\p{Cc}]{1,40}"
+    }
+
+    fn event() -> impl Strategy<Value = SpendEvent> {
+        (
+            (
+                id_text(),
+                id_text(),
+                prop::option::of(id_text()),
+                prop::option::of(id_text()),
+            ),
+            (
+                any::<i64>(),
+                prop::collection::btree_map(id_text(), id_text(), 0..3),
+            ),
+            (
+                0..1_000_000_000u64,
+                0..1_000_000_000u64,
+                prop::option::of(0..1_000u64),
+            ),
+            (
+                any::<u64>(),
+                0..29u32,
+                any::<bool>(),
+                prop::option::of(".{0,60}"),
+            ),
+            (any::<bool>(), any::<bool>(), any::<bool>()),
+        )
+            .prop_map(|(who, (micros, tags), counts, price, flags)| {
+                let (request, org, team, user) = who;
+                let mut event = sample_event("acme", 1, "1");
+                event.request_id = RequestId::new(&request).unwrap();
+                event.attribution.who.org = OrgId::new(&org).unwrap();
+                event.attribution.who.team = team.map(|t| TeamId::new(&t).unwrap());
+                event.attribution.who.user = user.map(|u| UserId::new(&u).unwrap());
+                event.attribution.tags = Tags::new(tags).unwrap();
+                event.event_time = DateTime::<Utc>::from_timestamp_micros(micros % (1 << 52))
+                    .unwrap_or(event.event_time);
+                let (input, output, reasoning) = counts;
+                event.usage = flags.0.then(|| {
+                    let mut usage = Usage::tokens(input, output);
+                    usage.reasoning_tokens = reasoning;
+                    usage
+                });
+                let (mantissa, scale, negative, detail) = price;
+                event.pricing = match detail {
+                    None => Pricing::Priced {
+                        cost: rust_decimal::Decimal::from_i128_with_scale(
+                            i128::from(mantissa) * if negative { -1 } else { 1 },
+                            scale,
+                        ),
+                        currency: Currency::EUR,
+                        price_version: Arc::from(request.as_str()),
+                        priced_model: Arc::from(""),
+                    },
+                    Some(detail) => Pricing::Unpriced {
+                        reason: UnpricedReason::NoUsage,
+                        detail,
+                    },
+                };
+                event.outcome = if flags.1 {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                };
+                event.partial = flags.2;
+                event
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_batch_round_trips(events in prop::collection::vec(event(), 0..6), shard: u16) {
+            let batch = SpendBatch {
+                id: BatchId::new(u128::from(shard) << 70, 9),
+                shard: ShardId(shard),
+                events,
+            };
+            prop_assert_eq!(decode(&encode(&batch)).unwrap(), batch);
+        }
+
+        #[test]
+        fn any_bytes_are_a_batch_or_an_error(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            let _ = decode(&bytes);
+            let mut entry = binary::MAGIC.to_vec();
+            entry.extend_from_slice(&bytes);
+            let _ = decode(&entry);
+        }
+    }
+}
