@@ -60,3 +60,64 @@ async fn resharding() {
     )
     .await;
 }
+
+/// A step whose sums overflow is refused whole: no rollup changes, not even the keys
+/// of the same step that would not overflow, and the watermark stays.
+#[tokio::test]
+async fn an_overflowing_step_changes_nothing() {
+    use routero_core::port::{ApplyOutcome, DrainApply, FencingToken, SpendStore};
+    use routero_core::spend::{QueuePosition, RollupKey, RollupTotals, Rollups, ShardId};
+
+    let store = MemoryStore::new();
+    let [a, b] = [1, 2].map(|seq| conformance::sample_event("acme", seq, "1"));
+    let (key_a, key_b) = (RollupKey::of(&a), RollupKey::of(&b));
+    assert_ne!(key_a, key_b, "two rollups");
+    // Its cost is the last sum taken: B's counts are added before it overflows.
+    let near_full = RollupTotals {
+        cost: rust_decimal::Decimal::MAX,
+        ..RollupTotals::of(&b)
+    };
+    let first: Rollups = [
+        (key_a.clone(), RollupTotals::of(&a)),
+        (key_b.clone(), near_full),
+    ]
+    .into_iter()
+    .collect();
+    let step = |rollups, expected, through| DrainApply {
+        shard: ShardId(0),
+        token: FencingToken(1),
+        expected,
+        through,
+        rollups,
+        events: &[],
+        at: Utc::now(),
+    };
+    let one = QueuePosition::new(1, 0);
+    let applied = store.apply(step(&first, None, one)).await.unwrap();
+    assert_eq!(applied, ApplyOutcome::Applied);
+    let before = store.all_rollups();
+    // Key A first or last, whichever the map yields: B's sum overflows either way, after
+    // its counts.
+    let second: Rollups = [
+        (key_a.clone(), RollupTotals::of(&a)),
+        (key_b.clone(), RollupTotals::of(&b)),
+    ]
+    .into_iter()
+    .collect();
+    let refused = store
+        .apply(step(&second, Some(one), QueuePosition::new(2, 0)))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(store.all_rollups(), before);
+    assert_eq!(store.applies(), 1);
+    // The shard's watermark did not move: the same step's successor is refused.
+    let stale = store
+        .apply(step(
+            &Rollups::new(),
+            Some(QueuePosition::new(2, 0)),
+            QueuePosition::new(3, 0),
+        ))
+        .await
+        .unwrap();
+    assert_ne!(stale, ApplyOutcome::Applied);
+}

@@ -510,10 +510,15 @@ impl StoreState {
         key: &str,
         rates: &dyn ExchangeRates,
     ) -> Result<(), BackendError> {
-        let mut merged = self.rollups.clone();
-        merged
-            .merge(rollups)
-            .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
+        // The step's keys summed aside first, so that an overflow leaves the store as
+        // it was without copying every rollup it holds.
+        let mut summed = Vec::with_capacity(rollups.len());
+        for (key, totals) in rollups.iter() {
+            let mut sum = self.rollups.get(key).cloned().unwrap_or_default();
+            sum.add(totals)
+                .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
+            summed.push((key.clone(), sum));
+        }
         let mut posts = Vec::new();
         for (workspace, spend) in wallet::managed_spend(events)? {
             let currency = match self.wallets.get(&workspace) {
@@ -526,7 +531,9 @@ impl StoreState {
                 wallet::debits_in(currency, &spend, rates)?,
             ));
         }
-        self.rollups = merged;
+        for (key, sum) in summed {
+            self.rollups.set(key, sum);
+        }
         for (workspace, currency, debits) in posts {
             let book = self
                 .wallets

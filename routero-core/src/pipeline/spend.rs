@@ -849,6 +849,11 @@ impl Rollups {
         self.0.entry(key).or_default().add(totals)
     }
 
+    /// Sets the rollup at `key` to `totals`.
+    pub(crate) fn set(&mut self, key: RollupKey, totals: RollupTotals) {
+        self.0.insert(key, totals);
+    }
+
     /// Takes `totals` out of the rollup at `key` (a correction's removal); a key that
     /// is not there, or a count that would fall below zero, is an error.
     pub fn subtract(
