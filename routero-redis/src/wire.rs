@@ -590,6 +590,9 @@ mod tests {
         for end in 0..good.len() {
             assert!(decode(&good[..end]).is_err(), "cut at {end}");
         }
+        let mut newer = good.clone();
+        newer[3] = 3;
+        assert!(decode(&newer).unwrap_err().contains("batch format v3"));
         let mut longer = good.clone();
         longer.push(0);
         assert!(

@@ -142,7 +142,15 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
 /// Reads a batch written by `write`; `bytes` starts with `MAGIC`.
 pub(super) fn read(bytes: &[u8]) -> Result<WireBatch<'_>, String> {
     let mut r = Reader { bytes, at: 0 };
-    if r.take(MAGIC.len(), "the header")? != MAGIC {
+    let header = r.take(MAGIC.len(), "the header")?;
+    if header[..3] == MAGIC[..3] && header[3] > MAGIC[3] {
+        return Err(format!(
+            "batch format v{} (this build reads v1 and v2): a newer build wrote it; \
+             upgrade the coworkers before the recorders",
+            header[3]
+        ));
+    }
+    if header != MAGIC {
         return Err("not a v2 batch: wrong header".to_owned());
     }
     let id = r.text("the batch id")?;
