@@ -63,7 +63,7 @@
 
 mod control;
 pub mod notice;
-mod wire;
+pub mod wire;
 
 pub use control::RedisControl;
 pub use notice::RedisWalletNotices;

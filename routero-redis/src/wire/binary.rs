@@ -139,8 +139,10 @@ fn put_str(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
 }
 
-/// Reads a batch written by `write`; `bytes` starts with `MAGIC`.
-pub(super) fn read(bytes: &[u8]) -> Result<WireBatch<'_>, String> {
+/// Reads the header of a batch written by `write` (`bytes` starts with `MAGIC`): its
+/// id, its shard, and its events to read one by one, so that no list of them is built
+/// beside the decoded batch.
+pub(super) fn read(bytes: &[u8]) -> Result<(Text<'_>, u16, Events<'_>), String> {
     let mut r = Reader { bytes, at: 0 };
     let header = r.take(MAGIC.len(), "the header")?;
     if header[..3] == MAGIC[..3] && header[3] > MAGIC[3] {
@@ -157,27 +159,44 @@ pub(super) fn read(bytes: &[u8]) -> Result<WireBatch<'_>, String> {
     let shard = u16::from_le_bytes(r.array("the shard")?);
     let count = r.varint("the event count")?;
     // Each event takes at least 14 bytes: no count can ask for more than the entry
-    // holds, so the capacity below is bounded by the entry's size.
+    // holds, so a capacity taken from it is bounded by the entry's size.
     let count = usize::try_from(count)
         .ok()
         .filter(|&count| count <= (r.bytes.len() - r.at) / 14)
         .ok_or_else(|| format!("{count} events cannot fit in the entry"))?;
-    let mut events = Vec::with_capacity(count);
-    for n in 0..count {
-        events.push(read_event(&mut r).map_err(|e| format!("event {n}: {e}"))?);
+    Ok((id, shard, Events { r, count, read: 0 }))
+}
+
+/// The events of a batch, read in order.
+pub(super) struct Events<'a> {
+    r: Reader<'a>,
+    count: usize,
+    read: usize,
+}
+
+impl<'a> Events<'a> {
+    /// How many events the batch holds.
+    pub(super) fn count(&self) -> usize {
+        self.count
     }
-    if r.at != r.bytes.len() {
-        return Err(format!(
-            "{} bytes after the last event",
-            r.bytes.len() - r.at
-        ));
+
+    /// The next event; after the last, `None` once the entry is checked to end there.
+    pub(super) fn next(&mut self) -> Result<Option<WireEvent<'a>>, String> {
+        if self.read == self.count {
+            let r = &self.r;
+            return if r.at == r.bytes.len() {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "{} bytes after the last event",
+                    r.bytes.len() - r.at
+                ))
+            };
+        }
+        let event = read_event(&mut self.r).map_err(|e| format!("event {}: {e}", self.read))?;
+        self.read += 1;
+        Ok(Some(event))
     }
-    Ok(WireBatch {
-        v: 2,
-        id,
-        shard,
-        events,
-    })
 }
 
 fn read_event<'a>(r: &mut Reader<'a>) -> Result<WireEvent<'a>, String> {
