@@ -510,15 +510,6 @@ impl StoreState {
         key: &str,
         rates: &dyn ExchangeRates,
     ) -> Result<(), BackendError> {
-        // The step's keys summed aside first, so that an overflow leaves the store as
-        // it was without copying every rollup it holds.
-        let mut summed = Vec::with_capacity(rollups.len());
-        for (key, totals) in rollups.iter() {
-            let mut sum = self.rollups.get(key).cloned().unwrap_or_default();
-            sum.add(totals)
-                .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
-            summed.push((key.clone(), sum));
-        }
         let mut posts = Vec::new();
         for (workspace, spend) in wallet::managed_spend(events)? {
             let currency = match self.wallets.get(&workspace) {
@@ -531,9 +522,10 @@ impl StoreState {
                 wallet::debits_in(currency, &spend, rates)?,
             ));
         }
-        for (key, sum) in summed {
-            self.rollups.set(key, sum);
-        }
+        // Last of what can fail, and all or nothing itself.
+        self.rollups
+            .merge(rollups)
+            .map_err(|e| BackendError::new(ErrorKind::Invalid, e.to_string()))?;
         for (workspace, currency, debits) in posts {
             let book = self
                 .wallets

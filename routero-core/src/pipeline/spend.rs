@@ -849,11 +849,6 @@ impl Rollups {
         self.0.entry(key).or_default().add(totals)
     }
 
-    /// Sets the rollup at `key` to `totals`.
-    pub(crate) fn set(&mut self, key: RollupKey, totals: RollupTotals) {
-        self.0.insert(key, totals);
-    }
-
     /// Takes `totals` out of the rollup at `key` (a correction's removal); a key that
     /// is not there, or a count that would fall below zero, is an error.
     pub fn subtract(
@@ -868,11 +863,17 @@ impl Rollups {
         }
     }
 
-    /// Adds every rollup of `other`.
+    /// Adds every rollup of `other`, all or nothing: the sums are taken aside first,
+    /// so an overflow leaves every rollup as it was (and costs `other`'s keys, not a
+    /// copy of all of `self`).
     pub fn merge(&mut self, other: &Rollups) -> Result<(), RollupOverflow> {
+        let mut summed = Vec::with_capacity(other.0.len());
         for (key, totals) in &other.0 {
-            self.add(key.clone(), totals)?;
+            let mut sum = self.0.get(key).copied().unwrap_or_default();
+            sum.add(totals)?;
+            summed.push((key.clone(), sum));
         }
+        self.0.extend(summed);
         Ok(())
     }
 
