@@ -38,9 +38,10 @@ bin=target/release/examples
 
 coworker_pids=()
 bench_cleanup() {
+  local status=$?
   set +e
   for pid in "${coworker_pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-  services_cleanup
+  services_cleanup "$status"
 }
 trap bench_cleanup EXIT INT TERM
 

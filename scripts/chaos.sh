@@ -67,6 +67,7 @@ bin="target/$profile/examples"
 declare -A coworkers=()
 loadgen_pid=""
 chaos_cleanup() {
+  local status=$?
   set +e
   for pid in "${coworkers[@]}" $loadgen_pid; do
     kill -CONT "$pid" 2>/dev/null
@@ -76,7 +77,7 @@ chaos_cleanup() {
   if [ "${keep_logs:-0}" = "1" ]; then
     cp -r "$work" "/tmp/routero-chaos-logs.$$" 2>/dev/null && log "logs kept in /tmp/routero-chaos-logs.$$"
   fi
-  services_cleanup
+  services_cleanup "$status"
 }
 trap chaos_cleanup EXIT INT TERM
 

@@ -23,7 +23,9 @@
 #   start_s3         an S3-compatible server on loopback (moto_server, installed
 #                    from PyPI with `pip install moto[server]` when missing); sets
 #                    s3_endpoint
-#   services_cleanup stop them all and remove `work` (install it as the EXIT trap)
+#   services_cleanup [STATUS]  stop them all and remove `work` (install it as the EXIT
+#                    trap); after a failure (STATUS, else $?) print the servers' last
+#                    log lines and the free disk first
 #   ensure_browser   install Debian's chromium and chromium-driver when missing (the
 #                    dashboard's browser test)
 # Functions log to stderr with the script's name.
@@ -58,7 +60,9 @@ missing_service() {
 }
 
 services_cleanup() {
+  local status="${1:-$?}"
   set +e
+  [ "$status" = "0" ] || services_report
   stop_redis
   # shellcheck disable=SC2086
   [ -n "$redis_cluster_pids" ] && kill -9 $redis_cluster_pids 2>/dev/null
@@ -68,6 +72,19 @@ services_cleanup() {
     as_pg "$pg_ctl" -D "$pg_data" -m immediate stop >/dev/null 2>&1
   fi
   rm -rf "$work"
+}
+
+# After a failed run: what the servers logged last and how much disk was left, the
+# usual causes of a test losing its connections all at once.
+services_report() {
+  local file
+  for file in "$work/pg/server.log" "$work/pg/replica.log" "$work/redis/redis.log"; do
+    [ -s "$file" ] || continue
+    log "the last lines of $file:"
+    tail -n 40 "$file" >&2
+  done
+  log "disk space:"
+  df -h "$work" "$PWD" >&2 2>/dev/null
 }
 
 apt_updated=0
