@@ -8,6 +8,8 @@
 //! | `extract_and_price_100KB/<provider>` | the same on the fixture body with its generated text grown to about 100 KB (escapes included) |
 //! | `stream_10MB/<provider>` | `StreamExtractor` over a 10 MB stream made of the fixture's events (its content events repeated between its first and its last ones), fed in 16 KiB pieces, plus pricing |
 //! | `stream_10MB/memchr_limit` | one `memchr` pass over the same OpenAI bytes in the same pieces: what reading them costs at all |
+//! | `stream_10MB_parts/framing/<provider>` | the SSE parser alone over the same streams in the same pieces |
+//! | `stream_10MB_parts/needles/<provider>` | the substring searches that decide which events can matter, alone over the same pieces: OpenAI's four keys in one aho-corasick pass, Anthropic's three `memmem` passes |
 
 use std::hint::black_box;
 
@@ -264,6 +266,68 @@ fn long_streams(c: &mut Criterion) {
     group.finish();
 }
 
+/// The two halves of a stream's work by themselves, over the bytes of
+/// `stream_10MB`: cutting it into events, and searching it for what can matter.
+fn long_stream_parts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stream_10MB_parts");
+    group.sample_size(20);
+    let mut streams = Vec::new();
+    for ((name, _, fixture), (head, tail)) in STREAMS.into_iter().zip([(1, 3), (3, 3), (1, 1)]) {
+        streams.push((name, long_stream(fixture, head, tail)));
+    }
+    for (name, bytes) in &streams {
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(format!("framing/{name}"), |b| {
+            b.iter(|| {
+                let mut parser = SseParser::new();
+                let mut seen = 0usize;
+                let mut count = |e: SseEvent<'_>| -> Result<(), SseTooLarge> {
+                    seen += e.data.len();
+                    Ok(())
+                };
+                for piece in black_box(bytes).chunks(16 << 10) {
+                    parser.push(piece, &mut count).expect("valid stream");
+                }
+                parser.finish(&mut count).expect("valid stream");
+                seen
+            })
+        });
+    }
+    // The same needles as the extractor's (stream.rs): OpenAI's keys, Anthropic's
+    // event types, Bedrock's metrics and unicode escapes.
+    let openai_keys = aho_corasick::packed::Config::new()
+        .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+        .builder()
+        .extend([
+            &br#""response""#[..],
+            br#""x_groq""#,
+            br#""usage""#,
+            br#""service_tier""#,
+        ])
+        .build()
+        .expect("a vectorised searcher on this CPU");
+    let anthropic_needles =
+        [&b"message_"[..], b"invocationMetrics", br"\u"].map(memchr::memmem::Finder::new);
+    for (name, bytes) in &streams[..2] {
+        group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_function(format!("needles/{name}"), |b| {
+            b.iter(|| {
+                black_box(bytes)
+                    .chunks(16 << 10)
+                    .map(|piece| match *name {
+                        "openai" => openai_keys.find_iter(piece).count(),
+                        _ => anthropic_needles
+                            .iter()
+                            .map(|n| n.find_iter(piece).count())
+                            .sum(),
+                    })
+                    .sum::<usize>()
+            })
+        });
+    }
+    group.finish();
+}
+
 fn sse_scan(c: &mut Criterion) {
     let event = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello, world. This is a token.\"}}],\"usage\":null}\n\n";
     let mut stream = Vec::with_capacity(1 << 20);
@@ -297,6 +361,7 @@ criterion_group!(
     extract_and_price_long,
     streams,
     long_streams,
+    long_stream_parts,
     sse_scan
 );
 criterion_main!(benches);
