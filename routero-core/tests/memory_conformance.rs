@@ -96,8 +96,9 @@ async fn an_overflowing_step_changes_nothing() {
     let applied = store.apply(step(&first, None, one)).await.unwrap();
     assert_eq!(applied, ApplyOutcome::Applied);
     let before = store.all_rollups();
-    // Key A first or last, whichever the map yields: B's sum overflows either way, after
-    // its counts.
+    // Rollups come in key order: A's is added first, so a store that applied in place
+    // would have changed it by the time B's sum overflows (after B's counts).
+    assert!(key_a < key_b);
     let second: Rollups = [
         (key_a.clone(), RollupTotals::of(&a)),
         (key_b.clone(), RollupTotals::of(&b)),

@@ -324,8 +324,9 @@ pub(crate) struct StoreState {
     pub(crate) log: BTreeMap<RequestId, SpendEvent>,
     pub(crate) unpriced: Vec<SpendEvent>,
     pub(crate) applies: u64,
-    /// The version (drain step number) of each rollup's last change.
-    pub(crate) versions: HashMap<RollupKey, u64>,
+    /// The version (drain step number) of each rollup's last change (a B-tree, as the
+    /// rollups are, so that it never grows all at once).
+    pub(crate) versions: BTreeMap<RollupKey, u64>,
     /// The request log in the order it was written, with the version of the write.
     pub(crate) log_order: Vec<(u64, RequestId)>,
     /// The warehouse sync runs by sink, oldest first, with whether each is done.

@@ -1,6 +1,6 @@
 //! Spend events, the batches that carry them, and the daily rollups they add up to.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -819,8 +819,13 @@ impl RollupTotals {
 }
 
 /// Events aggregated by rollup key: what a drain upserts in one statement.
+///
+/// A B-tree, not a hash map: the in-memory store keeps every rollup it holds in one
+/// of these, and a hash map doubles its table at once (a drain step that made it
+/// grow past 250,000 keys took most of a second); a B-tree grows a node at a time.
+/// Its keys come out in order, which also makes what a store writes repeatable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Rollups(HashMap<RollupKey, RollupTotals>);
+pub struct Rollups(BTreeMap<RollupKey, RollupTotals>);
 
 impl Rollups {
     /// No rollups.
@@ -877,7 +882,7 @@ impl Rollups {
         Ok(())
     }
 
-    /// The rollups, in no particular order.
+    /// The rollups, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&RollupKey, &RollupTotals)> {
         self.0.iter()
     }
