@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use super::quick::{self, Quick, quick_struct};
 use super::{ExtractError, Extraction, scan};
 use crate::money::parse_decimal_exact;
 use crate::provider::Provider;
@@ -73,13 +74,13 @@ impl<'a> Cx<'a> {
     }
 
     /// One raw field, parsed; absent and `null` are `None`.
-    fn field<'b, T: Deserialize<'b>>(
+    fn field<'b, T: Quick<'b> + Deserialize<'b>>(
         &self,
         raw: Option<&'b [u8]>,
     ) -> Result<Option<T>, ExtractError> {
         match raw {
             None => Ok(None),
-            Some(raw) => serde_json::from_slice(raw).map_err(|e| self.malformed(e)),
+            Some(raw) => quick::parse(raw).map_err(|e| self.malformed(e)),
         }
     }
 
@@ -143,16 +144,22 @@ impl<'a> Cx<'a> {
 // ---------------------------------------------------------------------------------
 // OpenAI Chat Completions, Responses and Embeddings, and every OpenAI-compatible API.
 
-#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Deserialize, Default)]
 pub(super) struct XGroq {
     pub(super) usage: Option<OpenAiUsage>,
 }
 
-#[derive(Deserialize)]
+quick_struct!(XGroq { "usage" => usage });
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Deserialize, Default)]
 pub(super) struct OutputItem {
     #[serde(rename = "type")]
     kind: Option<String>,
 }
+
+quick_struct!(OutputItem { "type" => kind });
 
 /// How many of a Responses API output's items are billed web search calls.
 pub(super) fn web_search_calls(output: &[OutputItem]) -> u64 {
@@ -165,6 +172,7 @@ pub(super) fn web_search_calls(output: &[OutputItem]) -> u64 {
 
 /// The union of Chat Completions' `CompletionUsage`, Responses' `ResponseUsage` and
 /// the compatible providers' extensions.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct OpenAiUsage {
     prompt_tokens: Option<i64>,
@@ -183,6 +191,19 @@ pub(super) struct OpenAiUsage {
     is_byok: Option<bool>,
 }
 
+quick_struct!(OpenAiUsage {
+    "prompt_tokens" => prompt_tokens,
+    "completion_tokens" => completion_tokens,
+    "input_tokens" => input_tokens,
+    "output_tokens" => output_tokens,
+    "prompt_tokens_details" | "input_tokens_details" => prompt_tokens_details,
+    "completion_tokens_details" | "output_tokens_details" => completion_tokens_details,
+    "prompt_cache_hit_tokens" => prompt_cache_hit_tokens,
+    "cost" => cost,
+    "is_byok" => is_byok,
+});
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 struct PromptDetails {
     cached_tokens: Option<i64>,
@@ -191,12 +212,26 @@ struct PromptDetails {
     image_tokens: Option<i64>,
 }
 
+quick_struct!(PromptDetails {
+    "cached_tokens" => cached_tokens,
+    "cache_write_tokens" => cache_write_tokens,
+    "audio_tokens" => audio_tokens,
+    "image_tokens" => image_tokens,
+});
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 struct CompletionDetails {
     reasoning_tokens: Option<i64>,
     audio_tokens: Option<i64>,
     image_tokens: Option<i64>,
 }
+
+quick_struct!(CompletionDetails {
+    "reasoning_tokens" => reasoning_tokens,
+    "audio_tokens" => audio_tokens,
+    "image_tokens" => image_tokens,
+});
 
 fn header<'a>(headers: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
     headers
@@ -300,6 +335,7 @@ pub(super) fn openai_usage(
 // ---------------------------------------------------------------------------------
 // Anthropic Messages (also on Vertex AI and Bedrock InvokeModel).
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct AnthropicUsage {
     pub(super) input_tokens: Option<i64>,
@@ -312,21 +348,44 @@ pub(super) struct AnthropicUsage {
     pub(super) output_tokens_details: Option<ThinkingDetails>,
 }
 
+quick_struct!(AnthropicUsage {
+    "input_tokens" => input_tokens,
+    "output_tokens" => output_tokens,
+    "cache_creation_input_tokens" => cache_creation_input_tokens,
+    "cache_read_input_tokens" => cache_read_input_tokens,
+    "cache_creation" => cache_creation,
+    "server_tool_use" => server_tool_use,
+    "service_tier" => service_tier,
+    "output_tokens_details" => output_tokens_details,
+});
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct CacheCreation {
     ephemeral_5m_input_tokens: Option<i64>,
     ephemeral_1h_input_tokens: Option<i64>,
 }
 
+quick_struct!(CacheCreation {
+    "ephemeral_5m_input_tokens" => ephemeral_5m_input_tokens,
+    "ephemeral_1h_input_tokens" => ephemeral_1h_input_tokens,
+});
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct ServerToolUse {
     web_search_requests: Option<i64>,
 }
 
+quick_struct!(ServerToolUse { "web_search_requests" => web_search_requests });
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct ThinkingDetails {
     thinking_tokens: Option<i64>,
 }
+
+quick_struct!(ThinkingDetails { "thinking_tokens" => thinking_tokens });
 
 fn anthropic(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
     let [model, usage] = cx.fields(body, ["model", "usage"])?;
@@ -403,6 +462,7 @@ pub(super) fn anthropic_usage(cx: &Cx<'_>, u: &AnthropicUsage) -> Result<Extract
 // ---------------------------------------------------------------------------------
 // Gemini generateContent and Vertex AI.
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct GeminiUsage {
@@ -420,12 +480,27 @@ pub(super) struct GeminiUsage {
     traffic_type: Option<String>,
 }
 
+quick_struct!(GeminiUsage {
+    "promptTokenCount" => prompt_token_count,
+    "cachedContentTokenCount" => cached_content_token_count,
+    "candidatesTokenCount" => candidates_token_count,
+    "thoughtsTokenCount" => thoughts_token_count,
+    "toolUsePromptTokenCount" => tool_use_prompt_token_count,
+    "promptTokensDetails" => prompt_tokens_details,
+    "cacheTokensDetails" => cache_tokens_details,
+    "candidatesTokensDetails" => candidates_tokens_details,
+    "trafficType" => traffic_type,
+});
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 struct ModalityCount {
     modality: Option<String>,
     token_count: Option<i64>,
 }
+
+quick_struct!(ModalityCount { "modality" => modality, "tokenCount" => token_count });
 
 fn modality(cx: &Cx<'_>, counts: &[ModalityCount], name: &str) -> Result<u64, ExtractError> {
     let mut total = 0u64;
@@ -482,6 +557,7 @@ pub(super) fn gemini_usage(cx: &Cx<'_>, u: &GeminiUsage) -> Result<Extraction, E
 // ---------------------------------------------------------------------------------
 // AWS Bedrock: Converse, and InvokeModel (model-native body, or the count headers).
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ConverseUsage {
@@ -493,6 +569,15 @@ pub(super) struct ConverseUsage {
     cache_details: Vec<CacheDetail>,
 }
 
+quick_struct!(ConverseUsage {
+    "inputTokens" => input_tokens,
+    "outputTokens" => output_tokens,
+    "cacheReadInputTokens" => cache_read_input_tokens,
+    "cacheWriteInputTokens" => cache_write_input_tokens,
+    "cacheDetails" => cache_details,
+});
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 struct CacheDetail {
@@ -500,30 +585,32 @@ struct CacheDetail {
     input_tokens: Option<i64>,
 }
 
+quick_struct!(CacheDetail { "ttl" => ttl, "inputTokens" => input_tokens });
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Clone, Default)]
 pub(super) struct ConverseTier {
     #[serde(rename = "type")]
     kind: Option<String>,
 }
 
+quick_struct!(ConverseTier { "type" => kind });
+
 fn bedrock(cx: &Cx<'_>, body: &[u8], headers: &[(&str, &str)]) -> Result<Extraction, ExtractError> {
     let [usage, service_tier, model] = cx.fields(body, ["usage", "serviceTier", "model"])?;
     let model: Option<String> = cx.field(model)?;
-    if let Some(usage) = cx
-        .field::<serde_json::Value>(usage)?
-        .filter(|u| !u.is_null())
-    {
-        if usage.get("inputTokens").is_some() || usage.get("outputTokens").is_some() {
-            let usage: ConverseUsage =
-                serde_json::from_value(usage).map_err(|e| cx.malformed(e))?;
+    if let Some(usage) = usage.filter(|raw| *raw != b"null") {
+        // Converse names its counts in camelCase; a Claude body through InvokeModel
+        // (not an object with those keys, or not an object at all) has Anthropic's.
+        let converse = scan::fields(usage, ["inputTokens", "outputTokens"])
+            .is_ok_and(|[input, output]| input.is_some() || output.is_some());
+        if converse {
+            let usage: Option<ConverseUsage> = cx.field(Some(usage))?;
             let tier: Option<ConverseTier> = cx.field(service_tier)?;
-            return cx.normalise(model, Some(usage), |cx, u| {
-                converse_usage(cx, u, tier.as_ref())
-            });
+            return cx.normalise(model, usage, |cx, u| converse_usage(cx, u, tier.as_ref()));
         }
         // InvokeModel with a Claude body: Anthropic's rules, with its lifetime split.
-        let usage: AnthropicUsage = serde_json::from_value(usage).map_err(|e| cx.malformed(e))?;
-        return cx.normalise(model, Some(usage), anthropic_usage);
+        return cx.normalise(model, cx.field(Some(usage))?, anthropic_usage);
     }
     // Other model families: the count headers, whose input excludes the cache.
     let count = |name: &'static str| -> Result<Option<u64>, ExtractError> {
@@ -586,16 +673,25 @@ pub(super) fn converse_usage(
 // ---------------------------------------------------------------------------------
 // Cohere v2: billed units are what is charged.
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct CohereUsage {
     billed_units: Option<BilledUnits>,
 }
 
+quick_struct!(CohereUsage { "billed_units" => billed_units });
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 struct BilledUnits {
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
 }
+
+quick_struct!(BilledUnits {
+    "input_tokens" => input_tokens,
+    "output_tokens" => output_tokens,
+});
 
 fn cohere(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
     let [model, usage] = cx.fields(body, ["model", "usage"])?;

@@ -11,6 +11,7 @@
 
 mod body;
 pub mod eventstream;
+mod quick;
 mod scan;
 pub mod sse;
 mod stream;

@@ -32,6 +32,7 @@ use super::body::{
     web_search_calls,
 };
 use super::eventstream::{EventStreamDecoder, EventStreamError, Frame};
+use super::quick::{self, Quick, quick_struct};
 use super::sse::{SseEvent, SseParser, SseTooLarge};
 use super::{ExtractError, Extraction, scan};
 use crate::provider::Provider;
@@ -221,8 +222,8 @@ impl From<EventStreamError> for StreamError {
     }
 }
 
-fn json<'a, T: Deserialize<'a>>(data: &'a [u8]) -> Result<T, StreamError> {
-    serde_json::from_slice(data).map_err(|e| StreamError::Payload(e.to_string()))
+fn json<'a, T: Quick<'a> + Deserialize<'a>>(data: &'a [u8]) -> Result<T, StreamError> {
+    quick::parse(data).map_err(|e| StreamError::Payload(e.to_string()))
 }
 
 /// The raw top-level fields of an event's JSON payload; the rest (the generated
@@ -235,13 +236,16 @@ fn fields<'a, const N: usize>(
 }
 
 /// A raw field parsed; absent and `null` are `None`.
-fn field<'a, T: Deserialize<'a>>(raw: Option<&'a [u8]>) -> Result<Option<T>, StreamError> {
+fn field<'a, T: Quick<'a> + Deserialize<'a>>(
+    raw: Option<&'a [u8]>,
+) -> Result<Option<T>, StreamError> {
     raw.map_or(Ok(None), json)
 }
 
 // --- Event payloads -----------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Deserialize, Default)]
 struct ResponseObject {
     model: Option<String>,
     usage: Option<OpenAiUsage>,
@@ -250,30 +254,50 @@ struct ResponseObject {
     output: Vec<OutputItem>,
 }
 
-#[derive(Deserialize)]
+quick_struct!(ResponseObject {
+    "model" => model,
+    "usage" => usage,
+    "service_tier" => service_tier,
+    "output" => output,
+});
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Deserialize, Default)]
 struct AnthropicMessage {
     model: Option<String>,
     usage: Option<AnthropicUsage>,
 }
 
-#[derive(Deserialize)]
+quick_struct!(AnthropicMessage { "model" => model, "usage" => usage });
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Deserialize, Default)]
 struct CohereDelta {
     usage: Option<CohereUsage>,
 }
 
-#[derive(Deserialize)]
+quick_struct!(CohereDelta { "usage" => usage });
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct ConverseMetadata {
     usage: Option<ConverseUsage>,
     service_tier: Option<ConverseTier>,
 }
 
-#[derive(Deserialize)]
+quick_struct!(ConverseMetadata { "usage" => usage, "serviceTier" => service_tier });
+
+#[cfg_attr(test, derive(Debug, PartialEq))]
+#[derive(Deserialize, Default)]
 struct BedrockChunk {
     bytes: Option<String>,
 }
 
+quick_struct!(BedrockChunk { "bytes" => bytes });
+
 /// `amazon-bedrock-invocationMetrics`: Bedrock's own counts, input excluding the cache.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[derive(Deserialize, Clone, Copy, Default)]
 #[serde(rename_all = "camelCase")]
 struct InvocationMetrics {
@@ -282,6 +306,13 @@ struct InvocationMetrics {
     cache_read_input_token_count: Option<i64>,
     cache_write_input_token_count: Option<i64>,
 }
+
+quick_struct!(InvocationMetrics {
+    "inputTokenCount" => input_token_count,
+    "outputTokenCount" => output_token_count,
+    "cacheReadInputTokenCount" => cache_read_input_token_count,
+    "cacheWriteInputTokenCount" => cache_write_input_token_count,
+});
 
 // --- Which events can matter ------------------------------------------------------
 
@@ -639,6 +670,26 @@ fn normalise(provider: &Provider, snapshot: &Snapshot) -> Result<Extraction, Ext
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_reader_agrees_with_serde_json_on_every_event_payload() {
+        use crate::meter::extract::quick::tests::{agrees, corpus};
+        let (all, _) = corpus();
+        let mut answered = 0;
+        for raw in &all {
+            answered += usize::from(agrees::<Option<ResponseObject>>(raw));
+            answered += usize::from(agrees::<Option<AnthropicMessage>>(raw));
+            answered += usize::from(agrees::<Option<CohereDelta>>(raw));
+            answered += usize::from(agrees::<Option<ConverseMetadata>>(raw));
+            answered += usize::from(agrees::<Option<BedrockChunk>>(raw));
+            answered += usize::from(agrees::<Option<InvocationMetrics>>(raw));
+        }
+        assert!(
+            answered > all.len(),
+            "{answered} answers over {}",
+            all.len()
+        );
+    }
 
     /// The OpenAI rule's answers, from the packed searcher and from the automaton
     /// it falls back to on a CPU without the instructions Teddy needs.
