@@ -34,6 +34,9 @@ pub fn from_body(
     }
 }
 
+/// A body's top-level fields by name: their raw values, where present.
+type RawFields<'b, const N: usize> = [Option<&'b [u8]>; N];
+
 /// The provider being read, for error messages.
 pub(super) struct Cx<'a> {
     pub(super) provider: &'a Provider,
@@ -71,6 +74,33 @@ impl<'a> Cx<'a> {
         names: [&str; N],
     ) -> Result<[Option<&'b [u8]>; N], ExtractError> {
         scan::fields(body, names).map_err(|e| self.malformed(e))
+    }
+
+    /// [`Cx::fields`], and the field `names[slot]` parsed (absent and `null` are
+    /// `None`): read in place by the quick reader as the scan meets it, where it
+    /// can, so that the scan does not walk it first.
+    fn fields_parsing<'b, T, const N: usize>(
+        &self,
+        body: &'b [u8],
+        names: [&str; N],
+        slot: usize,
+    ) -> Result<(RawFields<'b, N>, Option<T>), ExtractError>
+    where
+        T: Quick<'b> + Deserialize<'b>,
+    {
+        // The value of the key's last occurrence, as the scan keeps its last raw.
+        let mut read: Option<Option<T>> = None;
+        let raw = scan::fields_reading(body, names, slot, |bytes| {
+            let (value, len) = quick::quick_prefix(bytes).unzip();
+            read = value;
+            len
+        })
+        .map_err(|e| self.malformed(e))?;
+        let value = match read {
+            Some(value) => value,
+            None => self.field(raw[slot])?,
+        };
+        Ok((raw, value))
     }
 
     /// One raw field, parsed; absent and `null` are `None`.
@@ -245,10 +275,13 @@ fn openai_like(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> Result<Extraction, ExtractError> {
-    let [model, usage, service_tier, x_groq, output] =
-        cx.fields(body, ["model", "usage", "service_tier", "x_groq", "output"])?;
+    let ([model, _, service_tier, x_groq, output], usage) = cx.fields_parsing(
+        body,
+        ["model", "usage", "service_tier", "x_groq", "output"],
+        1,
+    )?;
     // Groq's legacy carrier is `x_groq.usage`; the standard field wins when both exist.
-    let usage = match cx.field::<OpenAiUsage>(usage)? {
+    let usage = match usage {
         Some(usage) => usage,
         None => cx
             .field::<XGroq>(x_groq)?
@@ -388,8 +421,8 @@ pub(super) struct ThinkingDetails {
 quick_struct!(ThinkingDetails { "thinking_tokens" => thinking_tokens });
 
 fn anthropic(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
-    let [model, usage] = cx.fields(body, ["model", "usage"])?;
-    cx.normalise(cx.field(model)?, cx.field(usage)?, anthropic_usage)
+    let ([model, _], usage) = cx.fields_parsing(body, ["model", "usage"], 1)?;
+    cx.normalise(cx.field(model)?, usage, anthropic_usage)
 }
 
 /// Anthropic's input excludes cache reads and writes; the writes split by lifetime
@@ -496,26 +529,56 @@ quick_struct!(GeminiUsage {
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 struct ModalityCount {
-    modality: Option<String>,
+    modality: Option<Modality>,
     token_count: Option<i64>,
 }
 
 quick_struct!(ModalityCount { "modality" => modality, "tokenCount" => token_count });
 
-fn modality(cx: &Cx<'_>, counts: &[ModalityCount], name: &str) -> Result<u64, ExtractError> {
+/// A modality as Gemini names it: the two billed apart from text, and the rest.
+/// Read from a string only (no owned copy of each name).
+#[cfg_attr(test, derive(Debug))]
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Modality {
+    Audio,
+    Image,
+    Other,
+}
+
+impl Modality {
+    fn named(name: &[u8]) -> Modality {
+        match name {
+            b"AUDIO" => Modality::Audio,
+            b"IMAGE" => Modality::Image,
+            _ => Modality::Other,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Modality {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Modality::named(name.as_bytes()))
+    }
+}
+
+impl<'a> Quick<'a> for Modality {
+    fn read(r: &mut quick::Reader<'a>) -> Option<Self> {
+        <&'a str>::read(r).map(|name| Modality::named(name.as_bytes()))
+    }
+}
+
+fn modality(cx: &Cx<'_>, counts: &[ModalityCount], which: Modality) -> Result<u64, ExtractError> {
     let mut total = 0u64;
-    for c in counts
-        .iter()
-        .filter(|c| c.modality.as_deref() == Some(name))
-    {
+    for c in counts.iter().filter(|c| c.modality == Some(which)) {
         total = total.saturating_add(cx.count("tokenCount", c.token_count)?);
     }
     Ok(total)
 }
 
 fn gemini(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
-    let [model, usage] = cx.fields(body, ["modelVersion", "usageMetadata"])?;
-    cx.normalise(cx.field(model)?, cx.field(usage)?, gemini_usage)
+    let ([model, _], usage) = cx.fields_parsing(body, ["modelVersion", "usageMetadata"], 1)?;
+    cx.normalise(cx.field(model)?, usage, gemini_usage)
 }
 
 /// Gemini's prompt includes the cached content; tool-use prompt tokens are beside it;
@@ -543,12 +606,12 @@ pub(super) fn gemini_usage(cx: &Cx<'_>, u: &GeminiUsage) -> Result<Extraction, E
         let all = modality(cx, &u.prompt_tokens_details, name)?;
         Ok(all.saturating_sub(modality(cx, &u.cache_tokens_details, name)?))
     };
-    usage.audio_input_tokens = uncached("AUDIO")?.min(usage.input_tokens);
+    usage.audio_input_tokens = uncached(Modality::Audio)?.min(usage.input_tokens);
     usage.image_input_tokens =
-        uncached("IMAGE")?.min(usage.input_tokens - usage.audio_input_tokens);
+        uncached(Modality::Image)?.min(usage.input_tokens - usage.audio_input_tokens);
     usage.audio_output_tokens =
-        modality(cx, &u.candidates_tokens_details, "AUDIO")?.min(candidates);
-    usage.image_output_tokens = modality(cx, &u.candidates_tokens_details, "IMAGE")?
+        modality(cx, &u.candidates_tokens_details, Modality::Audio)?.min(candidates);
+    usage.image_output_tokens = modality(cx, &u.candidates_tokens_details, Modality::Image)?
         .min(candidates - usage.audio_output_tokens);
     usage.service_tier = cx.tier(u.traffic_type.as_deref())?;
     Ok(Extraction::new(None, usage))
@@ -705,4 +768,74 @@ pub(super) fn cohere_usage(cx: &Cx<'_>, u: &CohereUsage) -> Result<Extraction, E
         cx.count("billed_units.output_tokens", billed.output_tokens)?,
     );
     Ok(Extraction::new(None, usage))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::Debug;
+
+    use super::*;
+    use crate::meter::extract::quick::tests::mutations;
+
+    /// A body's fields and its usage, read in place as the scan meets it, must be
+    /// what the scan and then `serde_json` find: the same raw fields, the same
+    /// value, the same error.
+    fn in_place_agrees<T>(provider: Provider, body: &[u8], names: [&str; 2]) -> bool
+    where
+        T: for<'a> Quick<'a> + for<'a> Deserialize<'a> + PartialEq + Debug,
+    {
+        let cx = Cx::new(&provider);
+        let fast = cx.fields_parsing::<T, 2>(body, names, 1);
+        let slow = cx
+            .fields(body, names)
+            .and_then(|raw| Ok((raw, cx.field::<T>(raw[1])?)));
+        assert_eq!(fast, slow, "{}", String::from_utf8_lossy(body));
+        fast.is_ok_and(|(_, usage)| usage.is_some())
+    }
+
+    #[test]
+    fn usage_read_in_place_is_the_usage_scanned_then_parsed() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/providers");
+        let read = |path: &str| std::fs::read(root.join(path)).expect("fixture");
+        let mut answered = 0;
+        let openai =
+            |b: &[u8]| in_place_agrees::<OpenAiUsage>(Provider::OpenAi, b, ["model", "usage"]);
+        let anthropic = |b: &[u8]| {
+            in_place_agrees::<AnthropicUsage>(Provider::Anthropic, b, ["model", "usage"])
+        };
+        let gemini = |b: &[u8]| {
+            in_place_agrees::<GeminiUsage>(Provider::Gemini, b, ["modelVersion", "usageMetadata"])
+        };
+        type Agrees<'f> = &'f dyn Fn(&[u8]) -> bool;
+        let bodies: [(&str, Agrees<'_>); 3] = [
+            ("openai_chat/chat_completion_reasoning_cached.json", &openai),
+            ("anthropic/message_thinking.json", &anthropic),
+            ("gemini/generate_content_thinking_cached.json", &gemini),
+        ];
+        for (path, agrees) in bodies {
+            let body = read(path);
+            assert!(agrees(&body), "{path}");
+            for mutated in mutations(&body) {
+                answered += usize::from(agrees(&mutated));
+            }
+        }
+        assert!(answered > 1_000, "{answered}");
+    }
+
+    #[test]
+    fn a_usage_given_twice_is_its_last_whichever_reader_reads_it() {
+        let quick = r#"{"prompt_tokens": 10, "completion_tokens": 1}"#;
+        // An escaped key: left to serde_json.
+        let slow = r#"{"prompt_tokens": 20, "completion\u005ftokens": 2}"#;
+        for (first, last, expected) in [(quick, slow, (20, 2)), (slow, quick, (10, 1))] {
+            let body = format!(r#"{{"model": "gpt-4o", "usage": {first}, "usage": {last}}}"#);
+            let extraction = from_body(&Provider::OpenAi, body.as_bytes(), &[]).expect("usage");
+            let usage = extraction.usage;
+            assert_eq!(
+                (usage.input_tokens, usage.output_tokens),
+                expected,
+                "{body}"
+            );
+        }
+    }
 }

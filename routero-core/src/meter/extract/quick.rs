@@ -37,6 +37,18 @@ pub(super) fn quick<'a, T: Quick<'a>>(raw: &'a [u8]) -> Option<T> {
     (reader.at == raw.len()).then_some(value)
 }
 
+/// The quick reading of the value at the start of `bytes`, and its length, where
+/// it is certain; what follows the value is not looked at.
+pub(super) fn quick_prefix<'a, T: Quick<'a>>(bytes: &'a [u8]) -> Option<(T, usize)> {
+    let mut reader = Reader {
+        bytes,
+        at: 0,
+        depth: 0,
+    };
+    let value = T::read(&mut reader)?;
+    Some((value, reader.at))
+}
+
 /// A value the quick reader can read.
 pub(super) trait Quick<'a>: Sized {
     /// The value at the reader, whitespace before it skipped; `None` to give up.
@@ -74,6 +86,12 @@ impl Quick<'_> for bool {
 impl Quick<'_> for String {
     fn read(r: &mut Reader<'_>) -> Option<Self> {
         r.plain_str().map(str::to_owned)
+    }
+}
+
+impl<'a> Quick<'a> for &'a str {
+    fn read(r: &mut Reader<'a>) -> Option<Self> {
+        r.plain_str()
     }
 }
 

@@ -26,6 +26,19 @@ pub(crate) fn fields<'a, const N: usize>(
     json: &'a [u8],
     wanted: [&str; N],
 ) -> Result<[Option<&'a [u8]>; N], ScanError> {
+    fields_reading(json, wanted, N, |_| None)
+}
+
+/// [`fields`], where each value of `wanted[slot]` is first offered to `read`,
+/// given the bytes from the value's first one: when it reads the value it returns
+/// the value's length, and the scanner goes on from its end instead of walking it
+/// again; when it declines, the value is skipped as any other.
+pub(crate) fn fields_reading<'a, const N: usize>(
+    json: &'a [u8],
+    wanted: [&str; N],
+    slot: usize,
+    mut read: impl FnMut(&'a [u8]) -> Option<usize>,
+) -> Result<[Option<&'a [u8]>; N], ScanError> {
     let mut found = [None; N];
     let mut at = skip_ws(json, 0);
     expect(json, at, b'{', "expected '{'")?;
@@ -40,9 +53,17 @@ pub(crate) fn fields<'a, const N: usize>(
         at = skip_ws(json, key_end);
         expect(json, at, b':', "expected ':'")?;
         at = skip_ws(json, at + 1);
-        let value_end = skip_value(json, at)?;
-        if let Some(slot) = wanted.iter().position(|w| w.as_bytes() == key) {
-            found[slot] = Some(&json[at..value_end]);
+        let wanted_at = wanted.iter().position(|w| w.as_bytes() == key);
+        let read_len = match wanted_at {
+            Some(wanted_at) if wanted_at == slot => read(&json[at..]),
+            _ => None,
+        };
+        let value_end = match read_len {
+            Some(len) => at + len,
+            None => skip_value(json, at)?,
+        };
+        if let Some(wanted_at) = wanted_at {
+            found[wanted_at] = Some(&json[at..value_end]);
         }
         at = skip_ws(json, value_end);
         match json.get(at) {
