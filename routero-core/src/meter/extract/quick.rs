@@ -248,56 +248,45 @@ impl<'a> Reader<'a> {
         &mut self,
         mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>,
     ) -> Option<()> {
-        self.eat(b'{')?;
-        self.nested(|r| {
+        self.sequence(b'{', b'}', |r| {
+            let key = r.plain()?;
             r.ws();
-            if r.eat(b'}').is_some() {
-                return Some(());
-            }
-            loop {
-                let key = r.plain()?;
-                r.ws();
-                r.eat(b':')?;
-                r.ws();
-                member(r, key)?;
-                r.ws();
-                match r.peek()? {
-                    b',' => {
-                        r.at += 1;
-                        r.ws();
-                    }
-                    b'}' => {
-                        r.at += 1;
-                        return Some(());
-                    }
-                    _ => return None,
-                }
-            }
+            r.eat(b':')?;
+            r.ws();
+            member(r, key)
         })
     }
 
     /// An array: `element` is called with the reader at each element.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
+    fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.sequence(b'[', b']', element)
+    }
+
+    /// `open`, items separated by commas (none after the last), `close`.
+    fn sequence(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
         self.nested(|r| {
             r.ws();
-            if r.eat(b']').is_some() {
+            if r.eat(close).is_some() {
                 return Some(());
             }
             loop {
-                element(r)?;
+                item(r)?;
                 r.ws();
-                match r.peek()? {
-                    b',' => {
-                        r.at += 1;
-                        r.ws();
-                    }
-                    b']' => {
-                        r.at += 1;
-                        return Some(());
-                    }
-                    _ => return None,
+                let next = r.peek()?;
+                r.at += 1;
+                if next == close {
+                    return Some(());
                 }
+                if next != b',' {
+                    return None;
+                }
+                r.ws();
             }
         })
     }
