@@ -174,7 +174,7 @@ impl<'a> Cx<'a> {
 // ---------------------------------------------------------------------------------
 // OpenAI Chat Completions, Responses and Embeddings, and every OpenAI-compatible API.
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default)]
 pub(super) struct XGroq {
     pub(super) usage: Option<OpenAiUsage>,
@@ -182,7 +182,7 @@ pub(super) struct XGroq {
 
 quick_struct!(XGroq { "usage" => usage });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default)]
 pub(super) struct OutputItem {
     #[serde(rename = "type")]
@@ -202,7 +202,7 @@ pub(super) fn web_search_calls(output: &[OutputItem]) -> u64 {
 
 /// The union of Chat Completions' `CompletionUsage`, Responses' `ResponseUsage` and
 /// the compatible providers' extensions.
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct OpenAiUsage {
     prompt_tokens: Option<i64>,
@@ -233,7 +233,7 @@ quick_struct!(OpenAiUsage {
     "is_byok" => is_byok,
 });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 struct PromptDetails {
     cached_tokens: Option<i64>,
@@ -249,7 +249,7 @@ quick_struct!(PromptDetails {
     "image_tokens" => image_tokens,
 });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 struct CompletionDetails {
     reasoning_tokens: Option<i64>,
@@ -368,7 +368,7 @@ pub(super) fn openai_usage(
 // ---------------------------------------------------------------------------------
 // Anthropic Messages (also on Vertex AI and Bedrock InvokeModel).
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct AnthropicUsage {
     pub(super) input_tokens: Option<i64>,
@@ -392,7 +392,7 @@ quick_struct!(AnthropicUsage {
     "output_tokens_details" => output_tokens_details,
 });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct CacheCreation {
     ephemeral_5m_input_tokens: Option<i64>,
@@ -404,7 +404,7 @@ quick_struct!(CacheCreation {
     "ephemeral_1h_input_tokens" => ephemeral_1h_input_tokens,
 });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct ServerToolUse {
     web_search_requests: Option<i64>,
@@ -412,7 +412,7 @@ pub(super) struct ServerToolUse {
 
 quick_struct!(ServerToolUse { "web_search_requests" => web_search_requests });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct ThinkingDetails {
     thinking_tokens: Option<i64>,
@@ -495,7 +495,7 @@ pub(super) fn anthropic_usage(cx: &Cx<'_>, u: &AnthropicUsage) -> Result<Extract
 // ---------------------------------------------------------------------------------
 // Gemini generateContent and Vertex AI.
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct GeminiUsage {
@@ -525,7 +525,7 @@ quick_struct!(GeminiUsage {
     "trafficType" => traffic_type,
 });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 struct ModalityCount {
@@ -537,7 +537,7 @@ quick_struct!(ModalityCount { "modality" => modality, "tokenCount" => token_coun
 
 /// A modality as Gemini names it: the two billed apart from text, and the rest.
 /// Read from a string only (no owned copy of each name).
-#[cfg_attr(test, derive(Debug))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug))]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Modality {
     Audio,
@@ -620,7 +620,7 @@ pub(super) fn gemini_usage(cx: &Cx<'_>, u: &GeminiUsage) -> Result<Extraction, E
 // ---------------------------------------------------------------------------------
 // AWS Bedrock: Converse, and InvokeModel (model-native body, or the count headers).
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ConverseUsage {
@@ -640,7 +640,7 @@ quick_struct!(ConverseUsage {
     "cacheDetails" => cache_details,
 });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 struct CacheDetail {
@@ -650,7 +650,7 @@ struct CacheDetail {
 
 quick_struct!(CacheDetail { "ttl" => ttl, "inputTokens" => input_tokens });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Clone, Default)]
 pub(super) struct ConverseTier {
     #[serde(rename = "type")]
@@ -736,7 +736,7 @@ pub(super) fn converse_usage(
 // ---------------------------------------------------------------------------------
 // Cohere v2: billed units are what is charged.
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 pub(super) struct CohereUsage {
     billed_units: Option<BilledUnits>,
@@ -744,7 +744,7 @@ pub(super) struct CohereUsage {
 
 quick_struct!(CohereUsage { "billed_units" => billed_units });
 
-#[cfg_attr(test, derive(Debug, PartialEq))]
+#[cfg_attr(any(test, feature = "testing"), derive(Debug, PartialEq))]
 #[derive(Deserialize, Default, Clone)]
 struct BilledUnits {
     input_tokens: Option<i64>,

@@ -17,6 +17,16 @@ pub mod sse;
 mod stream;
 
 pub use body::from_body;
+
+/// Reads `raw` with both of the extractors' JSON readers — the quick reader of
+/// usage objects and `serde_json`, which reads whatever the quick one gives up on —
+/// as every usage object and event payload type, and panics where the quick reader
+/// answers and `serde_json` answers otherwise. Returns how many types the quick
+/// reader read. For fuzzing the quick reader (`fuzz/`, target `usage_readers`).
+#[cfg(feature = "testing")]
+pub fn check_usage_readers(raw: &[u8]) -> usize {
+    quick::agree_on_usage(raw) + stream::agree_on_payload(raw)
+}
 pub use stream::StreamExtractor;
 
 use rust_decimal::Decimal;
