@@ -12,7 +12,8 @@
 //! twice, a byte outside printable ASCII, deep nesting, a struct written as an
 //! array) is not an error here: the reader gives up and `serde_json` reads the same
 //! bytes, with its answer or its error. No input is read two ways: the tests below
-//! run both readers over every fixture and thousands of mutations of them.
+//! run both readers over every fixture and hundreds of thousands of mutations of
+//! them, and the fuzz target `usage_readers` over arbitrary bytes.
 
 use serde::Deserialize;
 
