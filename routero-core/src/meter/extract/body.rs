@@ -23,11 +23,7 @@ pub fn from_body(
     match provider {
         Provider::Anthropic => anthropic(&cx, body),
         Provider::Gemini => gemini(&cx, body),
-        // Vertex AI serves Gemini (`usageMetadata`) and Claude (Anthropic's `usage`).
-        Provider::VertexAi => match cx.fields(body, ["usageMetadata", "usage"])? {
-            [None, Some(_)] => anthropic(&cx, body),
-            _ => gemini(&cx, body),
-        },
+        Provider::VertexAi => vertex(&cx, body),
         Provider::Bedrock => bedrock(&cx, body, headers),
         Provider::Cohere => cohere(&cx, body),
         _ => openai_like(&cx, body, headers),
@@ -579,6 +575,17 @@ fn modality(cx: &Cx<'_>, counts: &[ModalityCount], which: Modality) -> Result<u6
 fn gemini(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
     let ([model, _], usage) = cx.fields_parsing(body, ["modelVersion", "usageMetadata"], 1)?;
     cx.normalise(cx.field(model)?, usage, gemini_usage)
+}
+
+/// Vertex AI serves Gemini (`usageMetadata`) and Claude (Anthropic's `usage`): one
+/// scan finds either.
+fn vertex(cx: &Cx<'_>, body: &[u8]) -> Result<Extraction, ExtractError> {
+    let ([model_version, metadata, usage, model], gemini) =
+        cx.fields_parsing(body, ["modelVersion", "usageMetadata", "usage", "model"], 1)?;
+    if metadata.is_none() && usage.is_some() {
+        return cx.normalise(cx.field(model)?, cx.field(usage)?, anthropic_usage);
+    }
+    cx.normalise(cx.field(model_version)?, gemini, gemini_usage)
 }
 
 /// Gemini's prompt includes the cached content; tool-use prompt tokens are beside it;
