@@ -17,6 +17,12 @@ pub mod sse;
 mod stream;
 
 pub use body::from_body;
+pub use stream::StreamExtractor;
+
+use rust_decimal::Decimal;
+
+use crate::provider::Provider;
+use crate::usage::{Usage, UsageError};
 
 /// Reads `raw` with both of the extractors' JSON readers — the quick reader of
 /// usage objects and `serde_json`, which reads whatever the quick one gives up on —
@@ -27,12 +33,6 @@ pub use body::from_body;
 pub fn check_usage_readers(raw: &[u8]) -> usize {
     quick::agree_on_usage(raw) + stream::agree_on_payload(raw)
 }
-pub use stream::StreamExtractor;
-
-use rust_decimal::Decimal;
-
-use crate::provider::Provider;
-use crate::usage::{Usage, UsageError};
 
 /// What a response says about its own billing.
 #[derive(Debug, Clone, PartialEq, Eq)]
